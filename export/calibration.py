@@ -1,0 +1,57 @@
+"""Real calibration data: dataset images for the encoder, real encoder outputs at a spread of SNRs and
+lengths for tx, and real tx outputs through simulated channels for rx."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from rkd_edge.channel import CHANNEL_TYPES, create_channel
+from rkd_edge.config import CodecConfig
+from rkd_edge.data import Split
+from rkd_edge.data.splits import hash_seed
+
+
+@torch.no_grad()
+def build_feeds(system, split: Split, count: int, seed: int, cc: CodecConfig, snrs=(-10.0, -5.0, 0.0, 5.0, 10.0, 20.0),
+                channels=("awgn", "rayleigh"), uses_csi: bool = False) -> dict[str, list[dict[str, np.ndarray]]]:
+    """``{model: [feed dict, ...]}`` of ``count`` real samples each, in batches of up to 32."""
+    system.eval()
+    g = torch.Generator().manual_seed(hash_seed(seed, "calibration"))
+    pos = np.sort(torch.randperm(len(split), generator=g)[:count].numpy())
+    images = split.transform(split.images[pos])
+    ks = system.codec.symbol_set
+    feeds: dict[str, list] = {"encoder": [], "tx": [], "rx": []}
+    for start in range(0, len(images), 32):
+        x = images[start : start + 32]
+        n = len(x)
+        f = system.encoder(x)
+        snr = torch.tensor([snrs[(start + i) % len(snrs)] for i in range(n)], dtype=torch.float32)
+        k = torch.tensor([ks[(start + i) % len(ks)] for i in range(n)], dtype=torch.long)
+        name = channels[(start // 32) % len(channels)]
+        ctype = torch.full((n,), CHANNEL_TYPES.index(name), dtype=torch.long)
+        sym, mask = system.codec.tx(f, snr, k, ctype)
+        out = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)(sym, snr, mask, g)
+        feeds["encoder"].append({"image": x.numpy()})
+        feeds["tx"].append({"features": f.numpy(), "snr_db": snr.numpy(), "k": k.numpy(), "channel": ctype.numpy()})
+        rx = {"symbols": out.y.numpy(), "mask": mask.numpy(), "snr_db": snr.numpy(), "channel": ctype.numpy()}
+        if uses_csi:
+            rx["csi"] = out.csi.numpy()
+        feeds["rx"].append(rx)
+    return feeds
+
+
+def feeds_digest(feeds: list[dict[str, np.ndarray]]) -> str:
+    """sha256 over every array of a calibration set, in order (recorded in the manifest)."""
+    h = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(feed[name]).tobytes())
+    return h.hexdigest()
+
+
+def feeds_count(feeds: list[dict[str, np.ndarray]]) -> int:
+    return sum(len(next(iter(f.values()))) for f in feeds)

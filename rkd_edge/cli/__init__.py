@@ -1,0 +1,46 @@
+"""The ``rkd-edge`` command line (typer). Commands only parse arguments and override the config."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from rkd_edge import progress
+from rkd_edge.errors import UserError
+from rkd_edge.runtime.bundle import BundleError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="rkd-edge: distill a large vision model into a tiny semantic encoder, make it robust "
+                       "to channel noise, and ship it to edge devices.")
+
+
+@app.callback()
+def _root(quiet: bool = typer.Option(False, "--quiet", "-q", help="Silence progress bars and status lines.")):
+    progress.set_quiet(quiet)
+
+
+def _register() -> None:
+    from rkd_edge.cli import data, deploy, teacher, train
+
+    app.add_typer(data.app, name="data", help="Inspect datasets.")
+    app.add_typer(teacher.app, name="teacher", help="Train, evaluate and inspect teachers.")
+    train.register(app)
+    deploy.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except (UserError, BundleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: completed stages and checkpoints are kept; rerun the command to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    return 0

@@ -1,0 +1,67 @@
+"""``rkd-edge teacher``: train, evaluate and list teachers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, SEED, SET, echo_json, resolve
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("train")
+def train(out: Path = typer.Option(..., "--out", "-o", help="Folder for teacher.pt and teacher.json."),
+          dataset: str = DATASET, arch: str = typer.Option(None, help="cnn-large, cnn-base, vit-small, "
+                                                                       "vit-tiny or timm:NAME[@FILE]."),
+          epochs: int = typer.Option(None, help="Training epochs."), data_dir: str = DATA_DIR,
+          preset: str = PRESET, config: str = CONFIG, overrides: list[str] = SET, seed: int = SEED,
+          device: str = DEVICE):
+    """Train a teacher; the spec local:OUT then loads it."""
+    from rkd_edge import env
+    from rkd_edge.data import create_dataset
+    from rkd_edge.teachers.train import train_teacher
+
+    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device)
+    if arch is not None:
+        cfg.teacher.arch = arch
+    if epochs is not None:
+        cfg.teacher.epochs = epochs
+    d = cfg.data
+    splits = create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction,
+                            d.test_fraction)
+    rec = train_teacher(cfg, splits, out, env.pick_device(cfg.device))
+    typer.echo(f"teacher {rec['arch']}: {rec['params']:,} parameters, test accuracy {rec['accuracy']:.4f} "
+               f"({rec['train_seconds']:.0f} s) -> {out}/teacher.json")
+
+
+@app.command("eval")
+def evaluate(spec: str = typer.Argument(..., help="Teacher spec, e.g. local:DIR."), dataset: str = DATASET,
+             data_dir: str = DATA_DIR, image_size: int = typer.Option(None), channels: int = typer.Option(None),
+             split: str = typer.Option("test", help="train, val or test."), seed: int = 0,
+             device: str = typer.Option("auto")):
+    """Report a teacher's accuracy on a dataset split."""
+    from rkd_edge import env
+    from rkd_edge.data import create_dataset
+    from rkd_edge.errors import UserError
+    from rkd_edge.teachers import create_teacher
+    from rkd_edge.teachers.base import accuracy, count_params
+
+    if split not in ("train", "val", "test"):
+        raise UserError(f"unknown split {split!r}; use train, val or test")
+    splits = create_dataset(dataset or "digits", data_dir, image_size, channels, seed)
+    dev = env.pick_device(device)
+    teacher = create_teacher(spec, splits.input_shape, splits.num_classes).to(dev).freeze()
+    acc = accuracy(teacher, getattr(splits, split), device=dev)
+    echo_json({"spec": spec, "dataset": splits.name, "split": split, "accuracy": round(acc, 6),
+               "params": count_params(teacher)})
+
+
+@app.command("list")
+def list_teachers():
+    """List teacher spec forms."""
+    from rkd_edge.teachers import teacher_specs
+
+    for s in teacher_specs():
+        typer.echo(s)

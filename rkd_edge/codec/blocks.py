@@ -1,0 +1,83 @@
+"""Transformer pieces for the codecs. Attention runs within a sample, never across the batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over ``x: [B, T, d]`` with a key mask ``[B, T]`` (1 = active).
+
+    Masked keys get a large negative score (not -inf) so exported graphs never produce NaN.
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = torch.matmul(q, k.transpose(-1, -2)) * (d // self.heads) ** -0.5
+        if key_mask is not None:
+            att = att + (1.0 - key_mask.to(att.dtype)).view(b, 1, 1, t) * -1e4
+        out = torch.matmul(att.softmax(-1), v)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; with ``cond_dim`` the norms are modulated by the condition (adaLN).
+
+    Args:
+        dim: Token width d.
+        heads: Attention heads.
+        cond_dim: Width of the conditioning vector (SNR and channel type); ``None`` for a plain block.
+    """
+
+    def __init__(self, dim: int, heads: int, cond_dim: int | None = None) -> None:
+        super().__init__()
+        affine = cond_dim is None
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=affine)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=affine)
+        self.attn = Attention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.mod = nn.Linear(cond_dim, 4 * dim) if cond_dim else None
+        if self.mod is not None:
+            nn.init.zeros_(self.mod.weight)
+            nn.init.zeros_(self.mod.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h1, h2 = self.norm1(x), None
+        if self.mod is not None:
+            s1, b1, s2, b2 = self.mod(cond).unsqueeze(1).chunk(4, dim=-1)
+            h1 = h1 * (1 + s1) + b1
+            x = x + self.attn(h1, key_mask)
+            h2 = self.norm2(x) * (1 + s2) + b2
+        else:
+            x = x + self.attn(h1, key_mask)
+            h2 = self.norm2(x)
+        return x + self.mlp(h2)
+
+
+class Conditioning(nn.Module):
+    """SNR (dB) and channel type to a conditioning vector ``[B, dim]``."""
+
+    def __init__(self, dim: int, n_types: int) -> None:
+        super().__init__()
+        self.types = nn.Embedding(n_types, dim)
+        self.snr = nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, snr_db: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+        """Args: snr_db: ``[B] float32, dB``. channel: ``[B] int64`` index into CHANNEL_TYPES."""
+        return F.silu(self.snr(snr_db.view(-1, 1) / 10.0) + self.types(channel))
+
+
+def length_mask(k: torch.Tensor, max_symbols: int) -> torch.Tensor:
+    """``k: [B] int64`` active lengths -> mask ``[B, K] float32`` (1 for the first k symbols)."""
+    pos = torch.arange(max_symbols, device=k.device).view(1, -1)
+    return (pos < k.view(-1, 1)).to(torch.float32)

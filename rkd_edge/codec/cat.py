@@ -1,0 +1,104 @@
+"""The channel-aware transformer (CAT) codec: SNR- and channel-conditioned, variable length."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rkd_edge.channel.power import PowerNormalize
+from rkd_edge.channel.registry import CHANNEL_TYPES
+from rkd_edge.codec.blocks import Block, Conditioning, length_mask
+
+
+class CATCodec(nn.Module):
+    """Transmitter and receiver halves of the CAT codec.
+
+    The transmitter turns features into at most K complex symbols. Its K query tokens attend to
+    ``source_tokens`` tokens made from the features, and keys beyond the requested length k are masked,
+    so that with training over random k every prefix carries the message. Every block is modulated by
+    the SNR and channel type (adaLN). The receiver mirrors it: symbol tokens (plus CSI if configured)
+    and a read-out token, the same conditioning, and a linear map back to the feature space.
+
+    Args:
+        feature_dim: D, width of the student features.
+        max_symbols: K, the fixed maximum number of complex symbols.
+        symbols: The set of lengths k trained and supported.
+        dim: Token width.
+        depth: Blocks per half.
+        heads: Attention heads.
+        csi: Whether the receiver takes the channel coefficients as an input.
+        source_tokens: Tokens the features are split into at the transmitter.
+    """
+
+    name = "cat"
+
+    def __init__(self, feature_dim: int, max_symbols: int = 16, symbols: list[int] | None = None,
+                 dim: int = 64, depth: int = 2, heads: int = 4, csi: bool = False,
+                 source_tokens: int = 4) -> None:
+        super().__init__()
+        self.feature_dim, self.max_symbols = feature_dim, max_symbols
+        self.symbol_set = sorted(symbols or [max_symbols])
+        self.uses_csi, self.source_tokens = csi, source_tokens
+        n_types = len(CHANNEL_TYPES)
+        self.tx_cond = Conditioning(dim, n_types)
+        self.tx_in = nn.Linear(feature_dim, source_tokens * dim)
+        self.tx_queries = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
+        self.tx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
+        self.tx_out = nn.Linear(dim, 2)
+        self.power = PowerNormalize()
+        self.rx_cond = Conditioning(dim, n_types)
+        self.rx_in = nn.Linear(4 if csi else 2, dim)
+        self.rx_pos = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
+        self.rx_readout = nn.Parameter(torch.zeros(1, 1, dim))
+        self.rx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
+        self.rx_norm = nn.LayerNorm(dim)
+        self.rx_out = nn.Linear(dim, feature_dim)
+
+    def tx(self, f: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor,
+           channel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode features to unit-power symbols.
+
+        Args:
+            f: ``[B, D] float32`` student features.
+            snr_db: ``[B] float32, dB`` the SNR the transmitter expects.
+            k: ``[B] int64`` number of complex symbols to send (1..K).
+            channel: ``[B] int64`` channel type index (``CHANNEL_TYPES``).
+
+        Returns:
+            ``x: [B, K, 2] float32`` I/Q symbols, mean power 1 over the active ones, 0 elsewhere;
+            ``mask: [B, K] float32``.
+        """
+        b = f.shape[0]
+        mask = length_mask(k, self.max_symbols)
+        cond = self.tx_cond(snr_db, channel)
+        src = self.tx_in(f).view(b, self.source_tokens, -1)
+        tokens = torch.cat([src, self.tx_queries.expand(b, -1, -1)], dim=1)
+        key_mask = torch.cat([torch.ones(b, self.source_tokens, device=f.device), mask], dim=1)
+        for blk in self.tx_blocks:
+            tokens = blk(tokens, cond, key_mask)
+        x = self.tx_out(tokens[:, self.source_tokens :])
+        return self.power(x, mask), mask
+
+    def rx(self, y: torch.Tensor, mask: torch.Tensor, snr_db: torch.Tensor, channel: torch.Tensor,
+           csi: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode received symbols to features.
+
+        Args:
+            y: ``[B, K, 2] float32`` received I/Q symbols.
+            mask: ``[B, K] float32`` active symbols.
+            snr_db: ``[B] float32, dB``.
+            channel: ``[B] int64`` channel type index.
+            csi: ``[B, K, 2] float32`` channel coefficients, used when the codec takes CSI.
+
+        Returns:
+            ``f_hat: [B, D] float32``.
+        """
+        b = y.shape[0]
+        inp = torch.cat([y, csi], dim=-1) if self.uses_csi else y
+        tokens = (self.rx_in(inp) + self.rx_pos) * mask.unsqueeze(-1)
+        tokens = torch.cat([self.rx_readout.expand(b, -1, -1), tokens], dim=1)
+        key_mask = torch.cat([torch.ones(b, 1, device=y.device), mask], dim=1)
+        cond = self.rx_cond(snr_db, channel)
+        for blk in self.rx_blocks:
+            tokens = blk(tokens, cond, key_mask)
+        return self.rx_out(self.rx_norm(tokens[:, 0]))

@@ -1,0 +1,63 @@
+"""The dataset registry and :func:`create_dataset`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rkd_edge.data import sources
+from rkd_edge.data.splits import DataSplits, Split, split_indices
+from rkd_edge.data.transforms import ImageTransform, channel_stats
+from rkd_edge.errors import UserError
+
+# name -> (loader(data_dir, image_size) -> RawData, horizontal flips are label-preserving)
+DATASETS: dict[str, tuple[Callable, bool]] = {
+    "digits": (lambda data_dir, size: sources.load_digits(), False),
+    "fashion-mnist": (lambda data_dir, size: sources.load_fashion_mnist(data_dir), True),
+    "cifar10": (lambda data_dir, size: sources.load_cifar(10, data_dir), True),
+    "cifar100": (lambda data_dir, size: sources.load_cifar(100, data_dir), True),
+    "imagefolder": (lambda path, size: sources.load_imagefolder(path, size), True),
+}
+
+
+def dataset_names() -> list[str]:
+    """Registered names; ``imagefolder`` is used as ``imagefolder:PATH``."""
+    return [n if n != "imagefolder" else "imagefolder:PATH" for n in DATASETS]
+
+
+def create_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
+                   channels: int | None = None, seed: int = 0, val_fraction: float = 0.1,
+                   test_fraction: float = 0.2) -> DataSplits:
+    """Load a dataset and split it deterministically.
+
+    Args:
+        name: A registered name, or ``imagefolder:PATH``.
+        data_dir: Where to look for files (datasets that need them).
+        image_size: Output side length in pixels; ``None`` keeps the native size.
+        channels: Output channels (1 or 3); ``None`` keeps the native count.
+        seed: Split seed.
+        val_fraction: Fraction of the training pool held out for validation.
+        test_fraction: Fraction held out for test where the source has no official test split.
+    """
+    key, _, arg = name.partition(":")
+    if key not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}")
+    if key == "imagefolder" and not arg:
+        raise UserError("imagefolder needs a path: use imagefolder:PATH")
+    if channels not in (None, 1, 3):
+        raise UserError(f"channels must be 1 or 3, got {channels}")
+    if image_size is not None and not 4 <= image_size <= 1024:
+        raise UserError(f"image size must be between 4 and 1024 pixels, got {image_size}")
+    loader, flip = DATASETS[key]
+    raw = loader(arg if key == "imagefolder" else data_dir, image_size)
+    n = len(raw.labels)
+    tr, va, te = split_indices(n, raw.labels, seed, val_fraction, test_fraction, raw.test_start)
+    out_c = channels or raw.images.shape[-1]
+    out_s = image_size or raw.images.shape[1]
+    mean, std = channel_stats(raw.images[tr], out_c)
+    transform = ImageTransform(size=out_s, channels=out_c, mean=mean, std=std)
+    splits = {nm: Split(nm, raw.images[ix], raw.labels[ix], ix.astype("int64"), transform, flip)
+              for nm, ix in (("train", tr), ("val", va), ("test", te))}
+    return DataSplits(name=name, classes=raw.classes, source=raw.source, transform=transform,
+                      notes={"native_shape": list(raw.images.shape[1:]),
+                             "official_test_split": raw.test_start is not None, **raw.notes},
+                      **splits)

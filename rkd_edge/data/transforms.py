@@ -1,0 +1,74 @@
+"""Batch transforms: resize, channel conversion, normalisation and optional augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Deterministic preprocessing from ``uint8 [B, H, W, C]`` to normalised ``float32 [B, C', S, S]``.
+
+    Attributes:
+        size: Output side length S in pixels.
+        channels: Output channel count C' (1 grey or 3 RGB; grey is replicated to RGB, RGB averaged).
+        mean: Per-output-channel mean of the training split after scaling to [0, 1].
+        std: Per-output-channel standard deviation, same convention.
+    """
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Args: images: ``uint8 [B, H, W, C]``. Returns: ``float32 [B, C', S, S]``, normalised."""
+        x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = convert_channels(x, self.channels)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.size)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``x: [B, C, H, W]`` -> ``[B, channels, H, W]`` (grey replicated, or colour averaged)."""
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, channels, -1, -1).contiguous()
+    return x.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1).contiguous()
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random shift by up to 1/8 of the side (reflect pad + crop) and, if ``flip``, horizontal flips."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    out = torch.stack([xp[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    if flip:
+        mask = torch.rand(b, generator=generator) < 0.5
+        out[mask] = out[mask].flip(-1)
+    return out
+
+
+def channel_stats(images: np.ndarray, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of ``uint8 [N, H, W, C]`` images in [0, 1], after channel conversion."""
+    x = images.astype(np.float64) / 255.0
+    if x.shape[-1] != channels:
+        x = x.mean(axis=-1, keepdims=True) if x.shape[-1] != 1 else x
+        x = np.repeat(x, channels, axis=-1) if channels != 1 else x
+    mean = x.mean(axis=(0, 1, 2))
+    std = x.std(axis=(0, 1, 2)) + 1e-8
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)

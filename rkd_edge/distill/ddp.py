@@ -1,0 +1,54 @@
+"""DistributedDataParallel under torchrun: gloo on CPU, NCCL on GPU, plain single process otherwise."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def init_from_env(device: str) -> bool:
+    """Join the process group torchrun set up (``WORLD_SIZE`` > 1). Returns whether DDP is on."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+def wrap(model: nn.Module, device: str) -> nn.Module:
+    """Wrap in DDP when running distributed; ``find_unused_parameters`` because stages freeze parts."""
+    if world()[1] == 1:
+        return model
+    ids = [torch.cuda.current_device()] if device.startswith("cuda") else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def all_mean(value: float) -> float:
+    """Mean of a scalar over ranks (metrics)."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world()[1]
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()

@@ -1,0 +1,98 @@
+"""An epoch loop with atomic checkpoints and exact resume, shared by every training command.
+
+Batch order, augmentation and channel noise are pure functions of ``(seed, epoch)``, and the torch RNG
+state is checkpointed too, so a run interrupted after any epoch and resumed reproduces the
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rkd_edge import progress
+from rkd_edge.distill import ddp
+from rkd_edge.errors import UserError
+from rkd_edge.io import atomic_path
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise UserError(f"checkpoint {path} is unreadable ({str(exc).splitlines()[0][:100]}); delete it to "
+                        "restart this stage") from None
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int,
+        run_epoch: Callable[[int], dict], checkpoint: Path | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, desc: str = "train",
+        select: str | None = None) -> list[dict]:
+    """Run ``run_epoch(epoch) -> metrics`` for each epoch, checkpointing atomically after each.
+
+    Args:
+        model: The module whose ``state_dict`` is checkpointed.
+        optimizer: Its optimiser (state checkpointed).
+        epochs: Total epochs.
+        run_epoch: Trains one epoch and returns metrics (floats); must be deterministic in the epoch.
+        checkpoint: Where to save; an existing file resumes the run.
+        scheduler: Stepped once per epoch.
+        desc: Progress label.
+        select: A metric to maximise: the best epoch's weights are restored at the end.
+
+    Returns:
+        The per-epoch metrics history.
+    """
+    history: list[dict] = []
+    start = 0
+    best = (-math.inf, None)
+    if checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        history, start = state["history"], state["epoch"] + 1
+        best = (state["best_score"], state["best_model"])
+        progress.log(f"{desc}: resuming after epoch {start} of {epochs}")
+    with progress.task(desc, epochs) as bar:
+        bar.advance(start)
+        for epoch in range(start, epochs):
+            metrics = run_epoch(epoch)
+            if scheduler is not None:
+                scheduler.step()
+            metrics = {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
+            history.append(metrics)
+            if select is not None and metrics[select] > best[0]:
+                best = (metrics[select], {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if checkpoint is not None and ddp.is_main():
+                save_checkpoint(checkpoint, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                    "best_score": best[0], "best_model": best[1]})
+            bar.advance(1, info=" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+    if select is not None and best[1] is not None:
+        model.load_state_dict(best[1])
+    return history
+
+
+def make_optimizer(params, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int = 1):
+    """AdamW with a cosine schedule stepped per epoch: the default for every stage."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise UserError("this stage trains no parameters; check its 'train' list in the config")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.02)
+    return opt, sched

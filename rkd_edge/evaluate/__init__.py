@@ -1,0 +1,1 @@
+"""Accuracy against SNR and length, with intervals, CSV/JSON files and plots."""

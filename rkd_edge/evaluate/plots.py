@@ -1,0 +1,68 @@
+"""PNG plots: accuracy against SNR per channel, and accuracy against the number of symbols."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rkd_edge.io import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_snr(rows: list[dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
+    """One panel per channel; a line per (method, k) with its 95 % band; dashed reference levels."""
+    plt = _plt()
+    channels = sorted({r["channel"] for r in rows})
+    fig, axes = plt.subplots(1, len(channels), figsize=(5.5 * len(channels), 4), squeeze=False)
+    for ax, ch in zip(axes[0], channels, strict=True):
+        keys = sorted({(r["method"], r["k"]) for r in rows if r["channel"] == ch})
+        for method, k in keys:
+            pts = sorted((r["snr_db"], r["accuracy"], r["ci_low"], r["ci_high"]) for r in rows
+                         if r["channel"] == ch and r["method"] == method and r["k"] == k)
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=f"{method} k={k}")
+            ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15)
+        for name, level in (references or {}).items():
+            ax.axhline(level, ls="--", lw=1, color="gray")
+            ax.text(ax.get_xlim()[0], level, f" {name}", fontsize=7, va="bottom", color="gray")
+        mode = next(r["mode"] for r in rows if r["channel"] == ch)
+        ax.set_title(f"{ch}" + (f" ({mode})" if mode != "-" else ""))
+        ax.set_xlabel("SNR (Es/N0, dB)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_symbols(rows: list[dict], path: Path, snrs: list[float], title: str) -> None:
+    """Accuracy against k at a few SNRs, per channel."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for ch in sorted({r["channel"] for r in rows}):
+        for snr in snrs:
+            pts = sorted((r["k"], r["accuracy"]) for r in rows if r["channel"] == ch and r["snr_db"] == snr)
+            if len(pts) > 1:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{ch} {snr:g} dB")
+    ax.set_xlabel("complex symbols k")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,52 @@
+"""The methods compared by ``--method``, declared as data: which stages run and what each changes.
+
+* ``rkd-sc``: KDL-DARTS student, stage 1 distillation, CAT codec trained in stage 2 (ours).
+* ``authors-2025``: the authors' earlier recipe: hand-designed ResNet-like student, feature-MSE
+  distillation (then a linear probe for the classifier), a plain 2+2 transformer autoencoder without SNR
+  input and without compression, trained one epoch per SNR in the fixed order -5, -2, 0, 5, 10, 15, 20 dB.
+* ``deepjscc``: the searched student and the CAT codec trained end to end through the channel with CE
+  only, no teacher.
+* ``no-stage2``: the stage-1 student sending its features uncoded (no robust training).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from rkd_edge.config import RunConfig, StageConfig
+from rkd_edge.errors import UserError
+
+METHOD_STAGES = {
+    "rkd-sc": ["teacher", "search", "stage1", "stage2", "evaluate"],
+    "authors-2025": ["teacher", "stage1", "probe", "stage2", "evaluate"],
+    "deepjscc": ["teacher", "search", "stage2", "evaluate"],
+    "no-stage2": ["teacher", "search", "stage1", "evaluate"],
+}
+AUTHORS_SNRS = [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0]
+
+
+def method_config(cfg: RunConfig) -> RunConfig:
+    """The config a method actually trains with (a copy; the user's config is not changed)."""
+    if cfg.method not in METHOD_STAGES:
+        raise UserError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHOD_STAGES)}")
+    c = copy.deepcopy(cfg)
+    if c.method == "authors-2025":
+        c.stage1.losses = {"feat": 1.0}
+        c.stage1.train = ["encoder", "projector"]
+        c.codec.name = "plain"
+        c.stage2 = StageConfig(epochs=len(AUTHORS_SNRS), lr=c.stage2.lr, losses={"recon": 1.0},
+                               train=["codec"], snr_schedule=AUTHORS_SNRS, channels=c.stage2.channels,
+                               limit_batches=c.stage2.limit_batches)
+    elif c.method == "deepjscc":
+        c.stage2.losses = {"ce": 1.0}
+        c.stage2.train = ["encoder", "codec", "classifier"]
+        c.stage2.epochs = c.stage1.epochs + c.stage2.epochs
+    elif c.method == "no-stage2":
+        c.codec.name = "direct"
+    return c
+
+
+def probe_stage(cfg: RunConfig) -> StageConfig:
+    """Linear probe of the classifier on frozen features (authors-2025 after feature-MSE distillation)."""
+    return StageConfig(epochs=max(3, cfg.stage1.epochs // 4), lr=cfg.stage1.lr, losses={"ce": 1.0},
+                       train=["classifier"], limit_batches=cfg.stage1.limit_batches)

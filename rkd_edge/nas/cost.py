@@ -1,0 +1,159 @@
+"""Complexity costs of operations (parameters, FLOPs, measured latency) and their expectation.
+
+The penalty of KDL-DARTS is ``E[cost] = sum over cells and edges of softmax(alpha) . cost``, divided by
+the cost of the most expensive choice on every edge, so it lies in [0, 1] whatever the metric.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rkd_edge.errors import UserError
+from rkd_edge.io import write_json
+from rkd_edge.nas.cells import cell_plan
+from rkd_edge.nas.genotypes import Skeleton
+from rkd_edge.nas.operations import PRIMITIVES, build_op
+from rkd_edge.nas.search_model import edge_inputs
+
+METRICS = ("params", "flops", "latency")
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on ``[1, *input_shape]`` (convolutions and linears)."""
+    total = [0]
+
+    def conv_hook(m: nn.Conv2d, inp, out):
+        total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear_hook(m: nn.Linear, inp, out):
+        total[0] += out.numel() * m.in_features
+
+    hooks = [m.register_forward_hook(conv_hook) for m in module.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(linear_hook) for m in module.modules() if isinstance(m, nn.Linear)]
+    was = module.training
+    module.eval()
+    try:
+        module(torch.zeros(1, *input_shape))
+    finally:
+        module.train(was)
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def latency_key(op: str, c: int, size: int, stride: int) -> str:
+    return f"{op}|{c}|{size}|{stride}"
+
+
+def load_latency_table(path: str | Path) -> dict:
+    """A latency lookup table: ``{"device": ..., "unit": "ms", "entries": {"op|C|size|stride": ms}}``."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text())
+        if not isinstance(table.get("entries"), dict):
+            raise ValueError("no 'entries' mapping")
+        return table
+    except (OSError, ValueError) as exc:
+        raise UserError(f"latency table {path} is unreadable ({exc}); rebuild it with rkd-edge search "
+                        "--cost latency") from None
+
+
+@torch.no_grad()
+def measure_op_latency(op: nn.Module, c: int, size: int, repeats: int = 30) -> float:
+    """Median forward time in ms of an op on ``[1, C, size, size]`` on this host's CPU."""
+    op.eval()
+    x = torch.randn(1, c, size, size)
+    for _ in range(3):
+        op(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        op(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(sorted(times)[len(times) // 2])
+
+
+def build_latency_table(sk: Skeleton, path: str | Path | None = None) -> dict:
+    """Measure every (op, C, size, stride) the skeleton uses on this host; write it if ``path``."""
+    from rkd_edge.env import cpu_model
+
+    entries = {}
+    for p in cell_plan(sk):
+        for stride, size in sorted(set(edge_geometry(p, sk.steps))):
+            for op in PRIMITIVES:
+                key = latency_key(op, p["C"], size, stride)
+                if key not in entries:
+                    entries[key] = round(measure_op_latency(build_op(op, p["C"], stride), p["C"], size), 5)
+    table = {"device": cpu_model(), "unit": "ms", "batch": 1, "entries": entries}
+    if path is not None:
+        write_json(path, table)
+    return table
+
+
+def op_cost_table(sk: Skeleton, metric: str = "params", latency: dict | None = None) -> torch.Tensor:
+    """Cost of each operation on each edge of each cell: ``[layers, edges, len(PRIMITIVES)] float64``."""
+    if metric not in METRICS:
+        raise UserError(f"unknown cost {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric == "latency" and latency is None:
+        raise UserError("latency cost needs a latency table (--latency-table FILE)")
+    rows = []
+    for p in cell_plan(sk):
+        row = []
+        for stride, size in edge_geometry(p, sk.steps):
+            costs = []
+            for op in PRIMITIVES:
+                if metric == "params":
+                    costs.append(count_params(build_op(op, p["C"], stride)))
+                elif metric == "flops":
+                    costs.append(count_macs(build_op(op, p["C"], stride), (p["C"], size, size)))
+                else:
+                    key = latency_key(op, p["C"], size, stride)
+                    if key not in latency["entries"]:
+                        raise UserError(f"latency table lacks {key}; rebuild it for this skeleton")
+                    costs.append(latency["entries"][key])
+            row.append(costs)
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def edge_geometry(p: dict, steps: int) -> list[tuple[int, int]]:
+    """``(stride, input size)`` of every edge of a cell: in a reduction cell the edges from the two cell
+    inputs have stride 2 and the edges between intermediate nodes run at the halved size."""
+    half = -(-p["size"] // 2)
+    if not p["reduction"]:
+        return [(1, p["size"]) for _ in edge_inputs(steps)]
+    return [(2, p["size"]) if j < 2 else (1, half) for j in edge_inputs(steps)]
+
+
+def expected_cost(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, table: torch.Tensor,
+                  reductions: list[bool]) -> torch.Tensor:
+    """Normalised expected cost in [0, 1] under the softmax of the architecture weights."""
+    wn, wr = F.softmax(alphas_normal, -1), F.softmax(alphas_reduce, -1)
+    t = table.to(alphas_normal.dtype)
+    total = sum(((wr if red else wn) * t[i]).sum() for i, red in enumerate(reductions))
+    return total / t.max(-1).values.sum().clamp_min(1e-12)
+
+
+def chosen_cost(cells: dict[bool, list[tuple[str, int]]], table: torch.Tensor, steps: int,
+                reductions: list[bool]) -> float:
+    """Summed cost of the operations a genotype chose (same table as the penalty)."""
+    offsets, o = [], 0
+    for i in range(steps):
+        offsets.append(o)
+        o += 2 + i
+    total = 0.0
+    for li, red in enumerate(reductions):
+        for k, (op, inp) in enumerate(cells[red]):
+            total += float(table[li, offsets[k // 2] + inp, PRIMITIVES.index(op)])
+    return total

@@ -1,0 +1,75 @@
+"""Derive a discrete genotype from the architecture weights, with the anti-collapse safeguards."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rkd_edge.nas.cost import chosen_cost, count_macs, count_params
+from rkd_edge.nas.genotypes import Genotype, Skeleton
+from rkd_edge.nas.operations import PRIMITIVES
+
+
+def derive_cell(alphas: torch.Tensor, steps: int, max_skip: int | None) -> tuple[list, dict]:
+    """Pick two strongest inputs per node, each with its strongest operation other than ``none``.
+
+    Safeguards (their actions are counted in the returned info):
+      * ``none`` is never chosen (DARTS); ``none_argmax`` counts edges whose raw argmax was ``none``.
+      * at most ``max_skip`` ``skip_connect`` per cell (P-DARTS): the weakest extra skips are replaced
+        by their edge's best parametric operation; ``skips_replaced`` counts them.
+    """
+    w = F.softmax(alphas.detach().float(), -1)
+    none_i, skip_i = PRIMITIVES.index("none"), PRIMITIVES.index("skip_connect")
+    chosen, offset, none_argmax = [], 0, 0
+    for i in range(steps):
+        rows = w[offset : offset + 2 + i]
+        none_argmax += int((rows.argmax(-1) == none_i).sum())
+        masked = rows.clone()
+        masked[:, none_i] = -1
+        best = masked.max(-1)
+        top = sorted(best.values.argsort(descending=True)[:2].tolist())
+        for j in top:
+            chosen.append([PRIMITIVES[int(best.indices[j])], j, offset + j])
+        offset += 2 + i
+    replaced = 0
+    if max_skip is not None:
+        skips = [c for c in chosen if c[0] == "skip_connect"]
+        skips.sort(key=lambda c: float(w[c[2], skip_i]))
+        while len(skips) > max_skip:
+            c = skips.pop(0)
+            row = w[c[2]].clone()
+            row[[none_i, skip_i]] = -1
+            row[[PRIMITIVES.index(p) for p in ("avg_pool_3x3", "max_pool_3x3")]] = -1
+            c[0] = PRIMITIVES[int(row.argmax())]
+            replaced += 1
+    return [(op, j) for op, j, _ in chosen], {"none_argmax": none_argmax, "skips_replaced": replaced}
+
+
+def skeleton_costs(sk: Skeleton) -> tuple[int, int]:
+    """Parameters and MACs of everything but the searched operations (stem, preprocessing, head)."""
+    from rkd_edge.students.network import StudentEncoder
+
+    empty = [("none", j) for i in range(sk.steps) for j in (0, 1)]
+    concat = list(range(2, 2 + sk.steps))
+    net = StudentEncoder(Genotype(empty, empty, sk, concat, concat))
+    return count_params(net), count_macs(net, (sk.in_channels, sk.image_size, sk.image_size))
+
+
+def derive(model, max_skip: int | None, tables: dict[str, torch.Tensor], reductions: list[bool],
+           search_info: dict) -> Genotype:
+    """Genotype with cost estimates: params and FLOPs = skeleton + the chosen operations' table costs."""
+    sk = model.skeleton
+    normal, info_n = derive_cell(model.alphas_normal, sk.steps, max_skip)
+    reduce, info_r = derive_cell(model.alphas_reduce, sk.steps, max_skip)
+    concat = list(range(2, 2 + sk.steps))
+    cells = {False: normal, True: reduce}
+    skel_params, skel_macs = skeleton_costs(sk)
+    enc_params = skel_params + int(chosen_cost(cells, tables["params"], sk.steps, reductions))
+    classifier = sk.feature_dim * sk.num_classes + sk.num_classes
+    g = Genotype(normal, reduce, sk, concat, list(concat), params=enc_params + classifier,
+                 encoder_params=enc_params,
+                 flops=skel_macs + int(chosen_cost(cells, tables["flops"], sk.steps, reductions)),
+                 search={**search_info, "safeguards": {"normal": info_n, "reduce": info_r}})
+    if "latency" in tables:
+        g.latency_ms = round(chosen_cost(cells, tables["latency"], sk.steps, reductions), 5)
+    return g

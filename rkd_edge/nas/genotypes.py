@@ -1,0 +1,89 @@
+"""Genotypes: a derived architecture as data that serialises to JSON and diffs cleanly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rkd_edge.errors import UserError
+from rkd_edge.io import read_json, write_json
+from rkd_edge.nas.operations import PRIMITIVES
+
+FORMAT = "rkd-edge/genotype@1"
+
+
+@dataclass
+class Skeleton:
+    """Everything about the network that is not searched."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+    layers: int = 3
+    steps: int = 3
+    init_channels: int = 8
+    stem_multiplier: int = 2
+    feature_dim: int = 64
+
+    def reduction_layers(self) -> tuple[int, ...]:
+        return tuple(sorted({self.layers // 3, 2 * self.layers // 3})) if self.layers >= 3 else (1,)
+
+
+@dataclass
+class Genotype:
+    """Two cell types, each a list of ``(operation, input node)`` pairs, two per intermediate node.
+
+    Input nodes are 0 (cell k-2 output), 1 (cell k-1 output), and 2.. for earlier intermediate nodes.
+    """
+
+    normal: list[tuple[str, int]]
+    reduce: list[tuple[str, int]]
+    skeleton: Skeleton
+    normal_concat: list[int] = field(default_factory=list)
+    reduce_concat: list[int] = field(default_factory=list)
+    params: int = 0
+    encoder_params: int = 0
+    flops: int = 0
+    latency_ms: float | None = None
+    search: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["format"] = FORMAT
+        d["normal"] = [list(e) for e in self.normal]
+        d["reduce"] = [list(e) for e in self.reduce]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "genotype") -> Genotype:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise UserError(f"{where} is not an rkd-edge genotype (format {FORMAT}); regenerate it with "
+                            "rkd-edge search")
+        try:
+            sk = Skeleton(**d["skeleton"])
+            g = cls(normal=[(str(o), int(i)) for o, i in d["normal"]],
+                    reduce=[(str(o), int(i)) for o, i in d["reduce"]], skeleton=sk,
+                    normal_concat=list(d["normal_concat"]), reduce_concat=list(d["reduce_concat"]),
+                    params=int(d.get("params", 0)), encoder_params=int(d.get("encoder_params", 0)),
+                    flops=int(d.get("flops", 0)), latency_ms=d.get("latency_ms"), search=d.get("search", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where} is malformed ({type(exc).__name__}: {exc}); regenerate it") from None
+        g.validate(where)
+        return g
+
+    def validate(self, where: str = "genotype") -> None:
+        for cell in (self.normal, self.reduce):
+            if len(cell) != 2 * self.skeleton.steps:
+                raise UserError(f"{where}: a cell needs {2 * self.skeleton.steps} edges, has {len(cell)}")
+            for k, (op, inp) in enumerate(cell):
+                if op not in PRIMITIVES:
+                    raise UserError(f"{where}: unknown operation {op!r}; known: {', '.join(PRIMITIVES)}")
+                if not 0 <= inp < 2 + k // 2:
+                    raise UserError(f"{where}: edge {k} reads node {inp}, which does not exist yet")
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Genotype:
+        return cls.from_dict(read_json(path, "genotype"), str(path))

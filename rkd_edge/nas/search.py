@@ -1,0 +1,161 @@
+"""KDL-DARTS: search with ``CE + alpha * KD + lambda * E[cost]`` and derive the student genotype."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rkd_edge import env, progress
+from rkd_edge.config import RunConfig
+from rkd_edge.data import DataSplits
+from rkd_edge.data.splits import subset
+from rkd_edge.distill.losses import kd_kl
+from rkd_edge.nas.architect import Architect
+from rkd_edge.nas.cost import build_latency_table, expected_cost, load_latency_table, op_cost_table
+from rkd_edge.nas.derive import derive
+from rkd_edge.nas.genotypes import Genotype, Skeleton
+from rkd_edge.nas.operations import PRIMITIVES
+from rkd_edge.nas.search_model import SearchNetwork
+from rkd_edge.teachers.cache import TeacherCache
+
+
+def make_skeleton(cfg: RunConfig, splits: DataSplits) -> Skeleton:
+    s = cfg.search
+    c, h, _ = splits.input_shape
+    return Skeleton(in_channels=c, image_size=h, num_classes=splits.num_classes, layers=s.layers, steps=s.steps,
+                    init_channels=s.init_channels, stem_multiplier=s.stem_multiplier, feature_dim=s.feature_dim)
+
+
+def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> dict[str, torch.Tensor]:
+    """Params and FLOPs tables always (for estimates); latency when it is the chosen cost."""
+    tables = {"params": op_cost_table(sk, "params"), "flops": op_cost_table(sk, "flops")}
+    if cfg.search.cost == "latency":
+        path = cfg.search.latency_table
+        lut = load_latency_table(path) if path else build_latency_table(sk, out / "latency_table.json"
+                                                                          if out else None)
+        tables["latency"] = op_cost_table(sk, "latency", lut)
+    return tables
+
+
+def search(cfg: RunConfig, splits: DataSplits, teacher, cache: TeacherCache | None, lam: float,
+           device: str = "cpu", out: Path | None = None) -> tuple[Genotype, list[dict]]:
+    """Run one KDL-DARTS search at complexity weight ``lam``. Returns the genotype and the epoch log."""
+    s = cfg.search
+    env.seed_everything(cfg.seed)
+    sk = make_skeleton(cfg, splits)
+    model = SearchNetwork(sk, s.partial_channels).to(device)
+    tables = cost_tables(sk, cfg, out)
+    table = tables[s.cost].to(device)
+    reductions = [p["reduction"] for p in model.plan]
+    n = len(splits.train)
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    cut = int(n * s.train_fraction)
+    w_split, a_split = subset(splits.train, np.sort(order[:cut]), "search-w"), \
+        subset(splits.train, np.sort(order[cut:]), "search-a")
+    t_out = {}
+    if teacher is not None and s.alpha_kd:
+        store = cache or TeacherCache(None)
+        t_out = {nm: store.outputs(teacher, sp, device)[1] for nm, sp in (("w", w_split), ("a", a_split))}
+
+    def loss_fn(batch):
+        x, y, pos, which = batch
+        _, logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if which in t_out:
+            loss = loss + s.alpha_kd * kd_kl(logits, t_out[which][pos].to(device), s.temperature)
+        return loss
+
+    def penalty():
+        return expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions)
+
+    architect = Architect(model, loss_fn, penalty, lam, s.arch_lr, s.second_order, xi=s.w_lr)
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=s.w_lr, momentum=0.9, weight_decay=3e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, s.epochs, eta_min=s.w_lr * 0.05)
+    log = []
+    steps_per_epoch = min(len(w_split), len(a_split)) // s.batch_size + 1
+    if s.limit_batches:
+        steps_per_epoch = min(steps_per_epoch, s.limit_batches)
+    with progress.task(f"search lambda={lam}", s.epochs) as bar:
+        for epoch in range(s.epochs):
+            t0 = time.time()
+            model.train()
+            w_batches = w_split.batches(s.batch_size, True, cfg.seed, epoch)
+            a_batches = a_split.batches(s.batch_size, True, cfg.seed + 1, epoch)
+            tot = 0.0
+            for step, ((xw, yw, pw), (xa, ya, pa)) in enumerate(zip(w_batches, a_batches, strict=False)):
+                if step >= steps_per_epoch:
+                    break
+                trn = (xw.to(device), yw.to(device), pw, "w")
+                if epoch >= s.warmup_epochs:
+                    architect.step(trn, (xa.to(device), ya.to(device), pa, "a"))
+                w_opt.zero_grad(set_to_none=True)
+                loss = loss_fn(trn)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
+                w_opt.step()
+                tot += loss.item()
+            sched.step()
+            entry = {"epoch": epoch, "loss": round(tot / max(1, step + 1), 5),
+                     "expected_cost": round(float(penalty()), 6), "val_acc": round(_accuracy(model, splits.val,
+                                                                                            device), 5),
+                     "seconds": round(time.time() - t0, 3),
+                     "weights_normal": _mean_weights(model.alphas_normal),
+                     "weights_reduce": _mean_weights(model.alphas_reduce)}
+            log.append(entry)
+            bar.advance(info=f"cost={entry['expected_cost']:.3f} val_acc={entry['val_acc']:.3f}")
+    info = {"lambda": lam, "cost": s.cost, "alpha_kd": s.alpha_kd, "epochs": s.epochs, "seed": cfg.seed,
+            "expected_cost": log[-1]["expected_cost"] if log else None, "max_skip": s.max_skip,
+            "second_order": s.second_order, "partial_channels": s.partial_channels,
+            "teacher": teacher.identity() if teacher is not None else None,
+            "alphas_normal": model.alphas_normal.detach().cpu().tolist(),
+            "alphas_reduce": model.alphas_reduce.detach().cpu().tolist()}
+    return derive(model, s.max_skip, {k: v.cpu() for k, v in tables.items()}, reductions, info), log
+
+
+def _mean_weights(alphas: torch.Tensor) -> dict[str, float]:
+    w = F.softmax(alphas.detach().float(), -1).mean(0)
+    return {op: round(float(v), 5) for op, v in zip(PRIMITIVES, w, strict=True)}
+
+
+@torch.no_grad()
+def _accuracy(model, split, device) -> float:
+    model.eval()
+    correct = 0
+    for x, y, _ in split.batches(256):
+        correct += int((model(x.to(device))[1].argmax(-1).cpu() == y).sum())
+    model.train()
+    return correct / max(1, len(split))
+
+
+def plot_weights(log: list[dict], path: Path) -> None:
+    """How the mean architecture weight of each operation evolved (normal and reduction cells)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rkd_edge.io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    epochs = [e["epoch"] for e in log]
+    for ax, key in zip(axes, ("weights_normal", "weights_reduce"), strict=True):
+        for op in PRIMITIVES:
+            ax.plot(epochs, [e[key][op] for e in log], label=op, marker="." if "conv" in op or "inv" in op else None)
+        ax.set_title(key.replace("weights_", "") + " cell")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean softmax(alpha) over edges")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def skeleton_dict(sk: Skeleton) -> dict:
+    return asdict(sk)

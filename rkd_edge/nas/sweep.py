@@ -1,0 +1,67 @@
+"""Search at one or several complexity weights; with several, score each derived student and write a
+Pareto table (cost against validation accuracy)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from rkd_edge import progress
+from rkd_edge.config import RunConfig
+from rkd_edge.io import write_json, write_text
+from rkd_edge.nas.genotypes import Genotype
+from rkd_edge.nas.search import plot_weights, search
+
+
+def score_genotype(genotype: Genotype, cfg: RunConfig, splits, teacher, cache, device: str) -> float:
+    """Validation accuracy of the derived student after ``sweep_epochs`` of stage-1 distillation."""
+    from rkd_edge.distill.stages import run_stage
+    from rkd_edge.students import create_encoder
+    from rkd_edge.system import SemanticSystem
+
+    sc = copy.deepcopy(cfg.stage1)
+    sc.epochs = cfg.search.sweep_epochs
+    system = SemanticSystem(create_encoder(genotype), splits.num_classes, teacher.embed_dim)
+    history = run_stage("sweep-score", sc, system, splits, teacher, cache, seed=cfg.seed,
+                        batch_size=cfg.data.batch_size, augment=False, device=device)
+    return max(h["val_acc"] for h in history)
+
+
+def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) -> dict:
+    """Writes ``genotype.json``, ``search_log.json``, ``arch_weights.png`` (and ``pareto.csv/md`` for a
+    sweep) under ``out``; returns the stage record."""
+    lambdas = list(cfg.search.lambdas)
+    rows, chosen = [], None
+    for lam in lambdas:
+        sub = out if len(lambdas) == 1 else out / "sweep" / f"lambda_{lam:g}"
+        sub.mkdir(parents=True, exist_ok=True)
+        genotype, log = search(cfg, splits, teacher, cache, lam, device, sub)
+        genotype.save(sub / "genotype.json")
+        write_json(sub / "search_log.json", {"lambda": lam, "epochs": log})
+        plot_weights(log, sub / "arch_weights.png")
+        row = {"lambda": lam, "params": genotype.params, "flops": genotype.flops,
+               "latency_ms": genotype.latency_ms, "expected_cost": genotype.search["expected_cost"],
+               "normal": " ".join(op for op, _ in genotype.normal)}
+        if len(lambdas) > 1:
+            row["val_acc"] = round(score_genotype(genotype, cfg, splits, teacher, cache, device), 5)
+            progress.log(f"lambda={lam:g}: params={genotype.params} val_acc={row['val_acc']}")
+        rows.append((row, genotype))
+    if len(lambdas) > 1:
+        # Smallest student within one point of the best validation accuracy.
+        best = max(r["val_acc"] for r, _ in rows)
+        row, chosen = min((x for x in rows if x[0]["val_acc"] >= best - 0.01), key=lambda x: x[0]["params"])
+        chosen.save(out / "genotype.json")
+        _write_pareto([r for r, _ in rows], out)
+    else:
+        chosen = rows[0][1]
+    return {"lambda": chosen.search["lambda"], "params": chosen.params, "flops": chosen.flops,
+            "genotype": "genotype.json", "sweep": [r for r, _ in rows]}
+
+
+def _write_pareto(rows: list[dict], out: Path) -> None:
+    cols = ["lambda", "params", "flops", "latency_ms", "expected_cost", "val_acc", "normal"]
+    write_text(out / "pareto.csv", "\n".join([",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols)
+                                                                   for r in rows]) + "\n")
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    write_text(out / "pareto.md", "\n".join(md) + "\n")

@@ -1,0 +1,70 @@
+"""Progress bars (rich) that one switch silences."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence (or restore) every progress bar and status line."""
+    global _QUIET
+    _QUIET = quiet
+
+
+def is_quiet() -> bool:
+    return _QUIET
+
+
+class _Null:
+    def update(self, *a, **k) -> None:  # noqa: D401 - no-op
+        pass
+
+    def advance(self, *a, **k) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def task(description: str, total: int | None) -> Iterator:
+    """A progress task; call ``.advance(n=1, **fields)`` on the yielded object."""
+    if _QUIET:
+        yield _Null()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+    with prog:
+        tid = prog.add_task(description, total=total, info="")
+
+        class _Handle:
+            def advance(self, n: int = 1, info: str = "") -> None:
+                prog.update(tid, advance=n, info=info)
+
+            def update(self, info: str) -> None:
+                prog.update(tid, info=info)
+
+        yield _Handle()
+
+
+_LOG_FILE = None
+
+
+def set_log_file(path) -> None:
+    """Also append every status line to ``path`` (the run directory's ``run.log``); None stops it."""
+    global _LOG_FILE
+    _LOG_FILE = path
+
+
+def log(message: str) -> None:
+    """A status line on stderr unless quiet, and in the run log if one is set."""
+    import sys
+    import time
+
+    if _LOG_FILE is not None:
+        with open(_LOG_FILE, "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+    if not _QUIET:
+        print(message, file=sys.stderr)

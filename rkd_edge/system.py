@@ -1,0 +1,109 @@
+"""The semantic communication system: encoder -> codec tx -> channel -> codec rx -> classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rkd_edge.channel.base import ChannelOutput
+from rkd_edge.channel.registry import CHANNEL_TYPES
+
+
+class SemanticSystem(nn.Module):
+    """Holds the trainable module groups a stage can name: ``encoder``, ``classifier``, ``projector``,
+    ``codec`` (or ``codec.tx`` / ``codec.rx``, by parameter-name prefix).
+
+    Args:
+        encoder: ``x [B, C, H, W] -> f [B, D]``.
+        num_classes: N.
+        teacher_dim: E, width of the teacher embedding (the projector maps D -> E for distillation only).
+        codec: Optional channel codec.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, teacher_dim: int,
+                 codec: nn.Module | None = None) -> None:
+        super().__init__()
+        d = encoder.feature_dim
+        self.encoder = encoder
+        self.classifier = nn.Linear(d, num_classes)
+        self.projector = nn.Linear(d, teacher_dim)
+        self.codec = codec
+
+    def group_parameters(self, group: str) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters of a group; ``codec.tx`` / ``codec.rx`` select the codec's halves."""
+        if group in ("codec.tx", "codec.rx"):
+            if self.codec is None:
+                return []
+            half = group.split(".")[1]
+            return [(f"codec.{n}", p) for n, p in self.codec.named_parameters()
+                    if n.startswith(half + "_") or (half == "tx" and n.startswith("power"))]
+        module = getattr(self, group, None)
+        if module is None and group not in ("encoder", "classifier", "projector", "codec"):
+            from rkd_edge.errors import UserError
+
+            raise UserError(f"unknown module group {group!r}; use encoder, classifier, projector, codec, "
+                            "codec.tx or codec.rx")
+        return [] if module is None else [(f"{group}.{n}", p) for n, p in module.named_parameters()]
+
+    def set_trainable(self, groups: list[str]) -> None:
+        """Train exactly ``groups``; freeze the rest (frozen modules also stay in eval mode)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self._trainable = set()
+        for g in groups:
+            for n, p in self.group_parameters(g):
+                p.requires_grad_(True)
+                self._trainable.add(n.split(".")[0])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        trainable = getattr(self, "_trainable", None)
+        if mode and trainable is not None:
+            for name in ("encoder", "classifier", "projector", "codec"):
+                m = getattr(self, name)
+                if m is not None and name not in trainable:
+                    m.eval()  # frozen: BatchNorm statistics must not move either
+        return self
+
+    def forward(self, x: torch.Tensor, channel=None, snr_db: torch.Tensor | None = None,
+                k: torch.Tensor | None = None, channel_idx: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Clean path without ``channel``; otherwise through codec and channel(s).
+
+        Args:
+            x: ``[B, C, H, W] float32`` normalised images.
+            channel: A channel, or a list of channels indexed by ``channel_idx`` (mixed batches).
+            snr_db: ``[B] float32, dB``.
+            k: ``[B] int64`` symbols per sample.
+            channel_idx: ``[B] int64`` which channel of the list each sample goes through.
+            generator: Noise generator.
+
+        Returns:
+            ``f`` features, ``logits``; with a channel also ``f_hat``, ``symbols``, ``mask``.
+        """
+        f = self.encoder(x)
+        if channel is None:
+            return {"f": f, "f_hat": f, "logits": self.classifier(f)}
+        channels = channel if isinstance(channel, list | tuple) else [channel]
+        if channel_idx is None:
+            channel_idx = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        ctype = torch.tensor([CHANNEL_TYPES.index(c.name) for c in channels], device=x.device)[channel_idx]
+        symbols, mask = self.codec.tx(f, snr_db, k, ctype)
+        out = apply_channels(channels, channel_idx, symbols, snr_db, mask, generator)
+        f_hat = self.codec.rx(out.y, mask, snr_db, ctype, out.csi)
+        return {"f": f, "f_hat": f_hat, "logits": self.classifier(f_hat), "symbols": symbols, "mask": mask}
+
+
+def apply_channels(channels: list, idx: torch.Tensor, x: torch.Tensor, snr_db: torch.Tensor,
+                   mask: torch.Tensor, generator) -> ChannelOutput:
+    """Send each sample through its own channel type (``idx [B]``); one call per type present."""
+    if len(channels) == 1:
+        return channels[0](x, snr_db, mask, generator)
+    y, csi = torch.zeros_like(x), torch.zeros_like(x)
+    for i, ch in enumerate(channels):
+        sel = (idx == i).nonzero().flatten()
+        if len(sel):
+            o = ch(x[sel], snr_db[sel], mask[sel], generator)
+            y = y.index_copy(0, sel, o.y)
+            csi = csi.index_copy(0, sel, o.csi)
+    return ChannelOutput(y, csi)

@@ -1,0 +1,79 @@
+"""Teacher-output cache: embeddings and logits per split, keyed by teacher, samples and transform.
+
+Valid only for deterministic transforms (no augmentation): callers with augmentation run the teacher
+online instead. Any change of teacher weights, samples or preprocessing changes the key: a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from rkd_edge import progress
+from rkd_edge.data import Split
+from rkd_edge.io import atomic_path
+from rkd_edge.teachers.base import Teacher
+
+
+class TeacherCache:
+    """Compute-once store of ``(embedding [N, E], logits [N, C])`` for a teacher over a split.
+
+    Args:
+        root: Folder for cache files; ``None`` keeps results in memory only.
+    """
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(teacher: Teacher, split: Split) -> str:
+        """sha256 of the teacher identity, the split's sample fingerprint and its transform."""
+        parts = {"teacher": teacher.identity(), "samples": split.fingerprint(),
+                 "transform": split.transform.to_dict()}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def outputs(self, teacher: Teacher, split: Split, device: str = "cpu",
+                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the teacher's outputs on every sample of ``split``, in split order (CPU tensors)."""
+        key = self.key(teacher, split)
+        if key in self._memo:
+            self.hits += 1
+            return self._memo[key]
+        path = self.root / f"{key[:32]}.pt" if self.root is not None else None
+        if path is not None and path.is_file():
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True)
+                if data.get("key") == key:
+                    self.hits += 1
+                    self._memo[key] = (data["embedding"], data["logits"])
+                    return self._memo[key]
+            except (RuntimeError, OSError, EOFError):
+                pass  # a damaged cache file is recomputed
+        self.misses += 1
+        out = run_teacher(teacher, split, device, batch_size)
+        if path is not None:
+            with atomic_path(path) as tmp:
+                torch.save({"key": key, "embedding": out[0], "logits": out[1]}, tmp)
+        self._memo[key] = out
+        return out
+
+
+@torch.no_grad()
+def run_teacher(teacher: Teacher, split: Split, device: str = "cpu",
+                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher outputs over a split: ``(embedding [N, E] float32, logits [N, C] float32)``."""
+    teacher.freeze()
+    embs, logits = [], []
+    with progress.task(f"teacher outputs ({split.name})", (len(split) + batch_size - 1) // batch_size) as bar:
+        for x, _, _ in split.batches(batch_size):
+            e, lg = teacher(x.to(device))
+            embs.append(e.float().cpu())
+            logits.append(lg.float().cpu())
+            bar.advance()
+    return torch.cat(embs), torch.cat(logits)

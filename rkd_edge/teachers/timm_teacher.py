@@ -1,0 +1,77 @@
+"""timm models as teachers (for example the CLIP ViT-B/32 image tower)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from rkd_edge.errors import UserError
+from rkd_edge.io import sha256_file
+from rkd_edge.teachers.base import Teacher
+
+
+class TimmTeacher(Teacher):
+    """Wraps ``timm.create_model``; embedding = pre-logits features, logits = the classifier.
+
+    Args:
+        name: timm model name, e.g. ``vit_base_patch32_clip_224.openai``.
+        weights: ``None`` (pretrained from the local cache), a file path, or ``"random"``.
+    """
+
+    def __init__(self, name: str, weights: str | None, in_channels: int, image_size: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError:
+            raise UserError("timm teachers need timm: pip install 'rkd-edge[vision]'") from None
+        if name.split(".")[0] not in timm.list_models():
+            raise UserError(f"unknown timm model {name!r}; list them with timm.list_models()")
+        kwargs = {"num_classes": num_classes, "in_chans": in_channels}
+        self._weights_id = "random"
+        if weights == "random":
+            kwargs["pretrained"] = False
+        elif weights:
+            if not Path(weights).is_file():
+                raise UserError(f"teacher weights file not found: {weights}; give a local .safetensors/.bin")
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": os.fspath(weights)})
+            self._weights_id = sha256_file(weights)[:16]
+        else:
+            kwargs["pretrained"] = True
+            self._weights_id = "pretrained"
+        try:
+            self.model = _create(timm, name, image_size, kwargs)
+        except (RuntimeError, OSError, ValueError) as exc:
+            if weights in (None, "") or "pretrained" in str(exc).lower() or "hub" in str(exc).lower():
+                raise UserError(f"pretrained weights for {name} are not available offline; download them "
+                                f"once, or use timm:{name}@/path/to/weights") from None
+            raise UserError(f"cannot load timm model {name}: {str(exc).splitlines()[0]}") from None
+        patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", (1, 1))
+        if image_size < max(patch):
+            raise UserError(f"{name} uses {max(patch)}-pixel patches, larger than {image_size}-pixel images; "
+                            f"resize the data (--set data.image_size=224)")
+        self.spec = f"timm:{name}@{weights}" if weights else f"timm:{name}"
+        self.num_classes = num_classes
+        self.embed_dim = self.model.num_features if not hasattr(self.model, "head_hidden_size") \
+            else self.model.head_hidden_size
+
+    def identity(self) -> str:
+        return f"{self.spec}#{self._weights_id}"
+
+    def head(self):
+        return self.model.get_classifier()
+
+    def forward(self, x: torch.Tensor):
+        feats = self.model.forward_features(x)
+        emb = self.model.forward_head(feats, pre_logits=True)
+        return emb, self.model.get_classifier()(emb)
+
+
+def _create(timm, name: str, image_size: int, kwargs: dict):
+    """Create a model, passing the image size to models that take one (ViTs)."""
+    try:
+        return timm.create_model(name, img_size=image_size, **kwargs)
+    except TypeError:
+        return timm.create_model(name, **kwargs)

@@ -1,0 +1,63 @@
+"""Train (or linear-probe) a teacher and write ``DIR/teacher.pt`` + ``DIR/teacher.json``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rkd_edge import env
+from rkd_edge.config import RunConfig
+from rkd_edge.data import DataSplits
+from rkd_edge.distill.loop import fit, make_optimizer
+from rkd_edge.io import atomic_path, write_json
+from rkd_edge.teachers.base import accuracy, count_params
+from rkd_edge.teachers.registry import create_teacher
+
+
+def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) -> dict:
+    """Train ``cfg.teacher.arch`` on ``splits``; keep the best validation epoch. Returns the record."""
+    tc = cfg.teacher
+    t0 = time.time()
+    env.seed_everything(cfg.seed)
+    teacher = create_teacher(tc.arch, splits.input_shape, splits.num_classes).to(device)
+    if tc.probe_only:
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        for p in teacher.head().parameters():
+            p.requires_grad_(True)
+    opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs)
+
+    def run_epoch(epoch: int) -> dict:
+        teacher.train(not tc.probe_only)
+        total, n = 0.0, 0
+        for x, y, _ in splits.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                                            augment_data=cfg.data.augment):
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(teacher(x)[1], y, label_smoothing=tc.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(y), n + len(y)
+        return {"loss": total / max(n, 1), "val_acc": accuracy(teacher, splits.val, device=device)}
+
+    out.mkdir(parents=True, exist_ok=True)
+    history = fit(teacher, opt, tc.epochs, run_epoch, out / "checkpoint.pt", sched,
+                  desc=f"teacher {tc.arch}", select="val_acc")
+    record = {
+        "spec": tc.arch, "arch": tc.arch, "load_spec": f"local:{out.as_posix()}",
+        "params": count_params(teacher), "embed_dim": teacher.embed_dim,
+        "num_classes": splits.num_classes, "input_shape": list(splits.input_shape),
+        "dataset": splits.name, "classes": splits.classes, "transform": splits.transform.to_dict(),
+        "accuracy": accuracy(teacher, splits.test, device=device),
+        "val_accuracy": accuracy(teacher, splits.val, device=device),
+        "history": history, "train_seconds": round(time.time() - t0, 2),
+        "config": cfg.to_dict(), "versions": env.versions(),
+    }
+    with atomic_path(out / "teacher.pt") as tmp:
+        torch.save(teacher.state_dict(), tmp)
+    write_json(out / "teacher.json", record)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return record

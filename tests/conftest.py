@@ -1,0 +1,60 @@
+"""Shared fixtures: small real datasets and a tiny trained teacher."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from rkd_edge.data import create_dataset
+
+    return create_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def rgb_folder(tmp_path_factory) -> Path:
+    """A real image folder: three classes of 16x16 RGB PNGs with class-dependent colour and texture."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir()
+        for i in range(40):
+            img = rng.integers(0, 90, (16, 16, 3), dtype=np.uint8)
+            img[..., c] += 150
+            img[:: 2 + c] //= 2
+            Image.fromarray(img).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    """A cnn-base teacher trained for 2 epochs on digits through the CLI (a real checkpoint)."""
+    out = tmp_path_factory.mktemp("teacher")
+    run_cli("-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--epochs", "2",
+            "--out", str(out), check=True)
+    return out
+
+
+def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: int = 600):
+    """Run the real ``rkd-edge`` entry point in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rkd-edge {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def tiny_overrides() -> list[str]:
+    """Config overrides that make a whole pipeline run in seconds (for behaviour tests, not accuracy)."""
+    return ["--set", "teacher.epochs=1", "--set", "teacher.arch=cnn-base", "--set", "search.epochs=1",
+            "--set", "search.warmup_epochs=0", "--set", "search.layers=2", "--set", "search.steps=2",
+            "--set", "stage1.epochs=1", "--set", "stage2.epochs=1", "--set", "evaluate.trials=1",
+            "--set", "evaluate.snr_db=0:10:10", "--set", "codec.dim=16", "--set", "search.limit_batches=3"]

@@ -1,0 +1,35 @@
+"""The command line: help, data info, and one-line errors with exit code 2 for bad input."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def test_help_lists_groups():
+    out = run_cli("--help", check=True).stdout
+    for group in ("data", "teacher", "search", "distill", "robust", "evaluate", "pipeline", "export"):
+        assert group in out
+
+
+def test_data_info_digits():
+    out = run_cli("data", "info", "digits", check=True).stdout
+    assert "1797" in out and "scikit-learn" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["data", "info", "mnist-not"], "unknown dataset"),
+    (["data", "info", "imagefolder:/nonexistent"], "not a directory"),
+    (["teacher", "eval", "nope:x", "--dataset", "digits"], "unknown teacher spec"),
+    (["teacher", "eval", "local:/nonexistent", "--dataset", "digits"], "not found"),
+    (["evaluate", "/nonexistent", "--snr", "1:2"], "malformed range"),
+    (["pipeline", "--out", "OUT", "--set", "stage1.nonsense=1"], "unknown config key"),
+    (["pipeline", "--out", "OUT", "--preset", "nope"], "unknown preset"),
+    (["search", "--out", "OUT", "--cost", "watts", "--set", "search.epochs=0"], "unknown value 'watts'"),
+])
+def test_bad_input_one_line_exit_2(args, needle, tmp_path):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,121 @@
+"""KDL-DARTS: operations, genotypes, the penalty, derivation and the student built from a genotype."""
+
+import json
+
+import pytest
+import torch
+
+from rkd_edge.errors import UserError
+from rkd_edge.nas.cost import count_macs, count_params, expected_cost, op_cost_table
+from rkd_edge.nas.derive import derive, derive_cell
+from rkd_edge.nas.genotypes import Genotype, Skeleton
+from rkd_edge.nas.operations import PRIMITIVES, build_op
+from rkd_edge.nas.search_model import SearchNetwork
+from rkd_edge.students import create_encoder
+
+
+@pytest.mark.parametrize("op", PRIMITIVES)
+@pytest.mark.parametrize("size", [1, 2, 7, 8, 28, 224])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_op_forward_backward(op, size, stride):
+    c = 4 if size == 224 else 8
+    m = build_op(op, c, stride)
+    x = torch.randn(2, c, size, size, requires_grad=True)
+    y = m(x)
+    assert y.shape == (2, c, -(-size // stride), -(-size // stride))
+    y.square().mean().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("size,c_in", [(8, 1), (28, 1), (32, 3), (224, 3)])
+def test_search_model_all_input_sizes(size, c_in):
+    sk = Skeleton(c_in, size, 10, layers=3, steps=2, init_channels=4, feature_dim=16)
+    f, logits = SearchNetwork(sk, partial_channels=2 if size == 32 else 1)(torch.randn(2, c_in, size, size))
+    assert f.shape == (2, 16) and logits.shape == (2, 10)
+
+
+def _skeleton():
+    return Skeleton(1, 8, 10, layers=3, steps=3, init_channels=8, feature_dim=32)
+
+
+def test_lambda_lowers_expected_cost_after_a_step():
+    sk = _skeleton()
+    table = op_cost_table(sk, "params")
+    reductions = [p["reduction"] for p in SearchNetwork(sk).plan]
+    results = []
+    for lam in (0.0, 1.0, 10.0):
+        torch.manual_seed(0)
+        model = SearchNetwork(sk)
+        opt = torch.optim.Adam(model.arch_parameters(), lr=0.01)
+        before = float(expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions))
+        x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+        loss = torch.nn.functional.cross_entropy(model(x)[1], y)
+        loss = loss + lam * expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        results.append(float(expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions)) - before)
+    assert results[2] < results[1] < 0 and results[1] < results[0]
+
+
+def _derived(seed=0) -> Genotype:
+    torch.manual_seed(seed)
+    sk = _skeleton()
+    model = SearchNetwork(sk)
+    with torch.no_grad():
+        model.alphas_normal.normal_(0, 1)
+        model.alphas_reduce.normal_(0, 1)
+    tables = {"params": op_cost_table(sk, "params"), "flops": op_cost_table(sk, "flops")}
+    return derive(model, 2, tables, [p["reduction"] for p in model.plan], {"lambda": 0.0})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_student_params_match_genotype_estimate(seed):
+    g = _derived(seed)
+    enc = create_encoder(g)
+    assert count_params(enc) == g.encoder_params
+    assert count_params(enc) + 32 * 10 + 10 == g.params
+    assert count_macs(enc, (1, 8, 8)) == g.flops
+    assert enc(torch.randn(3, 1, 8, 8)).shape == (3, 32)
+    assert type(enc).__name__ != "SearchNetwork"
+
+
+def test_genotype_json_round_trip(tmp_path):
+    g = _derived()
+    path = g.save(tmp_path / "genotype.json")
+    again = Genotype.load(path)
+    assert again.to_dict() == g.to_dict()
+    text = path.read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # stable, diffable
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d.update(format="other"), "not an rkd-edge genotype"),
+    (lambda d: d["normal"].__setitem__(0, ["conv_99x99", 0]), "unknown operation"),
+    (lambda d: d["normal"].__setitem__(0, ["skip_connect", 7]), "does not exist"),
+    (lambda d: d.pop("skeleton"), "malformed"),
+])
+def test_bad_genotype_one_line(tmp_path, mutate, needle):
+    d = _derived().to_dict()
+    mutate(d)
+    (tmp_path / "g.json").write_text(json.dumps(d))
+    with pytest.raises(UserError, match=needle) as exc:
+        Genotype.load(tmp_path / "g.json")
+    assert "\n" not in str(exc.value)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        Genotype.load(tmp_path / "bad.json")
+
+
+def test_safeguards_act():
+    """Weights that favour none and skip everywhere: none is never derived, skips are capped."""
+    alphas = torch.zeros(9, len(PRIMITIVES))
+    alphas[:, PRIMITIVES.index("none")] = 5.0
+    alphas[:, PRIMITIVES.index("skip_connect")] = 3.0
+    cell, info = derive_cell(alphas, 3, max_skip=2)
+    ops = [op for op, _ in cell]
+    assert "none" not in ops
+    assert ops.count("skip_connect") == 2
+    assert info["skips_replaced"] == 4 and info["none_argmax"] == 9
+    uncapped, _ = derive_cell(alphas, 3, max_skip=None)
+    assert [op for op, _ in uncapped].count("skip_connect") == 6
