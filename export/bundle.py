@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import torch
-
-from rkd_edge import env, progress
-from rkd_edge.channel import CHANNEL_TYPES, create_channel
-from rkd_edge.errors import UserError
 from rkd_edge.export.calibration import build_feeds, feeds_count, feeds_digest
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
 from rkd_edge.export.quantize import qdq_summary, quantize_qdq
+
+from rkd_edge import env, progress
+from rkd_edge.channel import CHANNEL_TYPES, create_channel
+from rkd_edge.errors import UserError
 from rkd_edge.io import sha256_file, write_json
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 
@@ -50,8 +50,15 @@ def parity_feeds(system, split, cc, seed: int) -> dict[str, list[tuple]]:
     return feeds
 
 
-def export_bundle(run: Path, out: Path, int8: bool = False, opset: int = DEFAULT_OPSET,
-                  calibration: str = "minmax", calib_samples: int = 256, force: bool = False) -> dict:
+def export_bundle(
+    run: Path,
+    out: Path,
+    int8: bool = False,
+    opset: int = DEFAULT_OPSET,
+    calibration: str = "minmax",
+    calib_samples: int = 256,
+    force: bool = False,
+) -> dict:
     """Export a trained run; returns the manifest."""
     from rkd_edge.methods import method_config
     from rkd_edge.pipeline import load_run, load_splits
@@ -89,39 +96,59 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
         p = parity(g["module"], ort_session(path), feeds[name], g["input_names"])
         parities[name] = p
         if p["max_abs_error"] > PARITY_TOLERANCE:
-            raise UserError(f"{name}: ONNX Runtime differs from PyTorch by {p['max_abs_error']:.2e} (> "
-                            f"{PARITY_TOLERANCE:g}); the export is not trustworthy, nothing was written")
+            raise UserError(
+                f"{name}: ONNX Runtime differs from PyTorch by {p['max_abs_error']:.2e} (> "
+                f"{PARITY_TOLERANCE:g}); the export is not trustworthy, nothing was written"
+            )
         models[name] = {"fp32": {"file": f"models/{name}.onnx", **io}}
     calib_rec = None
     if int8:
-        calib = build_feeds(system, splits.train, calib_samples, cfg.seed, mcfg.codec,
-                            uses_csi=system.codec.uses_csi)
+        calib = build_feeds(system, splits.train, calib_samples, cfg.seed, mcfg.codec, uses_csi=system.codec.uses_csi)
         calib_rec = {}
         for name in graphs:
             dst = work / "models" / f"{name}.int8.onnx"
             preset = "encoder" if name == "encoder" else "linear-only"
             progress.log(f"quantize {name} ({preset}, {calibration})")
             rec = quantize_qdq(work / "models" / f"{name}.onnx", dst, calib[name], preset, calibration)
-            rec.update(count=feeds_count(calib[name]), sha256=feeds_digest(calib[name]),
-                       source="train split" if name == "encoder" else "real encoder outputs",
-                       structure=qdq_summary(dst))
+            rec.update(
+                count=feeds_count(calib[name]),
+                sha256=feeds_digest(calib[name]),
+                source="train split" if name == "encoder" else "real encoder outputs",
+                structure=qdq_summary(dst),
+            )
             calib_rec[name] = rec
             models[name]["int8"] = {**models[name]["fp32"], "file": f"models/{name}.int8.onnx"}
     write_json(work / "config.json", cfg.to_dict())
     t = splits.transform
     manifest = {
-        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source_run": {"path": os.path.relpath(run), "config_sha256": cfg.digest(), "method": cfg.method},
-        "models": models, "opset": opset, "precisions": ["fp32", "int8"] if int8 else ["fp32"],
-        "normalisation": {"mean": list(t.mean), "std": list(t.std), "size": t.size, "channels": t.channels,
-                          "input_layout": "NCHW float32 after (x/255 - mean)/std"},
-        "classes": splits.classes, "dataset": splits.name, "channel_types": CHANNEL_TYPES,
+        "models": models,
+        "opset": opset,
+        "precisions": ["fp32", "int8"] if int8 else ["fp32"],
+        "normalisation": {
+            "mean": list(t.mean),
+            "std": list(t.std),
+            "size": t.size,
+            "channels": t.channels,
+            "input_layout": "NCHW float32 after (x/255 - mean)/std",
+        },
+        "classes": splits.classes,
+        "dataset": splits.name,
+        "channel_types": CHANNEL_TYPES,
         "snr_db": {"trained_range": mcfg.stage2.snr_db, "unit": "dB, Es/N0 per complex symbol"},
-        "symbols": {"max": system.codec.max_symbols, "set": list(system.codec.symbol_set),
-                    "csi_input": bool(system.codec.uses_csi), "layout": "[B, K, 2] float32 I/Q + mask [B, K]",
-                    "source_dim": splits.source_dim},
+        "symbols": {
+            "max": system.codec.max_symbols,
+            "set": list(system.codec.symbol_set),
+            "csi_input": bool(system.codec.uses_csi),
+            "layout": "[B, K, 2] float32 I/Q + mask [B, K]",
+            "source_dim": splits.source_dim,
+        },
         "channel": {"rayleigh_mode": mcfg.codec.rayleigh_mode, "csi": mcfg.codec.csi},
-        "parity": parities, "parity_tolerance": PARITY_TOLERANCE, "calibration": calib_rec,
+        "parity": parities,
+        "parity_tolerance": PARITY_TOLERANCE,
+        "calibration": calib_rec,
         "versions": env.versions(),
     }
     return write_manifest(work, manifest)

@@ -15,8 +15,16 @@ from rkd_edge.data.splits import hash_seed
 
 
 @torch.no_grad()
-def build_feeds(system, split: Split, count: int, seed: int, cc: CodecConfig, snrs=(-10.0, -5.0, 0.0, 5.0, 10.0, 20.0),
-                channels=("awgn", "rayleigh"), uses_csi: bool = False) -> dict[str, list[dict[str, np.ndarray]]]:
+def build_feeds(
+    system,
+    split: Split,
+    count: int,
+    seed: int,
+    cc: CodecConfig,
+    snrs=(-10.0, -5.0, 0.0, 5.0, 10.0, 20.0),
+    channels=("awgn", "rayleigh"),
+    uses_csi: bool = False,
+) -> dict[str, list[dict[str, np.ndarray]]]:
     """``{model: [feed dict, ...]}`` of ``count`` real samples each, in batches of up to 32."""
     system.eval()
     g = torch.Generator().manual_seed(hash_seed(seed, "calibration"))

@@ -21,9 +21,15 @@ from rkd_edge.io import read_json, write_json
 from rkd_edge.runtime import Runtime
 
 
-def evaluate_bundle(bundle: Path, channels: list[str] | None = None, snr: str | None = None,
-                    symbols: list[int] | None = None, trials: int | None = None, out: Path | None = None,
-                    precisions: list[str] | None = None) -> dict:
+def evaluate_bundle(
+    bundle: Path,
+    channels: list[str] | None = None,
+    snr: str | None = None,
+    symbols: list[int] | None = None,
+    trials: int | None = None,
+    out: Path | None = None,
+    precisions: list[str] | None = None,
+) -> dict:
     from rkd_edge.methods import method_config
     from rkd_edge.pipeline import load_splits
 
@@ -38,26 +44,34 @@ def evaluate_bundle(bundle: Path, channels: list[str] | None = None, snr: str | 
     for prec in precisions or manifest["precisions"]:
         rt = Runtime(str(bundle), precision=prec)
         ks = symbols or ec.symbols or rt.symbol_set
-        rows += evaluate_runtime(rt, splits.test, channels, snrs, ks, trials, cfg.seed, cfg.codec,
-                                 splits.source_dim, f"onnx-{prec}")
-        rows += evaluate_runtime(rt, splits.test, ["identity"], [0.0], [max(ks)], 1, cfg.seed, cfg.codec,
-                                 splits.source_dim, f"onnx-{prec}")
+        rows += evaluate_runtime(
+            rt, splits.test, channels, snrs, ks, trials, cfg.seed, cfg.codec, splits.source_dim, f"onnx-{prec}"
+        )
+        rows += evaluate_runtime(
+            rt, splits.test, ["identity"], [0.0], [max(ks)], 1, cfg.seed, cfg.codec, splits.source_dim, f"onnx-{prec}"
+        )
     out = Path(out or bundle / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
     write_rows(rows, out)
-    plot_snr([r for r in rows if r["channel"] != "identity"], out / "accuracy_vs_snr.png",
-             f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)")
+    plot_snr(
+        [r for r in rows if r["channel"] != "identity"],
+        out / "accuracy_vs_snr.png",
+        f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)",
+    )
     k = max(symbols or ec.symbols or rt.symbol_set)
-    summary = {"report_symbols": k, "noiseless": {r["method"]: r["accuracy"] for r in rows
-                                                  if r["channel"] == "identity"},
-               "curves": {m: curves([r for r in rows if r["method"] == m], k) for m in {r["method"] for r in rows}},
-               "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png"]}
+    summary = {
+        "report_symbols": k,
+        "noiseless": {r["method"]: r["accuracy"] for r in rows if r["channel"] == "identity"},
+        "curves": {m: curves([r for r in rows if r["method"] == m], k) for m in {r["method"] for r in rows}},
+        "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png"],
+    }
     write_json(out / "evaluation_summary.json", summary)
     return summary
 
 
-def evaluate_runtime(rt: Runtime, split, channels, snrs, ks, trials, seed, cc: CodecConfig, source_dim,
-                     method: str) -> list[dict]:
+def evaluate_runtime(
+    rt: Runtime, split, channels, snrs, ks, trials, seed, cc: CodecConfig, source_dim, method: str
+) -> list[dict]:
     feats, labels = [], []
     for start in range(0, len(split), 512):
         feats.append(rt.encode(split.images[start : start + 512]))
@@ -73,8 +87,7 @@ def evaluate_runtime(rt: Runtime, split, channels, snrs, ks, trials, seed, cc: C
                         g = torch.Generator().manual_seed(hash_seed(seed, "eval", name, snr, k, t))
                         for f, y in zip(feats, labels, strict=True):
                             sym, mask = rt.transmit(f, snr, k, name)
-                            o = ch(torch.from_numpy(sym), torch.full((len(f),), float(snr)),
-                                   torch.from_numpy(mask), g)
+                            o = ch(torch.from_numpy(sym), torch.full((len(f),), float(snr)), torch.from_numpy(mask), g)
                             logits = rt.receive(o.y.numpy(), mask, snr, name, o.csi.numpy())
                             correct += int((np.argmax(logits, -1) == y).sum())
                             n += len(y)

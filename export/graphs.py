@@ -56,10 +56,17 @@ def graph_io(system, input_shape, batch: int = 2) -> dict[str, dict]:
         rx_inputs += (torch.randn(batch, k, 2),)
         rx_names.append("csi")
     return {
-        "encoder": {"module": EncoderGraph(system), "inputs": (torch.randn(batch, *input_shape),),
-                    "input_names": ["image"], "output_names": ["features"]},
-        "tx": {"module": TxGraph(system), "inputs": (feats, snr, kk, ch),
-               "input_names": ["features", "snr_db", "k", "channel"], "output_names": ["symbols", "mask"]},
-        "rx": {"module": RxGraph(system), "inputs": rx_inputs, "input_names": rx_names,
-               "output_names": ["logits"]},
+        "encoder": {
+            "module": EncoderGraph(system),
+            "inputs": (torch.randn(batch, *input_shape),),
+            "input_names": ["image"],
+            "output_names": ["features"],
+        },
+        "tx": {
+            "module": TxGraph(system),
+            "inputs": (feats, snr, kk, ch),
+            "input_names": ["features", "snr_db", "k", "channel"],
+            "output_names": ["symbols", "mask"],
+        },
+        "rx": {"module": RxGraph(system), "inputs": rx_inputs, "input_names": rx_names, "output_names": ["logits"]},
     }

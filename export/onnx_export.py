@@ -15,8 +15,15 @@ from rkd_edge.io import atomic_path
 DEFAULT_OPSET = 17
 
 
-def export_onnx(module: torch.nn.Module, inputs: tuple, input_names: list[str], output_names: list[str],
-                path: Path, opset: int = DEFAULT_OPSET, simplify: bool = True) -> dict:
+def export_onnx(
+    module: torch.nn.Module,
+    inputs: tuple,
+    input_names: list[str],
+    output_names: list[str],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+) -> dict:
     """Export with a dynamic batch axis, run ``onnx.checker`` and shape inference, simplify with onnxslim.
 
     Returns:
@@ -28,8 +35,17 @@ def export_onnx(module: torch.nn.Module, inputs: tuple, input_names: list[str], 
     dyn = {n: {0: "batch"} for n in input_names + output_names}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(tmp), input_names=input_names, output_names=output_names,
-                          dynamic_axes=dyn, opset_version=opset, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            inputs,
+            str(tmp),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dyn,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
         model = onnx.load(str(tmp))
         if simplify:
             import onnxslim

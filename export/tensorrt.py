@@ -37,24 +37,29 @@ def int8_supported(model: str | None) -> tuple[bool, str]:
 
 def api_features(trt) -> dict:
     flags = trt.NetworkDefinitionCreationFlag
-    return {"version": getattr(trt, "__version__", "unknown"),
-            "strongly_typed": hasattr(flags, "STRONGLY_TYPED"),
-            "explicit_batch_flag": hasattr(flags, "EXPLICIT_BATCH"),
-            "memory_pool": hasattr(trt.IBuilderConfig, "set_memory_pool_limit"),
-            "int8_flag": hasattr(trt.BuilderFlag, "INT8")}
+    return {
+        "version": getattr(trt, "__version__", "unknown"),
+        "strongly_typed": hasattr(flags, "STRONGLY_TYPED"),
+        "explicit_batch_flag": hasattr(flags, "EXPLICIT_BATCH"),
+        "memory_pool": hasattr(trt.IBuilderConfig, "set_memory_pool_limit"),
+        "int8_flag": hasattr(trt.BuilderFlag, "INT8"),
+    }
 
 
 def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise UserError("TensorRT is not installed here; build engines on the target device with "
-                        "pip install 'rkd-edge[trt]' (or JetPack's python3-libnvinfer)") from None
+        raise UserError(
+            "TensorRT is not installed here; build engines on the target device with "
+            "pip install 'rkd-edge[trt]' (or JetPack's python3-libnvinfer)"
+        ) from None
     return trt
 
 
-def build_engine(trt, onnx_path: Path, engine_path: Path, precision: str, max_batch: int,
-                 timing_cache: Path, features: dict) -> dict:
+def build_engine(
+    trt, onnx_path: Path, engine_path: Path, precision: str, max_batch: int, timing_cache: Path, features: dict
+) -> dict:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -94,13 +99,19 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, precision: str, max_ba
         tmp.write_bytes(bytes(serialized))
     with atomic_path(timing_cache) as tmp:
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"file": engine_path.name, "precision": precision, "strongly_typed": strongly,
-            "max_batch": max_batch, "build_seconds": round(time.time() - t0, 2)}
+    return {
+        "file": engine_path.name,
+        "precision": precision,
+        "strongly_typed": strongly,
+        "max_batch": max_batch,
+        "build_seconds": round(time.time() - t0, 2),
+    }
 
 
 def build_engines(bundle: Path, fp16: bool = False, int8: bool = False, max_batch: int = 32) -> dict:
     """Build an engine per model and precision into ``BUNDLE/trt``, and record them in the manifest."""
     from rkd_edge.export.bundle import write_manifest
+
     from rkd_edge.runtime.bundle import Bundle
 
     b = Bundle.open(bundle)
@@ -118,8 +129,9 @@ def build_engines(bundle: Path, fp16: bool = False, int8: bool = False, max_batc
         cuda.init()
         device = cuda.Device(0).name()
     except Exception as exc:  # noqa: BLE001 - any CUDA failure means: no usable GPU here
-        raise UserError(f"no usable CUDA GPU for TensorRT here ({str(exc).splitlines()[0][:80]}); build on "
-                        "the target device") from None
+        raise UserError(
+            f"no usable CUDA GPU for TensorRT here ({str(exc).splitlines()[0][:80]}); build on the target device"
+        ) from None
     out = b.root / "trt"
     out.mkdir(exist_ok=True)
     engines = {}
@@ -127,12 +139,16 @@ def build_engines(bundle: Path, fp16: bool = False, int8: bool = False, max_batc
     for name in ("encoder", "tx", "rx"):
         for prec in precisions:
             src = b.model_path(name, "int8" if prec == "int8" else "fp32")
-            rec = build_engine(trt, src, out / f"{name}.{prec}.engine", prec, max_batch, out / "timing.cache",
-                               features)
+            rec = build_engine(trt, src, out / f"{name}.{prec}.engine", prec, max_batch, out / "timing.cache", features)
             rec["sha256"] = sha256_file(out / rec["file"])
             engines.setdefault(name, {})[prec] = rec
     m = b.manifest
-    m["tensorrt"] = {"api": features, "device": device, "jetson": jetson_model(), "engines": engines,
-                     "note": "engines are specific to this GPU and TensorRT version"}
+    m["tensorrt"] = {
+        "api": features,
+        "device": device,
+        "jetson": jetson_model(),
+        "engines": engines,
+        "note": "engines are specific to this GPU and TensorRT version",
+    }
     write_manifest(b.root, m)
     return m["tensorrt"]

@@ -40,6 +40,7 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     probe_only: bool = False  # train only the head (linear probe of a pretrained model)
+    augment: bool | None = None  # None: follow data.augment
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SearchConfig:
     train_fraction: float = 0.5  # of the train split for weights, the rest for architecture
     sweep_epochs: int = 10  # stage-1 epochs to score each derived student in a lambda sweep
     limit_batches: int | None = None
+    genotype: str | None = None  # reuse this genotype.json instead of searching
 
 
 @dataclass
@@ -113,11 +115,16 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    stage1: StageConfig = field(default_factory=lambda: StageConfig(
-        losses={"ce": 1.0, "kd": 1.0, "feat": 1.0}, train=["encoder", "classifier", "projector"]))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(
-        epochs=20, lr=2e-3, losses={"ce": 1.0, "feat": 1.0, "kd": 0.5},
-        train=["codec", "classifier", "projector"]))
+    stage1: StageConfig = field(
+        default_factory=lambda: StageConfig(
+            losses={"ce": 1.0, "kd": 1.0, "feat": 1.0}, train=["encoder", "classifier", "projector"]
+        )
+    )
+    stage2: StageConfig = field(
+        default_factory=lambda: StageConfig(
+            epochs=20, lr=2e-3, losses={"ce": 1.0, "feat": 1.0, "kd": 0.5}, train=["codec", "classifier", "projector"]
+        )
+    )
     codec: CodecConfig = field(default_factory=CodecConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
@@ -136,8 +143,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     from rkd_edge.methods import METHOD_STAGES
     from rkd_edge.nas.cost import METRICS
 
-    checks = [("method", cfg.method, METHOD_STAGES), ("search.cost", cfg.search.cost, METRICS),
-              ("codec.name", cfg.codec.name, CODECS)]
+    checks = [
+        ("method", cfg.method, METHOD_STAGES),
+        ("search.cost", cfg.search.cost, METRICS),
+        ("codec.name", cfg.codec.name, CODECS),
+    ]
     checks += [("stage2.channels", c, CHANNELS) for c in cfg.stage2.channels]
     checks += [("evaluate.channels", c, CHANNELS) for c in cfg.evaluate.channels]
     for key, value, allowed in checks:
@@ -160,13 +170,14 @@ def _build(cls, data: dict, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise UserError(f"unknown config key {where + '.' if where else ''}{sorted(unknown)[0]}; "
-                        f"valid keys: {', '.join(sorted(names))}")
+        raise UserError(
+            f"unknown config key {where + '.' if where else ''}{sorted(unknown)[0]}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
-        kwargs[key] = _build(hint, value, f"{where}.{key}".strip(".")) if dataclasses.is_dataclass(hint) \
-            else value
+        kwargs[key] = _build(hint, value, f"{where}.{key}".strip(".")) if dataclasses.is_dataclass(hint) else value
     base = cls()
     for key, value in kwargs.items():
         setattr(base, key, value)
@@ -174,12 +185,14 @@ def _build(cls, data: dict, where: str):
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("rkd_edge.presets").iterdir()
-                  if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in resources.files("rkd_edge.presets").iterdir() if p.name.endswith(".yaml")
+    )
 
 
-def load_config(preset: str | None = "quickstart", file: str | None = None,
-                overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    preset: str | None = "quickstart", file: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
     """Resolve a config: preset, then a YAML file, then ``key.sub=value`` overrides."""
     data: dict = {}
     if preset:

@@ -7,8 +7,18 @@ import os
 import platform
 import random
 
-_PACKAGES = ("rkd-edge", "torch", "torchvision", "timm", "numpy", "onnx", "onnxruntime", "tensorrt",
-             "torch-pruning", "scikit-learn")
+_PACKAGES = (
+    "rkd-edge",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "torch-pruning",
+    "scikit-learn",
+)
 
 
 def versions() -> dict[str, str]:
@@ -36,8 +46,13 @@ def cpu_model() -> str:
 
 def environment() -> dict:
     """Full environment record: versions, host CPU and threads, accelerator if any."""
-    rec = {"versions": versions(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-           "machine": platform.machine(), "system": platform.system()}
+    rec = {
+        "versions": versions(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
     try:
         import torch
 

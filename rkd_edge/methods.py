@@ -34,9 +34,15 @@ def method_config(cfg: RunConfig) -> RunConfig:
         c.stage1.losses = {"feat": 1.0}
         c.stage1.train = ["encoder", "projector"]
         c.codec.name = "plain"
-        c.stage2 = StageConfig(epochs=len(AUTHORS_SNRS), lr=c.stage2.lr, losses={"recon": 1.0},
-                               train=["codec"], snr_schedule=AUTHORS_SNRS, channels=c.stage2.channels,
-                               limit_batches=c.stage2.limit_batches)
+        c.stage2 = StageConfig(
+            epochs=len(AUTHORS_SNRS),
+            lr=c.stage2.lr,
+            losses={"recon": 1.0},
+            train=["codec"],
+            snr_schedule=AUTHORS_SNRS,
+            channels=c.stage2.channels,
+            limit_batches=c.stage2.limit_batches,
+        )
     elif c.method == "deepjscc":
         c.stage2.losses = {"ce": 1.0}
         c.stage2.train = ["encoder", "codec", "classifier"]
@@ -48,5 +54,10 @@ def method_config(cfg: RunConfig) -> RunConfig:
 
 def probe_stage(cfg: RunConfig) -> StageConfig:
     """Linear probe of the classifier on frozen features (authors-2025 after feature-MSE distillation)."""
-    return StageConfig(epochs=max(3, cfg.stage1.epochs // 4), lr=cfg.stage1.lr, losses={"ce": 1.0},
-                       train=["classifier"], limit_batches=cfg.stage1.limit_batches)
+    return StageConfig(
+        epochs=max(3, cfg.stage1.epochs // 4),
+        lr=cfg.stage1.lr,
+        losses={"ce": 1.0},
+        train=["classifier"],
+        limit_batches=cfg.stage1.limit_batches,
+    )

@@ -29,19 +29,33 @@ from rkd_edge.teachers.cache import TeacherCache
 
 def load_splits(cfg: RunConfig) -> DataSplits:
     d = cfg.data
-    return create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction,
-                          d.test_fraction)
+    return create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
 
 
 def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
     """What it takes to rebuild the system of a run (``RUN/system.json``)."""
     cc = cfg.codec
-    encoder = {"kind": "resnet-like", "feature_dim": cfg.search.feature_dim} if cfg.method == "authors-2025" \
+    encoder = (
+        {"kind": "resnet-like", "feature_dim": cfg.search.feature_dim}
+        if cfg.method == "authors-2025"
         else {"kind": "genotype", "file": "genotype.json"}
-    codec = {"name": cc.name, "max_symbols": cc.max_symbols, "symbols": cc.symbols, "dim": cc.dim,
-             "depth": cc.depth, "heads": cc.heads, "csi": cc.csi == "decoder"}
-    return {"encoder": encoder, "codec": codec, "num_classes": splits.num_classes, "teacher_dim": teacher_dim,
-            "input_shape": list(splits.input_shape)}
+    )
+    codec = {
+        "name": cc.name,
+        "max_symbols": cc.max_symbols,
+        "symbols": cc.symbols,
+        "dim": cc.dim,
+        "depth": cc.depth,
+        "heads": cc.heads,
+        "csi": cc.csi == "decoder",
+    }
+    return {
+        "encoder": encoder,
+        "codec": codec,
+        "num_classes": splits.num_classes,
+        "teacher_dim": teacher_dim,
+        "input_shape": list(splits.input_shape),
+    }
 
 
 def build_system(spec: dict, run: Path) -> SemanticSystem:
@@ -142,13 +156,28 @@ class Pipeline:
         self.teacher = create_teacher(spec, self.splits.input_shape, self.splits.num_classes).to(self.device)
         self.teacher.freeze()
         acc = rec.get("accuracy") if rec else accuracy(self.teacher, self.splits.test, device=self.device)
-        return {"spec": tc.spec or f"local:{(Path('teacher')).as_posix()} (trained {tc.arch})",
-                "params": count_params(self.teacher), "accuracy": acc, "embed_dim": self.teacher.embed_dim,
-                "identity": self.teacher.identity()}
+        return {
+            "spec": tc.spec or f"local:{(Path('teacher')).as_posix()} (trained {tc.arch})",
+            "params": count_params(self.teacher),
+            "accuracy": acc,
+            "embed_dim": self.teacher.embed_dim,
+            "identity": self.teacher.identity(),
+        }
 
     def stage_search(self) -> dict:
         from rkd_edge.nas.sweep import run_sweep
 
+        if self.cfg.search.genotype:
+            g = Genotype.load(self.cfg.search.genotype)
+            g.save(self.out / "genotype.json")
+            return {
+                "lambda": g.search.get("lambda"),
+                "params": g.params,
+                "flops": g.flops,
+                "genotype": "genotype.json",
+                "reused": self.cfg.search.genotype,
+                "sweep": [],
+            }
         return run_sweep(self.cfg, self.splits, self.teacher, self.cache, self.out, self.device)
 
     def _system(self) -> SemanticSystem:
@@ -161,12 +190,23 @@ class Pipeline:
         if previous is not None and (self.out / "checkpoints" / f"{previous}.pt").is_file():
             system.load_state_dict(load_checkpoint(self.out / "checkpoints" / f"{previous}.pt")["model"])
         teacher = None if self.cfg.method == "deepjscc" else self.teacher
-        history = run_stage(name, sc, system, self.splits, teacher, self.cache, seed=self.cfg.seed,
-                            batch_size=self.cfg.data.batch_size, augment=self.cfg.data.augment,
-                            device=self.device, codec_cfg=self.cfg.codec if robust else None,
-                            checkpoint=self.out / "train" / f"{name}.ckpt")
-        save_checkpoint(self.out / "checkpoints" / f"{name}.pt", {"model": system.state_dict(),
-                                                                   "config": self.cfg.to_dict()})
+        history = run_stage(
+            name,
+            sc,
+            system,
+            self.splits,
+            teacher,
+            self.cache,
+            seed=self.cfg.seed,
+            batch_size=self.cfg.data.batch_size,
+            augment=self.cfg.data.augment,
+            device=self.device,
+            codec_cfg=self.cfg.codec if robust else None,
+            checkpoint=self.out / "train" / f"{name}.ckpt",
+        )
+        save_checkpoint(
+            self.out / "checkpoints" / f"{name}.pt", {"model": system.state_dict(), "config": self.cfg.to_dict()}
+        )
         (self.out / "train" / f"{name}.ckpt").unlink(missing_ok=True)
         clean = validate(system, self.splits.test, self.device, False, self.cfg.seed, None)
         return {"history": history, "clean_test_accuracy": clean, "trained": sc.train, "losses": sc.losses}
@@ -188,8 +228,8 @@ class Pipeline:
 
 
 def student_costs(system: SemanticSystem, input_shape) -> dict:
-    return {"params": count_params(system.encoder) + count_params(system.classifier),
-            "encoder_params": count_params(system.encoder),
-            "flops": count_macs(system.encoder, tuple(input_shape)) + system.classifier.weight.numel()}
-
-
+    return {
+        "params": count_params(system.encoder) + count_params(system.classifier),
+        "encoder_params": count_params(system.encoder),
+        "flops": count_macs(system.encoder, tuple(input_shape)) + system.classifier.weight.numel(),
+    }

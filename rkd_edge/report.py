@@ -18,21 +18,35 @@ def write_report(pipe, results: dict) -> dict:
     clean = results.get("stage1", results.get("probe", results.get("stage2", {}))).get("clean_test_accuracy")
     student["accuracy"] = clean
     report = {
-        "dataset": pipe.splits.name, "method": cfg.method, "seed": cfg.seed,
+        "dataset": pipe.splits.name,
+        "method": cfg.method,
+        "seed": cfg.seed,
         "teacher": {k: teacher[k] for k in ("spec", "params", "accuracy", "embed_dim")},
         "student": student,
-        "ratios": {"params_vs_teacher": round(student["params"] / teacher["params"], 5),
-                   "accuracy_vs_teacher": round(clean / teacher["accuracy"], 5) if clean else None},
-        "codec": {"name": pipe.cfg.codec.name, "params": count_params(system.codec),
-                  "symbols": list(system.codec.symbol_set), "max_symbols": system.codec.max_symbols,
-                  "report_symbols": ev.get("report_symbols"),
-                  "bandwidth_ratio": round(ev.get("report_symbols", 0) / pipe.splits.source_dim, 6),
-                  "source_dim": f"C*H*W = {pipe.splits.source_dim}"},
-        "channel": {"rayleigh_mode": pipe.cfg.codec.rayleigh_mode, "csi": pipe.cfg.codec.csi,
-                    "snr": "Es/N0 dB per complex symbol"},
-        "curves": ev.get("curves", {}), "noiseless_accuracy": ev.get("noiseless"),
+        "ratios": {
+            "params_vs_teacher": round(student["params"] / teacher["params"], 5),
+            "accuracy_vs_teacher": round(clean / teacher["accuracy"], 5) if clean else None,
+        },
+        "codec": {
+            "name": pipe.cfg.codec.name,
+            "params": count_params(system.codec),
+            "symbols": list(system.codec.symbol_set),
+            "max_symbols": system.codec.max_symbols,
+            "report_symbols": ev.get("report_symbols"),
+            "bandwidth_ratio": round(ev.get("report_symbols", 0) / pipe.splits.source_dim, 6),
+            "source_dim": f"C*H*W = {pipe.splits.source_dim}",
+        },
+        "channel": {
+            "rayleigh_mode": pipe.cfg.codec.rayleigh_mode,
+            "csi": pipe.cfg.codec.csi,
+            "snr": "Es/N0 dB per complex symbol",
+        },
+        "curves": ev.get("curves", {}),
+        "noiseless_accuracy": ev.get("noiseless"),
         "timings_s": {k: v.get("seconds") for k, v in results.items()},
-        "versions": env.versions(), "environment": env.environment(), "config_hash": cfg.digest(),
+        "versions": env.versions(),
+        "environment": env.environment(),
+        "config_hash": cfg.digest(),
     }
     write_json(pipe.out / "report.json", report)
     write_text(pipe.out / "report.md", markdown(report, results))
@@ -41,31 +55,53 @@ def write_report(pipe, results: dict) -> dict:
 
 def markdown(r: dict, results: dict) -> str:
     t, s, c = r["teacher"], r["student"], r["codec"]
-    lines = [f"# rkd-edge report: {r['method']} on {r['dataset']}", "",
-             "| model | parameters | accuracy (clean) |", "|---|---:|---:|",
-             f"| teacher `{t['spec']}` | {t['params']:,} | {t['accuracy']:.4f} |",
-             f"| student | {s['params']:,} ({100 * r['ratios']['params_vs_teacher']:.2f} % of teacher) | "
-             f"{(s['accuracy'] or 0):.4f} ({100 * (r['ratios']['accuracy_vs_teacher'] or 0):.1f} % of teacher) |",
-             f"| codec `{c['name']}` | {c['params']:,} | k in {c['symbols']} |", "",
-             f"Student MACs: {s['flops']:,}. Report length k = {c['report_symbols']} complex symbols, bandwidth "
-             f"ratio {c['bandwidth_ratio']} ({c['source_dim']}). Channel: Rayleigh {r['channel']['rayleigh_mode']} "
-             f"fading, CSI `{r['channel']['csi']}`; SNR is {r['channel']['snr']}.", "",
-             "## Accuracy against SNR", ""]
+    lines = [
+        f"# rkd-edge report: {r['method']} on {r['dataset']}",
+        "",
+        "| model | parameters | accuracy (clean) |",
+        "|---|---:|---:|",
+        f"| teacher `{t['spec']}` | {t['params']:,} | {t['accuracy']:.4f} |",
+        f"| student | {s['params']:,} ({100 * r['ratios']['params_vs_teacher']:.2f} % of teacher) | "
+        f"{(s['accuracy'] or 0):.4f} ({100 * (r['ratios']['accuracy_vs_teacher'] or 0):.1f} % of teacher) |",
+        f"| codec `{c['name']}` | {c['params']:,} | k in {c['symbols']} |",
+        "",
+        f"Student MACs: {s['flops']:,}. Report length k = {c['report_symbols']} complex symbols, bandwidth "
+        f"ratio {c['bandwidth_ratio']} ({c['source_dim']}). Channel: Rayleigh {r['channel']['rayleigh_mode']} "
+        f"fading, CSI `{r['channel']['csi']}`; SNR is {r['channel']['snr']}.",
+        "",
+        "## Accuracy against SNR",
+        "",
+    ]
     curves = r["curves"]
     if curves:
         snrs = sorted({float(x) for cur in curves.values() for x in cur})
         lines += ["| SNR (dB) | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
         for snr in snrs:
-            lines.append(f"| {snr:g} | " + " | ".join(f"{curves[ch].get(f'{snr:g}', float('nan')):.4f}"
-                                                     for ch in curves) + " |")
-    lines += ["", "![accuracy against SNR](accuracy_vs_snr.png)", "",
-              "![accuracy against symbols](accuracy_vs_symbols.png)", ""]
+            lines.append(
+                f"| {snr:g} | " + " | ".join(f"{curves[ch].get(f'{snr:g}', float('nan')):.4f}" for ch in curves) + " |"
+            )
+    lines += [
+        "",
+        "![accuracy against SNR](accuracy_vs_snr.png)",
+        "",
+        "![accuracy against symbols](accuracy_vs_symbols.png)",
+        "",
+    ]
     if "search" in results:
-        lines += ["## Architecture search", "", f"lambda = {results['search']['lambda']}, "
-                  f"params = {results['search']['params']:,}, MACs = {results['search']['flops']:,}", "",
-                  "![architecture weights](arch_weights.png)", ""]
+        lines += [
+            "## Architecture search",
+            "",
+            f"lambda = {results['search']['lambda']}, "
+            f"params = {results['search']['params']:,}, MACs = {results['search']['flops']:,}",
+            "",
+            "![architecture weights](arch_weights.png)",
+            "",
+        ]
     lines += ["## Timings (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in r["timings_s"].items()]
-    lines += ["", f"Config hash `{r['config_hash'][:16]}`; versions: " +
-              ", ".join(f"{k} {v}" for k, v in r["versions"].items()), ""]
+    lines += [
+        "",
+        f"Config hash `{r['config_hash'][:16]}`; versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
+        "",
+    ]
     return "\n".join(lines)

@@ -20,8 +20,7 @@ class SemanticSystem(nn.Module):
         codec: Optional channel codec.
     """
 
-    def __init__(self, encoder: nn.Module, num_classes: int, teacher_dim: int,
-                 codec: nn.Module | None = None) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, teacher_dim: int, codec: nn.Module | None = None) -> None:
         super().__init__()
         d = encoder.feature_dim
         self.encoder = encoder
@@ -35,14 +34,18 @@ class SemanticSystem(nn.Module):
             if self.codec is None:
                 return []
             half = group.split(".")[1]
-            return [(f"codec.{n}", p) for n, p in self.codec.named_parameters()
-                    if n.startswith(half + "_") or (half == "tx" and n.startswith("power"))]
+            return [
+                (f"codec.{n}", p)
+                for n, p in self.codec.named_parameters()
+                if n.startswith(half + "_") or (half == "tx" and n.startswith("power"))
+            ]
         module = getattr(self, group, None)
         if module is None and group not in ("encoder", "classifier", "projector", "codec"):
             from rkd_edge.errors import UserError
 
-            raise UserError(f"unknown module group {group!r}; use encoder, classifier, projector, codec, "
-                            "codec.tx or codec.rx")
+            raise UserError(
+                f"unknown module group {group!r}; use encoder, classifier, projector, codec, codec.tx or codec.rx"
+            )
         return [] if module is None else [(f"{group}.{n}", p) for n, p in module.named_parameters()]
 
     def set_trainable(self, groups: list[str]) -> None:
@@ -65,9 +68,15 @@ class SemanticSystem(nn.Module):
                     m.eval()  # frozen: BatchNorm statistics must not move either
         return self
 
-    def forward(self, x: torch.Tensor, channel=None, snr_db: torch.Tensor | None = None,
-                k: torch.Tensor | None = None, channel_idx: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        channel=None,
+        snr_db: torch.Tensor | None = None,
+        k: torch.Tensor | None = None,
+        channel_idx: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Clean path without ``channel``; otherwise through codec and channel(s).
 
         Args:
@@ -94,8 +103,9 @@ class SemanticSystem(nn.Module):
         return {"f": f, "f_hat": f_hat, "logits": self.classifier(f_hat), "symbols": symbols, "mask": mask}
 
 
-def apply_channels(channels: list, idx: torch.Tensor, x: torch.Tensor, snr_db: torch.Tensor,
-                   mask: torch.Tensor, generator) -> ChannelOutput:
+def apply_channels(
+    channels: list, idx: torch.Tensor, x: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor, generator
+) -> ChannelOutput:
     """Send each sample through its own channel type (``idx [B]``); one call per type present."""
     if len(channels) == 1:
         return channels[0](x, snr_db, mask, generator)

@@ -38,15 +38,32 @@ def rgb_folder(tmp_path_factory) -> Path:
 def tiny_teacher_dir(tmp_path_factory) -> Path:
     """A cnn-base teacher trained for 2 epochs on digits through the CLI (a real checkpoint)."""
     out = tmp_path_factory.mktemp("teacher")
-    run_cli("-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--epochs", "2",
-            "--out", str(out), check=True)
+    run_cli(
+        "-q",
+        "teacher",
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "cnn-base",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        check=True,
+    )
     return out
 
 
 def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: int = 600):
     """Run the real ``rkd-edge`` entry point in a fresh process."""
-    proc = subprocess.run([sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"rkd-edge {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -54,7 +71,46 @@ def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: i
 
 def tiny_overrides() -> list[str]:
     """Config overrides that make a whole pipeline run in seconds (for behaviour tests, not accuracy)."""
-    return ["--set", "teacher.epochs=1", "--set", "teacher.arch=cnn-base", "--set", "search.epochs=1",
-            "--set", "search.warmup_epochs=0", "--set", "search.layers=2", "--set", "search.steps=2",
-            "--set", "stage1.epochs=1", "--set", "stage2.epochs=1", "--set", "evaluate.trials=1",
-            "--set", "evaluate.snr_db=0:10:10", "--set", "codec.dim=16", "--set", "search.limit_batches=3"]
+    return [
+        "--set",
+        "teacher.epochs=1",
+        "--set",
+        "teacher.arch=cnn-base",
+        "--set",
+        "search.epochs=1",
+        "--set",
+        "search.warmup_epochs=0",
+        "--set",
+        "search.layers=2",
+        "--set",
+        "search.steps=2",
+        "--set",
+        "stage1.epochs=1",
+        "--set",
+        "stage2.epochs=1",
+        "--set",
+        "evaluate.trials=1",
+        "--set",
+        "evaluate.snr_db=0:10:10",
+        "--set",
+        "codec.dim=16",
+        "--set",
+        "search.limit_batches=3",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_teacher_dir) -> Path:
+    """A whole (tiny) pipeline run on digits through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run_cli(
+        "-q", "pipeline", "--out", str(out), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides(), check=True
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "b"
+    run_cli("-q", "export", str(tiny_run), "--out", str(out), "--int8", "--calib-samples", "128", check=True)
+    return out

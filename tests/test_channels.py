@@ -35,8 +35,12 @@ def test_empirical_snr_within_0p1_db(name, snr_db):
 @pytest.mark.parametrize("mode", ["block", "fast"])
 def test_rayleigh_unit_gain_and_modes(mode):
     ch = create_channel("rayleigh", mode=mode, csi="decoder")
-    h = ch.draw_h(4000 if mode == "block" else 1000, 250 if mode == "block" else 1000,
-                  torch.Generator().manual_seed(2), torch.device("cpu"))
+    h = ch.draw_h(
+        4000 if mode == "block" else 1000,
+        250 if mode == "block" else 1000,
+        torch.Generator().manual_seed(2),
+        torch.device("cpu"),
+    )
     if mode == "block":
         assert torch.equal(h, h[:, :1].expand_as(h))  # one h per sample per transmission
         gains = h[:, 0].pow(2).sum(-1)

@@ -16,16 +16,19 @@ def test_data_info_digits():
     assert "1797" in out and "scikit-learn" in out
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["data", "info", "mnist-not"], "unknown dataset"),
-    (["data", "info", "imagefolder:/nonexistent"], "not a directory"),
-    (["teacher", "eval", "nope:x", "--dataset", "digits"], "unknown teacher spec"),
-    (["teacher", "eval", "local:/nonexistent", "--dataset", "digits"], "not found"),
-    (["evaluate", "/nonexistent", "--snr", "1:2"], "malformed range"),
-    (["pipeline", "--out", "OUT", "--set", "stage1.nonsense=1"], "unknown config key"),
-    (["pipeline", "--out", "OUT", "--preset", "nope"], "unknown preset"),
-    (["search", "--out", "OUT", "--cost", "watts", "--set", "search.epochs=0"], "unknown value 'watts'"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["data", "info", "mnist-not"], "unknown dataset"),
+        (["data", "info", "imagefolder:/nonexistent"], "not a directory"),
+        (["teacher", "eval", "nope:x", "--dataset", "digits"], "unknown teacher spec"),
+        (["teacher", "eval", "local:/nonexistent", "--dataset", "digits"], "not found"),
+        (["evaluate", "/nonexistent", "--snr", "1:2"], "malformed range"),
+        (["pipeline", "--out", "OUT", "--set", "stage1.nonsense=1"], "unknown config key"),
+        (["pipeline", "--out", "OUT", "--preset", "nope"], "unknown preset"),
+        (["search", "--out", "OUT", "--cost", "watts", "--set", "search.epochs=0"], "unknown value 'watts'"),
+    ],
+)
 def test_bad_input_one_line_exit_2(args, needle, tmp_path):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
     proc = run_cli(*args)

@@ -89,12 +89,15 @@ def test_genotype_json_round_trip(tmp_path):
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # stable, diffable
 
 
-@pytest.mark.parametrize("mutate,needle", [
-    (lambda d: d.update(format="other"), "not an rkd-edge genotype"),
-    (lambda d: d["normal"].__setitem__(0, ["conv_99x99", 0]), "unknown operation"),
-    (lambda d: d["normal"].__setitem__(0, ["skip_connect", 7]), "does not exist"),
-    (lambda d: d.pop("skeleton"), "malformed"),
-])
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda d: d.update(format="other"), "not an rkd-edge genotype"),
+        (lambda d: d["normal"].__setitem__(0, ["conv_99x99", 0]), "unknown operation"),
+        (lambda d: d["normal"].__setitem__(0, ["skip_connect", 7]), "does not exist"),
+        (lambda d: d.pop("skeleton"), "malformed"),
+    ],
+)
 def test_bad_genotype_one_line(tmp_path, mutate, needle):
     d = _derived().to_dict()
     mutate(d)

@@ -10,6 +10,17 @@ from rkd_edge.channel.power import PowerNormalize, active_power
 from rkd_edge.channel.registry import CHANNEL_TYPES, CHANNELS, create_channel
 from rkd_edge.channel.simple import AWGNChannel, IdentityChannel
 
-__all__ = ["CHANNELS", "CHANNEL_TYPES", "AWGNChannel", "Channel", "ChannelOutput", "IdentityChannel",
-           "PowerNormalize", "RayleighChannel", "RicianChannel", "active_power", "create_channel",
-           "noise_variance"]
+__all__ = [
+    "CHANNELS",
+    "CHANNEL_TYPES",
+    "AWGNChannel",
+    "Channel",
+    "ChannelOutput",
+    "IdentityChannel",
+    "PowerNormalize",
+    "RayleighChannel",
+    "RicianChannel",
+    "active_power",
+    "create_channel",
+    "noise_variance",
+]

@@ -32,8 +32,9 @@ def per_sample(snr_db: torch.Tensor | float, batch: int, device: torch.device) -
     return s.expand(batch).contiguous() if s.dim() == 0 else s.reshape(batch)
 
 
-def complex_normal(shape: tuple[int, ...], variance: torch.Tensor, generator: torch.Generator | None,
-                   device: torch.device) -> torch.Tensor:
+def complex_normal(
+    shape: tuple[int, ...], variance: torch.Tensor, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
     """Samples of ``CN(0, variance)`` as ``[..., 2]`` reals: each of I and Q has ``variance / 2``."""
     z = torch.randn(*shape, 2, generator=generator, device=device)
     return z * torch.sqrt(variance / 2.0)

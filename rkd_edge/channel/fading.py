@@ -16,8 +16,9 @@ CSI_MODES = ("zf", "mmse", "decoder")
 
 def cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Complex product of ``[..., 2]`` I/Q tensors."""
-    return torch.stack([a[..., 0] * b[..., 0] - a[..., 1] * b[..., 1],
-                        a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]], dim=-1)
+    return torch.stack(
+        [a[..., 0] * b[..., 0] - a[..., 1] * b[..., 1], a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]], dim=-1
+    )
 
 
 def conj(a: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,13 @@ from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.runtime.bundle import BundleError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="rkd-edge: distill a large vision model into a tiny semantic encoder, make it robust "
-                       "to channel noise, and ship it to edge devices.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="rkd-edge: distill a large vision model into a tiny semantic encoder, make it robust "
+    "to channel noise, and ship it to edge devices.",
+)
 
 
 @app.callback()
@@ -40,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: completed stages and checkpoints are kept; rerun the command to resume",
-              file=sys.stderr)
+        print("interrupted: completed stages and checkpoints are kept; rerun the command to resume", file=sys.stderr)
         sys.exit(130)
     return 0

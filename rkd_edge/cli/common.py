@@ -11,15 +11,25 @@ from rkd_edge.config import RunConfig, load_config
 PRESET = typer.Option(None, "--preset", "-p", help="Config preset (quickstart, fashion-mnist, cifar100-clip).")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML file merged over the preset.")
 SET = typer.Option(None, "--set", help="Override a config key, e.g. --set stage1.epochs=5 (repeatable).")
-DATASET = typer.Option(None, "--dataset", "-d", help="Dataset: digits, fashion-mnist, cifar10, cifar100, "
-                                                     "imagefolder:PATH.")
+DATASET = typer.Option(
+    None, "--dataset", "-d", help="Dataset: digits, fashion-mnist, cifar10, cifar100, imagefolder:PATH."
+)
 DATA_DIR = typer.Option(None, "--data-dir", help="Folder with the dataset files.")
 SEED = typer.Option(None, "--seed", help="The run's one seed.")
 DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda (chosen at run time).")
 
 
-def resolve(preset: str | None, config: str | None, overrides: list[str] | None, *, dataset=None,
-            data_dir=None, seed=None, device=None, default_preset: str = "quickstart") -> RunConfig:
+def resolve(
+    preset: str | None,
+    config: str | None,
+    overrides: list[str] | None,
+    *,
+    dataset=None,
+    data_dir=None,
+    seed=None,
+    device=None,
+    default_preset: str = "quickstart",
+) -> RunConfig:
     """Preset -> file -> --set -> dedicated flags; the flags win."""
     cfg = load_config(preset or (None if config else default_preset), config, overrides)
     if dataset is not None:

@@ -10,10 +10,14 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("info")
-def info(name: str = typer.Argument(..., help="digits, fashion-mnist, cifar10, cifar100 or imagefolder:PATH."),
-         data_dir: str = DATA_DIR, image_size: int = typer.Option(None, help="Resize to this side (pixels)."),
-         channels: int = typer.Option(None, help="1 (grey) or 3 (RGB)."), seed: int = 0,
-         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def info(
+    name: str = typer.Argument(..., help="digits, fashion-mnist, cifar10, cifar100 or imagefolder:PATH."),
+    data_dir: str = DATA_DIR,
+    image_size: int = typer.Option(None, help="Resize to this side (pixels)."),
+    channels: int = typer.Option(None, help="1 (grey) or 3 (RGB)."),
+    seed: int = 0,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
     """Print size, classes, shape, normalisation and where the data came from."""
     from rkd_edge.data import create_dataset
 
@@ -23,14 +27,16 @@ def info(name: str = typer.Argument(..., help="digits, fashion-mnist, cifar10, c
         echo_json(info)
         return
     s = info["sizes"]
-    typer.echo(f"dataset     {info['name']}\nsource      {info['source']}\n"
-               f"samples     {s['train'] + s['val'] + s['test']} (train {s['train']}, val {s['val']}, "
-               f"test {s['test']}{', official test split' if info['official_test_split'] else ''})\n"
-               f"shape       {' x '.join(map(str, info['input_shape']))} (C x H x W; native "
-               f"{' x '.join(map(str, info['native_shape']))} H x W x C)\n"
-               f"classes     {info['num_classes']}: {', '.join(info['classes'][:12])}"
-               f"{' ...' if info['num_classes'] > 12 else ''}\n"
-               f"normalise   mean {info['normalisation']['mean']} std {info['normalisation']['std']}")
+    typer.echo(
+        f"dataset     {info['name']}\nsource      {info['source']}\n"
+        f"samples     {s['train'] + s['val'] + s['test']} (train {s['train']}, val {s['val']}, "
+        f"test {s['test']}{', official test split' if info['official_test_split'] else ''})\n"
+        f"shape       {' x '.join(map(str, info['input_shape']))} (C x H x W; native "
+        f"{' x '.join(map(str, info['native_shape']))} H x W x C)\n"
+        f"classes     {info['num_classes']}: {', '.join(info['classes'][:12])}"
+        f"{' ...' if info['num_classes'] > 12 else ''}\n"
+        f"normalise   mean {info['normalisation']['mean']} std {info['normalisation']['std']}"
+    )
 
 
 @app.command("list")

@@ -9,15 +9,17 @@ import typer
 from rkd_edge.cli.common import echo_json
 
 
-def export(target: str = typer.Argument(..., help="RUN directory, or 'trt' followed by a BUNDLE."),
-           bundle: Path = typer.Argument(None, help="With 'trt': the bundle to build engines for."),
-           out: Path = typer.Option(None, "--out", "-o", help="Bundle directory to create."),
-           int8: bool = typer.Option(False, "--int8", help="Also write INT8 Q/DQ models (calibrated) / engines."),
-           fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
-           opset: int = typer.Option(17, "--opset", help="ONNX opset (17 = TensorRT 8.5 / JetPack 5 ceiling)."),
-           calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
-           calib_samples: int = typer.Option(256, "--calib-samples", help="Real calibration samples (>= 128)."),
-           force: bool = typer.Option(False, "--force", help="Replace an existing bundle.")):
+def export(
+    target: str = typer.Argument(..., help="RUN directory, or 'trt' followed by a BUNDLE."),
+    bundle: Path = typer.Argument(None, help="With 'trt': the bundle to build engines for."),
+    out: Path = typer.Option(None, "--out", "-o", help="Bundle directory to create."),
+    int8: bool = typer.Option(False, "--int8", help="Also write INT8 Q/DQ models (calibrated) / engines."),
+    fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (17 = TensorRT 8.5 / JetPack 5 ceiling)."),
+    calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
+    calib_samples: int = typer.Option(256, "--calib-samples", help="Real calibration samples (>= 128)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+):
     """Export a run to a bundle (ONNX + manifest), or build TensorRT engines: export trt BUNDLE."""
     from rkd_edge.errors import UserError
 
@@ -32,10 +34,17 @@ def export(target: str = typer.Argument(..., help="RUN directory, or 'trt' follo
         raise UserError("give the bundle folder with --out BUNDLE")
     from rkd_edge.export.bundle import export_bundle
 
-    m = export_bundle(Path(target), out, int8=int8, opset=opset, calibration=calibration,
-                      calib_samples=calib_samples, force=force)
-    echo_json({"bundle": str(out), "models": {k: sorted(v) for k, v in m["models"].items()},
-               "parity": m["parity"], "files": len(m["files"])})
+    m = export_bundle(
+        Path(target), out, int8=int8, opset=opset, calibration=calibration, calib_samples=calib_samples, force=force
+    )
+    echo_json(
+        {
+            "bundle": str(out),
+            "models": {k: sorted(v) for k, v in m["models"].items()},
+            "parity": m["parity"],
+            "files": len(m["files"]),
+        }
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -12,12 +12,18 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("train")
-def train(out: Path = typer.Option(..., "--out", "-o", help="Folder for teacher.pt and teacher.json."),
-          dataset: str = DATASET, arch: str = typer.Option(None, help="cnn-large, cnn-base, vit-small, "
-                                                                       "vit-tiny or timm:NAME[@FILE]."),
-          epochs: int = typer.Option(None, help="Training epochs."), data_dir: str = DATA_DIR,
-          preset: str = PRESET, config: str = CONFIG, overrides: list[str] = SET, seed: int = SEED,
-          device: str = DEVICE):
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for teacher.pt and teacher.json."),
+    dataset: str = DATASET,
+    arch: str = typer.Option(None, help="cnn-large, cnn-base, vit-small, vit-tiny or timm:NAME[@FILE]."),
+    epochs: int = typer.Option(None, help="Training epochs."),
+    data_dir: str = DATA_DIR,
+    preset: str = PRESET,
+    config: str = CONFIG,
+    overrides: list[str] = SET,
+    seed: int = SEED,
+    device: str = DEVICE,
+):
     """Train a teacher; the spec local:OUT then loads it."""
     from rkd_edge import env
     from rkd_edge.data import create_dataset
@@ -29,18 +35,25 @@ def train(out: Path = typer.Option(..., "--out", "-o", help="Folder for teacher.
     if epochs is not None:
         cfg.teacher.epochs = epochs
     d = cfg.data
-    splits = create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction,
-                            d.test_fraction)
+    splits = create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
     rec = train_teacher(cfg, splits, out, env.pick_device(cfg.device))
-    typer.echo(f"teacher {rec['arch']}: {rec['params']:,} parameters, test accuracy {rec['accuracy']:.4f} "
-               f"({rec['train_seconds']:.0f} s) -> {out}/teacher.json")
+    typer.echo(
+        f"teacher {rec['arch']}: {rec['params']:,} parameters, test accuracy {rec['accuracy']:.4f} "
+        f"({rec['train_seconds']:.0f} s) -> {out}/teacher.json"
+    )
 
 
 @app.command("eval")
-def evaluate(spec: str = typer.Argument(..., help="Teacher spec, e.g. local:DIR."), dataset: str = DATASET,
-             data_dir: str = DATA_DIR, image_size: int = typer.Option(None), channels: int = typer.Option(None),
-             split: str = typer.Option("test", help="train, val or test."), seed: int = 0,
-             device: str = typer.Option("auto")):
+def evaluate(
+    spec: str = typer.Argument(..., help="Teacher spec, e.g. local:DIR."),
+    dataset: str = DATASET,
+    data_dir: str = DATA_DIR,
+    image_size: int = typer.Option(None),
+    channels: int = typer.Option(None),
+    split: str = typer.Option("test", help="train, val or test."),
+    seed: int = 0,
+    device: str = typer.Option("auto"),
+):
     """Report a teacher's accuracy on a dataset split."""
     from rkd_edge import env
     from rkd_edge.data import create_dataset
@@ -54,8 +67,15 @@ def evaluate(spec: str = typer.Argument(..., help="Teacher spec, e.g. local:DIR.
     dev = env.pick_device(device)
     teacher = create_teacher(spec, splits.input_shape, splits.num_classes).to(dev).freeze()
     acc = accuracy(teacher, getattr(splits, split), device=dev)
-    echo_json({"spec": spec, "dataset": splits.name, "split": split, "accuracy": round(acc, 6),
-               "params": count_params(teacher)})
+    echo_json(
+        {
+            "spec": spec,
+            "dataset": splits.name,
+            "split": split,
+            "accuracy": round(acc, 6),
+            "params": count_params(teacher),
+        }
+    )
 
 
 @app.command("list")

@@ -9,15 +9,24 @@ import typer
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, SEED, SET, echo_json, resolve
 
 METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025, deepjscc or no-stage2.")
-TEACHER = typer.Option(None, "--teacher", "-t", help="Teacher spec (local:DIR, timm:NAME@FILE, ...); "
-                                                     "default: train one into RUN/teacher.")
+TEACHER = typer.Option(
+    None, "--teacher", "-t", help="Teacher spec (local:DIR, timm:NAME@FILE, ...); default: train one into RUN/teacher."
+)
 
 
 def _pipeline_cmd(stop_after: str | None, doc: str):
-    def command(out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumable)."),
-                preset: str = PRESET, config: str = CONFIG, overrides: list[str] = SET, dataset: str = DATASET,
-                data_dir: str = DATA_DIR, teacher: str = TEACHER, method: str = METHOD, seed: int = SEED,
-                device: str = DEVICE):
+    def command(
+        out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumable)."),
+        preset: str = PRESET,
+        config: str = CONFIG,
+        overrides: list[str] = SET,
+        dataset: str = DATASET,
+        data_dir: str = DATA_DIR,
+        teacher: str = TEACHER,
+        method: str = METHOD,
+        seed: int = SEED,
+        device: str = DEVICE,
+    ):
         from rkd_edge.pipeline import Pipeline
 
         cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device)
@@ -27,9 +36,11 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
             cfg.method = method
         result = Pipeline(cfg, out).run(stop_after)
         if stop_after is None:
-            typer.echo(f"report: {out}/report.md  (student {result['student']['params']:,} params, "
-                       f"{result['ratios']['params_vs_teacher'] * 100:.2f} % of teacher; clean accuracy "
-                       f"{(result['student']['accuracy'] or 0):.4f} vs teacher {result['teacher']['accuracy']:.4f})")
+            typer.echo(
+                f"report: {out}/report.md  (student {result['student']['params']:,} params, "
+                f"{result['ratios']['params_vs_teacher'] * 100:.2f} % of teacher; clean accuracy "
+                f"{(result['student']['accuracy'] or 0):.4f} vs teacher {result['teacher']['accuracy']:.4f})"
+            )
         else:
             typer.echo(f"{stop_after} done: {out}")
 
@@ -37,12 +48,14 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
     return command
 
 
-def evaluate(target: Path = typer.Argument(..., help="A run directory or an exported bundle."),
-             channel: str = typer.Option(None, "--channel", help="Comma list: awgn,rayleigh,rician,identity."),
-             snr: str = typer.Option(None, "--snr", help="SNR range in dB, start:stop:step or a,b,c."),
-             symbols: str = typer.Option(None, "--symbols", help="Comma list of k (complex symbols)."),
-             trials: int = typer.Option(None, "--trials", help="Noise draws per point."),
-             out: Path = typer.Option(None, "--out", "-o", help="Folder for the files (default: TARGET).")):
+def evaluate(
+    target: Path = typer.Argument(..., help="A run directory or an exported bundle."),
+    channel: str = typer.Option(None, "--channel", help="Comma list: awgn,rayleigh,rician,identity."),
+    snr: str = typer.Option(None, "--snr", help="SNR range in dB, start:stop:step or a,b,c."),
+    symbols: str = typer.Option(None, "--symbols", help="Comma list of k (complex symbols)."),
+    trials: int = typer.Option(None, "--trials", help="Noise draws per point."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for the files (default: TARGET)."),
+):
     """Accuracy against SNR with 95 % intervals (CSV, JSON, PNG), for a run or a bundle."""
     from rkd_edge.config import parse_range
     from rkd_edge.errors import UserError
@@ -64,13 +77,20 @@ def evaluate(target: Path = typer.Argument(..., help="A run directory or an expo
     echo_json({k: v for k, v in summary.items() if k != "rows"})
 
 
-def search_cmd(out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-               dataset: str = DATASET, teacher: str = TEACHER, preset: str = PRESET, config: str = CONFIG,
-               overrides: list[str] = SET, lambdas: str = typer.Option(None, "--lambda",
-                                                                       help="Complexity weight(s): 0.5 or 0,0.1,1."),
-               cost: str = typer.Option(None, "--cost", help="params, flops or latency."),
-               latency_table: str = typer.Option(None, "--latency-table", help="Latency lookup table JSON."),
-               data_dir: str = DATA_DIR, seed: int = SEED, device: str = DEVICE):
+def search_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    dataset: str = DATASET,
+    teacher: str = TEACHER,
+    preset: str = PRESET,
+    config: str = CONFIG,
+    overrides: list[str] = SET,
+    lambdas: str = typer.Option(None, "--lambda", help="Complexity weight(s): 0.5 or 0,0.1,1."),
+    cost: str = typer.Option(None, "--cost", help="params, flops or latency."),
+    latency_table: str = typer.Option(None, "--latency-table", help="Latency lookup table JSON."),
+    data_dir: str = DATA_DIR,
+    seed: int = SEED,
+    device: str = DEVICE,
+):
     """KDL-DARTS: search a student with CE + KD + lambda * cost; writes OUT/genotype.json."""
     from rkd_edge.config import parse_range
     from rkd_edge.pipeline import Pipeline
@@ -92,10 +112,15 @@ def search_cmd(out: Path = typer.Option(..., "--out", "-o", help="Output folder.
 
 def register(app: typer.Typer) -> None:
     app.command("search")(search_cmd)
-    app.command("distill")(_pipeline_cmd("stage1", "Stage 1: teacher (train or load), search, distil the "
-                                                   "student from scratch."))
-    app.command("robust")(_pipeline_cmd("stage2", "Stage 2: train the CAT codec over channels and SNRs "
-                                                  "(runs earlier stages if needed)."))
-    app.command("pipeline")(_pipeline_cmd(None, "The whole RKD pipeline, resumable: teacher -> search -> "
-                                                "stage 1 -> stage 2 -> evaluate -> report."))
+    app.command("distill")(
+        _pipeline_cmd("stage1", "Stage 1: teacher (train or load), search, distil the student from scratch.")
+    )
+    app.command("robust")(
+        _pipeline_cmd("stage2", "Stage 2: train the CAT codec over channels and SNRs (runs earlier stages if needed).")
+    )
+    app.command("pipeline")(
+        _pipeline_cmd(
+            None, "The whole RKD pipeline, resumable: teacher -> search -> stage 1 -> stage 2 -> evaluate -> report."
+        )
+    )
     app.command("evaluate")(evaluate)

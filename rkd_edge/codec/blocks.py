@@ -50,8 +50,9 @@ class Block(nn.Module):
             nn.init.zeros_(self.mod.weight)
             nn.init.zeros_(self.mod.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h1, h2 = self.norm1(x), None
         if self.mod is not None:
             s1, b1, s2, b2 = self.mod(cond).unsqueeze(1).chunk(4, dim=-1)

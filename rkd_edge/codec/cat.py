@@ -32,9 +32,17 @@ class CATCodec(nn.Module):
 
     name = "cat"
 
-    def __init__(self, feature_dim: int, max_symbols: int = 16, symbols: list[int] | None = None,
-                 dim: int = 64, depth: int = 2, heads: int = 4, csi: bool = False,
-                 source_tokens: int = 4) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        max_symbols: int = 16,
+        symbols: list[int] | None = None,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        csi: bool = False,
+        source_tokens: int = 4,
+    ) -> None:
         super().__init__()
         self.feature_dim, self.max_symbols = feature_dim, max_symbols
         self.symbol_set = sorted(symbols or [max_symbols])
@@ -54,8 +62,9 @@ class CATCodec(nn.Module):
         self.rx_norm = nn.LayerNorm(dim)
         self.rx_out = nn.Linear(dim, feature_dim)
 
-    def tx(self, f: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor,
-           channel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tx(
+        self, f: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode features to unit-power symbols.
 
         Args:
@@ -79,8 +88,14 @@ class CATCodec(nn.Module):
         x = self.tx_out(tokens[:, self.source_tokens :])
         return self.power(x, mask), mask
 
-    def rx(self, y: torch.Tensor, mask: torch.Tensor, snr_db: torch.Tensor, channel: torch.Tensor,
-           csi: torch.Tensor | None = None) -> torch.Tensor:
+    def rx(
+        self,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        snr_db: torch.Tensor,
+        channel: torch.Tensor,
+        csi: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Decode received symbols to features.
 
         Args:

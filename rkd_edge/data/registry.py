@@ -24,9 +24,15 @@ def dataset_names() -> list[str]:
     return [n if n != "imagefolder" else "imagefolder:PATH" for n in DATASETS]
 
 
-def create_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
-                   channels: int | None = None, seed: int = 0, val_fraction: float = 0.1,
-                   test_fraction: float = 0.2) -> DataSplits:
+def create_dataset(
+    name: str,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> DataSplits:
     """Load a dataset and split it deterministically.
 
     Args:
@@ -55,9 +61,19 @@ def create_dataset(name: str, data_dir: str | None = None, image_size: int | Non
     out_s = image_size or raw.images.shape[1]
     mean, std = channel_stats(raw.images[tr], out_c)
     transform = ImageTransform(size=out_s, channels=out_c, mean=mean, std=std)
-    splits = {nm: Split(nm, raw.images[ix], raw.labels[ix], ix.astype("int64"), transform, flip)
-              for nm, ix in (("train", tr), ("val", va), ("test", te))}
-    return DataSplits(name=name, classes=raw.classes, source=raw.source, transform=transform,
-                      notes={"native_shape": list(raw.images.shape[1:]),
-                             "official_test_split": raw.test_start is not None, **raw.notes},
-                      **splits)
+    splits = {
+        nm: Split(nm, raw.images[ix], raw.labels[ix], ix.astype("int64"), transform, flip)
+        for nm, ix in (("train", tr), ("val", va), ("test", te))
+    }
+    return DataSplits(
+        name=name,
+        classes=raw.classes,
+        source=raw.source,
+        transform=transform,
+        notes={
+            "native_shape": list(raw.images.shape[1:]),
+            "official_test_split": raw.test_start is not None,
+            **raw.notes,
+        },
+        **splits,
+    )

@@ -12,8 +12,18 @@ import numpy as np
 
 from rkd_edge.errors import UserError
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                   "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
 
@@ -73,8 +83,7 @@ def load_fashion_mnist(data_dir: str | None) -> RawData:
     """Fashion-MNIST from IDX files: ``data_dir``, the Debian package, or a torchvision download."""
     candidates = [Path(data_dir)] if data_dir else []
     candidates += [Path(FASHION_DEBIAN_DIR)]
-    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte"]
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     for folder in candidates:
         for sub in (folder, folder / "FashionMNIST" / "raw"):
             files = [_find_idx(sub, s) for s in stems]
@@ -85,8 +94,10 @@ def load_fashion_mnist(data_dir: str | None) -> RawData:
                 return RawData(images, labels, FASHION_CLASSES, _portable(sub), test_start=len(tr_x))
     if data_dir and os.environ.get("RKD_EDGE_DOWNLOAD") == "1":
         return _torchvision_set("FashionMNIST", data_dir, FASHION_CLASSES)
-    raise UserError("fashion-mnist not found: install the Debian package dataset-fashion-mnist, or pass "
-                    "--data-dir with the four IDX files (set RKD_EDGE_DOWNLOAD=1 to download there)")
+    raise UserError(
+        "fashion-mnist not found: install the Debian package dataset-fashion-mnist, or pass "
+        "--data-dir with the four IDX files (set RKD_EDGE_DOWNLOAD=1 to download there)"
+    )
 
 
 def _portable(path: Path) -> str:
@@ -111,14 +122,17 @@ def _torchvision_set(cls_name: str, data_dir: str | None, classes: list[str] | N
         tr = getattr(tvd, cls_name)(root, train=True, download=download)
         te = getattr(tvd, cls_name)(root, train=False, download=download)
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"{cls_name} not found under {root} ({str(exc).splitlines()[0]}); pass --data-dir "
-                        "to a copy, or set RKD_EDGE_DOWNLOAD=1 with internet access") from None
+        raise UserError(
+            f"{cls_name} not found under {root} ({str(exc).splitlines()[0]}); pass --data-dir "
+            "to a copy, or set RKD_EDGE_DOWNLOAD=1 with internet access"
+        ) from None
     xs = [np.asarray(d.data) for d in (tr, te)]
     xs = [x[..., None] if x.ndim == 3 else x for x in xs]
     ys = [np.asarray(d.targets, dtype=np.int64) for d in (tr, te)]
     names = classes or list(getattr(tr, "classes", [str(i) for i in range(int(ys[0].max()) + 1)]))
-    return RawData(np.concatenate(xs).astype(np.uint8), np.concatenate(ys), names, _portable(Path(root)),
-                   test_start=len(xs[0]))
+    return RawData(
+        np.concatenate(xs).astype(np.uint8), np.concatenate(ys), names, _portable(Path(root)), test_start=len(xs[0])
+    )
 
 
 def load_cifar(n_classes: int, data_dir: str | None) -> RawData:
@@ -130,7 +144,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def load_imagefolder(path: str, image_size: int | None) -> RawData:
-    """Images in ``PATH/CLASS/*.png`` folders, resized to ``image_size`` (default 32) at load time."""
+    """Images in ``PATH/CLASS/*.png`` folders, resized to ``image_size`` squares at load time (default: the
+    shorter side of the first image)."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(path)
@@ -139,7 +154,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise UserError(f"imagefolder {path!r} needs at least two class folders, found {len(classes)}")
-    size = image_size or 32
+    size = image_size
     images, labels = [], []
     for ci, cname in enumerate(classes):
         for f in sorted((root / cname).iterdir()):
@@ -147,6 +162,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
                 continue
             try:
                 with Image.open(f) as im:
+                    size = size or min(im.size)  # default: the first image's shorter side
                     im = im.convert("RGB").resize((size, size), Image.BILINEAR)
                     images.append(np.asarray(im, dtype=np.uint8))
             except (UnidentifiedImageError, OSError):

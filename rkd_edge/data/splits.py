@@ -32,9 +32,17 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                augment_data: bool = False, rank: int = 0, world: int = 1,
-                limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        augment_data: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        limit: int | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(x float32 [B, C, S, S], y int64 [B], pos int64 [B])`` batches.
 
         ``pos`` are positions within this split (index into cached teacher outputs). The order is a
@@ -96,11 +104,16 @@ class DataSplits:
         return c * h * w
 
     def info(self) -> dict:
-        return {"name": self.name, "source": self.source, "classes": self.classes,
-                "num_classes": self.num_classes, "input_shape": list(self.input_shape),
-                "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
-                "normalisation": {"mean": list(self.transform.mean), "std": list(self.transform.std)},
-                **self.notes}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "classes": self.classes,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "normalisation": {"mean": list(self.transform.mean), "std": list(self.transform.std)},
+            **self.notes,
+        }
 
 
 def hash_seed(*parts) -> int:
@@ -109,8 +122,9 @@ def hash_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def split_indices(n: int, labels: np.ndarray, seed: int, val_fraction: float, test_fraction: float,
-                  test_start: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, labels: np.ndarray, seed: int, val_fraction: float, test_fraction: float, test_start: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified, seeded split. An official test split (``test_start``) is kept as the test split."""
     rng = np.random.default_rng(hash_seed(seed, "split"))
     if test_start is not None:
@@ -136,5 +150,6 @@ def split_indices(n: int, labels: np.ndarray, seed: int, val_fraction: float, te
 
 def subset(split: Split, positions: np.ndarray, name: str) -> Split:
     """Rows ``positions`` of ``split`` as a new split (global ids are kept)."""
-    return Split(name, split.images[positions], split.labels[positions], split.ids[positions],
-                 split.transform, split.flip)
+    return Split(
+        name, split.images[positions], split.labels[positions], split.ids[positions], split.transform, split.flip
+    )

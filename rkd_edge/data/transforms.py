@@ -33,8 +33,9 @@ class ImageTransform:
         x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
         x = convert_channels(x, self.channels)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.size
+            )
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x - mean) / std

@@ -8,8 +8,8 @@ uninterrupted run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,14 +30,21 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise UserError(f"checkpoint {path} is unreadable ({str(exc).splitlines()[0][:100]}); delete it to "
-                        "restart this stage") from None
+        raise UserError(
+            f"checkpoint {path} is unreadable ({str(exc).splitlines()[0][:100]}); delete it to restart this stage"
+        ) from None
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int,
-        run_epoch: Callable[[int], dict], checkpoint: Path | None = None,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, desc: str = "train",
-        select: str | None = None) -> list[dict]:
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    run_epoch: Callable[[int], dict],
+    checkpoint: Path | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    desc: str = "train",
+    select: str | None = None,
+) -> list[dict]:
     """Run ``run_epoch(epoch) -> metrics`` for each epoch, checkpointing atomically after each.
 
     Args:
@@ -77,11 +84,19 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int,
             if select is not None and metrics[select] > best[0]:
                 best = (metrics[select], {k: v.detach().clone() for k, v in model.state_dict().items()})
             if checkpoint is not None and ddp.is_main():
-                save_checkpoint(checkpoint, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
-                    "best_score": best[0], "best_model": best[1]})
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "rng": torch.get_rng_state(),
+                        "history": history,
+                        "epoch": epoch,
+                        "best_score": best[0],
+                        "best_model": best[1],
+                    },
+                )
             bar.advance(1, info=" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
     if select is not None and best[1] is not None:
         model.load_state_dict(best[1])

@@ -15,8 +15,16 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
         temperature: T > 0.
     """
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits.detach() / t, -1),
-                    reduction="batchmean", log_target=True) * t * t
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits / t, -1),
+            F.log_softmax(teacher_logits.detach() / t, -1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * t
+        * t
+    )
 
 
 def feature_regression(projected: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:

@@ -46,8 +46,9 @@ def build_channels(names: list[str], cc: CodecConfig) -> list:
     return [create_channel(n, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k) for n in names]
 
 
-def draw_conditions(n: int, sc: StageConfig, symbol_set: list[int], epoch: int, g: torch.Generator,
-                    n_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def draw_conditions(
+    n: int, sc: StageConfig, symbol_set: list[int], epoch: int, g: torch.Generator, n_channels: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample SNR (dB, uniform in the range or the epoch's fixed value), channel index and length k."""
     if sc.snr_schedule:
         snr = torch.full((n,), float(sc.snr_schedule[epoch % len(sc.snr_schedule)]))
@@ -70,9 +71,21 @@ def stage_losses(out: dict, y: torch.Tensor, t_out, sc: StageConfig) -> dict[str
     return terms
 
 
-def run_stage(name: str, sc: StageConfig, system: SemanticSystem, splits: DataSplits, teacher,
-              cache: TeacherCache | None, *, seed: int, batch_size: int, augment: bool, device: str,
-              codec_cfg: CodecConfig | None = None, checkpoint: Path | None = None) -> list[dict]:
+def run_stage(
+    name: str,
+    sc: StageConfig,
+    system: SemanticSystem,
+    splits: DataSplits,
+    teacher,
+    cache: TeacherCache | None,
+    *,
+    seed: int,
+    batch_size: int,
+    augment: bool,
+    device: str,
+    codec_cfg: CodecConfig | None = None,
+    checkpoint: Path | None = None,
+) -> list[dict]:
     """Train the groups ``sc.train`` of ``system`` with ``sc.losses``; everything else stays frozen.
 
     With a ``codec_cfg`` the stage runs through codec and channels (stage 2). Under torchrun each rank
@@ -117,20 +130,24 @@ def run_stage(name: str, sc: StageConfig, system: SemanticSystem, splits: DataSp
             torch.nn.utils.clip_grad_norm_([p for p in system.parameters() if p.requires_grad], 5.0)
             opt.step()
             total, n = total + loss.item() * len(y), n + len(y)
-        return {"loss": ddp.all_mean(total / max(n, 1)), "val_acc": validate(system, splits.val, device, robust,
-                                                                             seed, codec_cfg)}
+        return {
+            "loss": ddp.all_mean(total / max(n, 1)),
+            "val_acc": validate(system, splits.val, device, robust, seed, codec_cfg),
+        }
 
     return fit(system, opt, sc.epochs, run_epoch, checkpoint, sched, desc=name, select="val_acc")
 
 
 @torch.no_grad()
-def validate(system: SemanticSystem, split: Split, device: str, robust: bool, seed: int,
-             codec_cfg: CodecConfig | None) -> float:
+def validate(
+    system: SemanticSystem, split: Split, device: str, robust: bool, seed: int, codec_cfg: CodecConfig | None
+) -> float:
     """Clean accuracy, or for robust stages the mean accuracy at 0 and 10 dB AWGN, largest k."""
     system.eval()
     if not robust:
-        correct = sum(int((system(x.to(device))["logits"].argmax(-1).cpu() == y).sum())
-                      for x, y, _ in split.batches(256))
+        correct = sum(
+            int((system(x.to(device))["logits"].argmax(-1).cpu() == y).sum()) for x, y, _ in split.batches(256)
+        )
         return correct / max(1, len(split))
     awgn = create_channel("awgn")
     accs = []
@@ -139,8 +156,13 @@ def validate(system: SemanticSystem, split: Split, device: str, robust: bool, se
         correct = 0
         for x, y, _ in split.batches(256):
             n = len(y)
-            out = system(x.to(device), awgn, torch.full((n,), snr, device=device),
-                         torch.full((n,), system.codec.max_symbols, device=device), generator=g)
+            out = system(
+                x.to(device),
+                awgn,
+                torch.full((n,), snr, device=device),
+                torch.full((n,), system.codec.max_symbols, device=device),
+                generator=g,
+            )
             correct += int((out["logits"].argmax(-1).cpu() == y).sum())
         accs.append(correct / max(1, len(split)))
     return sum(accs) / len(accs)

@@ -29,8 +29,11 @@ def plot_snr(rows: list[dict], path: Path, title: str, references: dict[str, flo
     for ax, ch in zip(axes[0], channels, strict=True):
         keys = sorted({(r["method"], r["k"]) for r in rows if r["channel"] == ch})
         for method, k in keys:
-            pts = sorted((r["snr_db"], r["accuracy"], r["ci_low"], r["ci_high"]) for r in rows
-                         if r["channel"] == ch and r["method"] == method and r["k"] == k)
+            pts = sorted(
+                (r["snr_db"], r["accuracy"], r["ci_low"], r["ci_high"])
+                for r in rows
+                if r["channel"] == ch and r["method"] == method and r["k"] == k
+            )
             xs = [p[0] for p in pts]
             ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=f"{method} k={k}")
             ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15)

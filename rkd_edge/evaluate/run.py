@@ -11,9 +11,15 @@ from rkd_edge.evaluate.snr import curves, evaluate_torch, write_rows
 from rkd_edge.io import write_json
 
 
-def evaluate_run(run: Path, channels: list[str] | None = None, snr: str | None = None,
-                 symbols: list[int] | None = None, trials: int | None = None, out: Path | None = None,
-                 quiet_summary: bool = False) -> dict:
+def evaluate_run(
+    run: Path,
+    channels: list[str] | None = None,
+    snr: str | None = None,
+    symbols: list[int] | None = None,
+    trials: int | None = None,
+    out: Path | None = None,
+    quiet_summary: bool = False,
+) -> dict:
     """Accuracy against SNR for every channel and length; returns a summary for the report."""
     from rkd_edge.pipeline import load_run, load_splits
 
@@ -33,20 +39,50 @@ def evaluate_run(run: Path, channels: list[str] | None = None, snr: str | None =
     splits = load_splits(mcfg)
     device = env.pick_device(cfg.device)
     system.to(device)
-    rows = evaluate_torch(system, splits.test, channels, snrs, ks, trials or ec.trials, cfg.seed, mcfg.codec,
-                          splits.source_dim, device, cfg.method)
-    rows += evaluate_torch(system, splits.test, ["identity"], [0.0], [max(ks)], 1, cfg.seed, mcfg.codec,
-                           splits.source_dim, device, cfg.method)
+    rows = evaluate_torch(
+        system,
+        splits.test,
+        channels,
+        snrs,
+        ks,
+        trials or ec.trials,
+        cfg.seed,
+        mcfg.codec,
+        splits.source_dim,
+        device,
+        cfg.method,
+    )
+    rows += evaluate_torch(
+        system,
+        splits.test,
+        ["identity"],
+        [0.0],
+        [max(ks)],
+        1,
+        cfg.seed,
+        mcfg.codec,
+        splits.source_dim,
+        device,
+        cfg.method,
+    )
     out = Path(out or run)
     write_rows(rows, out)
     report_k = ec.report_symbols or max(ks)
     title = f"{cfg.method} on {splits.name}"
     plot_snr([r for r in rows if r["channel"] != "identity"], out / "accuracy_vs_snr.png", title)
-    plot_symbols([r for r in rows if r["channel"] != "identity"], out / "accuracy_vs_symbols.png",
-                 [s for s in (0.0, 10.0) if s in snrs] or snrs[:1], title)
-    summary = {"rows": len(rows), "report_symbols": report_k, "curves": curves(rows, report_k),
-               "noiseless": next(r["accuracy"] for r in rows if r["channel"] == "identity"),
-               "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"],
-               "source_dim": splits.source_dim}
+    plot_symbols(
+        [r for r in rows if r["channel"] != "identity"],
+        out / "accuracy_vs_symbols.png",
+        [s for s in (0.0, 10.0) if s in snrs] or snrs[:1],
+        title,
+    )
+    summary = {
+        "rows": len(rows),
+        "report_symbols": report_k,
+        "curves": curves(rows, report_k),
+        "noiseless": next(r["accuracy"] for r in rows if r["channel"] == "identity"),
+        "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"],
+        "source_dim": splits.source_dim,
+    }
     write_json(out / "evaluation_summary.json", summary)
     return summary

@@ -16,8 +16,21 @@ from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.io import atomic_path, write_json
 
-FIELDS = ["method", "channel", "mode", "csi", "snr_db", "k", "bandwidth_ratio", "source_dim", "accuracy",
-          "ci_low", "ci_high", "n", "trials"]
+FIELDS = [
+    "method",
+    "channel",
+    "mode",
+    "csi",
+    "snr_db",
+    "k",
+    "bandwidth_ratio",
+    "source_dim",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "n",
+    "trials",
+]
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -39,16 +52,35 @@ def describe(name: str, cc: CodecConfig) -> dict:
 
 def make_row(method, name, cc, snr, k, source_dim, correct, n, trials) -> dict:
     lo, hi = wilson(correct, n)
-    return {"method": method, **describe(name, cc), "snr_db": snr, "k": k,
-            "bandwidth_ratio": round(k / source_dim, 6), "source_dim": source_dim,
-            "accuracy": round(correct / max(n, 1), 6), "ci_low": round(lo, 6), "ci_high": round(hi, 6),
-            "n": n, "trials": trials}
+    return {
+        "method": method,
+        **describe(name, cc),
+        "snr_db": snr,
+        "k": k,
+        "bandwidth_ratio": round(k / source_dim, 6),
+        "source_dim": source_dim,
+        "accuracy": round(correct / max(n, 1), 6),
+        "ci_low": round(lo, 6),
+        "ci_high": round(hi, 6),
+        "n": n,
+        "trials": trials,
+    }
 
 
 @torch.no_grad()
-def evaluate_torch(system, split: Split, channels: list[str], snrs: list[float], ks: list[int], trials: int,
-                   seed: int, cc: CodecConfig, source_dim: int, device: str = "cpu",
-                   method: str = "rkd-sc") -> list[dict]:
+def evaluate_torch(
+    system,
+    split: Split,
+    channels: list[str],
+    snrs: list[float],
+    ks: list[int],
+    trials: int,
+    seed: int,
+    cc: CodecConfig,
+    source_dim: int,
+    device: str = "cpu",
+    method: str = "rkd-sc",
+) -> list[dict]:
     """Accuracy of a trained PyTorch system at every (channel, SNR, k), pooled over ``trials`` noise draws."""
     system.eval()
     feats = []

@@ -23,8 +23,16 @@ class Architect:
         second_order: Use the unrolled (DARTS 2nd order) gradient, with ``xi`` the virtual step size.
     """
 
-    def __init__(self, model: SearchNetwork, loss_fn: LossFn, penalty_fn: Callable[[], torch.Tensor],
-                 lam: float, lr: float, second_order: bool = False, xi: float = 0.01) -> None:
+    def __init__(
+        self,
+        model: SearchNetwork,
+        loss_fn: LossFn,
+        penalty_fn: Callable[[], torch.Tensor],
+        lam: float,
+        lr: float,
+        second_order: bool = False,
+        xi: float = 0.01,
+    ) -> None:
         self.model, self.loss_fn, self.penalty_fn = model, loss_fn, penalty_fn
         self.lam, self.second_order, self.xi = lam, second_order, xi
         self.opt = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)

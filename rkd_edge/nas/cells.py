@@ -12,9 +12,13 @@ def make_stem(sk: Skeleton) -> tuple[nn.Module, int]:
     """Stem: a 3x3 conv; for inputs above 64 px two stride-2 convs (ImageNet style). Returns (stem, C)."""
     c = sk.stem_multiplier * sk.init_channels
     if sk.image_size > 64:
-        stem = nn.Sequential(nn.Conv2d(sk.in_channels, c // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(c // 2),
-                             nn.ReLU(inplace=True), nn.Conv2d(c // 2, c, 3, 2, 1, bias=False),
-                             nn.BatchNorm2d(c))
+        stem = nn.Sequential(
+            nn.Conv2d(sk.in_channels, c // 2, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c // 2, c, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c),
+        )
     else:
         stem = nn.Sequential(nn.Conv2d(sk.in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
     return stem, c

@@ -65,8 +65,9 @@ def load_latency_table(path: str | Path) -> dict:
             raise ValueError("no 'entries' mapping")
         return table
     except (OSError, ValueError) as exc:
-        raise UserError(f"latency table {path} is unreadable ({exc}); rebuild it with rkd-edge search "
-                        "--cost latency") from None
+        raise UserError(
+            f"latency table {path} is unreadable ({exc}); rebuild it with rkd-edge search --cost latency"
+        ) from None
 
 
 @torch.no_grad()
@@ -136,8 +137,9 @@ def edge_geometry(p: dict, steps: int) -> list[tuple[int, int]]:
     return [(2, p["size"]) if j < 2 else (1, half) for j in edge_inputs(steps)]
 
 
-def expected_cost(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, table: torch.Tensor,
-                  reductions: list[bool]) -> torch.Tensor:
+def expected_cost(
+    alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, table: torch.Tensor, reductions: list[bool]
+) -> torch.Tensor:
     """Normalised expected cost in [0, 1] under the softmax of the architecture weights."""
     wn, wr = F.softmax(alphas_normal, -1), F.softmax(alphas_reduce, -1)
     t = table.to(alphas_normal.dtype)
@@ -145,8 +147,9 @@ def expected_cost(alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, tabl
     return total / t.max(-1).values.sum().clamp_min(1e-12)
 
 
-def chosen_cost(cells: dict[bool, list[tuple[str, int]]], table: torch.Tensor, steps: int,
-                reductions: list[bool]) -> float:
+def chosen_cost(
+    cells: dict[bool, list[tuple[str, int]]], table: torch.Tensor, steps: int, reductions: list[bool]
+) -> float:
     """Summed cost of the operations a genotype chose (same table as the penalty)."""
     offsets, o = [], 0
     for i in range(steps):

@@ -55,8 +55,9 @@ def skeleton_costs(sk: Skeleton) -> tuple[int, int]:
     return count_params(net), count_macs(net, (sk.in_channels, sk.image_size, sk.image_size))
 
 
-def derive(model, max_skip: int | None, tables: dict[str, torch.Tensor], reductions: list[bool],
-           search_info: dict) -> Genotype:
+def derive(
+    model, max_skip: int | None, tables: dict[str, torch.Tensor], reductions: list[bool], search_info: dict
+) -> Genotype:
     """Genotype with cost estimates: params and FLOPs = skeleton + the chosen operations' table costs."""
     sk = model.skeleton
     normal, info_n = derive_cell(model.alphas_normal, sk.steps, max_skip)
@@ -66,10 +67,17 @@ def derive(model, max_skip: int | None, tables: dict[str, torch.Tensor], reducti
     skel_params, skel_macs = skeleton_costs(sk)
     enc_params = skel_params + int(chosen_cost(cells, tables["params"], sk.steps, reductions))
     classifier = sk.feature_dim * sk.num_classes + sk.num_classes
-    g = Genotype(normal, reduce, sk, concat, list(concat), params=enc_params + classifier,
-                 encoder_params=enc_params,
-                 flops=skel_macs + int(chosen_cost(cells, tables["flops"], sk.steps, reductions)),
-                 search={**search_info, "safeguards": {"normal": info_n, "reduce": info_r}})
+    g = Genotype(
+        normal,
+        reduce,
+        sk,
+        concat,
+        list(concat),
+        params=enc_params + classifier,
+        encoder_params=enc_params,
+        flops=skel_macs + int(chosen_cost(cells, tables["flops"], sk.steps, reductions)),
+        search={**search_info, "safeguards": {"normal": info_n, "reduce": info_r}},
+    )
     if "latency" in tables:
         g.latency_ms = round(chosen_cost(cells, tables["latency"], sk.steps, reductions), 5)
     return g

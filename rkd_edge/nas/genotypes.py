@@ -57,15 +57,23 @@ class Genotype:
     @classmethod
     def from_dict(cls, d: dict, where: str = "genotype") -> Genotype:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise UserError(f"{where} is not an rkd-edge genotype (format {FORMAT}); regenerate it with "
-                            "rkd-edge search")
+            raise UserError(
+                f"{where} is not an rkd-edge genotype (format {FORMAT}); regenerate it with rkd-edge search"
+            )
         try:
             sk = Skeleton(**d["skeleton"])
-            g = cls(normal=[(str(o), int(i)) for o, i in d["normal"]],
-                    reduce=[(str(o), int(i)) for o, i in d["reduce"]], skeleton=sk,
-                    normal_concat=list(d["normal_concat"]), reduce_concat=list(d["reduce_concat"]),
-                    params=int(d.get("params", 0)), encoder_params=int(d.get("encoder_params", 0)),
-                    flops=int(d.get("flops", 0)), latency_ms=d.get("latency_ms"), search=d.get("search", {}))
+            g = cls(
+                normal=[(str(o), int(i)) for o, i in d["normal"]],
+                reduce=[(str(o), int(i)) for o, i in d["reduce"]],
+                skeleton=sk,
+                normal_concat=list(d["normal_concat"]),
+                reduce_concat=list(d["reduce_concat"]),
+                params=int(d.get("params", 0)),
+                encoder_params=int(d.get("encoder_params", 0)),
+                flops=int(d.get("flops", 0)),
+                latency_ms=d.get("latency_ms"),
+                search=d.get("search", {}),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{where} is malformed ({type(exc).__name__}: {exc}); regenerate it") from None
         g.validate(where)

@@ -15,8 +15,11 @@ from torch import nn
 
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int, affine: bool = True) -> None:
-        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, k, stride, pad, bias=False),
-                         nn.BatchNorm2d(c_out, affine=affine))
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, k, stride, pad, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
 
 
 class SepConv(nn.Sequential):
@@ -25,19 +28,27 @@ class SepConv(nn.Sequential):
     def __init__(self, c: int, k: int, stride: int, affine: bool = True) -> None:
         p = k // 2
         super().__init__(
-            nn.ReLU(inplace=False), nn.Conv2d(c, c, k, stride, p, groups=c, bias=False),
-            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c, affine=affine),
-            nn.ReLU(inplace=False), nn.Conv2d(c, c, k, 1, p, groups=c, bias=False),
-            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c, affine=affine))
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c, c, k, stride, p, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c, c, k, 1, p, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c, affine=affine),
+        )
 
 
 class DilConv(nn.Sequential):
     """Dilated depthwise-separable convolution (dilation 2)."""
 
     def __init__(self, c: int, k: int, stride: int, affine: bool = True) -> None:
-        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c, c, k, stride, k - 1, dilation=2, groups=c,
-                                                           bias=False),
-                         nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c, affine=affine))
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c, c, k, stride, k - 1, dilation=2, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c, affine=affine),
+        )
 
 
 class InvertedResidual(nn.Module):
@@ -47,9 +58,15 @@ class InvertedResidual(nn.Module):
         super().__init__()
         h = c * expand
         self.body = nn.Sequential(
-            nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h, affine=affine), nn.ReLU6(inplace=False),
-            nn.Conv2d(h, h, k, stride, k // 2, groups=h, bias=False), nn.BatchNorm2d(h, affine=affine),
-            nn.ReLU6(inplace=False), nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c, affine=affine))
+            nn.Conv2d(c, h, 1, bias=False),
+            nn.BatchNorm2d(h, affine=affine),
+            nn.ReLU6(inplace=False),
+            nn.Conv2d(h, h, k, stride, k // 2, groups=h, bias=False),
+            nn.BatchNorm2d(h, affine=affine),
+            nn.ReLU6(inplace=False),
+            nn.Conv2d(h, c, 1, bias=False),
+            nn.BatchNorm2d(c, affine=affine),
+        )
         self.residual = stride == 1
 
     def forward(self, x):
@@ -87,8 +104,7 @@ class FactorizedReduce(nn.Module):
 class Pool(nn.Module):
     def __init__(self, kind: str, c: int, stride: int, affine: bool) -> None:
         super().__init__()
-        self.pool = nn.AvgPool2d(3, stride, 1, count_include_pad=False) if kind == "avg" \
-            else nn.MaxPool2d(3, stride, 1)
+        self.pool = nn.AvgPool2d(3, stride, 1, count_include_pad=False) if kind == "avg" else nn.MaxPool2d(3, stride, 1)
 
     def forward(self, x):
         return self.pool(x)

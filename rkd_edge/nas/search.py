@@ -27,8 +27,16 @@ from rkd_edge.teachers.cache import TeacherCache
 def make_skeleton(cfg: RunConfig, splits: DataSplits) -> Skeleton:
     s = cfg.search
     c, h, _ = splits.input_shape
-    return Skeleton(in_channels=c, image_size=h, num_classes=splits.num_classes, layers=s.layers, steps=s.steps,
-                    init_channels=s.init_channels, stem_multiplier=s.stem_multiplier, feature_dim=s.feature_dim)
+    return Skeleton(
+        in_channels=c,
+        image_size=h,
+        num_classes=splits.num_classes,
+        layers=s.layers,
+        steps=s.steps,
+        init_channels=s.init_channels,
+        stem_multiplier=s.stem_multiplier,
+        feature_dim=s.feature_dim,
+    )
 
 
 def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> dict[str, torch.Tensor]:
@@ -36,15 +44,26 @@ def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> dict[str, tor
     tables = {"params": op_cost_table(sk, "params"), "flops": op_cost_table(sk, "flops")}
     if cfg.search.cost == "latency":
         path = cfg.search.latency_table
-        lut = load_latency_table(path) if path else build_latency_table(sk, out / "latency_table.json"
-                                                                          if out else None)
+        lut = load_latency_table(path) if path else build_latency_table(sk, out / "latency_table.json" if out else None)
         tables["latency"] = op_cost_table(sk, "latency", lut)
     return tables
 
 
-def search(cfg: RunConfig, splits: DataSplits, teacher, cache: TeacherCache | None, lam: float,
-           device: str = "cpu", out: Path | None = None) -> tuple[Genotype, list[dict]]:
-    """Run one KDL-DARTS search at complexity weight ``lam``. Returns the genotype and the epoch log."""
+def search(
+    cfg: RunConfig,
+    splits: DataSplits,
+    teacher,
+    cache: TeacherCache | None,
+    lam: float,
+    device: str = "cpu",
+    out: Path | None = None,
+    online_teacher: bool = False,
+) -> tuple[Genotype, list[dict]]:
+    """Run one KDL-DARTS search at complexity weight ``lam``. Returns the genotype and the epoch log.
+
+    Teacher logits come from ``cache`` (computed once per split), or with ``online_teacher`` from a
+    teacher forward pass on every batch (what the cache saves; see ``benchmarks/search_cost.py``).
+    """
     s = cfg.search
     env.seed_everything(cfg.seed)
     sk = make_skeleton(cfg, splits)
@@ -55,10 +74,13 @@ def search(cfg: RunConfig, splits: DataSplits, teacher, cache: TeacherCache | No
     n = len(splits.train)
     order = np.random.default_rng(cfg.seed).permutation(n)
     cut = int(n * s.train_fraction)
-    w_split, a_split = subset(splits.train, np.sort(order[:cut]), "search-w"), \
-        subset(splits.train, np.sort(order[cut:]), "search-a")
+    w_split, a_split = (
+        subset(splits.train, np.sort(order[:cut]), "search-w"),
+        subset(splits.train, np.sort(order[cut:]), "search-a"),
+    )
     t_out = {}
-    if teacher is not None and s.alpha_kd:
+    use_kd = teacher is not None and bool(s.alpha_kd)
+    if use_kd and not online_teacher:
         store = cache or TeacherCache(None)
         t_out = {nm: store.outputs(teacher, sp, device)[1] for nm, sp in (("w", w_split), ("a", a_split))}
 
@@ -66,8 +88,13 @@ def search(cfg: RunConfig, splits: DataSplits, teacher, cache: TeacherCache | No
         x, y, pos, which = batch
         _, logits = model(x)
         loss = F.cross_entropy(logits, y)
-        if which in t_out:
-            loss = loss + s.alpha_kd * kd_kl(logits, t_out[which][pos].to(device), s.temperature)
+        if use_kd:
+            if online_teacher:
+                with torch.no_grad():
+                    t_logits = teacher(x)[1]
+            else:
+                t_logits = t_out[which][pos].to(device)
+            loss = loss + s.alpha_kd * kd_kl(logits, t_logits, s.temperature)
         return loss
 
     def penalty():
@@ -100,20 +127,31 @@ def search(cfg: RunConfig, splits: DataSplits, teacher, cache: TeacherCache | No
                 w_opt.step()
                 tot += loss.item()
             sched.step()
-            entry = {"epoch": epoch, "loss": round(tot / max(1, step + 1), 5),
-                     "expected_cost": round(float(penalty()), 6), "val_acc": round(_accuracy(model, splits.val,
-                                                                                            device), 5),
-                     "seconds": round(time.time() - t0, 3),
-                     "weights_normal": _mean_weights(model.alphas_normal),
-                     "weights_reduce": _mean_weights(model.alphas_reduce)}
+            entry = {
+                "epoch": epoch,
+                "loss": round(tot / max(1, step + 1), 5),
+                "expected_cost": round(float(penalty()), 6),
+                "val_acc": round(_accuracy(model, splits.val, device), 5),
+                "seconds": round(time.time() - t0, 3),
+                "weights_normal": _mean_weights(model.alphas_normal),
+                "weights_reduce": _mean_weights(model.alphas_reduce),
+            }
             log.append(entry)
             bar.advance(info=f"cost={entry['expected_cost']:.3f} val_acc={entry['val_acc']:.3f}")
-    info = {"lambda": lam, "cost": s.cost, "alpha_kd": s.alpha_kd, "epochs": s.epochs, "seed": cfg.seed,
-            "expected_cost": log[-1]["expected_cost"] if log else None, "max_skip": s.max_skip,
-            "second_order": s.second_order, "partial_channels": s.partial_channels,
-            "teacher": teacher.identity() if teacher is not None else None,
-            "alphas_normal": model.alphas_normal.detach().cpu().tolist(),
-            "alphas_reduce": model.alphas_reduce.detach().cpu().tolist()}
+    info = {
+        "lambda": lam,
+        "cost": s.cost,
+        "alpha_kd": s.alpha_kd,
+        "epochs": s.epochs,
+        "seed": cfg.seed,
+        "expected_cost": log[-1]["expected_cost"] if log else None,
+        "max_skip": s.max_skip,
+        "second_order": s.second_order,
+        "partial_channels": s.partial_channels,
+        "teacher": teacher.identity() if teacher is not None else None,
+        "alphas_normal": model.alphas_normal.detach().cpu().tolist(),
+        "alphas_reduce": model.alphas_reduce.detach().cpu().tolist(),
+    }
     return derive(model, s.max_skip, {k: v.cpu() for k, v in tables.items()}, reductions, info), log
 
 

@@ -46,8 +46,7 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, steps: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
-                 k: int) -> None:
+    def __init__(self, steps: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, k: int) -> None:
         super().__init__()
         self.steps, self.reduction = steps, reduction
         self.pre0, self.pre1 = make_preprocess(c_pp, c_p, c, reduction_prev, affine=False)
@@ -56,7 +55,7 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, weights):
         states = [self.pre0(s0), self.pre1(s1)]
         offset = 0
-        for i in range(self.steps):
+        for _ in range(self.steps):
             h = sum(self.edges[offset + j](s, weights[offset + j]) for j, s in enumerate(states))
             offset += len(states)
             states.append(h)
@@ -77,8 +76,9 @@ class SearchNetwork(nn.Module):
         self.cells = nn.ModuleList()
         self.plan = cell_plan(sk)
         for p in self.plan:
-            self.cells.append(SearchCell(sk.steps, c_pp, c_p, p["C"], p["reduction"], p["reduction_prev"],
-                                         partial_channels))
+            self.cells.append(
+                SearchCell(sk.steps, c_pp, c_p, p["C"], p["reduction"], p["reduction_prev"], partial_channels)
+            )
             c_pp, c_p = c_p, sk.steps * p["C"]
         self.head = nn.Sequential(nn.Linear(c_p, sk.feature_dim), nn.LayerNorm(sk.feature_dim))
         self.classifier = nn.Linear(sk.feature_dim, sk.num_classes)

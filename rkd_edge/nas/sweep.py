@@ -22,8 +22,18 @@ def score_genotype(genotype: Genotype, cfg: RunConfig, splits, teacher, cache, d
     sc = copy.deepcopy(cfg.stage1)
     sc.epochs = cfg.search.sweep_epochs
     system = SemanticSystem(create_encoder(genotype), splits.num_classes, teacher.embed_dim)
-    history = run_stage("sweep-score", sc, system, splits, teacher, cache, seed=cfg.seed,
-                        batch_size=cfg.data.batch_size, augment=False, device=device)
+    history = run_stage(
+        "sweep-score",
+        sc,
+        system,
+        splits,
+        teacher,
+        cache,
+        seed=cfg.seed,
+        batch_size=cfg.data.batch_size,
+        augment=False,
+        device=device,
+    )
     return max(h["val_acc"] for h in history)
 
 
@@ -39,9 +49,14 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
         genotype.save(sub / "genotype.json")
         write_json(sub / "search_log.json", {"lambda": lam, "epochs": log})
         plot_weights(log, sub / "arch_weights.png")
-        row = {"lambda": lam, "params": genotype.params, "flops": genotype.flops,
-               "latency_ms": genotype.latency_ms, "expected_cost": genotype.search["expected_cost"],
-               "normal": " ".join(op for op, _ in genotype.normal)}
+        row = {
+            "lambda": lam,
+            "params": genotype.params,
+            "flops": genotype.flops,
+            "latency_ms": genotype.latency_ms,
+            "expected_cost": genotype.search["expected_cost"],
+            "normal": " ".join(op for op, _ in genotype.normal),
+        }
         if len(lambdas) > 1:
             row["val_acc"] = round(score_genotype(genotype, cfg, splits, teacher, cache, device), 5)
             progress.log(f"lambda={lam:g}: params={genotype.params} val_acc={row['val_acc']}")
@@ -54,14 +69,21 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
         _write_pareto([r for r, _ in rows], out)
     else:
         chosen = rows[0][1]
-    return {"lambda": chosen.search["lambda"], "params": chosen.params, "flops": chosen.flops,
-            "genotype": "genotype.json", "sweep": [r for r, _ in rows]}
+    return {
+        "lambda": chosen.search["lambda"],
+        "params": chosen.params,
+        "flops": chosen.flops,
+        "genotype": "genotype.json",
+        "sweep": [r for r, _ in rows],
+    }
 
 
 def _write_pareto(rows: list[dict], out: Path) -> None:
     cols = ["lambda", "params", "flops", "latency_ms", "expected_cost", "val_acc", "normal"]
-    write_text(out / "pareto.csv", "\n".join([",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols)
-                                                                   for r in rows]) + "\n")
+    write_text(
+        out / "pareto.csv",
+        "\n".join([",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]) + "\n",
+    )
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     write_text(out / "pareto.md", "\n".join(md) + "\n")

@@ -51,11 +51,15 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
         if not path.is_file():
             raise BundleError(f"bundle file missing: {rel}; re-export the bundle")
         if path.stat().st_size != rec["bytes"]:
-            raise BundleError(f"bundle file {rel} has {path.stat().st_size} bytes, the manifest says "
-                              f"{rec['bytes']} (truncated or replaced); re-export the bundle")
+            raise BundleError(
+                f"bundle file {rel} has {path.stat().st_size} bytes, the manifest says "
+                f"{rec['bytes']} (truncated or replaced); re-export the bundle"
+            )
         if _sha256(path) != rec["sha256"]:
-            raise BundleError(f"bundle file {rel} does not match its sha256 in the manifest (tampered or "
-                              "corrupt); re-export the bundle")
+            raise BundleError(
+                f"bundle file {rel} does not match its sha256 in the manifest (tampered or "
+                "corrupt); re-export the bundle"
+            )
     return manifest
 
 
@@ -77,6 +81,7 @@ class Bundle:
     def model_path(self, name: str, precision: str = "fp32") -> Path:
         models = self.manifest["models"].get(name, {})
         if precision not in models:
-            raise BundleError(f"bundle has no {precision} {name} model (has {sorted(models) or 'none'}); "
-                              f"export with --int8 for INT8")
+            raise BundleError(
+                f"bundle has no {precision} {name} model (has {sorted(models) or 'none'}); export with --int8 for INT8"
+            )
         return self.root / models[precision]["file"]

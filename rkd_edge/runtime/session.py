@@ -11,10 +11,12 @@ def _providers(prefer: str) -> list[str]:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    order = {"cpu": ["CPUExecutionProvider"],
-             "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-             "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-             "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}[prefer]
+    order = {
+        "cpu": ["CPUExecutionProvider"],
+        "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    }[prefer]
     return [p for p in order if p in available] or ["CPUExecutionProvider"]
 
 
@@ -39,8 +41,10 @@ class Runtime:
         if threads:
             opts.intra_op_num_threads = threads
         prov = _providers(providers)
-        self.sessions = {name: ort.InferenceSession(str(self.bundle.model_path(name, precision)), opts,
-                                                    providers=prov) for name in ("encoder", "tx", "rx")}
+        self.sessions = {
+            name: ort.InferenceSession(str(self.bundle.model_path(name, precision)), opts, providers=prov)
+            for name in ("encoder", "tx", "rx")
+        }
         norm = m["normalisation"]
         self.mean = np.asarray(norm["mean"], np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(norm["std"], np.float32).reshape(1, -1, 1, 1)
@@ -72,8 +76,9 @@ class Runtime:
             raise BundleError(f"unknown channel type {channel!r}; the bundle knows {self.channel_types}")
         return snr, np.full((n,), self.channel_types.index(channel), np.int64)
 
-    def transmit(self, features: np.ndarray, snr_db: float | np.ndarray, k: int | np.ndarray,
-                 channel: str = "awgn") -> tuple[np.ndarray, np.ndarray]:
+    def transmit(
+        self, features: np.ndarray, snr_db: float | np.ndarray, k: int | np.ndarray, channel: str = "awgn"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Features -> unit-power symbols ``[B, K, 2] float32`` (I/Q) and mask ``[B, K] float32``.
 
         Args:
@@ -87,16 +92,17 @@ class Runtime:
         if ks.min() < 1 or ks.max() > self.max_symbols:
             raise BundleError(f"k must be between 1 and {self.max_symbols}, got {int(ks.min())}..{int(ks.max())}")
         snr, ctype = self._conditions(n, snr_db, channel)
-        sym, mask = self.sessions["tx"].run(None, {"features": features.astype(np.float32), "snr_db": snr,
-                                                   "k": ks, "channel": ctype})
+        sym, mask = self.sessions["tx"].run(
+            None, {"features": features.astype(np.float32), "snr_db": snr, "k": ks, "channel": ctype}
+        )
         return sym, mask
 
-    def receive(self, y: np.ndarray, mask: np.ndarray, snr_db, channel: str = "awgn",
-                csi: np.ndarray | None = None) -> np.ndarray:
+    def receive(
+        self, y: np.ndarray, mask: np.ndarray, snr_db, channel: str = "awgn", csi: np.ndarray | None = None
+    ) -> np.ndarray:
         """Received symbols ``[B, K, 2]`` -> class logits ``[B, N] float32``."""
         snr, ctype = self._conditions(len(y), snr_db, channel)
-        feeds = {"symbols": y.astype(np.float32), "mask": mask.astype(np.float32), "snr_db": snr,
-                 "channel": ctype}
+        feeds = {"symbols": y.astype(np.float32), "mask": mask.astype(np.float32), "snr_db": snr, "channel": ctype}
         if self.uses_csi:
             if csi is None:
                 raise BundleError("this bundle's receiver needs CSI: pass csi=[B, K, 2]")

@@ -10,8 +10,9 @@ from rkd_edge.errors import UserError
 from rkd_edge.nas.genotypes import Genotype
 
 
-def create_encoder(spec: str | Genotype | Path, input_shape: tuple[int, int, int] | None = None,
-                   feature_dim: int = 64) -> nn.Module:
+def create_encoder(
+    spec: str | Genotype | Path, input_shape: tuple[int, int, int] | None = None, feature_dim: int = 64
+) -> nn.Module:
     """Build a student encoder.
 
     Args:

@@ -19,8 +19,13 @@ class ResNetLikeEncoder(nn.Module):
         self.feature_dim = feature_dim
         stride = 4 if image_size > 64 else 1
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2), BasicBlock(2 * width, 4 * width, 2))
+            nn.Conv2d(in_channels, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            BasicBlock(width, width, 1),
+            BasicBlock(width, 2 * width, 2),
+            BasicBlock(2 * width, 4 * width, 2),
+        )
         self.head = nn.Linear(4 * width, feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

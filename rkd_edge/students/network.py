@@ -13,8 +13,16 @@ from rkd_edge.nas.operations import build_op
 class GenotypeCell(nn.Module):
     """A cell with one fixed operation per chosen edge, two edges per intermediate node."""
 
-    def __init__(self, edges: list[tuple[str, int]], concat: list[int], c_pp: int, c_p: int, c: int,
-                 reduction: bool, reduction_prev: bool) -> None:
+    def __init__(
+        self,
+        edges: list[tuple[str, int]],
+        concat: list[int],
+        c_pp: int,
+        c_p: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
         super().__init__()
         self.pre0, self.pre1 = make_preprocess(c_pp, c_p, c, reduction_prev, affine=True)
         self.ops = nn.ModuleList(build_op(op, c, 2 if reduction and idx < 2 else 1) for op, idx in edges)
@@ -45,8 +53,11 @@ class StudentEncoder(nn.Module):
         c_pp, c_p = c_cur, c_cur
         self.cells = nn.ModuleList()
         for p in cell_plan(sk):
-            edges, concat = (genotype.reduce, genotype.reduce_concat) if p["reduction"] else \
-                (genotype.normal, genotype.normal_concat)
+            edges, concat = (
+                (genotype.reduce, genotype.reduce_concat)
+                if p["reduction"]
+                else (genotype.normal, genotype.normal_concat)
+            )
             self.cells.append(GenotypeCell(edges, concat, c_pp, c_p, p["C"], p["reduction"], p["reduction_prev"]))
             c_pp, c_p = c_p, len(concat) * p["C"]
         self.head = nn.Sequential(nn.Linear(c_p, sk.feature_dim), nn.LayerNorm(sk.feature_dim))

@@ -34,12 +34,12 @@ class TeacherCache:
     @staticmethod
     def key(teacher: Teacher, split: Split) -> str:
         """sha256 of the teacher identity, the split's sample fingerprint and its transform."""
-        parts = {"teacher": teacher.identity(), "samples": split.fingerprint(),
-                 "transform": split.transform.to_dict()}
+        parts = {"teacher": teacher.identity(), "samples": split.fingerprint(), "transform": split.transform.to_dict()}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
-    def outputs(self, teacher: Teacher, split: Split, device: str = "cpu",
-                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def outputs(
+        self, teacher: Teacher, split: Split, device: str = "cpu", batch_size: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the teacher's outputs on every sample of ``split``, in split order (CPU tensors)."""
         key = self.key(teacher, split)
         if key in self._memo:
@@ -65,8 +65,9 @@ class TeacherCache:
 
 
 @torch.no_grad()
-def run_teacher(teacher: Teacher, split: Split, device: str = "cpu",
-                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def run_teacher(
+    teacher: Teacher, split: Split, device: str = "cpu", batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher outputs over a split: ``(embedding [N, E] float32, logits [N, C] float32)``."""
     teacher.freeze()
     embs, logits = [], []

@@ -36,14 +36,18 @@ class CNNTeacher(Teacher):
         blocks: Basic blocks per stage.
     """
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, width: int = 32,
-                 blocks: int = 1, spec: str = "cnn") -> None:
+    def __init__(
+        self, in_channels: int, image_size: int, num_classes: int, width: int = 32, blocks: int = 1, spec: str = "cnn"
+    ) -> None:
         super().__init__()
         self.spec, self.num_classes, self.embed_dim = spec, num_classes, 8 * width
         stem_stride = 2 if image_size > 64 else 1
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                                  nn.MaxPool2d(2) if image_size > 64 else nn.Identity())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2) if image_size > 64 else nn.Identity(),
+        )
         layers, c = [], width
         for i, mult in enumerate((1, 2, 4, 8)):
             for j in range(blocks):
@@ -64,8 +68,16 @@ class CNNTeacher(Teacher):
 class ViTTeacher(Teacher):
     """A plain ViT: patch embedding (about 8x8 patches per side), class token, pre-norm blocks."""
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, dim: int = 192,
-                 depth: int = 6, heads: int = 3, spec: str = "vit") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        dim: int = 192,
+        depth: int = 6,
+        heads: int = 3,
+        spec: str = "vit",
+    ) -> None:
         super().__init__()
         self.spec, self.num_classes, self.embed_dim = spec, num_classes, dim
         patch = max(1, image_size // 8)
@@ -73,8 +85,9 @@ class ViTTeacher(Teacher):
         self.patch = nn.Conv2d(in_channels, dim, patch, patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)

@@ -42,8 +42,7 @@ def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: in
     raise UserError(f"unknown teacher spec {spec!r}; use one of {', '.join(teacher_specs())}")
 
 
-def load_local(folder: str, input_shape: tuple[int, int, int] | None = None,
-               num_classes: int | None = None) -> Teacher:
+def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Teacher:
     """Load a teacher written by ``rkd-edge teacher train --out DIR``."""
     root = Path(folder)
     meta = read_json(root / "teacher.json", "teacher record")
@@ -52,20 +51,27 @@ def load_local(folder: str, input_shape: tuple[int, int, int] | None = None,
         raise UserError(f"teacher checkpoint missing: {weights}; train it with rkd-edge teacher train")
     shape = tuple(meta.get("input_shape", ()))
     if input_shape is not None and shape != tuple(input_shape):
-        raise UserError(f"teacher in {folder} expects input {list(shape)}, the data give "
-                        f"{list(input_shape)}; match --image-size/--channels or retrain the teacher")
+        raise UserError(
+            f"teacher in {folder} expects input {list(shape)}, the data give "
+            f"{list(input_shape)}; match --image-size/--channels or retrain the teacher"
+        )
     if num_classes is not None and meta.get("num_classes") != num_classes:
-        raise UserError(f"teacher in {folder} has {meta.get('num_classes')} classes, the data have "
-                        f"{num_classes}; use a teacher trained on this dataset")
+        raise UserError(
+            f"teacher in {folder} has {meta.get('num_classes')} classes, the data have "
+            f"{num_classes}; use a teacher trained on this dataset"
+        )
     arch = meta["arch"]
-    teacher = create_teacher(arch + "@random" if arch.startswith("timm:") and "@" not in arch else arch,
-                             shape, meta["num_classes"])
+    teacher = create_teacher(
+        arch + "@random" if arch.startswith("timm:") and "@" not in arch else arch, shape, meta["num_classes"]
+    )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         teacher.load_state_dict(state)
     except (RuntimeError, OSError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise UserError(f"teacher checkpoint {weights} is unreadable or does not match {arch} "
-                        f"({str(exc).splitlines()[0][:120]}); retrain it") from None
+        raise UserError(
+            f"teacher checkpoint {weights} is unreadable or does not match {arch} "
+            f"({str(exc).splitlines()[0][:120]}); retrain it"
+        ) from None
     teacher.spec = f"local:{Path(folder).as_posix()}"
     digest = sha256_file(weights)[:16]
     teacher.identity = lambda: f"local#{arch}#{digest}"  # type: ignore[method-assign]

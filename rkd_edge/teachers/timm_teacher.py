@@ -20,8 +20,7 @@ class TimmTeacher(Teacher):
         weights: ``None`` (pretrained from the local cache), a file path, or ``"random"``.
     """
 
-    def __init__(self, name: str, weights: str | None, in_channels: int, image_size: int,
-                 num_classes: int) -> None:
+    def __init__(self, name: str, weights: str | None, in_channels: int, image_size: int, num_classes: int) -> None:
         super().__init__()
         try:
             import timm
@@ -45,17 +44,22 @@ class TimmTeacher(Teacher):
             self.model = _create(timm, name, image_size, kwargs)
         except (RuntimeError, OSError, ValueError) as exc:
             if weights in (None, "") or "pretrained" in str(exc).lower() or "hub" in str(exc).lower():
-                raise UserError(f"pretrained weights for {name} are not available offline; download them "
-                                f"once, or use timm:{name}@/path/to/weights") from None
+                raise UserError(
+                    f"pretrained weights for {name} are not available offline; download them "
+                    f"once, or use timm:{name}@/path/to/weights"
+                ) from None
             raise UserError(f"cannot load timm model {name}: {str(exc).splitlines()[0]}") from None
         patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", (1, 1))
         if image_size < max(patch):
-            raise UserError(f"{name} uses {max(patch)}-pixel patches, larger than {image_size}-pixel images; "
-                            f"resize the data (--set data.image_size=224)")
+            raise UserError(
+                f"{name} uses {max(patch)}-pixel patches, larger than {image_size}-pixel images; "
+                f"resize the data (--set data.image_size=224)"
+            )
         self.spec = f"timm:{name}@{weights}" if weights else f"timm:{name}"
         self.num_classes = num_classes
-        self.embed_dim = self.model.num_features if not hasattr(self.model, "head_hidden_size") \
-            else self.model.head_hidden_size
+        self.embed_dim = (
+            self.model.num_features if not hasattr(self.model, "head_hidden_size") else self.model.head_hidden_size
+        )
 
     def identity(self) -> str:
         return f"{self.spec}#{self._weights_id}"

@@ -29,12 +29,14 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
         for p in teacher.head().parameters():
             p.requires_grad_(True)
     opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs)
+    augment = cfg.data.augment if tc.augment is None else tc.augment
 
     def run_epoch(epoch: int) -> dict:
         teacher.train(not tc.probe_only)
         total, n = 0.0, 0
-        for x, y, _ in splits.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
-                                            augment_data=cfg.data.augment):
+        for x, y, _ in splits.train.batches(
+            cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, augment_data=augment
+        ):
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(teacher(x)[1], y, label_smoothing=tc.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -44,17 +46,26 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
         return {"loss": total / max(n, 1), "val_acc": accuracy(teacher, splits.val, device=device)}
 
     out.mkdir(parents=True, exist_ok=True)
-    history = fit(teacher, opt, tc.epochs, run_epoch, out / "checkpoint.pt", sched,
-                  desc=f"teacher {tc.arch}", select="val_acc")
+    history = fit(
+        teacher, opt, tc.epochs, run_epoch, out / "checkpoint.pt", sched, desc=f"teacher {tc.arch}", select="val_acc"
+    )
     record = {
-        "spec": tc.arch, "arch": tc.arch, "load_spec": f"local:{out.as_posix()}",
-        "params": count_params(teacher), "embed_dim": teacher.embed_dim,
-        "num_classes": splits.num_classes, "input_shape": list(splits.input_shape),
-        "dataset": splits.name, "classes": splits.classes, "transform": splits.transform.to_dict(),
+        "spec": tc.arch,
+        "arch": tc.arch,
+        "load_spec": f"local:{out.as_posix()}",
+        "params": count_params(teacher),
+        "embed_dim": teacher.embed_dim,
+        "num_classes": splits.num_classes,
+        "input_shape": list(splits.input_shape),
+        "dataset": splits.name,
+        "classes": splits.classes,
+        "transform": splits.transform.to_dict(),
         "accuracy": accuracy(teacher, splits.test, device=device),
         "val_accuracy": accuracy(teacher, splits.val, device=device),
-        "history": history, "train_seconds": round(time.time() - t0, 2),
-        "config": cfg.to_dict(), "versions": env.versions(),
+        "history": history,
+        "train_seconds": round(time.time() - t0, 2),
+        "config": cfg.to_dict(),
+        "versions": env.versions(),
     }
     with atomic_path(out / "teacher.pt") as tmp:
         torch.save(teacher.state_dict(), tmp)

@@ -1,0 +1,31 @@
+"""Helpers shared by the benchmark scripts: result files with their environment."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rkd_edge.env import environment
+from rkd_edge.io import write_json, write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def record(name: str, data: dict, markdown: str, command: str) -> Path:
+    """Write ``results/NAME.json`` (data + environment + command) and ``results/NAME.md``."""
+    payload = {
+        "benchmark": name,
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": environment(),
+        **data,
+    }
+    write_json(RESULTS / f"{name}.json", payload)
+    write_text(RESULTS / f"{name}.md", f"# {name}\n\nReproduce: `{command}`\n\n{markdown}\n")
+    return RESULTS / f"{name}.json"
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

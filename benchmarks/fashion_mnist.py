@@ -1,0 +1,132 @@
+"""The four methods on fashion-mnist, same data and teacher, and the acceptance checks of issue 4.
+
+    python benchmarks/fashion_mnist.py --teacher runs/fmnist-teacher --runs runs/fm
+
+Runs ``rkd-sc`` first (its searched genotype is reused by ``deepjscc`` and ``no-stage2``), then the
+others; each run is resumable, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import md_table, record  # noqa: E402
+
+METHODS = ["rkd-sc", "authors-2025", "deepjscc", "no-stage2"]
+
+
+def run_method(method: str, teacher: str, runs: Path, extra: list[str]) -> Path:
+    out = runs / method
+    cmd = [
+        "rkd-edge",
+        "-q",
+        "pipeline",
+        "--preset",
+        "fashion-mnist",
+        "--teacher",
+        f"local:{teacher}",
+        "--method",
+        method,
+        "--out",
+        str(out),
+        *extra,
+    ]
+    if method in ("deepjscc", "no-stage2"):
+        cmd += ["--set", f"search.genotype={runs / 'rkd-sc' / 'genotype.json'}"]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def load_rows(run: Path) -> list[dict]:
+    return json.loads((run / "evaluation.json").read_text())["rows"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--teacher", default="runs/fmnist-teacher")
+    ap.add_argument("--runs", default="runs/fm")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--collect-only", action="store_true", help="only tabulate finished runs")
+    args = ap.parse_args()
+    runs = Path(args.runs)
+    methods = args.methods.split(",")
+    if not args.collect_only:
+        for m in methods:
+            run_method(m, args.teacher, runs, [])
+    reports = {
+        m: json.loads((runs / m / "report.json").read_text()) for m in METHODS if (runs / m / "report.json").is_file()
+    }
+    rows = {m: load_rows(runs / m) for m in reports}
+    ours = reports["rkd-sc"]
+    t_acc, s_acc = ours["teacher"]["accuracy"], ours["student"]["accuracy"]
+    k_ours = ours["codec"]["report_symbols"]
+    acc0 = ours["curves"]["awgn"]["0"]
+    checks = {
+        "student_params_le_5pct": ours["ratios"]["params_vs_teacher"] <= 0.05,
+        "clean_ge_98pct_teacher": s_acc >= 0.98 * t_acc,
+        "awgn_0db_ge_95pct_clean": acc0 >= 0.95 * s_acc,
+    }
+    table, beats = [], {}
+    for ch in ("awgn", "rayleigh"):
+        for snr in range(-10, 11, 2):
+            line = [ch, snr]
+            ref = _point(rows["rkd-sc"], ch, snr, k_ours)
+            for m in METHODS:
+                if m not in rows:
+                    line.append("-")
+                    continue
+                k = reports[m]["codec"]["report_symbols"]
+                p = _point(rows[m], ch, snr, k)
+                line.append(f"{p['accuracy']:.4f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}] k={k}")
+                if m != "rkd-sc" and m in ("authors-2025", "deepjscc"):
+                    beats.setdefault(m, []).append(ref["ci_high"] >= p["accuracy"])
+            table.append(line)
+    for m, ok in beats.items():
+        checks[f"rkd_sc_ge_{m}_all_snr"] = all(ok)
+    summary = {
+        "teacher": ours["teacher"],
+        "student": ours["student"],
+        "ratios": ours["ratios"],
+        "codec": ours["codec"],
+        "accuracy_awgn_0db": acc0,
+        "checks": checks,
+        "methods": {
+            m: {
+                "student_params": r["student"]["params"],
+                "clean": r["student"]["accuracy"],
+                "codec": r["codec"],
+                "curves": r["curves"],
+                "timings_s": r["timings_s"],
+            }
+            for m, r in reports.items()
+        },
+    }
+    md = md_table(
+        ["", "value"],
+        [
+            ["teacher params / accuracy", f"{ours['teacher']['params']:,} / {t_acc:.4f}"],
+            [
+                "student params (% of teacher)",
+                f"{ours['student']['params']:,} ({100 * ours['ratios']['params_vs_teacher']:.2f} %)",
+            ],
+            ["student clean accuracy (% of teacher)", f"{s_acc:.4f} ({100 * s_acc / t_acc:.1f} %)"],
+            ["rkd-sc AWGN 0 dB (% of clean)", f"{acc0:.4f} ({100 * acc0 / s_acc:.1f} %)"],
+        ],
+    )
+    md += "\n\n## Checks\n\n" + md_table(["check", "holds"], [[k, v] for k, v in checks.items()])
+    md += "\n\n## Accuracy (95 % Wilson interval) at each method's report length k\n\n"
+    md += md_table(["channel", "SNR dB", *METHODS], table)
+    print(record("fashion_mnist_methods", summary, md, "python benchmarks/fashion_mnist.py"))
+
+
+def _point(rows, ch, snr, k):
+    return next(r for r in rows if r["channel"] == ch and float(r["snr_db"]) == float(snr) and int(r["k"]) == k)
+
+
+if __name__ == "__main__":
+    main()

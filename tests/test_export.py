@@ -1,0 +1,155 @@
+"""Export: ONNX parity, Q/DQ structure, hash-checked bundles, torch-free runtime, TensorRT skip."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from rkd_edge.export.onnx_export import DEFAULT_OPSET
+
+from rkd_edge.runtime import BundleError, Runtime
+from tests.conftest import run_cli
+
+
+def test_manifest_and_fp32_parity(tiny_bundle):
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert set(m["parity"]) == {"encoder", "tx", "rx"}
+    for rec in m["parity"].values():
+        assert rec["max_abs_error"] <= 1e-4 and rec["cosine"] > 0.9999
+    assert m["opset"] == DEFAULT_OPSET == 17
+    for key in (
+        "format",
+        "source_run",
+        "files",
+        "models",
+        "normalisation",
+        "classes",
+        "snr_db",
+        "symbols",
+        "precisions",
+        "calibration",
+        "versions",
+    ):
+        assert key in m
+    assert m["source_run"]["config_sha256"] and not m["source_run"]["path"].startswith("/")
+    tx = m["models"]["tx"]["fp32"]
+    assert [i["name"] for i in tx["inputs"]] == ["features", "snr_db", "k", "channel"]
+    assert tx["outputs"][0]["shape"][1:] == [m["symbols"]["max"], 2] and tx["outputs"][0]["shape"][0] == "batch"
+
+
+def test_exported_graphs_have_no_complex_or_channel(tiny_bundle):
+    for name in ("encoder", "tx", "rx"):
+        model = onnx.load(str(tiny_bundle / "models" / f"{name}.onnx"))
+        ops = {n.op_type for n in model.graph.node}
+        assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "NonZero"}
+        assert model.opset_import[0].version == 17
+        for v in list(model.graph.input) + list(model.graph.output):
+            assert v.type.tensor_type.elem_type not in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+    assert "LayerNormalization" in {n.op_type for n in onnx.load(str(tiny_bundle / "models/tx.onnx")).graph.node}
+
+
+def test_int8_is_qdq_and_keeps_norms_in_float(tiny_bundle):
+    for name in ("encoder", "tx", "rx"):
+        model = onnx.load(str(tiny_bundle / "models" / f"{name}.int8.onnx"))
+        nodes = list(model.graph.node)
+        ops = [n.op_type for n in nodes]
+        assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+        assert not [o for o in ops if o.startswith("QLinear") or o.endswith("Integer")]
+        if name != "encoder":  # linear-only codec: LayerNorm / Softmax read float, not DQ outputs
+            producers = {o: n.op_type for n in nodes for o in n.output}
+            quantized_inputs = {i for m in nodes if m.op_type == "QuantizeLinear" for i in m.input}
+            for n in nodes:
+                if n.op_type in ("LayerNormalization", "Softmax"):
+                    assert producers.get(n.input[0]) != "DequantizeLinear", n.name  # computes in float
+                if n.op_type == "Softmax":  # attention scores x values stays a float MatMul
+                    assert n.output[0] not in quantized_inputs, n.name
+    cal = json.loads((tiny_bundle / "manifest.json").read_text())["calibration"]
+    assert all(c["count"] >= 128 and len(c["sha256"]) == 64 for c in cal.values())
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate", "delete"])
+def test_damaged_bundle_refused(tiny_bundle, tmp_path, damage):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    target = b / "models" / "encoder.onnx"
+    data = target.read_bytes()
+    if damage == "tamper":
+        target.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    elif damage == "truncate":
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        target.unlink()
+    with pytest.raises(BundleError):
+        Runtime(str(b))
+    proc = run_cli("evaluate", str(b), "--trials", "1", "--snr", "0,1")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "encoder.onnx" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_runtime_imports_no_torch_and_runs(tiny_bundle, digits):
+    code = (
+        f"import sys, numpy as np; from rkd_edge.runtime import Runtime; rt = Runtime({str(tiny_bundle)!r}); "
+        "imgs = np.zeros((3, 8, 8, 1), np.uint8); f = rt.encode(imgs); s, m = rt.transmit(f, 10.0, 4); "
+        "lg = rt.receive(s, m, 10.0); assert lg.shape == (3, 10); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", "import rkd_edge.runtime, sys; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.strip() == "False"
+
+
+def test_runtime_matches_torch_system(tiny_run, tiny_bundle, digits):
+    import torch
+
+    from rkd_edge.pipeline import load_run
+
+    _, system, _ = load_run(tiny_run)
+    rt = Runtime(str(tiny_bundle))
+    imgs = digits.test.images[:16]
+    feats = rt.encode(imgs)
+    with torch.no_grad():
+        ref = system.encoder(digits.test.transform(imgs)).numpy()
+    np.testing.assert_allclose(feats, ref, atol=1e-4)
+    sym, mask = rt.transmit(feats, 5.0, 4)
+    assert mask.sum(-1).tolist() == [4.0] * 16
+    np.testing.assert_allclose((sym**2).sum(-1).sum(-1) / mask.sum(-1), 1.0, rtol=1e-4)
+
+
+def test_bundle_evaluation_fp32_and_int8_side_by_side(tiny_bundle, tmp_path):
+    run_cli("-q", "evaluate", str(tiny_bundle), "--snr", "0,10", "--trials", "1", "--out", str(tmp_path), check=True)
+    rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"onnx-fp32", "onnx-int8"}
+    assert (tmp_path / "accuracy_vs_snr.png").stat().st_size > 1000
+
+
+def test_tensorrt_absent_skips_cleanly(tiny_bundle):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        proc = run_cli("export", "trt", str(tiny_bundle), "--fp16")
+        assert proc.returncode == 2 and "TensorRT is not installed" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    else:
+        pytest.skip("TensorRT is installed here: engine builds are exercised on the target device")
+
+
+def test_jetson_nano_refuses_int8():
+    from rkd_edge.export.tensorrt import int8_supported
+
+    assert not int8_supported("NVIDIA Jetson Nano Developer Kit")[0]
+    assert int8_supported("NVIDIA Jetson Orin Nano Developer Kit")[0]
+    assert int8_supported("NVIDIA Jetson AGX Xavier")[0]
+
+
+def test_existing_bundle_not_overwritten(tiny_run, tiny_bundle):
+    proc = run_cli("export", str(tiny_run), "--out", str(tiny_bundle))
+    assert proc.returncode == 2 and "already exists" in proc.stderr

@@ -1,0 +1,107 @@
+"""The pipeline end to end (tiny settings): report, evaluation files, resume, dataset override."""
+
+import csv
+import json
+
+from tests.conftest import run_cli, tiny_overrides
+
+
+def test_report_has_required_fields(tiny_run):
+    r = json.loads((tiny_run / "report.json").read_text())
+    assert {"dataset", "teacher", "student", "codec", "curves", "timings_s", "versions"} <= set(r)
+    assert {"spec", "params", "accuracy"} <= set(r["teacher"])
+    assert {"params", "flops", "accuracy"} <= set(r["student"])
+    assert {"params", "symbols"} <= set(r["codec"])
+    assert set(r["curves"]) == {"awgn", "rayleigh"}
+    assert all(0 <= a <= 1 for cur in r["curves"].values() for a in cur.values())
+    md = (tiny_run / "report.md").read_text()
+    assert "accuracy_vs_snr.png" in md and (tiny_run / "accuracy_vs_snr.png").stat().st_size > 1000
+    assert r["student"]["params"] < r["teacher"]["params"]
+
+
+def test_evaluation_rows_carry_conventions(tiny_run):
+    with open(tiny_run / "evaluation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows
+    for row in rows:
+        for key in ("channel", "mode", "snr_db", "k", "bandwidth_ratio", "source_dim", "ci_low", "ci_high"):
+            assert row[key] != ""
+        assert abs(float(row["bandwidth_ratio"]) - int(row["k"]) / int(row["source_dim"])) < 1e-6
+        assert float(row["ci_low"]) <= float(row["accuracy"]) <= float(row["ci_high"])
+    assert {r["mode"] for r in rows if r["channel"] == "rayleigh"} == {"block"}
+
+
+def test_rerun_skips_finished_stages(tiny_run, tiny_teacher_dir):
+    before = (tiny_run / "report.json").read_text()
+    proc = run_cli(
+        "pipeline", "--out", str(tiny_run), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides(), check=True
+    )
+    assert "done earlier, skipped" in proc.stderr
+    after = json.loads((tiny_run / "report.json").read_text())
+    assert after["curves"] == json.loads(before)["curves"]
+
+
+def test_changed_config_refused(tiny_run, tiny_teacher_dir):
+    proc = run_cli(
+        "pipeline",
+        "--out",
+        str(tiny_run),
+        "--teacher",
+        f"local:{tiny_teacher_dir}",
+        *tiny_overrides(),
+        "--set",
+        "seed=3",
+    )
+    assert proc.returncode == 2 and "different config" in proc.stderr
+
+
+def test_evaluate_cli_on_run(tiny_run, tmp_path):
+    run_cli(
+        "-q",
+        "evaluate",
+        str(tiny_run),
+        "--channel",
+        "rician",
+        "--snr",
+        "0,5",
+        "--symbols",
+        "4",
+        "--trials",
+        "1",
+        "--out",
+        str(tmp_path),
+        check=True,
+    )
+    data = json.loads((tmp_path / "evaluation.json").read_text())
+    assert {r["channel"] for r in data["rows"]} == {"rician", "identity"}
+    bad = run_cli("evaluate", str(tiny_run), "--symbols", "99")
+    assert bad.returncode == 2 and "outside" in bad.stderr
+
+
+def test_imagefolder_runs_whole_pipeline(rgb_folder, tmp_path):
+    out = tmp_path / "run"
+    run_cli(
+        "-q", "pipeline", "--out", str(out), "--dataset", f"imagefolder:{rgb_folder}", *tiny_overrides(), check=True
+    )
+    r = json.loads((out / "report.json").read_text())
+    assert r["dataset"] == f"imagefolder:{rgb_folder}"
+    assert json.loads((out / "teacher" / "teacher.json").read_text())["input_shape"] == [3, 16, 16]
+
+
+def test_all_methods_run(tiny_teacher_dir, tmp_path):
+    for method in ("authors-2025", "deepjscc", "no-stage2"):
+        out = tmp_path / method
+        run_cli(
+            "-q",
+            "pipeline",
+            "--out",
+            str(out),
+            "--method",
+            method,
+            "--teacher",
+            f"local:{tiny_teacher_dir}",
+            *tiny_overrides(),
+            check=True,
+        )
+        r = json.loads((out / "report.json").read_text())
+        assert r["method"] == method and r["curves"]["awgn"]
