@@ -2,9 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from rkd_edge.devices.latency import measure, summarize
 from rkd_edge.devices.profiles import match_profile
 from rkd_edge.devices.telemetry import energy_per_inference_j, parse_meminfo, parse_tegrastats, peak_rss_kb
@@ -40,7 +40,7 @@ def test_tegrastats_formats(line, ram, cores, gpu, power):
 
 
 def test_meminfo_and_peak_rss():
-    info = parse_meminfo(open("/proc/meminfo").read())
+    info = parse_meminfo(Path("/proc/meminfo").read_text())
     assert info["MemAvailable"] > 0
     sample = "MemTotal:        7620000 kB\nMemAvailable:    5000000 kB\nNvMapMemUsed:     123456 kB\n"
     assert parse_meminfo(sample)["NvMapMemUsed"] == 123456
