@@ -13,6 +13,7 @@ from rkd_edge import env, progress
 from rkd_edge.codec import create_codec
 from rkd_edge.config import RunConfig, from_dict
 from rkd_edge.data import DataSplits, create_dataset
+from rkd_edge.distill import ddp
 from rkd_edge.distill.loop import load_checkpoint, save_checkpoint
 from rkd_edge.distill.stages import run_stage, validate
 from rkd_edge.errors import UserError
@@ -91,6 +92,9 @@ def load_run(run: str | Path) -> tuple[RunConfig, SemanticSystem, dict]:
     return cfg, system.eval(), spec
 
 
+DISTRIBUTED_STAGES = ("stage1", "probe", "stage2")
+
+
 class Pipeline:
     """One run directory, its config, data, teacher and the stages of its method."""
 
@@ -119,22 +123,32 @@ class Pipeline:
         return info
 
     def run(self, stop_after: str | None = None) -> dict:
+        """Run the method's stages in order, skipping finished ones.
+
+        Under torchrun, stage 1 and stage 2 train with DDP on every rank; rank 0 alone trains the
+        teacher, searches, evaluates and writes records while the other ranks wait.
+        """
         env.seed_everything(self.cfg.seed)
+        ddp.init_from_env(self.device)
+        main = ddp.is_main()
         results = {}
         for stage in METHOD_STAGES[self.cfg.method]:
             prev = self.done(stage)
             if prev is not None and stage != "teacher":
                 progress.log(f"[{stage}] done earlier, skipped")
                 results[stage] = prev
-            else:
+            elif main or stage in DISTRIBUTED_STAGES:
                 progress.log(f"[{stage}] starting")
                 t0 = time.time()
                 info = getattr(self, f"stage_{stage}")()
                 info["seconds"] = prev["seconds"] if prev else round(time.time() - t0, 2)
-                results[stage] = self.mark(stage, info)
+                results[stage] = self.mark(stage, info) if main else info
+            ddp.barrier()
+            if stage == "teacher" and not main:
+                results[stage] = self.stage_teacher()  # loads what rank 0 trained
             if stage == stop_after:
                 break
-        if stop_after is None:
+        if stop_after is None and main:
             from rkd_edge.report import write_report
 
             return write_report(self, results)
@@ -182,7 +196,8 @@ class Pipeline:
 
     def _system(self) -> SemanticSystem:
         spec = system_spec(self.cfg, self.splits, self.teacher.embed_dim)
-        write_json(self.out / "system.json", spec)
+        if ddp.is_main():
+            write_json(self.out / "system.json", spec)
         env.seed_everything(self.cfg.seed)
         return build_system(spec, self.out).to(self.device)
 

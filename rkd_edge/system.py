@@ -88,11 +88,13 @@ class SemanticSystem(nn.Module):
             generator: Noise generator.
 
         Returns:
-            ``f`` features, ``logits``; with a channel also ``f_hat``, ``symbols``, ``mask``.
+            ``f`` features, ``f_hat`` restored features (``f`` without a channel), ``logits``, ``projected``
+            (``f_hat`` mapped to the teacher embedding, for distillation); with a channel also ``symbols``
+            and ``mask``. Everything is computed inside ``forward`` so that DDP sees every parameter used.
         """
         f = self.encoder(x)
         if channel is None:
-            return {"f": f, "f_hat": f, "logits": self.classifier(f)}
+            return {"f": f, "f_hat": f, "logits": self.classifier(f), "projected": self.projector(f)}
         channels = channel if isinstance(channel, list | tuple) else [channel]
         if channel_idx is None:
             channel_idx = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -100,7 +102,14 @@ class SemanticSystem(nn.Module):
         symbols, mask = self.codec.tx(f, snr_db, k, ctype)
         out = apply_channels(channels, channel_idx, symbols, snr_db, mask, generator)
         f_hat = self.codec.rx(out.y, mask, snr_db, ctype, out.csi)
-        return {"f": f, "f_hat": f_hat, "logits": self.classifier(f_hat), "symbols": symbols, "mask": mask}
+        return {
+            "f": f,
+            "f_hat": f_hat,
+            "logits": self.classifier(f_hat),
+            "projected": self.projector(f_hat),
+            "symbols": symbols,
+            "mask": mask,
+        }
 
 
 def apply_channels(

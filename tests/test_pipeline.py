@@ -105,3 +105,34 @@ def test_all_methods_run(tiny_teacher_dir, tmp_path):
         )
         r = json.loads((out / "report.json").read_text())
         assert r["method"] == method and r["curves"]["awgn"]
+
+
+def test_pipeline_under_torchrun_two_processes(tiny_teacher_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rkd_edge",
+        "-q",
+        "pipeline",
+        "--out",
+        str(out),
+        "--teacher",
+        f"local:{tiny_teacher_dir}",
+        *tiny_overrides(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "report.json").read_text())
+    assert r["curves"]["awgn"] and (out / "checkpoints" / "stage2.pt").is_file()
+    assert not list((out / "train").glob("*.ckpt"))  # epoch checkpoints removed once a stage finishes

@@ -187,7 +187,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "TESTS_DIR": os.path.dirname(__file__), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
         capture_output=True,
         text=True,
         env=env,

@@ -35,6 +35,10 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
         if method is not None:
             cfg.method = method
         result = Pipeline(cfg, out).run(stop_after)
+        from rkd_edge.distill import ddp
+
+        if not ddp.is_main():
+            return
         if stop_after is None:
             typer.echo(
                 f"report: {out}/report.md  (student {result['student']['params']:,} params, "

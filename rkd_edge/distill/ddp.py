@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -26,7 +27,8 @@ def init_from_env(device: str) -> bool:
         return False
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
+        # Long timeout: other ranks wait while rank 0 trains the teacher or runs the search.
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=12))
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True

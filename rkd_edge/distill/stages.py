@@ -112,7 +112,6 @@ def run_stage(
         else:
             snr, idx, ks = draw_conditions(len(x), sc, symbol_set, epoch, g, len(channels))
             out = model(x, channels, snr.to(device), ks.to(device), idx.to(device), generator=g)
-        out["projected"] = system.projector(out["f_hat"])
         return out
 
     def run_epoch(epoch: int) -> dict:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from rkd_edge import env
 from rkd_edge.config import RunConfig
 from rkd_edge.data import DataSplits
+from rkd_edge.distill import ddp
 from rkd_edge.distill.loop import fit, make_optimizer
 from rkd_edge.io import atomic_path, write_json
 from rkd_edge.teachers.base import accuracy, count_params
@@ -31,19 +32,24 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
     opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs)
     augment = cfg.data.augment if tc.augment is None else tc.augment
 
+    ddp.init_from_env(device)
+    model = ddp.wrap(teacher, device)
+    rank, world = ddp.world()
+
     def run_epoch(epoch: int) -> dict:
         teacher.train(not tc.probe_only)
         total, n = 0.0, 0
-        for x, y, _ in splits.train.batches(
-            cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, augment_data=augment
-        ):
+        batches = splits.train.batches(
+            cfg.data.batch_size, True, cfg.seed, epoch, augment_data=augment, rank=rank, world=world
+        )
+        for x, y, _ in batches:
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(teacher(x)[1], y, label_smoothing=tc.label_smoothing)
+            loss = F.cross_entropy(model(x)[1], y, label_smoothing=tc.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(y), n + len(y)
-        return {"loss": total / max(n, 1), "val_acc": accuracy(teacher, splits.val, device=device)}
+        return {"loss": ddp.all_mean(total / max(n, 1)), "val_acc": accuracy(teacher, splits.val, device=device)}
 
     out.mkdir(parents=True, exist_ok=True)
     history = fit(
@@ -67,6 +73,8 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
         "config": cfg.to_dict(),
         "versions": env.versions(),
     }
+    if not ddp.is_main():
+        return record
     with atomic_path(out / "teacher.pt") as tmp:
         torch.save(teacher.state_dict(), tmp)
     write_json(out / "teacher.json", record)
