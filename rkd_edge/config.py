@@ -51,6 +51,7 @@ class SearchConfig:
     steps: int = 3
     init_channels: int = 8
     stem_multiplier: int = 2
+    stem_stride: int = 1
     feature_dim: int = 64
     lambdas: list[float] = field(default_factory=lambda: [0.5])
     cost: str = "params"  # params | flops | latency

@@ -34,8 +34,8 @@ def test_search_model_all_input_sizes(size, c_in):
     assert f.shape == (2, 16) and logits.shape == (2, 10)
 
 
-def _skeleton():
-    return Skeleton(1, 8, 10, layers=3, steps=3, init_channels=8, feature_dim=32)
+def _skeleton(stem_stride=1, size=8):
+    return Skeleton(1, size, 10, layers=3, steps=3, init_channels=8, feature_dim=32, stem_stride=stem_stride)
 
 
 def test_lambda_lowers_expected_cost_after_a_step():
@@ -58,9 +58,9 @@ def test_lambda_lowers_expected_cost_after_a_step():
     assert results[2] < results[1] < 0 and results[1] < results[0]
 
 
-def _derived(seed=0) -> Genotype:
+def _derived(seed=0, stem_stride=1, size=8) -> Genotype:
     torch.manual_seed(seed)
-    sk = _skeleton()
+    sk = _skeleton(stem_stride, size)
     model = SearchNetwork(sk)
     with torch.no_grad():
         model.alphas_normal.normal_(0, 1)
@@ -69,14 +69,14 @@ def _derived(seed=0) -> Genotype:
     return derive(model, 2, tables, [p["reduction"] for p in model.plan], {"lambda": 0.0})
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_student_params_match_genotype_estimate(seed):
-    g = _derived(seed)
+@pytest.mark.parametrize("seed,stem_stride,size", [(0, 1, 8), (1, 1, 8), (2, 1, 8), (0, 2, 28), (1, 1, 13)])
+def test_student_params_match_genotype_estimate(seed, stem_stride, size):
+    g = _derived(seed, stem_stride, size)
     enc = create_encoder(g)
     assert count_params(enc) == g.encoder_params
     assert count_params(enc) + 32 * 10 + 10 == g.params
-    assert count_macs(enc, (1, 8, 8)) == g.flops
-    assert enc(torch.randn(3, 1, 8, 8)).shape == (3, 32)
+    assert count_macs(enc, (1, size, size)) == g.flops
+    assert enc(torch.randn(3, 1, size, size)).shape == (3, 32)
     assert type(enc).__name__ != "SearchNetwork"
 
 

@@ -20,7 +20,7 @@ def make_stem(sk: Skeleton) -> tuple[nn.Module, int]:
             nn.BatchNorm2d(c),
         )
     else:
-        stem = nn.Sequential(nn.Conv2d(sk.in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+        stem = nn.Sequential(nn.Conv2d(sk.in_channels, c, 3, sk.stem_stride, 1, bias=False), nn.BatchNorm2d(c))
     return stem, c
 
 
@@ -32,7 +32,8 @@ def make_preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: b
 
 def cell_plan(sk: Skeleton) -> list[dict]:
     """Per cell: channels C, whether it reduces, whether the previous one reduced, input size."""
-    plan, c, size = [], sk.init_channels, sk.image_size if sk.image_size <= 64 else -(-sk.image_size // 4)
+    plan, c = [], sk.init_channels
+    size = -(-sk.image_size // sk.stem_stride) if sk.image_size <= 64 else -(-sk.image_size // 4)
     reduction_prev = False
     for i in range(sk.layers):
         red = i in sk.reduction_layers()

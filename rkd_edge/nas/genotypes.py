@@ -24,6 +24,7 @@ class Skeleton:
     init_channels: int = 8
     stem_multiplier: int = 2
     feature_dim: int = 64
+    stem_stride: int = 1  # 2 halves the resolution in the stem (cheaper cells on 28x28 and up)
 
     def reduction_layers(self) -> tuple[int, ...]:
         return tuple(sorted({self.layers // 3, 2 * self.layers // 3})) if self.layers >= 3 else (1,)

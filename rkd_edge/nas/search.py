@@ -36,6 +36,7 @@ def make_skeleton(cfg: RunConfig, splits: DataSplits) -> Skeleton:
         init_channels=s.init_channels,
         stem_multiplier=s.stem_multiplier,
         feature_dim=s.feature_dim,
+        stem_stride=s.stem_stride,
     )
 
 
@@ -130,7 +131,7 @@ def search(
             entry = {
                 "epoch": epoch,
                 "loss": round(tot / max(1, step + 1), 5),
-                "expected_cost": round(float(penalty()), 6),
+                "expected_cost": round(penalty().item(), 6),
                 "val_acc": round(_accuracy(model, splits.val, device), 5),
                 "seconds": round(time.time() - t0, 3),
                 "weights_normal": _mean_weights(model.alphas_normal),
