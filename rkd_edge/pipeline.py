@@ -82,8 +82,13 @@ def load_run(run: str | Path) -> tuple[RunConfig, SemanticSystem, dict]:
     for stage in ("stage2", "probe", "stage1"):
         ck = run / "checkpoints" / f"{stage}.pt"
         if ck.is_file():
+            state = load_checkpoint(ck)["model"]
+            if spec["encoder"].get("pruned"):
+                from rkd_edge.prune import shrink_to_state
+
+                shrink_to_state(system.encoder, state, "encoder.")
             try:
-                system.load_state_dict(load_checkpoint(ck)["model"])
+                system.load_state_dict(state)
             except RuntimeError:
                 raise UserError(f"checkpoint {ck} does not match {run}/system.json; rerun the stage") from None
             break
@@ -105,7 +110,8 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "stages").mkdir(exist_ok=True)
         saved = self.out / "config.json"
-        if saved.is_file() and read_json(saved, "run config") != cfg.to_dict():
+        # Compare resolved configs, so that a run made before a new config key existed still resumes.
+        if saved.is_file() and from_dict(read_json(saved, "run config")).to_dict() != cfg.to_dict():
             raise UserError(f"{out} holds a run with a different config; use a new --out (or delete it)")
         write_json(saved, cfg.to_dict())
         progress.set_log_file(self.out / "run.log")

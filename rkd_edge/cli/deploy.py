@@ -47,5 +47,19 @@ def export(
     )
 
 
+def prune(
+    run: Path = typer.Argument(..., help="A trained run directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="New run directory for the pruned system."),
+    ratio: float = typer.Option(0.3, "--ratio", help="Fraction of encoder channels to remove."),
+    epochs: int = typer.Option(3, "--epochs", help="Fine-tune epochs for each of stage 1 and stage 2."),
+):
+    """Prune the student encoder with torch-pruning, fine-tune, and evaluate (a new run)."""
+    from rkd_edge.prune import prune_run
+
+    rec = prune_run(run, out, ratio, epochs)
+    echo_json({k: rec[k] for k in ("ratio", "before", "after")})
+
+
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
+    app.command("prune")(prune)

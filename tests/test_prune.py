@@ -1,0 +1,43 @@
+"""Pruning with torch-pruning: fewer parameters, a loadable run, and an exportable bundle."""
+
+import json
+
+import torch
+
+from rkd_edge.pipeline import load_run
+from rkd_edge.prune import shrink_to_state
+from tests.conftest import run_cli
+
+
+def test_prune_run_then_export(tiny_run, tmp_path):
+    out = tmp_path / "pruned"
+    proc = run_cli("-q", "prune", str(tiny_run), "--out", str(out), "--ratio", "0.5", "--epochs", "1", check=True)
+    rec = json.loads(proc.stdout)
+    assert rec["after"]["params"] < 0.8 * rec["before"]["params"]
+    assert rec["after"]["macs"] < rec["before"]["macs"]
+    _, system, spec = load_run(out)
+    assert spec["encoder"]["pruned"]["ratio"] == 0.5
+    assert sum(p.numel() for p in system.encoder.parameters()) == rec["after"]["params"]
+    run_cli("-q", "export", str(out), "--out", str(tmp_path / "bundle"), check=True)
+    assert run_cli("prune", str(tiny_run), "--out", str(out)).returncode == 2  # never overwrites
+
+
+def test_shrink_to_state_rebuilds_narrow_layers():
+    wide = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, groups=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.Conv2d(8, 8, 3, groups=8),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )
+    narrow = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 5, 3),
+        torch.nn.BatchNorm2d(5),
+        torch.nn.Conv2d(5, 5, 3, groups=5),
+        torch.nn.Flatten(),
+        torch.nn.Linear(5, 2),
+    )
+    wide[4] = torch.nn.Linear(8, 2)
+    shrink_to_state(wide, narrow.state_dict())
+    wide.load_state_dict(narrow.state_dict())
+    assert wide[2].groups == 5 and wide[4].in_features == 5
