@@ -6,6 +6,8 @@ unfinished one from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from pathlib import Path
 
@@ -107,18 +109,31 @@ class Pipeline:
         from rkd_edge.config import validate
 
         self.user_cfg, self.cfg, self.out = validate(cfg), method_config(cfg), Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "stages").mkdir(exist_ok=True)
         saved = self.out / "config.json"
         # Compare resolved configs, so that a run made before a new config key existed still resumes.
         if saved.is_file() and from_dict(read_json(saved, "run config")).to_dict() != cfg.to_dict():
             raise UserError(f"{out} holds a run with a different config; use a new --out (or delete it)")
-        write_json(saved, cfg.to_dict())
-        progress.set_log_file(self.out / "run.log")
+        # Everything that can fail on bad input happens before the run folder is created.
         self.device = env.pick_device(cfg.device)
         self.splits = load_splits(self.cfg)
+        self.created = not self.out.exists()
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
+        write_json(saved, cfg.to_dict())
+        progress.set_log_file(self.out / "run.log")
         self.cache = TeacherCache(self.out / "cache")
         self.teacher = None
+
+    @contextlib.contextmanager
+    def removed_if_failed_early(self):
+        """A run folder this invocation created is removed again if a user error stops it before any
+        stage finished (a wrong teacher spec, say): nothing half-made is left behind."""
+        try:
+            yield
+        except UserError:
+            if self.created and ddp.is_main() and not any((self.out / "stages").glob("*.json")):
+                progress.set_log_file(None)
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
 
     def done(self, stage: str) -> dict | None:
         p = self.out / "stages" / f"{stage}.json"
@@ -134,6 +149,10 @@ class Pipeline:
         Under torchrun, stage 1 and stage 2 train with DDP on every rank; rank 0 alone trains the
         teacher, searches, evaluates and writes records while the other ranks wait.
         """
+        with self.removed_if_failed_early():
+            return self._run(stop_after)
+
+    def _run(self, stop_after: str | None) -> dict:
         env.seed_everything(self.cfg.seed)
         ddp.init_from_env(self.device)
         main = ddp.is_main()

@@ -36,3 +36,12 @@ def test_bad_input_one_line_exit_2(args, needle, tmp_path):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("pipeline", "--out", str(out), "--teacher", "local:/nonexistent")
+    assert proc.returncode == 2 and "not found" in proc.stderr
+    assert not out.exists()
+    proc = run_cli("pipeline", "--out", str(out), "--dataset", "nope")
+    assert proc.returncode == 2 and not out.exists()

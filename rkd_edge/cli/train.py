@@ -109,8 +109,9 @@ def search_cmd(
     if latency_table is not None:
         cfg.search.latency_table = latency_table
     pipe = Pipeline(cfg, out)
-    pipe.stage_teacher()
-    rec = pipe.stage_search()
+    with pipe.removed_if_failed_early():
+        pipe.stage_teacher()
+        rec = pipe.stage_search()
     echo_json({k: rec[k] for k in ("lambda", "params", "flops", "sweep")})
 
 
