@@ -18,22 +18,27 @@ QUICK = [
 ]
 
 
+def search_cli(out, teacher_dir, *extra):
+    run_cli(
+        "-q",
+        "search",
+        "--dataset",
+        "digits",
+        "--teacher",
+        f"local:{teacher_dir}",
+        "--out",
+        str(out),
+        *QUICK,
+        *extra,
+        check=True,
+    )
+
+
 def test_search_same_seed_same_genotype(tmp_path, tiny_teacher_dir):
     genos = []
     for name in ("a", "b"):
         out = tmp_path / name
-        run_cli(
-            "-q",
-            "search",
-            "--dataset",
-            "digits",
-            "--teacher",
-            f"local:{tiny_teacher_dir}",
-            "--out",
-            str(out),
-            *QUICK,
-            check=True,
-        )
+        search_cli(out, tiny_teacher_dir)
         genos.append(json.loads((out / "genotype.json").read_text()))
         assert (out / "search_log.json").is_file() and (out / "arch_weights.png").stat().st_size > 1000
         assert {"params", "flops", "normal", "reduce"} <= set(genos[-1])
@@ -42,22 +47,7 @@ def test_search_same_seed_same_genotype(tmp_path, tiny_teacher_dir):
 
 def test_lambda_sweep_writes_pareto(tmp_path, tiny_teacher_dir):
     out = tmp_path / "sweep"
-    run_cli(
-        "-q",
-        "search",
-        "--dataset",
-        "digits",
-        "--teacher",
-        f"local:{tiny_teacher_dir}",
-        "--out",
-        str(out),
-        "--lambda",
-        "0,20",
-        "--set",
-        "search.sweep_epochs=1",
-        *QUICK,
-        check=True,
-    )
+    search_cli(out, tiny_teacher_dir, "--lambda", "0,20", "--set", "search.sweep_epochs=1")
     rows = (out / "pareto.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[0].startswith("lambda,params")
     costs = [float(r.split(",")[4]) for r in rows[1:]]

@@ -7,7 +7,7 @@ from pathlib import Path
 from rkd_edge.io import atomic_path
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,14 +16,25 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _style(ax, xlabel: str, title: str | None = None) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+
+
+def save_figure(plt, fig, path: Path) -> None:
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def plot_snr(rows: list[dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
     """One panel per channel; a line per (method, k) with its 95 % band; dashed reference levels."""
-    plt = _plt()
+    plt = pyplot()
     channels = sorted({r["channel"] for r in rows})
     fig, axes = plt.subplots(1, len(channels), figsize=(5.5 * len(channels), 4), squeeze=False)
     for ax, ch in zip(axes[0], channels, strict=True):
@@ -41,31 +52,19 @@ def plot_snr(rows: list[dict], path: Path, title: str, references: dict[str, flo
             ax.axhline(level, ls="--", lw=1, color="gray")
             ax.text(ax.get_xlim()[0], level, f" {name}", fontsize=7, va="bottom", color="gray")
         mode = next(r["mode"] for r in rows if r["channel"] == ch)
-        ax.set_title(f"{ch}" + (f" ({mode})" if mode != "-" else ""))
-        ax.set_xlabel("SNR (Es/N0, dB)")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _style(ax, "SNR (Es/N0, dB)", f"{ch}" + (f" ({mode})" if mode != "-" else ""))
     fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def plot_symbols(rows: list[dict], path: Path, snrs: list[float], title: str) -> None:
     """Accuracy against k at a few SNRs, per channel."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for ch in sorted({r["channel"] for r in rows}):
         for snr in snrs:
             pts = sorted((r["k"], r["accuracy"]) for r in rows if r["channel"] == ch and r["snr_db"] == snr)
             if len(pts) > 1:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{ch} {snr:g} dB")
-    ax.set_xlabel("complex symbols k")
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _style(ax, "complex symbols k", title)
+    save_figure(plt, fig, path)

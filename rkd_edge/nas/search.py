@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -173,13 +172,9 @@ def _accuracy(model, split, device) -> float:
 
 def plot_weights(log: list[dict], path: Path) -> None:
     """How the mean architecture weight of each operation evolved (normal and reduction cells)."""
-    import matplotlib
+    from rkd_edge.evaluate.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rkd_edge.io import atomic_path
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     epochs = [e["epoch"] for e in log]
     for ax, key in zip(axes, ("weights_normal", "weights_reduce"), strict=True):
@@ -190,11 +185,4 @@ def plot_weights(log: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mean softmax(alpha) over edges")
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def skeleton_dict(sk: Skeleton) -> dict:
-    return asdict(sk)
+    save_figure(plt, fig, path)
