@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def fit(
     with progress.task(desc, epochs) as bar:
         bar.advance(start)
         for epoch in range(start, epochs):
+            t0 = time.time()
             metrics = run_epoch(epoch)
+            metrics["seconds"] = time.time() - t0
             if scheduler is not None:
                 scheduler.step()
             metrics = {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
