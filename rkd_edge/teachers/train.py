@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
     record = {
         "spec": tc.arch,
         "arch": tc.arch,
-        "load_spec": f"local:{out.as_posix()}",
+        "load_spec": f"local:{Path(os.path.relpath(out)).as_posix()}",
         "params": count_params(teacher),
         "embed_dim": teacher.embed_dim,
         "num_classes": splits.num_classes,
