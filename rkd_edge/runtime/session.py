@@ -25,16 +25,18 @@ class Runtime:
 
     Args:
         bundle: Path to a bundle directory (verified against its manifest on load).
-        precision: ``fp32`` or ``int8`` (the explicitly quantized Q/DQ models).
+        precision: ``fp32`` or ``int8`` (the explicitly quantized Q/DQ models); ``None`` takes the
+            bundle's ``default_precision`` (FP32 unless INT8 was shown to win).
         providers: ``cpu``, ``cuda``, ``tensorrt`` or ``auto``.
         threads: Intra-op threads (0 = ONNX Runtime's default).
     """
 
-    def __init__(self, bundle: str, precision: str = "fp32", providers: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, bundle: str, precision: str | None = None, providers: str = "cpu", threads: int = 0) -> None:
         import onnxruntime as ort
 
         self.bundle = Bundle.open(bundle)
         m = self.bundle.manifest
+        precision = precision or m.get("default_precision", "fp32")
         self.precision = precision
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
