@@ -28,18 +28,23 @@ def resolve(
     data_dir=None,
     seed=None,
     device=None,
+    flags: dict | None = None,
     default_preset: str = "quickstart",
 ) -> RunConfig:
-    """Preset -> file -> --set -> dedicated flags; the flags win."""
+    """Preset -> file -> --set -> dedicated flags; the flags win.
+
+    ``flags`` maps dotted config keys (``teacher.spec``) to flag values; ``None`` values are not set.
+    """
     cfg = load_config(preset or (None if config else default_preset), config, overrides)
-    if dataset is not None:
-        cfg.data.name = dataset
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    if seed is not None:
-        cfg.seed = seed
-    if device is not None:
-        cfg.device = device
+    given = {"data.name": dataset, "data.data_dir": data_dir, "seed": seed, "device": device, **(flags or {})}
+    for key, value in given.items():
+        if value is None:
+            continue
+        *path, last = key.split(".")
+        node = cfg
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, last, value)
     return cfg
 
 

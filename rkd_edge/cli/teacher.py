@@ -26,17 +26,20 @@ def train(
 ):
     """Train a teacher; the spec local:OUT then loads it."""
     from rkd_edge import env
-    from rkd_edge.data import create_dataset
+    from rkd_edge.pipeline import load_splits
     from rkd_edge.teachers.train import train_teacher
 
-    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device)
-    if arch is not None:
-        cfg.teacher.arch = arch
-    if epochs is not None:
-        cfg.teacher.epochs = epochs
-    d = cfg.data
-    splits = create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
-    rec = train_teacher(cfg, splits, out, env.pick_device(cfg.device))
+    cfg = resolve(
+        preset,
+        config,
+        overrides,
+        dataset=dataset,
+        data_dir=data_dir,
+        seed=seed,
+        device=device,
+        flags={"teacher.arch": arch, "teacher.epochs": epochs},
+    )
+    rec = train_teacher(cfg, load_splits(cfg), out, env.pick_device(cfg.device))
     typer.echo(
         f"teacher {rec['arch']}: {rec['params']:,} parameters, test accuracy {rec['accuracy']:.4f} "
         f"({rec['train_seconds']:.0f} s) -> {out}/teacher.json"

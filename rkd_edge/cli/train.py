@@ -29,11 +29,16 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
     ):
         from rkd_edge.pipeline import Pipeline
 
-        cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device)
-        if teacher is not None:
-            cfg.teacher.spec = teacher
-        if method is not None:
-            cfg.method = method
+        cfg = resolve(
+            preset,
+            config,
+            overrides,
+            dataset=dataset,
+            data_dir=data_dir,
+            seed=seed,
+            device=device,
+            flags={"teacher.spec": teacher, "method": method},
+        )
         result = Pipeline(cfg, out).run(stop_after)
         from rkd_edge.distill import ddp
 
@@ -99,15 +104,13 @@ def search_cmd(
     from rkd_edge.config import parse_range
     from rkd_edge.pipeline import Pipeline
 
-    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device)
-    if teacher is not None:
-        cfg.teacher.spec = teacher
-    if lambdas is not None:
-        cfg.search.lambdas = parse_range(lambdas)
-    if cost is not None:
-        cfg.search.cost = cost
-    if latency_table is not None:
-        cfg.search.latency_table = latency_table
+    flags = {
+        "teacher.spec": teacher,
+        "search.lambdas": parse_range(lambdas) if lambdas else None,
+        "search.cost": cost,
+        "search.latency_table": latency_table,
+    }
+    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device, flags=flags)
     pipe = Pipeline(cfg, out)
     with pipe.removed_if_failed_early():
         pipe.stage_teacher()
