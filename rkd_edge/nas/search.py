@@ -57,12 +57,13 @@ def search(
     lam: float,
     device: str = "cpu",
     out: Path | None = None,
-    online_teacher: bool = False,
+    online_teacher: bool | None = None,
 ) -> tuple[Genotype, list[dict]]:
     """Run one KDL-DARTS search at complexity weight ``lam``. Returns the genotype and the epoch log.
 
     Teacher logits come from ``cache`` (computed once per split), or with ``online_teacher`` from a
     teacher forward pass on every batch (what the cache saves; see ``benchmarks/search_cost.py``).
+    ``None`` chooses: online for a proxy search that reads fewer images than the split holds.
     """
     s = cfg.search
     env.seed_everything(cfg.seed)
@@ -80,6 +81,10 @@ def search(
     )
     t_out = {}
     use_kd = teacher is not None and bool(s.alpha_kd)
+    # A proxy search that reads fewer images than the split holds is cheaper with the teacher online than
+    # with a cache that computes every image first (measured in benchmarks/results/search_cost_*).
+    if online_teacher is None:
+        online_teacher = bool(s.limit_batches) and s.limit_batches * s.batch_size * s.epochs < len(w_split)
     if use_kd and not online_teacher:
         store = cache or TeacherCache(None)
         t_out = {nm: store.outputs(teacher, sp, device)[1] for nm, sp in (("w", w_split), ("a", a_split))}
