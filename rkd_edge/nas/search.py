@@ -20,6 +20,7 @@ from rkd_edge.nas.derive import derive
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES
 from rkd_edge.nas.search_model import SearchNetwork
+from rkd_edge.teachers.base import accuracy
 from rkd_edge.teachers.cache import TeacherCache
 
 
@@ -136,7 +137,7 @@ def search(
                 "epoch": epoch,
                 "loss": round(tot / max(1, step + 1), 5),
                 "expected_cost": round(penalty().item(), 6),
-                "val_acc": round(_accuracy(model, splits.val, device), 5),
+                "val_acc": round(accuracy(model, splits.val, device=device), 5),
                 "seconds": round(time.time() - t0, 3),
                 "weights_normal": _mean_weights(model.alphas_normal),
                 "weights_reduce": _mean_weights(model.alphas_reduce),
@@ -163,16 +164,6 @@ def search(
 def _mean_weights(alphas: torch.Tensor) -> dict[str, float]:
     w = F.softmax(alphas.detach().float(), -1).mean(0)
     return {op: round(float(v), 5) for op, v in zip(PRIMITIVES, w, strict=True)}
-
-
-@torch.no_grad()
-def _accuracy(model, split, device) -> float:
-    model.eval()
-    correct = 0
-    for x, y, _ in split.batches(256):
-        correct += int((model(x.to(device))[1].argmax(-1).cpu() == y).sum())
-    model.train()
-    return correct / max(1, len(split))
 
 
 def plot_weights(log: list[dict], path: Path) -> None:
