@@ -11,6 +11,7 @@ import torch
 
 from rkd_edge.channel import active_power, create_channel
 from rkd_edge.codec import CODECS, create_codec
+from rkd_edge.codec.blocks import length_mask
 from rkd_edge.config import StageConfig, load_config
 from rkd_edge.distill.stages import run_stage
 from rkd_edge.nas.genotypes import Genotype, Skeleton
@@ -65,6 +66,21 @@ def test_prefix_mask_and_power_over_active_symbols():
     assert mask.sum(-1).tolist() == [2, 4, 8]
     assert torch.all(sym[mask == 0] == 0)
     torch.testing.assert_close(active_power(sym, mask), torch.ones(3))
+
+
+@pytest.mark.parametrize("csi", [False, True])
+def test_receiver_ignores_inactive_symbols(csi):
+    """What arrives in slots beyond k (another user's symbols, noise) must not change the decoded features."""
+    system = make_system(csi=csi).eval()
+    k = torch.tensor([2, 4, 8])
+    mask = length_mask(k, 8)
+    y, h = torch.randn(3, 8, 2), torch.randn(3, 8, 2)
+    junk = torch.randn(3, 8, 2) * 100 * (1 - mask).unsqueeze(-1)
+    snr, ctype = torch.zeros(3), torch.zeros(3, dtype=torch.long)
+    with torch.no_grad():
+        a = system.codec.rx(y * mask.unsqueeze(-1), mask, snr, ctype, h)
+        b = system.codec.rx(y * mask.unsqueeze(-1) + junk, mask, snr, ctype, h + junk)
+    torch.testing.assert_close(a, b)
 
 
 def _snapshot(system):

@@ -19,6 +19,13 @@ class CATCodec(nn.Module):
     the SNR and channel type (adaLN). The receiver mirrors it: symbol tokens (plus CSI if configured)
     and a read-out token, the same conditioning, and a linear map back to the feature space.
 
+    Each half also has a linear path (``tx_lin``: D -> 2K reals, ``rx_lin``: the k active symbols -> D)
+    that the transformer output is added to. A learned linear analog map is already a strong joint
+    source-channel code for low-dimensional features; with the path the transformer (whose output heads
+    start at zero) only has to learn the SNR- and channel-dependent corrections. Without it the codec
+    lost to uncoded transmission at low SNR on fashion-mnist (AWGN -10 dB, k = 32: 0.53 against 0.68
+    uncoded; with it 0.71).
+
     Args:
         feature_dim: D, width of the student features.
         max_symbols: K, the fixed maximum number of complex symbols.
@@ -53,6 +60,7 @@ class CATCodec(nn.Module):
         self.tx_queries = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
         self.tx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
         self.tx_out = nn.Linear(dim, 2)
+        self.tx_lin = nn.Linear(feature_dim, 2 * max_symbols)
         self.power = PowerNormalize()
         self.rx_cond = Conditioning(dim, n_types)
         self.rx_in = nn.Linear(4 if csi else 2, dim)
@@ -61,6 +69,11 @@ class CATCodec(nn.Module):
         self.rx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
         self.rx_norm = nn.LayerNorm(dim)
         self.rx_out = nn.Linear(dim, feature_dim)
+        self.rx_lin = nn.Linear(2 * max_symbols, feature_dim)
+        # The transformer outputs start at zero: training starts from the linear code and refines it.
+        for head in (self.tx_out, self.rx_out):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def tx(
         self, f: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel: torch.Tensor
@@ -85,7 +98,7 @@ class CATCodec(nn.Module):
         key_mask = torch.cat([torch.ones(b, self.source_tokens, device=f.device), mask], dim=1)
         for blk in self.tx_blocks:
             tokens = blk(tokens, cond, key_mask)
-        x = self.tx_out(tokens[:, self.source_tokens :])
+        x = self.tx_out(tokens[:, self.source_tokens :]) + self.tx_lin(f).view(b, self.max_symbols, 2)
         return self.power(x, mask), mask
 
     def rx(
@@ -109,6 +122,7 @@ class CATCodec(nn.Module):
             ``f_hat: [B, D] float32``.
         """
         b = y.shape[0]
+        linear = self.rx_lin((y * mask.unsqueeze(-1)).reshape(b, -1))
         inp = torch.cat([y, csi], dim=-1) if self.uses_csi else y
         tokens = (self.rx_in(inp) + self.rx_pos) * mask.unsqueeze(-1)
         tokens = torch.cat([self.rx_readout.expand(b, -1, -1), tokens], dim=1)
@@ -116,4 +130,4 @@ class CATCodec(nn.Module):
         cond = self.rx_cond(snr_db, channel)
         for blk in self.rx_blocks:
             tokens = blk(tokens, cond, key_mask)
-        return self.rx_out(self.rx_norm(tokens[:, 0]))
+        return linear + self.rx_out(self.rx_norm(tokens[:, 0]))
