@@ -11,12 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rkd_edge import progress
-from rkd_edge.channel import create_channel
 from rkd_edge.config import CodecConfig, from_dict, parse_range
-from rkd_edge.data.splits import hash_seed
 from rkd_edge.evaluate.plots import plot_snr
-from rkd_edge.evaluate.snr import curves, make_row, write_rows
+from rkd_edge.evaluate.snr import curves, sweep, write_rows
 from rkd_edge.io import read_json, write_json
 from rkd_edge.runtime import Runtime
 
@@ -47,8 +44,19 @@ def evaluate_bundle(
         rows += evaluate_runtime(
             rt, splits.test, channels, snrs, ks, trials, cfg.seed, cfg.codec, splits.source_dim, f"onnx-{prec}"
         )
+        top = float(max(cfg.stage2.snr_schedule or cfg.stage2.snr_db))  # noiseless row, as in evaluate_run
         rows += evaluate_runtime(
-            rt, splits.test, ["identity"], [0.0], [max(ks)], 1, cfg.seed, cfg.codec, splits.source_dim, f"onnx-{prec}"
+            rt,
+            splits.test,
+            ["identity"],
+            [top],
+            [max(ks)],
+            1,
+            cfg.seed,
+            cfg.codec,
+            splits.source_dim,
+            f"onnx-{prec}",
+            told=cfg.stage2.channels[0],
         )
     out = Path(out or bundle / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
@@ -70,27 +78,14 @@ def evaluate_bundle(
 
 
 def evaluate_runtime(
-    rt: Runtime, split, channels, snrs, ks, trials, seed, cc: CodecConfig, source_dim, method: str
+    rt: Runtime, split, channels, snrs, ks, trials, seed, cc: CodecConfig, source_dim, method: str, told=None
 ) -> list[dict]:
-    feats, labels = [], []
-    for start in range(0, len(split), 512):
-        feats.append(rt.encode(split.images[start : start + 512]))
-        labels.append(split.labels[start : start + 512])
-    rows = []
-    with progress.task(f"evaluate {method}", len(channels) * len(snrs) * len(ks)) as bar:
-        for name in channels:
-            ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
-            for snr in snrs:
-                for k in ks:
-                    correct = n = 0
-                    for t in range(trials):
-                        g = torch.Generator().manual_seed(hash_seed(seed, "eval", name, snr, k, t))
-                        for f, y in zip(feats, labels, strict=True):
-                            sym, mask = rt.transmit(f, snr, k, name)
-                            o = ch(torch.from_numpy(sym), torch.full((len(f),), float(snr)), torch.from_numpy(mask), g)
-                            logits = rt.receive(o.y.numpy(), mask, snr, name, o.csi.numpy())
-                            correct += int((np.argmax(logits, -1) == y).sum())
-                            n += len(y)
-                    rows.append(make_row(method, name, cc, snr, k, source_dim, correct, n, trials))
-                    bar.advance()
-    return rows
+    """Accuracy of a bundle through ONNX Runtime; the same loop and noise as the PyTorch evaluation."""
+    feats = [(rt.encode(split.images[i : i + 512]), split.labels[i : i + 512]) for i in range(0, len(split), 512)]
+
+    def link(f, snr, k, name, ch, g):
+        sym, mask = rt.transmit(f, snr, k, name)
+        o = ch(torch.from_numpy(sym), torch.full((len(f),), snr), torch.from_numpy(mask), g)
+        return np.argmax(rt.receive(o.y.numpy(), mask, snr, name, o.csi.numpy()), -1)
+
+    return sweep(feats, link, channels, snrs, ks, trials, seed, cc, source_dim, method, told)

@@ -132,6 +132,23 @@ def test_bundle_evaluation_fp32_and_int8_side_by_side(tiny_bundle, tmp_path):
     assert (tmp_path / "accuracy_vs_snr.png").stat().st_size > 1000
 
 
+def test_bundle_evaluation_matches_pytorch_point_by_point(tiny_run, tiny_bundle, tmp_path):
+    """Both back ends share one loop and one noise source, so FP32 ONNX equals PyTorch at every point
+    (up to a test sample whose decision sits on a float-rounding edge)."""
+    args = ["--snr", "-4,0,8", "--channel", "awgn,rayleigh", "--trials", "1"]
+    run_cli("-q", "evaluate", str(tiny_run), *args, "--out", str(tmp_path / "pt"), check=True)
+    run_cli("-q", "evaluate", str(tiny_bundle), *args, "--out", str(tmp_path / "ort"), check=True)
+
+    def points(d, method=None):
+        rows = json.loads((tmp_path / d / "evaluation.json").read_text())["rows"]
+        return {(r["channel"], r["snr_db"], r["k"]): r for r in rows if method in (None, r["method"])}
+
+    pt, ort = points("pt"), points("ort", "onnx-fp32")
+    assert pt.keys() == ort.keys() and len(pt) >= 7
+    for key, r in pt.items():
+        assert abs(r["accuracy"] - ort[key]["accuracy"]) <= 2 / r["n"], key
+
+
 def test_tensorrt_absent_skips_cleanly(tiny_bundle):
     try:
         import tensorrt  # noqa: F401

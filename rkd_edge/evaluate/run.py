@@ -52,11 +52,14 @@ def evaluate_run(
         device,
         cfg.method,
     )
+    # Noiseless upper bound of the codec: no noise, the codec told the top of its training range on a
+    # channel type it was trained on (the identity type's conditioning is never trained).
+    trained = mcfg.stage2.snr_schedule or mcfg.stage2.snr_db
     rows += evaluate_torch(
         system,
         splits.test,
         ["identity"],
-        [0.0],
+        [float(max(trained))],
         [max(ks)],
         1,
         cfg.seed,
@@ -64,6 +67,7 @@ def evaluate_run(
         splits.source_dim,
         device,
         cfg.method,
+        told=mcfg.stage2.channels[0],
     )
     out = Path(out or run)
     write_rows(rows, out)

@@ -67,6 +67,48 @@ def make_row(method, name, cc, snr, k, source_dim, correct, n, trials) -> dict:
     }
 
 
+def sweep(
+    feats: list,
+    link,
+    channels: list[str],
+    snrs: list[float],
+    ks: list[int],
+    trials: int,
+    seed: int,
+    cc: CodecConfig,
+    source_dim: int,
+    method: str,
+    told: str | None = None,
+) -> list[dict]:
+    """The evaluation loop shared by the PyTorch and ONNX Runtime back ends.
+
+    Args:
+        feats: ``[(f, y)]`` encoder features of each test batch and their labels (the back end's arrays).
+        link: ``link(f, snr, k, name, channel, generator) -> predicted labels [B]``: transmit ``f`` with
+            the codec told channel type ``name`` and ``snr`` (dB), send it through ``channel``, decide.
+        told: Channel type the codec is told when it differs from the channel (the noiseless row).
+
+    Noise for (channel, SNR, k, trial) comes from one seeded generator, so both back ends see the same
+    noise and their rows compare sample for sample.
+    """
+    rows = []
+    with progress.task(f"evaluate {method}", len(channels) * len(snrs) * len(ks)) as bar:
+        for name in channels:
+            ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
+            for snr in snrs:
+                for k in ks:
+                    correct, n = 0, 0
+                    for t in range(trials):
+                        g = torch.Generator().manual_seed(hash_seed(seed, "eval", name, snr, k, t))
+                        for f, y in feats:
+                            pred = link(f, float(snr), k, told or name, ch, g)
+                            correct += int((pred == y).sum())
+                            n += len(y)
+                    rows.append(make_row(method, name, cc, snr, k, source_dim, correct, n, trials))
+                    bar.advance()
+    return rows
+
+
 @torch.no_grad()
 def evaluate_torch(
     system,
@@ -80,40 +122,25 @@ def evaluate_torch(
     source_dim: int,
     device: str = "cpu",
     method: str = "rkd-sc",
+    told: str | None = None,
 ) -> list[dict]:
-    """Accuracy of a trained PyTorch system at every (channel, SNR, k), pooled over ``trials`` noise draws."""
-    system.eval()
-    feats = []
-    for x, y, _ in split.batches(512):
-        feats.append((system.encoder(x.to(device)), y))
-    rows = []
-    with progress.task("evaluate", len(channels) * len(snrs) * len(ks)) as bar:
-        for name in channels:
-            ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
-            ctype = _channel_index(name)
-            for snr in snrs:
-                for k in ks:
-                    correct, n = 0, 0
-                    for t in range(trials):
-                        g = torch.Generator(device=device).manual_seed(hash_seed(seed, "eval", name, snr, k, t))
-                        for f, y in feats:
-                            b = len(y)
-                            s = torch.full((b,), float(snr), device=device)
-                            c = torch.full((b,), ctype, device=device)
-                            sym, mask = system.codec.tx(f, s, torch.full((b,), k, device=device), c)
-                            o = ch(sym, s, mask, g)
-                            logits = system.classifier(system.codec.rx(o.y, mask, s, c, o.csi))
-                            correct += int((logits.argmax(-1).cpu() == y).sum())
-                            n += b
-                    rows.append(make_row(method, name, cc, snr, k, source_dim, correct, n, trials))
-                    bar.advance()
-    return rows
-
-
-def _channel_index(name: str) -> int:
+    """Accuracy of a trained PyTorch system at every (channel, SNR, k), pooled over ``trials`` noise draws
+    (see :func:`sweep`)."""
     from rkd_edge.channel import CHANNEL_TYPES
 
-    return CHANNEL_TYPES.index(name)
+    system.eval()
+    feats = [(system.encoder(x.to(device)), y) for x, y, _ in split.batches(512)]
+
+    def link(f, snr, k, name, ch, g):
+        b = len(f)
+        s = torch.full((b,), snr, device=device)
+        c = torch.full((b,), CHANNEL_TYPES.index(name), device=device)
+        sym, mask = system.codec.tx(f, s, torch.full((b,), k, device=device), c)
+        o = ch(sym.cpu(), s.cpu(), mask.cpu(), g)
+        logits = system.classifier(system.codec.rx(o.y.to(device), mask, s, c, o.csi.to(device)))
+        return logits.argmax(-1).cpu()
+
+    return sweep(feats, link, channels, snrs, ks, trials, seed, cc, source_dim, method, told)
 
 
 def write_rows(rows: list[dict], out: Path, stem: str = "evaluation") -> None:
