@@ -228,7 +228,7 @@ class Pipeline:
 
     def _train(self, name: str, sc, system: SemanticSystem, robust: bool, previous: str | None) -> dict:
         if previous is not None and (self.out / "checkpoints" / f"{previous}.pt").is_file():
-            system.load_state_dict(load_checkpoint(self.out / "checkpoints" / f"{previous}.pt")["model"])
+            self._load_previous(system, previous)
         teacher = None if self.cfg.method == "deepjscc" else self.teacher
         history = run_stage(
             name,
@@ -250,6 +250,21 @@ class Pipeline:
         (self.out / "train" / f"{name}.ckpt").unlink(missing_ok=True)
         clean = validate(system, self.splits.test, self.device, False, self.cfg.seed, None)
         return {"history": history, "clean_test_accuracy": clean, "trained": sc.train, "losses": sc.losses}
+
+    def _load_previous(self, system: SemanticSystem, previous: str) -> None:
+        """Start from the previous stage's weights. The codec comes from there only if that stage trained
+        it; otherwise it keeps the seeded initialisation (the same one the previous stage held), so a
+        codec changed after stage 1 finished does not force stage 1 to run again."""
+        ck = self.out / "checkpoints" / f"{previous}.pt"
+        state = load_checkpoint(ck)["model"]
+        trained = (self.done(previous) or {}).get("trained", [])
+        if not any(g.startswith("codec") for g in trained):
+            state = {n: v for n, v in state.items() if not n.startswith("codec.")}
+            state.update({n: v for n, v in system.state_dict().items() if n.startswith("codec.")})
+        try:
+            system.load_state_dict(state)
+        except RuntimeError:
+            raise UserError(f"checkpoint {ck} does not match this run's system; rerun stage {previous}") from None
 
     def stage_stage1(self) -> dict:
         return self._train("stage1", self.cfg.stage1, self._system(), False, None)

@@ -41,6 +41,38 @@ def test_rerun_skips_finished_stages(tiny_run, tiny_teacher_dir):
     assert after["curves"] == json.loads(before)["curves"]
 
 
+def test_stage2_rerun_needs_only_what_stage1_trained(tiny_run, tiny_teacher_dir, tmp_path):
+    """Stage 2 takes from stage 1 only the groups stage 1 trained; the codec keeps its seeded init. So a
+    stage-1 checkpoint without codec weights (a codec changed since) reproduces the original stage 2,
+    and a checkpoint whose encoder does not fit gives one line and exit 2."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for p in ("stages/stage2.json", "stages/evaluate.json", "checkpoints/stage2.pt"):
+        (run / p).unlink()
+    ck = run / "checkpoints" / "stage1.pt"
+    state = torch.load(ck, weights_only=False)
+    state["model"] = {n: v for n, v in state["model"].items() if not n.startswith("codec.")}
+    torch.save(state, ck)
+    args = ["-q", "pipeline", "--out", str(run), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    run_cli(*args, check=True)
+    redone = torch.load(run / "checkpoints" / "stage2.pt", weights_only=False)["model"]
+    original = torch.load(tiny_run / "checkpoints" / "stage2.pt", weights_only=False)["model"]
+    assert redone.keys() == original.keys()
+    for name, value in original.items():
+        torch.testing.assert_close(redone[name], value, msg=name)
+
+    for p in ("stages/stage2.json", "stages/evaluate.json", "checkpoints/stage2.pt"):
+        (run / p).unlink()
+    state["model"] = {n: v for n, v in state["model"].items() if not n.startswith("encoder.cells.0")}
+    torch.save(state, ck)
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and "rerun stage stage1" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_changed_config_refused(tiny_run, tiny_teacher_dir):
     proc = run_cli(
         "pipeline",
