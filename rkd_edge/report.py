@@ -32,6 +32,9 @@ def write_report(pipe, results: dict) -> dict:
         "codec": {
             "name": pipe.cfg.codec.name,
             "params": count_params(system.codec),
+            # The transmitter half runs on the device next to the encoder; the receiver half does not.
+            "tx_params": sum(p.numel() for _, p in system.group_parameters("codec.tx")),
+            "rx_params": sum(p.numel() for _, p in system.group_parameters("codec.rx")),
             "symbols": list(system.codec.symbol_set),
             "max_symbols": system.codec.max_symbols,
             "report_symbols": ev.get("report_symbols"),
@@ -65,7 +68,7 @@ def markdown(r: dict, results: dict) -> str:
         f"| teacher `{t['spec']}` | {t['params']:,} | {t['accuracy']:.4f} |",
         f"| student | {s['params']:,} ({100 * r['ratios']['params_vs_teacher']:.2f} % of teacher) | "
         f"{(s['accuracy'] or 0):.4f} ({100 * (r['ratios']['accuracy_vs_teacher'] or 0):.1f} % of teacher) |",
-        f"| codec `{c['name']}` | {c['params']:,} | k in {c['symbols']} |",
+        f"| codec `{c['name']}` | {c['params']:,} (transmitter half {c['tx_params']:,}) | k in {c['symbols']} |",
         "",
         f"Student MACs: {s['flops']:,}. Report length k = {c['report_symbols']} complex symbols, bandwidth "
         f"ratio {c['bandwidth_ratio']} ({c['source_dim']}). Channel: Rayleigh {r['channel']['rayleigh_mode']} "

@@ -12,6 +12,7 @@ def test_report_has_required_fields(tiny_run):
     assert {"spec", "params", "accuracy"} <= set(r["teacher"])
     assert {"params", "flops", "accuracy"} <= set(r["student"])
     assert {"params", "symbols"} <= set(r["codec"])
+    assert r["codec"]["tx_params"] + r["codec"]["rx_params"] == r["codec"]["params"] > 0
     assert set(r["curves"]) == {"awgn", "rayleigh"}
     assert all(0 <= a <= 1 for cur in r["curves"].values() for a in cur.values())
     md = (tiny_run / "report.md").read_text()
