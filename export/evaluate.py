@@ -13,7 +13,7 @@ import torch
 
 from rkd_edge.config import CodecConfig, from_dict, parse_range
 from rkd_edge.evaluate.plots import plot_snr
-from rkd_edge.evaluate.snr import curves, sweep, write_rows
+from rkd_edge.evaluate.snr import Grid, curves, noiseless_grid, sweep, write_rows
 from rkd_edge.io import read_json, write_json
 from rkd_edge.runtime import Runtime
 
@@ -41,23 +41,9 @@ def evaluate_bundle(
     for prec in precisions or manifest["precisions"]:
         rt = Runtime(str(bundle), precision=prec)
         ks = symbols or ec.symbols or rt.symbol_set
-        rows += evaluate_runtime(
-            rt, splits.test, channels, snrs, ks, trials, cfg.seed, cfg.codec, splits.source_dim, f"onnx-{prec}"
-        )
-        top = float(max(cfg.stage2.snr_schedule or cfg.stage2.snr_db))  # noiseless row, as in evaluate_run
-        rows += evaluate_runtime(
-            rt,
-            splits.test,
-            ["identity"],
-            [top],
-            [max(ks)],
-            1,
-            cfg.seed,
-            cfg.codec,
-            splits.source_dim,
-            f"onnx-{prec}",
-            told=cfg.stage2.channels[0],
-        )
+        grid = Grid(channels, snrs, ks, trials, cfg.seed)
+        for g in (grid, noiseless_grid(cfg, ks)):
+            rows += evaluate_runtime(rt, splits.test, g, cfg.codec, splits.source_dim, f"onnx-{prec}")
     out = Path(out or bundle / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
     write_rows(rows, out)
@@ -77,9 +63,7 @@ def evaluate_bundle(
     return summary
 
 
-def evaluate_runtime(
-    rt: Runtime, split, channels, snrs, ks, trials, seed, cc: CodecConfig, source_dim, method: str, told=None
-) -> list[dict]:
+def evaluate_runtime(rt: Runtime, split, grid: Grid, cc: CodecConfig, source_dim: int, method: str) -> list[dict]:
     """Accuracy of a bundle through ONNX Runtime; the same loop and noise as the PyTorch evaluation."""
     feats = [(rt.encode(split.images[i : i + 512]), split.labels[i : i + 512]) for i in range(0, len(split), 512)]
 
@@ -88,4 +72,4 @@ def evaluate_runtime(
         o = ch(torch.from_numpy(sym), torch.full((len(f),), snr), torch.from_numpy(mask), g)
         return np.argmax(rt.receive(o.y.numpy(), mask, snr, name, o.csi.numpy()), -1)
 
-    return sweep(feats, link, channels, snrs, ks, trials, seed, cc, source_dim, method, told)
+    return sweep(feats, link, grid, cc, source_dim, method)

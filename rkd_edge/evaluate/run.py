@@ -7,7 +7,7 @@ from pathlib import Path
 from rkd_edge import env
 from rkd_edge.config import parse_range
 from rkd_edge.evaluate.plots import plot_snr, plot_symbols
-from rkd_edge.evaluate.snr import curves, evaluate_torch, write_rows
+from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
 from rkd_edge.io import write_json
 
 
@@ -39,35 +39,10 @@ def evaluate_run(
     splits = load_splits(mcfg)
     device = env.pick_device(cfg.device)
     system.to(device)
-    rows = evaluate_torch(
-        system,
-        splits.test,
-        channels,
-        snrs,
-        ks,
-        trials or ec.trials,
-        cfg.seed,
-        mcfg.codec,
-        splits.source_dim,
-        device,
-        cfg.method,
-    )
-    # Noiseless upper bound of the codec: no noise, the codec told the top of its training range on a
-    # channel type it was trained on (the identity type's conditioning is never trained).
-    trained = mcfg.stage2.snr_schedule or mcfg.stage2.snr_db
+    grid = Grid(channels, snrs, ks, trials or ec.trials, cfg.seed)
+    rows = evaluate_torch(system, splits.test, grid, mcfg.codec, splits.source_dim, device, cfg.method)
     rows += evaluate_torch(
-        system,
-        splits.test,
-        ["identity"],
-        [float(max(trained))],
-        [max(ks)],
-        1,
-        cfg.seed,
-        mcfg.codec,
-        splits.source_dim,
-        device,
-        cfg.method,
-        told=mcfg.stage2.channels[0],
+        system, splits.test, noiseless_grid(mcfg, ks), mcfg.codec, splits.source_dim, device, cfg.method
     )
     out = Path(out or run)
     write_rows(rows, out)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rkd_edge import progress
 from rkd_edge.channel import create_channel
-from rkd_edge.config import CodecConfig
+from rkd_edge.config import CodecConfig, RunConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.io import atomic_path, write_json
@@ -67,65 +68,63 @@ def make_row(method, name, cc, snr, k, source_dim, correct, n, trials) -> dict:
     }
 
 
-def sweep(
-    feats: list,
-    link,
-    channels: list[str],
-    snrs: list[float],
-    ks: list[int],
-    trials: int,
-    seed: int,
-    cc: CodecConfig,
-    source_dim: int,
-    method: str,
-    told: str | None = None,
-) -> list[dict]:
+@dataclass
+class Grid:
+    """The points of an evaluation: channels, SNRs (dB), lengths k, noise draws per point, seed.
+
+    ``told`` names the channel type the codec is conditioned on when it differs from the channel the
+    symbols go through (the noiseless row).
+    """
+
+    channels: list[str]
+    snrs: list[float]
+    ks: list[int]
+    trials: int
+    seed: int
+    told: str | None = None
+
+
+def noiseless_grid(cfg: RunConfig, ks: list[int]) -> Grid:
+    """The codec's noiseless upper bound: identity channel, the codec told the top of its training SNR
+    range on a channel type it was trained on (the identity type's conditioning is never trained)."""
+    top = float(max(cfg.stage2.snr_schedule or cfg.stage2.snr_db))
+    return Grid(["identity"], [top], [max(ks)], 1, cfg.seed, told=cfg.stage2.channels[0])
+
+
+def sweep(feats: list, link, grid: Grid, cc: CodecConfig, source_dim: int, method: str) -> list[dict]:
     """The evaluation loop shared by the PyTorch and ONNX Runtime back ends.
 
     Args:
         feats: ``[(f, y)]`` encoder features of each test batch and their labels (the back end's arrays).
         link: ``link(f, snr, k, name, channel, generator) -> predicted labels [B]``: transmit ``f`` with
             the codec told channel type ``name`` and ``snr`` (dB), send it through ``channel``, decide.
-        told: Channel type the codec is told when it differs from the channel (the noiseless row).
 
     Noise for (channel, SNR, k, trial) comes from one seeded generator, so both back ends see the same
     noise and their rows compare sample for sample.
     """
     rows = []
-    with progress.task(f"evaluate {method}", len(channels) * len(snrs) * len(ks)) as bar:
-        for name in channels:
+    with progress.task(f"evaluate {method}", len(grid.channels) * len(grid.snrs) * len(grid.ks)) as bar:
+        for name in grid.channels:
             ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
-            for snr in snrs:
-                for k in ks:
+            for snr in grid.snrs:
+                for k in grid.ks:
                     correct, n = 0, 0
-                    for t in range(trials):
-                        g = torch.Generator().manual_seed(hash_seed(seed, "eval", name, snr, k, t))
+                    for t in range(grid.trials):
+                        g = torch.Generator().manual_seed(hash_seed(grid.seed, "eval", name, snr, k, t))
                         for f, y in feats:
-                            pred = link(f, float(snr), k, told or name, ch, g)
+                            pred = link(f, float(snr), k, grid.told or name, ch, g)
                             correct += int((pred == y).sum())
                             n += len(y)
-                    rows.append(make_row(method, name, cc, snr, k, source_dim, correct, n, trials))
+                    rows.append(make_row(method, name, cc, snr, k, source_dim, correct, n, grid.trials))
                     bar.advance()
     return rows
 
 
 @torch.no_grad()
 def evaluate_torch(
-    system,
-    split: Split,
-    channels: list[str],
-    snrs: list[float],
-    ks: list[int],
-    trials: int,
-    seed: int,
-    cc: CodecConfig,
-    source_dim: int,
-    device: str = "cpu",
-    method: str = "rkd-sc",
-    told: str | None = None,
+    system, split: Split, grid: Grid, cc: CodecConfig, source_dim: int, device: str = "cpu", method: str = "rkd-sc"
 ) -> list[dict]:
-    """Accuracy of a trained PyTorch system at every (channel, SNR, k), pooled over ``trials`` noise draws
-    (see :func:`sweep`)."""
+    """Accuracy of a trained PyTorch system at every point of ``grid`` (see :func:`sweep`)."""
     from rkd_edge.channel import CHANNEL_TYPES
 
     system.eval()
@@ -140,7 +139,7 @@ def evaluate_torch(
         logits = system.classifier(system.codec.rx(o.y.to(device), mask, s, c, o.csi.to(device)))
         return logits.argmax(-1).cpu()
 
-    return sweep(feats, link, channels, snrs, ks, trials, seed, cc, source_dim, method, told)
+    return sweep(feats, link, grid, cc, source_dim, method)
 
 
 def write_rows(rows: list[dict], out: Path, stem: str = "evaluation") -> None:
