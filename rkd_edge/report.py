@@ -15,10 +15,14 @@ def write_report(pipe, results: dict) -> dict:
     ev = results.get("evaluate", {})
     teacher = results["teacher"]
     student = student_costs(system, pipe.splits.input_shape)
-    # The stage that last trained the clean path: the probe (authors-2025), else stage 1, else stage 2.
-    last = next((results[s] for s in ("probe", "stage1", "stage2") if s in results), {})
-    clean = last.get("clean_test_accuracy")
-    student["accuracy"] = clean
+    # The stage that last trained the clean path: the probe (authors-2025), else stage 1. A method without
+    # either (deepjscc) never fed its classifier clean features: its accuracy is the noiseless codec path.
+    last = next((results[s] for s in ("probe", "stage1") if s in results), None)
+    if last is not None:
+        clean, path = last.get("clean_test_accuracy"), "clean: encoder -> classifier"
+    else:
+        clean, path = ev.get("noiseless"), "noiseless: encoder -> codec (identity channel) -> classifier"
+    student["accuracy"], student["accuracy_path"] = clean, path
     report = {
         "dataset": pipe.splits.name,
         "method": cfg.method,
@@ -69,6 +73,8 @@ def markdown(r: dict, results: dict) -> str:
         f"| student | {s['params']:,} ({100 * r['ratios']['params_vs_teacher']:.2f} % of teacher) | "
         f"{(s['accuracy'] or 0):.4f} ({100 * (r['ratios']['accuracy_vs_teacher'] or 0):.1f} % of teacher) |",
         f"| codec `{c['name']}` | {c['params']:,} (transmitter half {c['tx_params']:,}) | k in {c['symbols']} |",
+        "",
+        f"Student accuracy path: {s['accuracy_path']}.",
         "",
         f"Student MACs: {s['flops']:,}. Report length k = {c['report_symbols']} complex symbols, bandwidth "
         f"ratio {c['bandwidth_ratio']} ({c['source_dim']}). Channel: Rayleigh {r['channel']['rayleigh_mode']} "

@@ -138,6 +138,10 @@ def test_all_methods_run(tiny_teacher_dir, tmp_path):
         )
         r = json.loads((out / "report.json").read_text())
         assert r["method"] == method and r["curves"]["awgn"]
+        # deepjscc's classifier never saw clean features: its accuracy is the noiseless codec path's.
+        assert r["student"]["accuracy_path"].startswith("noiseless" if method == "deepjscc" else "clean")
+        if method == "deepjscc":
+            assert r["student"]["accuracy"] == r["noiseless_accuracy"]
 
 
 def test_pipeline_under_torchrun_two_processes(tiny_teacher_dir, tmp_path):
