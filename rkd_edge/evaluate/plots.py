@@ -20,7 +20,8 @@ def _style(ax, xlabel: str, title: str | None = None) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[1]:  # a panel with nothing labelled (one k only) needs no legend
+        ax.legend(fontsize=7)
     if title:
         ax.set_title(title)
 
