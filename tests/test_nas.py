@@ -47,14 +47,14 @@ def test_lambda_lowers_expected_cost_after_a_step():
         torch.manual_seed(0)
         model = SearchNetwork(sk)
         opt = torch.optim.Adam(model.arch_parameters(), lr=0.01)
-        before = float(expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions))
+        before = expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions).item()
         x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
         loss = torch.nn.functional.cross_entropy(model(x)[1], y)
         loss = loss + lam * expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        results.append(float(expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions)) - before)
+        results.append(expected_cost(model.alphas_normal, model.alphas_reduce, table, reductions).item() - before)
     assert results[2] < results[1] < 0 and results[1] < results[0]
 
 

@@ -23,8 +23,8 @@ class CATCodec(nn.Module):
     that the transformer output is added to. A learned linear analog map is already a strong joint
     source-channel code for low-dimensional features; with the path the transformer (whose output heads
     start at zero) only has to learn the SNR- and channel-dependent corrections. Without it the codec
-    lost to uncoded transmission at low SNR on fashion-mnist (AWGN -10 dB, k = 32: 0.53 against 0.68
-    uncoded; with it 0.71).
+    lost to uncoded transmission at low SNR on fashion-mnist (AWGN -10 dB: 0.53 at k = 32 and 0.66 at
+    k = 64 against 0.68 uncoded at k = 32; with it 0.69 and 0.84; benchmarks/results/fashion_mnist_*).
 
     Args:
         feature_dim: D, width of the student features.
