@@ -82,6 +82,9 @@ def markdown(r: dict, results: dict) -> str:
         "",
         "## Accuracy against SNR",
         "",
+        f"Upper bounds (noiseless): teacher {t['accuracy']:.4f}; student through the codec "
+        f"{r['noiseless_accuracy'] or 0:.4f} at k = {c['max_symbols']}.",
+        "",
     ]
     curves = r["curves"]
     if curves:

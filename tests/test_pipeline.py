@@ -18,6 +18,10 @@ def test_report_has_required_fields(tiny_run):
     md = (tiny_run / "report.md").read_text()
     assert "accuracy_vs_snr.png" in md and (tiny_run / "accuracy_vs_snr.png").stat().st_size > 1000
     assert r["student"]["params"] < r["teacher"]["params"]
+    bounds = json.loads((tiny_run / "evaluation_summary.json").read_text())["upper_bounds"]
+    assert bounds["teacher"] == r["teacher"]["accuracy"]
+    assert bounds["student, noiseless codec"] == r["noiseless_accuracy"]
+    assert "Upper bounds (noiseless): teacher" in md
 
 
 def test_evaluation_rows_carry_conventions(tiny_run):

@@ -8,7 +8,7 @@ from rkd_edge import env
 from rkd_edge.config import parse_range
 from rkd_edge.evaluate.plots import plot_snr, plot_symbols
 from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
-from rkd_edge.io import write_json
+from rkd_edge.io import read_json, write_json
 
 
 def evaluate_run(
@@ -48,7 +48,13 @@ def evaluate_run(
     write_rows(rows, out)
     report_k = ec.report_symbols or max(ks)
     title = f"{cfg.method} on {splits.name}"
-    plot_snr([r for r in rows if r["channel"] != "identity"], out / "accuracy_vs_snr.png", title)
+    # Upper bounds drawn as dashed levels: the student through the noiseless codec, and the teacher on
+    # the same test split (recorded by the run's teacher stage; a bare evaluation folder has none).
+    noiseless = next(r["accuracy"] for r in rows if r["channel"] == "identity")
+    bounds = {"student, noiseless codec": noiseless}
+    if (Path(run) / "stages" / "teacher.json").is_file():
+        bounds["teacher"] = read_json(Path(run) / "stages" / "teacher.json").get("accuracy")
+    plot_snr([r for r in rows if r["channel"] != "identity"], out / "accuracy_vs_snr.png", title, bounds)
     plot_symbols(
         [r for r in rows if r["channel"] != "identity"],
         out / "accuracy_vs_symbols.png",
@@ -59,7 +65,8 @@ def evaluate_run(
         "rows": len(rows),
         "report_symbols": report_k,
         "curves": curves(rows, report_k),
-        "noiseless": next(r["accuracy"] for r in rows if r["channel"] == "identity"),
+        "noiseless": noiseless,
+        "upper_bounds": bounds,
         "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"],
         "source_dim": splits.source_dim,
     }
