@@ -52,6 +52,7 @@ def write_report(pipe, results: dict) -> dict:
         },
         "curves": ev.get("curves", {}),
         "noiseless_accuracy": ev.get("noiseless"),
+        "noiseless_symbols": ev.get("noiseless_symbols"),
         "timings_s": {k: v.get("seconds") for k, v in results.items()},
         "versions": env.versions(),
         "environment": env.environment(),
@@ -83,7 +84,7 @@ def markdown(r: dict, results: dict) -> str:
         "## Accuracy against SNR",
         "",
         f"Upper bounds (noiseless): teacher {t['accuracy']:.4f}; student through the codec "
-        f"{r['noiseless_accuracy'] or 0:.4f} at k = {c['max_symbols']}.",
+        f"{r['noiseless_accuracy'] or 0:.4f} at k = {r['noiseless_symbols']}.",
         "",
     ]
     curves = r["curves"]

@@ -22,6 +22,7 @@ def test_report_has_required_fields(tiny_run):
     assert bounds["teacher"] == r["teacher"]["accuracy"]
     assert bounds["student, noiseless codec"] == r["noiseless_accuracy"]
     assert "Upper bounds (noiseless): teacher" in md
+    assert r["noiseless_symbols"] == max(r["codec"]["symbols"]) and f"at k = {r['noiseless_symbols']}." in md
 
 
 def test_evaluation_rows_carry_conventions(tiny_run):

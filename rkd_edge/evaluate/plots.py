@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from rkd_edge.io import atomic_path
@@ -49,7 +50,7 @@ def plot_snr(rows: list[dict], path: Path, title: str, references: dict[str, flo
             xs = [p[0] for p in pts]
             ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=f"{method} k={k}")
             ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.15)
-        for (name, level), style in zip((references or {}).items(), ("--", ":", "-."), strict=False):
+        for (name, level), style in zip((references or {}).items(), itertools.cycle(("--", ":", "-."))):
             ax.axhline(level, ls=style, lw=1, color="gray", label=f"{name} {level:.3f}")
         mode = next(r["mode"] for r in rows if r["channel"] == ch)
         _style(ax, "SNR (Es/N0, dB)", f"{ch}" + (f" ({mode})" if mode != "-" else ""))

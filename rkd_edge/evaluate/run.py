@@ -50,7 +50,8 @@ def evaluate_run(
     title = f"{cfg.method} on {splits.name}"
     # Upper bounds drawn as dashed levels: the student through the noiseless codec, and the teacher on
     # the same test split (recorded by the run's teacher stage; a bare evaluation folder has none).
-    noiseless = next(r["accuracy"] for r in rows if r["channel"] == "identity")
+    noiseless_row = next(r for r in rows if r["channel"] == "identity")
+    noiseless = noiseless_row["accuracy"]
     bounds = {"student, noiseless codec": noiseless}
     if (Path(run) / "stages" / "teacher.json").is_file():
         bounds["teacher"] = read_json(Path(run) / "stages" / "teacher.json").get("accuracy")
@@ -66,6 +67,7 @@ def evaluate_run(
         "report_symbols": report_k,
         "curves": curves(rows, report_k),
         "noiseless": noiseless,
+        "noiseless_symbols": noiseless_row["k"],
         "upper_bounds": bounds,
         "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"],
         "source_dim": splits.source_dim,
