@@ -42,6 +42,19 @@ def load_manifest(root: str | Path) -> dict:
     return manifest
 
 
+# Manifest keys that a device may rewrite after export (the measured precision selection per device
+# fingerprint): they do not change what the bundle computes, so they are left out of its id.
+DEVICE_LOCAL_KEYS = ("selection",)
+
+
+def bundle_id(manifest: dict) -> str:
+    """16 hex digits identifying a manifest's content (key-sorted compact JSON, sha256), leaving out
+    :data:`DEVICE_LOCAL_KEYS` so that a bench selection on one device keeps the bundle's id."""
+    content = {k: v for k, v in manifest.items() if k not in DEVICE_LOCAL_KEYS}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
     """Check every listed file's size and sha256; refuse the bundle on any mismatch."""
     root = Path(root)
@@ -77,6 +90,14 @@ class Bundle:
         if verify:
             verify_bundle(root, manifest)
         return cls(root, manifest)
+
+    @property
+    def bundle_id(self) -> str:
+        """The bundle's identity: the first 16 hex digits of the sha256 of its manifest's content.
+
+        The manifest lists every file's sha256, so the id changes whenever any model or file does.
+        """
+        return bundle_id(self.manifest)
 
     def model_path(self, name: str, precision: str = "fp32") -> Path:
         models = self.manifest["models"].get(name, {})
