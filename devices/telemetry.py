@@ -1,31 +1,45 @@
-"""Device telemetry parsers (torch-free): tegrastats lines, /proc/meminfo, /proc/PID/status, and energy
-per inference from sampled power (DESIGN.md section 6)."""
+"""Device telemetry (torch-free): tegrastats lines (JetPack 4, 5 and 6 formats) and a background sampler,
+/proc/meminfo deltas, /proc/PID/status, jtop where installed, and energy per inference from sampled
+power (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _RAM = re.compile(r"RAM (\d+)/(\d+)MB")
 _SWAP = re.compile(r"SWAP (\d+)/(\d+)MB")
 _CPU = re.compile(r"CPU \[([^\]]*)\]")
-_GR3D = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+)\]?)?")
+_GR3D = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+)[^\s]*)?")
 _TEMP = re.compile(r"\b([A-Za-z_0-9]+)@(-?\d+(?:\.\d+)?)C\b")
 _RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?\b")
-# Board input rail, by module generation: Orin (VDD_IN), Nano/TX1/TX2 (POM_5V_IN), Xavier (SYS5V / VDD_IN).
-INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "SYS5V")
+# JetPack 5 and 6 prefix each line with the time: "05-15-2025 18:30:28 RAM ...".
+_STAMP = re.compile(r"^\s*(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s")
+# Board input rail where the module has one: Orin NX / Orin Nano / Xavier NX (VDD_IN), Nano / TX2 (POM_5V_IN
+# on Nano, VDD_IN on TX2). AGX Xavier and AGX Orin report no total rail: there the sum of all rails is the
+# total (jetson-stats: https://github.com/rbonghi/jetson_stats/issues/51 for Xavier, and
+# https://github.com/rbonghi/jetson_stats/issues/344 for AGX Orin, whose VIN_SYS_5V0 is not the total).
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+# A sensor that is powered off reads -256 C on Orin (see the AGX Orin sample in tests/test_devices.py).
+_OFF_SENSOR_C = -200.0
 
 
 @dataclass
 class TegraSample:
     """One tegrastats line. Power in mW (instantaneous, and the tool's running average)."""
 
+    timestamp: str | None = None
     ram_used_mb: int | None = None
     ram_total_mb: int | None = None
     swap_used_mb: int | None = None
     cpu_load: list[int | None] = field(default_factory=list)  # percent per core, None when off
     gpu_load: int | None = None
+    gpu_freq_mhz: int | None = None
     temps_c: dict[str, float] = field(default_factory=dict)
     rails_mw: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -39,8 +53,12 @@ class TegraSample:
 
 
 def parse_tegrastats(line: str) -> TegraSample:
-    """Parse one line of ``tegrastats`` output (Nano, TX2, Xavier and Orin formats)."""
+    """Parse one line of ``tegrastats`` output: JetPack 4 (Nano, TX2, Xavier; rails as ``cur/avg`` in mW
+    without a unit), JetPack 5 and 6 (time stamp first, rails as ``cur mW/avg mW``, per-GPC GPU frequency
+    in brackets, lower-case sensor names)."""
     s = TegraSample()
+    if m := _STAMP.match(line):
+        s.timestamp = m[1]
     if m := _RAM.search(line):
         s.ram_used_mb, s.ram_total_mb = int(m[1]), int(m[2])
     if m := _SWAP.search(line):
@@ -51,9 +69,10 @@ def parse_tegrastats(line: str) -> TegraSample:
             s.cpu_load.append(None if core == "off" else int(core.split("%")[0]))
     if m := _GR3D.search(line):
         s.gpu_load = int(m[1])
-    s.temps_c = {k: float(v) for k, v in _TEMP.findall(line)}
+        s.gpu_freq_mhz = int(m[2]) if m[2] else None
+    s.temps_c = {k: float(v) for k, v in _TEMP.findall(line) if float(v) > _OFF_SENSOR_C}
     for name, cur, avg in _RAIL.findall(line):
-        if name not in ("RAM", "SWAP", "IRAM"):
+        if name not in ("RAM", "SWAP", "IRAM", "NC"):
             s.rails_mw[name] = (int(cur), int(avg))
     return s
 
@@ -95,3 +114,106 @@ def energy_per_inference_j(
     joules = sum((t1 - t0) * (p0 + p1) / 2e3 for (t0, p0), (t1, p1) in zip(pts, pts[1:], strict=False))
     joules -= idle_mw / 1e3 * (pts[-1][0] - pts[0][0])
     return joules / inferences
+
+
+def read_meminfo(path: str | Path = "/proc/meminfo") -> dict[str, int]:
+    return parse_meminfo(Path(path).read_text())
+
+
+def meminfo_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Unified-memory use of a run on Jetson (no NVML there): how much ``MemAvailable`` fell and
+    ``NvMapMemUsed`` (GPU allocations through nvmap, Jetson kernels only) rose, in kB."""
+    out = {"mem_available_drop_kb": before.get("MemAvailable", 0) - after.get("MemAvailable", 0)}
+    if "NvMapMemUsed" in before and "NvMapMemUsed" in after:
+        out["nvmap_used_rise_kb"] = after["NvMapMemUsed"] - before["NvMapMemUsed"]
+    return out
+
+
+class TegrastatsSampler:
+    """Background ``tegrastats --interval MS`` reader: every line parsed and time-stamped on
+    :func:`time.perf_counter`, so the power samples line up with a timed window for
+    :func:`energy_per_inference_j`.
+
+    Args:
+        interval_ms: Sampling interval handed to tegrastats.
+        command: The command to run (default ``tegrastats --interval MS``).
+    """
+
+    def __init__(self, interval_ms: int = 100, command: list[str] | None = None) -> None:
+        self.interval_ms = interval_ms
+        self.command = command or ["tegrastats", "--interval", str(interval_ms)]
+        self.samples: list[tuple[float, TegraSample]] = []
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+
+    def available(self) -> str | None:
+        """``None`` when the sampler can run here, else the reason it cannot."""
+        if shutil.which(self.command[0]) is None:
+            return f"{self.command[0]} not found on PATH: not a Jetson (or L4T's tegrastats is not installed)"
+        return None
+
+    def start(self) -> TegrastatsSampler:
+        reason = self.available()
+        if reason:
+            raise RuntimeError(reason)
+        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if "RAM" in line:
+                self.samples.append((time.perf_counter(), parse_tegrastats(line)))
+
+    def stop(self) -> list[tuple[float, TegraSample]]:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return self.samples
+
+    def __enter__(self) -> TegrastatsSampler:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def power_series(self) -> tuple[list[float], list[float]]:
+        """``(times_s, input_power_mw)`` of the samples that carry power."""
+        pts = [(t, s.input_power_mw) for t, s in self.samples if s.input_power_mw is not None]
+        return [t for t, _ in pts], [float(p) for _, p in pts]
+
+    def peak_ram_mb(self) -> int | None:
+        used = [s.ram_used_mb for _, s in self.samples if s.ram_used_mb is not None]
+        return max(used) if used else None
+
+
+def jtop_available() -> str | None:
+    """``None`` when jetson-stats' ``jtop`` can be used here, else why not."""
+    try:
+        import jtop  # noqa: F401
+    except ImportError:
+        return "jetson-stats (jtop) is not installed (pip install jetson-stats on the Jetson)"
+    return None
+
+
+def jtop_snapshot(timeout_s: float = 5.0) -> dict:
+    """One ``jtop`` stats record (CPU/GPU load, power, temperatures, nvpmodel) where jetson-stats is installed
+    and its service runs; raises RuntimeError with the reason otherwise."""
+    reason = jtop_available()
+    if reason:
+        raise RuntimeError(reason)
+    from jtop import jtop
+
+    with jtop() as j:
+        end = time.monotonic() + timeout_s
+        while j.ok() and time.monotonic() < end:
+            return dict(j.stats)
+    raise RuntimeError("jtop service did not answer; is jtop.service running?")

@@ -1,42 +1,131 @@
 """Device telemetry parsers on real-format samples, the latency protocol, and process memory."""
 
+import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+from rkd_edge.devices.detect import detect, parse_device_tree_model, parse_nv_tegra_release, parse_nvpmodel_query
+from rkd_edge.devices.estimate import estimate_model, host_profile, load_with_batch, node_costs
 from rkd_edge.devices.latency import measure, summarize
-from rkd_edge.devices.profiles import match_profile
-from rkd_edge.devices.telemetry import energy_per_inference_j, parse_meminfo, parse_tegrastats, peak_rss_kb
+from rkd_edge.devices.lut import check_entries, make_table, measure_entries, read_table
+from rkd_edge.devices.profiles import PROFILES, get_profile, match_profile
+from rkd_edge.devices.telemetry import (
+    TegrastatsSampler,
+    energy_per_inference_j,
+    jtop_available,
+    meminfo_delta,
+    parse_meminfo,
+    parse_tegrastats,
+    peak_rss_kb,
+    read_meminfo,
+)
 
-ORIN = (
-    "RAM 2448/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,0%@729,0%@729,off,off] "
-    "EMC_FREQ 0% GR3D_FREQ 13% cpu@45.75C soc2@44.593C soc0@45.468C gpu@44.875C tj@45.75C soc1@45.093C "
-    "VDD_IN 4556mW/4556mW VDD_CPU_GPU_CV 479mW/479mW VDD_SOC 1437mW/1437mW"
-)
-XAVIER = (
-    "RAM 1993/31928MB (lfb 7037x4MB) SWAP 0/15964MB (cached 0MB) CPU [1%@1190,0%@1190,0%@1190,0%@1190,"
-    "0%@1190,0%@1190,0%@1190,0%@1190] EMC_FREQ 0%@2133 GR3D_FREQ 0%@1377 APE 150 MTS fg 0% bg 0% AO@35C "
-    "GPU@35.5C Tdiode@38.5C PMIC@100C AUX@34.5C CPU@36.5C thermal@35.75C Tboard@35C GPU 310/310 CPU 620/620 "
-    "SOC 1550/1550 CV 0/0 VDDRQ 310/310 SYS5V 1736/1736"
-)
+from rkd_edge.errors import UserError
+from tests.conftest import run_cli
+
+# Real tegrastats lines as published, each with the page it was copied from.
+# JetPack 4, Jetson Nano (4 GB): https://github.com/evanmayer/effex/issues/12
 NANO = (
-    "RAM 1543/3964MB (lfb 57x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) CPU [6%@102,2%@102,"
-    "off,off] EMC_FREQ 0%@1600 GR3D_FREQ 0%@76 APE 25 PLL@23C CPU@26C PMIC@100C GPU@24.5C AO@31C "
-    "thermal@25C POM_5V_IN 1084/1084 POM_5V_GPU 0/0 POM_5V_CPU 123/123"
+    "RAM 717/3964MB (lfb 140x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) CPU [18%@102,2%@102,0%@102,"
+    "0%@102] EMC_FREQ 2%@204 GR3D_FREQ 0%@76 APE 25 PLL@26C CPU@29.5C iwlwifi@33C PMIC@100C GPU@29C AO@38.5C "
+    "thermal@29.5C POM_5V_IN 1057/1057 POM_5V_GPU 0/0 POM_5V_CPU 126/126"
+)
+# JetPack 3/4 format, Jetson TX2: https://github.com/gustavz/realtime_object_detection/issues/24
+TX2 = (
+    "RAM 1685/7854MB (lfb 1044x4MB) SWAP 278/8192MB (cached 23MB) CPU [0%@1303,0%@345,0%@345,0%@1419,0%@1420,"
+    "0%@1421] EMC_FREQ 0%@1866 GR3D_FREQ 0%@140 APE 150 MTS fg 1% bg 8% BCPU@41C MCPU@41C GPU@39C PLL@41C "
+    "Tboard@37C Tdiode@37.25C PMIC@100C thermal@39.9C VDD_IN 1931/1931 VDD_CPU 231/231 VDD_GPU 154/154 "
+    "VDD_SOC 385/385 VDD_WIFI 38/38 VDD_DDR 326/326"
+)
+# JetPack 4.2, Jetson AGX Xavier (no total rail: the rails add up): https://github.com/martinkersner/gtop/pull/7
+XAVIER = (
+    "RAM 14700/15692MB (lfb 3x2MB) SWAP 898/8192MB (cached 23MB) CPU [0%@1190,0%@1190,0%@1190,0%@1190,0%@1190,"
+    "0%@1190,0%@1190,0%@1190] EMC_FREQ 0% GR3D_FREQ 0% AO@30C GPU@30.5C Tboard@31C Tdiode@32C AUX@30.5C "
+    "CPU@31.5C thermal@30.8C PMIC@100C GPU 463/463 CPU 618/618 SOC 2936/2936 CV 0/0 VDDRQ 309/309 SYS5V 3306/3306"
+)
+# JetPack 5+ format (time stamp, per-GPC GPU frequency list, -256C for powered-off sensors), AGX Orin 64 GB:
+# https://github.com/GDWR/jetson_exporter/issues/14
+AGX_ORIN = (
+    "04-11-2025 10:36:27 RAM 4321/62801MB (lfb 1759x4MB) SWAP 19/31400MB (cached 0MB) CPU [0%@729,0%@729,"
+    "0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729] EMC_FREQ 0%@2133 GR3D_FREQ "
+    "0%@[0,0] VIC_FREQ 729 APE 174 CV0@-256C CPU@44.562C Tboard@32C SOC2@40.093C Tdiode@33C SOC0@41.093C "
+    "CV1@-256C GPU@-256C tj@44.343C SOC1@41.25C CV2@-256C VDD_GPU_SOC 2340mW/2340mW VDD_CPU_CV 390mW/390mW "
+    "VIN_SYS_5V0 4025mW/4025mW NC 0mW/0mW VDDQ_VDD2_1V8AO 301mW/301mW NC 0mW/0mW"
+)
+# JetPack 6 format (lower-case sensors, GR3D_FREQ n%@[MHz], 1 MB lfb blocks), Orin Nano/NX 8 GB under load:
+# https://github.com/rbonghi/jetson_stats/issues/624
+ORIN_JP6 = (
+    "05-15-2025 18:30:28 RAM 6982/7620MB (lfb 5x1MB) SWAP 2640/16384MB (cached 202MB) CPU [97%@1984,95%@1984,"
+    "95%@1984,91%@1984,88%@1984,93%@247] EMC_FREQ 18%@3199 GR3D_FREQ 84%@[713] NVENC 1%@115 NVDEC 40%@115 "
+    "NVJPG off NVJPG1 off VIC 31%@115 OFA off NVDLA0 off PVA0_FREQ off APE 174 cv0@63.031C cpu@65.562C "
+    "soc2@64.156C soc0@63.031C cv1@62.937C gpu@63.5C tj@65.562C soc1@64.718C cv2@60.875C VDD_IN "
+    "17946mW/15710mW VDD_CPU_GPU_CV 8896mW/7585mW VDD_SOC 3923mW/3515mW"
 )
 
 
 @pytest.mark.parametrize(
-    "line,ram,cores,gpu,power",
-    [(ORIN, (2448, 7620), 6, 13, 4556), (XAVIER, (1993, 31928), 8, 0, 1736), (NANO, (1543, 3964), 4, 0, 1084)],
+    "line,ram,cores,gpu,power,stamp",
+    [
+        (NANO, (717, 3964), 4, 0, 1057, None),
+        (TX2, (1685, 7854), 6, 0, 1931, None),
+        (XAVIER, (14700, 15692), 8, 0, 463 + 618 + 2936 + 0 + 309 + 3306, None),
+        (AGX_ORIN, (4321, 62801), 12, 0, 2340 + 390 + 4025 + 301, "04-11-2025 10:36:27"),
+        (ORIN_JP6, (6982, 7620), 6, 84, 17946, "05-15-2025 18:30:28"),
+    ],
 )
-def test_tegrastats_formats(line, ram, cores, gpu, power):
+def test_tegrastats_formats(line, ram, cores, gpu, power, stamp):
     s = parse_tegrastats(line)
     assert (s.ram_used_mb, s.ram_total_mb) == ram
     assert len(s.cpu_load) == cores and s.gpu_load == gpu
     assert s.input_power_mw == power
-    assert s.temps_c and all(20 < t < 120 for t in s.temps_c.values())
+    assert s.timestamp == stamp
+    assert s.temps_c and all(20 < t < 120 for t in s.temps_c.values())  # -256C (sensor off) dropped
+
+
+def test_tegrastats_details():
+    assert parse_tegrastats(ORIN_JP6).gpu_freq_mhz == 713
+    assert parse_tegrastats(ORIN_JP6).rails_mw["VDD_CPU_GPU_CV"] == (8896, 7585)
+    assert parse_tegrastats(NANO).gpu_freq_mhz == 76
+    assert parse_tegrastats(AGX_ORIN).gpu_freq_mhz == 0 and "NC" not in parse_tegrastats(AGX_ORIN).rails_mw
+    assert parse_tegrastats("RAM 1/2MB CPU [off,off]").cpu_load == [None, None]
+
+
+def test_tegrastats_sampler_here_and_on_a_replayed_stream():
+    here = TegrastatsSampler()
+    reason = here.available()
+    if shutil.which("tegrastats") is None:
+        assert reason and "not found" in reason
+    # The same subprocess + reader thread, fed the published JetPack 6 line by a child process.
+    code = f"import time\nfor i in range(6):\n    print({ORIN_JP6!r}, flush=True)\n    time.sleep(0.05)"
+    s = TegrastatsSampler(command=[sys.executable, "-c", code])
+    with s:
+        time.sleep(0.6)
+    times, power = s.power_series()
+    assert len(times) == 6 and power == [17946.0] * 6 and times == sorted(times)
+    assert s.peak_ram_mb() == 6982
+    e = energy_per_inference_j(times, power, (times[0], times[-1]), 5000.0, 10)
+    assert e == pytest.approx((17.946 - 5.0) * (times[-1] - times[0]) / 10)
+
+
+def test_meminfo_delta_and_jtop():
+    before = parse_meminfo("MemAvailable:    5000000 kB\nNvMapMemUsed:     100000 kB\n")
+    after = parse_meminfo("MemAvailable:    4900000 kB\nNvMapMemUsed:     150000 kB\n")
+    assert meminfo_delta(before, after) == {"mem_available_drop_kb": 100000, "nvmap_used_rise_kb": 50000}
+    assert "nvmap_used_rise_kb" not in meminfo_delta(read_meminfo(), read_meminfo())  # not a Jetson kernel
+    reason = jtop_available()
+    try:
+        import jtop  # noqa: F401
+
+        assert reason is None
+    except ImportError:
+        assert "jetson-stats" in reason
 
 
 def test_meminfo_and_peak_rss():
@@ -71,7 +160,229 @@ def test_latency_protocol_statistics():
 
 
 def test_profiles():
-    assert match_profile("NVIDIA Jetson AGX Orin Developer Kit").name == "Jetson AGX Orin"
+    assert match_profile("NVIDIA Jetson AGX Orin Developer Kit").name == "Jetson AGX Orin 64GB"
     assert not match_profile("NVIDIA Jetson Nano Developer Kit").fast_int8
     assert match_profile("NVIDIA Jetson Orin Nano Developer Kit").fast_int8
+    assert match_profile("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super").key == "orin-nano-8gb"
+    assert match_profile("NVIDIA Jetson Xavier NX Developer Kit").key == "xavier-nx"
+    assert match_profile("Jetson-AGX").key == "agx-xavier"  # L4T 32 device-tree name of AGX Xavier
+    assert match_profile("quill").key == "tx2"
+    assert match_profile("NVIDIA Jetson AGX Thor Developer Kit").key == "thor"
     assert match_profile("Raspberry Pi 4") is None
+    assert get_profile("agx-orin").key == "agx-orin-64gb"
+    with pytest.raises(UserError, match="known: nano"):
+        get_profile("jetson-9000")
+
+
+def test_every_figure_has_a_source_or_says_unverified():
+    needed = (
+        "sm_count",
+        "tensor_cores",
+        "memory_gb",
+        "memory_bandwidth_gbs",
+        "fp16_dense_tflops",
+        "int8_dense_tops",
+        "compute_capability",
+        "jetpack",
+        "tensorrt",
+        "max_onnx_opset",
+        "fast_int8",
+        "cpu_cores",
+        "power_modes",
+    )
+    for p in PROFILES.values():
+        for f in needed:
+            src = p.sources.get(f, "")
+            if p.tensor_cores == 0 and f == "tensor_cores":
+                continue
+            assert src.startswith(("http", "derived:", "unverified:", "none:")), (p.key, f, src)
+    assert {p.key for p in PROFILES.values() if not p.fast_int8} == {"nano", "tx2"}
+    assert [p.max_onnx_opset for p in (PROFILES["nano"], PROFILES["agx-xavier"])] == [13, 17]
+    # The derived dense rate agrees with the published GPU figure (AGX Orin 64 GB: 170 sparse = 85 dense).
+    assert PROFILES["agx-orin-64gb"].int8_dense_tops == pytest.approx(85, rel=0.01)
+    assert PROFILES["agx-xavier"].fp16_dense_tflops == pytest.approx(11, rel=0.05)
+
+
+# /etc/nv_tegra_release as L4T writes it (format as read by jetson-stats, jtop/core/jetson_variables.py).
+RELEASES = [
+    (
+        "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64, "
+        "DATE: Sat Feb 19 17:05:08 UTC 2022",
+        "32.7.1",
+        "4.6.x",
+        "t210ref",
+    ),
+    (
+        "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+        "DATE: Tue Aug  1 19:57:35 UTC 2023",
+        "35.4.1",
+        "5.1.2",
+        "t186ref",
+    ),
+    (
+        "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
+        "DATE: Fri Sep 13 04:36:44 UTC 2024",
+        "36.4.0",
+        "6.1 / 6.2",
+        "generic",
+    ),
+]
+
+
+@pytest.mark.parametrize("text,l4t,jetpack,board", RELEASES)
+def test_l4t_release_parser(text, l4t, jetpack, board):
+    assert parse_nv_tegra_release(text + "\n# KERNEL_VARIANT: oot\n") == {
+        "l4t": l4t,
+        "jetpack": jetpack,
+        "board": board,
+    }
+
+
+def test_detect_parsers_and_host(tmp_path):
+    assert (
+        parse_device_tree_model(b"NVIDIA Jetson Xavier NX Developer Kit\x00") == "NVIDIA Jetson Xavier NX Developer Kit"
+    )
+    assert parse_nvpmodel_query("NV Power Mode: MAXN\n0\n") == {"power_mode": "MAXN", "power_mode_id": 0}
+    assert parse_nvpmodel_query("NVPM VERB: Current mode: NV Power Mode: 15W\n2\n")["power_mode"] == "15W"
+    assert parse_nv_tegra_release("Ubuntu 22.04") == {}
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    (tmp_path / "etc/nv_tegra_release").write_text(RELEASES[2][0])
+    d = detect(root=tmp_path, run_nvpmodel=False)
+    assert d.jetson and d.profile == "agx-orin-64gb" and d.l4t == "36.4.0" and d.jetpack == "6.1 / 6.2"
+    if not Path("/etc/nv_tegra_release").exists():
+        here = detect()
+        assert not here.jetson and here.reason.startswith("not a Jetson") and here.cpu in here.reason
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """image [B,1,8,8] -> Conv 3x3 (4 ch) -> Relu -> Flatten -> MatMul [256, 10]: FLOPs known by hand."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("MatMul", ["f", "m"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal((256, 10)).astype(np.float32), "m"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def test_roofline_counts_and_estimates(tmp_path):
+    path = _tiny_onnx(tmp_path / "tiny.onnx")
+    costs = {c.op: c for c in node_costs(load_with_batch(path, 2))}
+    assert costs["Conv"].flops == 2 * (2 * 4 * 8 * 8) * 9  # 2 x out elements x Cin x k x k
+    assert costs["MatMul"].flops == 2 * (2 * 10) * 256
+    assert costs["Relu"].fused and costs["Flatten"].view and costs["Flatten"].bytes == 0
+    orin = get_profile("agx-orin-64gb")
+    e1, e32 = (estimate_model(path, orin, "fp16", b) for b in (1, 32))
+    assert e32["latency_ms"] > e1["latency_ms"] and e32["gflops"] == pytest.approx(32 * e1["gflops"], rel=0.02)
+    assert e1["launches"] == 2 and e1["overhead_ms"] == pytest.approx(2 * orin.launch_overhead_us / 1e3)
+    fp32, int8 = (estimate_model(path, orin, p, 32) for p in ("fp32", "int8"))
+    assert int8["mbytes_moved"] < fp32["mbytes_moved"] and int8["weights_mb"] < fp32["weights_mb"]
+    for p in PROFILES.values():  # every profile estimates; INT8 only where it is fast
+        assert estimate_model(path, p, "fp16", 1)["latency_ms"] > 0
+        if not p.fast_int8:
+            with pytest.raises(UserError, match="no fast INT8"):
+                estimate_model(path, p, "int8", 1)
+    host = host_profile(
+        rates={
+            "fp32_tflops": 0.1,
+            "int8_dense_tops": 0.4,
+            "memory_bandwidth_gbs": 10.0,
+            "cache_bandwidth_gbs": 50.0,
+            "cache_mb": 2.0,
+            "launch_overhead_us": 2.0,
+        }
+    )
+    assert host.key == "host" and estimate_model(path, host, "int8", 1)["latency_ms"] > 0
+
+
+def test_latency_table_measured_and_validated(tmp_path):
+    import torch
+
+    keys = [("conv", 4, 8, 1), ("pool", 4, 8, 2)]
+
+    def make(op, c, stride):
+        return torch.nn.Conv2d(c, c, 3, stride, 1) if op == "conv" else torch.nn.AvgPool2d(3, stride, 1)
+
+    fast = {"warmup_s": 0.01, "min_seconds": 0.02, "min_iterations": 5}
+    for precision in ("fp32", "int8"):
+        entries = measure_entries(keys, make, precision, protocol=fast)
+        assert set(entries) == {"conv|4|8|1", "pool|4|8|2"} and all(v > 0 for v in entries.values())
+    table = make_table(entries, "int8")
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(table))
+    assert read_table(path)["precision"] == "int8" and table["protocol"]["timer"].endswith("latency.measure")
+    check_entries(read_table(path), ["conv|4|8|1"], path)
+    with pytest.raises(UserError, match="lacks 1 of the 2"):
+        check_entries(table, ["conv|4|8|1", "conv|8|8|1"], path)
+    with pytest.raises(UserError, match="another search skeleton"):
+        check_entries(table, ["sep_conv_3x3|16|8|1"], path)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not JSON"):
+        read_table(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "rkd-edge-bundle", "device": "x", "entries": {}}))
+    with pytest.raises(UserError, match="not a latency table"):
+        read_table(tmp_path / "other.json")
+
+
+def test_search_refuses_a_bad_table_before_training(tmp_path):
+    (tmp_path / "t.json").write_text(json.dumps({"device": "host", "unit": "ms", "entries": {"x|1|1|1": 1.0}}))
+    out = tmp_path / "run"
+    r = run_cli("search", "--out", str(out), "--cost", "latency", "--latency-table", str(tmp_path / "t.json"))
+    assert r.returncode == 2 and "another search skeleton" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_devices_cli():
+    r = run_cli("devices", "list")
+    assert r.returncode == 0 and "agx-orin-64gb" in r.stdout and "thor" in r.stdout
+    r = run_cli("devices", "show", "nano", "--json")
+    figs = json.loads(r.stdout)
+    assert figs["max_onnx_opset"]["value"] == 13 and figs["max_onnx_opset"]["source"].startswith("https://")
+    r = run_cli("devices", "show", "jetson-9000")
+    assert r.returncode == 2 and "known: nano, tx2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("devices", "detect", "--json")
+    assert r.returncode == 0 and "jetson" in json.loads(r.stdout)
+
+
+def test_export_target_refusals(tmp_path):
+    for args, msg in [
+        (["--target", "nano"], "parses ONNX up to opset 13"),
+        (["--target", "agx-xavier", "--opset", "18"], "above what Jetson AGX Xavier"),
+        (["--target", "tx2", "--int8"], "no fast INT8"),
+        (["--target", "nope"], "unknown device"),
+    ]:
+        r = run_cli("export", str(tmp_path), "--out", str(tmp_path / "b"), *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_estimate_cli_on_a_bundle(tiny_bundle, tmp_path):
+    r = run_cli("devices", "estimate", str(tiny_bundle), "--device", "thor", "--batch", "1,32", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["kind"] == "estimate" and "roofline" in res["method"]
+    assert {(x["model"], x["precision"], x["batch"]) for x in res["results"]} >= {
+        ("encoder", "int8", 32),
+        ("rx", "fp16", 1),
+    }
+    r = run_cli("devices", "estimate", str(tiny_bundle), "--device", "nano", "--precision", "int8")
+    assert r.returncode == 2 and "no fast INT8" in r.stderr
+    r = run_cli("devices", "estimate", str(tiny_bundle), "--device", "host", "--precision", "fp32,int8")
+    assert r.returncode == 0 and "ESTIMATE" in r.stdout and "encoder" in r.stdout

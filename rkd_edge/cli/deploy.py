@@ -15,7 +15,10 @@ def export(
     out: Path = typer.Option(None, "--out", "-o", help="Bundle directory to create."),
     int8: bool = typer.Option(False, "--int8", help="Also write INT8 Q/DQ models (calibrated) / engines."),
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (17 = TensorRT 8.5 / JetPack 5 ceiling)."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17, or the --target's ceiling if lower)."),
+    target_device: str = typer.Option(
+        None, "--target", help="Device profile to export for (rkd-edge devices list): opset and INT8 follow it."
+    ),
     calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Real calibration samples (>= 128)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
@@ -23,6 +26,7 @@ def export(
     """Export a run to a bundle (ONNX + manifest), or build TensorRT engines: export trt BUNDLE."""
     from rkd_edge.errors import UserError
 
+    opset = _target_opset(target_device, opset, int8)
     if target == "trt":
         if bundle is None:
             raise UserError("usage: rkd-edge export trt BUNDLE [--fp16] [--int8]")
@@ -45,6 +49,39 @@ def export(
             "files": len(m["files"]),
         }
     )
+
+
+def _target_opset(name: str | None, opset: int | None, int8: bool) -> int:
+    """The opset to export at: the explicit one, else 17 capped at the target's TensorRT ceiling.
+
+    A target whose TensorRT parses less than the exporter needs, an explicit ``--opset`` above the
+    target's ceiling, and INT8 for a target without fast INT8 are each refused with one line.
+    """
+    from rkd_edge.devices.profiles import get_profile
+    from rkd_edge.errors import UserError
+
+    default = 17  # LayerNormalization needs 17 (DESIGN.md section 5)
+    if name is None:
+        return default if opset is None else opset
+    p = get_profile(name)
+    if int8 and not p.fast_int8:
+        raise UserError(
+            f"{p.name} ({p.gpu_arch}, compute capability {p.compute_capability}) has no fast INT8 in TensorRT; "
+            "export it without --int8"
+        )
+    if opset is not None and opset > p.max_onnx_opset:
+        raise UserError(
+            f"--opset {opset} is above what {p.name}'s TensorRT {p.tensorrt} parses (opset {p.max_onnx_opset}); "
+            f"use --opset {min(default, p.max_onnx_opset)} or leave --opset out"
+        )
+    chosen = opset if opset is not None else min(default, p.max_onnx_opset)
+    if chosen < default:
+        raise UserError(
+            f"{p.name}'s TensorRT {p.tensorrt} (JetPack {p.jetpack}) parses ONNX up to opset {p.max_onnx_opset}, "
+            f"but the codec's LayerNormalization needs opset {default}; this bundle cannot target it (run the "
+            "ONNX models with ONNX Runtime there, or target a JetPack 5+ module)"
+        )
+    return chosen
 
 
 def prune(

@@ -113,6 +113,12 @@ def search_cmd(
     cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device, flags=flags)
     pipe = Pipeline(cfg, out)
     with pipe.removed_if_failed_early():
+        if cfg.search.cost == "latency" and cfg.search.latency_table:
+            # A wrong or incomplete table is one line before the teacher trains, not an error an hour later.
+            from rkd_edge.nas.cost import load_latency_table
+            from rkd_edge.nas.search import make_skeleton
+
+            load_latency_table(cfg.search.latency_table, make_skeleton(cfg, pipe.splits))
         pipe.stage_teacher()
         rec = pipe.stage_search()
     echo_json({k: rec[k] for k in ("lambda", "params", "flops", "sweep")})

@@ -6,16 +6,14 @@ the cost of the most expensive choice on every edge, so it lies in [0, 1] whatev
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from rkd_edge.devices.lut import check_entries, latency_key, make_table, measure_entries, read_table, write_table
 from torch import nn
 
 from rkd_edge.errors import UserError
-from rkd_edge.io import write_json
 from rkd_edge.nas.cells import cell_plan
 from rkd_edge.nas.genotypes import Skeleton
 from rkd_edge.nas.operations import PRIMITIVES, build_op
@@ -52,53 +50,40 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total[0]
 
 
-def latency_key(op: str, c: int, size: int, stride: int) -> str:
-    return f"{op}|{c}|{size}|{stride}"
-
-
-def load_latency_table(path: str | Path) -> dict:
-    """A latency lookup table: ``{"device": ..., "unit": "ms", "entries": {"op|C|size|stride": ms}}``."""
-    path = Path(path)
-    try:
-        table = json.loads(path.read_text())
-        if not isinstance(table.get("entries"), dict):
-            raise ValueError("no 'entries' mapping")
-        return table
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"latency table {path} is unreadable ({exc}); rebuild it with rkd-edge search --cost latency"
-        ) from None
-
-
-@torch.no_grad()
-def measure_op_latency(op: nn.Module, c: int, size: int, repeats: int = 30) -> float:
-    """Median forward time in ms of an op on ``[1, C, size, size]`` on this host's CPU."""
-    op.eval()
-    x = torch.randn(1, c, size, size)
-    for _ in range(3):
-        op(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        op(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(sorted(times)[len(times) // 2])
-
-
-def build_latency_table(sk: Skeleton, path: str | Path | None = None) -> dict:
-    """Measure every (op, C, size, stride) the skeleton uses on this host; write it if ``path``."""
-    from rkd_edge.env import cpu_model
-
-    entries = {}
+def latency_keys(sk: Skeleton) -> list[tuple[str, int, int, int]]:
+    """Every ``(op, C, size, stride)`` the skeleton's edges use, in a stable order."""
+    keys = []
     for p in cell_plan(sk):
         for stride, size in sorted(set(edge_geometry(p, sk.steps))):
             for op in PRIMITIVES:
-                key = latency_key(op, p["C"], size, stride)
-                if key not in entries:
-                    entries[key] = round(measure_op_latency(build_op(op, p["C"], stride), p["C"], size), 5)
-    table = {"device": cpu_model(), "unit": "ms", "batch": 1, "entries": entries}
+                k = (op, p["C"], size, stride)
+                if k not in keys:
+                    keys.append(k)
+    return keys
+
+
+def load_latency_table(path: str | Path, sk: Skeleton | None = None) -> dict:
+    """A latency lookup table (format: :mod:`rkd_edge.devices.lut`), checked before any work starts.
+
+    Not a table, a wrong key set or missing entries (when ``sk`` is given) are one line (UserError).
+    """
+    table = read_table(path)
+    if sk is not None:
+        check_entries(table, [latency_key(*k) for k in latency_keys(sk)], path)
+    return table
+
+
+def build_latency_table(
+    sk: Skeleton, path: str | Path | None = None, precision: str = "fp32", threads: int = 1, progress=None
+) -> dict:
+    """Measure every (op, C, size, stride) the skeleton uses on this host with the one timing protocol
+    (ONNX Runtime CPU, :func:`rkd_edge.devices.lut.measure_entries`); write it if ``path``."""
+    keys = latency_keys(sk)
+    entries = measure_entries(keys, build_op, precision, threads, progress=progress)
+    skeleton = {k: getattr(sk, k) for k in ("in_channels", "image_size", "layers", "steps", "init_channels")}
+    table = make_table(entries, precision, skeleton=skeleton)
     if path is not None:
-        write_json(path, table)
+        write_table(table, path)
     return table
 
 
@@ -121,7 +106,9 @@ def op_cost_table(sk: Skeleton, metric: str = "params", latency: dict | None = N
                 else:
                     key = latency_key(op, p["C"], size, stride)
                     if key not in latency["entries"]:
-                        raise UserError(f"latency table lacks {key}; rebuild it for this skeleton")
+                        raise UserError(
+                            f"latency table lacks {key}; rebuild it with rkd-edge devices lut for this config"
+                        )
                     costs.append(latency["entries"][key])
             row.append(costs)
         rows.append(row)

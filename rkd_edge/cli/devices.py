@@ -1,0 +1,183 @@
+"""``rkd-edge devices``: Jetson profiles, detection, roofline estimates and per-operation latency tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, echo_json, resolve
+
+app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
+
+JSON = typer.Option(False, "--json", help="Machine-readable JSON instead of a table.")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in r] for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _csv(value: str | None, cast=str) -> list | None:
+    return [cast(v.strip()) for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command("list")
+def list_cmd(as_json: bool = JSON):
+    """All Jetson profiles: GPU, memory, dense throughput, JetPack / TensorRT / ONNX opset, fast INT8."""
+    from rkd_edge.devices.profiles import PROFILES
+
+    if as_json:
+        echo_json({k: {f: v["value"] for f, v in p.figures().items()} for k, p in PROFILES.items()})
+        return
+    rows = [
+        [
+            p.key,
+            p.name,
+            f"{p.gpu_arch} {p.compute_capability}",
+            p.sm_count,
+            p.tensor_cores,
+            "/".join(str(m) for m in p.memory_gb),
+            p.memory_bandwidth_gbs,
+            p.fp16_dense_tflops,
+            p.int8_dense_tops if p.int8_dense_tops is not None else "-",
+            p.jetpack,
+            p.tensorrt,
+            p.max_onnx_opset,
+            "yes" if p.fast_int8 else "no",
+        ]
+        for p in PROFILES.values()
+    ]
+    header = ["key", "module", "GPU (CC)", "SMs", "TCs", "GB", "GB/s", "FP16 TF", "INT8 TOPS", "JetPack", "TRT"]
+    typer.echo(_table([*header, "opset", "fast INT8"], rows))
+    typer.echo("\nThroughputs are dense GPU figures; sources and unverified figures: rkd-edge devices show NAME")
+
+
+@app.command("show")
+def show_cmd(name: str = typer.Argument(..., help="Profile key (rkd-edge devices list)."), as_json: bool = JSON):
+    """One profile, every figure with the public page it came from (or 'unverified: ...')."""
+    from rkd_edge.devices.profiles import get_profile
+
+    p = get_profile(name)
+    figs = p.figures()
+    if as_json:
+        echo_json(figs)
+        return
+    typer.echo(f"{p.name} ({p.key})")
+    typer.echo(_table(["field", "value", "source"], [[k, v["value"], v["source"]] for k, v in figs.items()]))
+
+
+@app.command("detect")
+def detect_cmd(as_json: bool = JSON):
+    """Is this a Jetson? Device tree model, L4T release, JetPack, nvpmodel power mode; else the host CPU."""
+    from rkd_edge.devices.detect import detect
+
+    d = detect()
+    if as_json:
+        echo_json(d.to_dict())
+        return
+    if not d.jetson:
+        typer.echo(d.reason)
+        return
+    for k, v in d.to_dict().items():
+        if v not in (None, "", []):
+            typer.echo(f"{k}: {v}")
+
+
+@app.command("estimate")
+def estimate_cmd(
+    bundle: Path = typer.Argument(..., help="An exported bundle (rkd-edge export RUN --out BUNDLE)."),
+    device: str = typer.Option(..., "--device", "-d", help="Profile key, or 'host' (measured now)."),
+    precision: str = typer.Option(None, "--precision", help="Comma list: fp32,fp16,int8 (default: what it runs)."),
+    batch: str = typer.Option("1", "--batch", help="Comma list of batch sizes, e.g. 1,32."),
+    as_json: bool = JSON,
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the JSON here."),
+):
+    """Roofline ESTIMATE of latency and memory per model (encoder, tx, rx) and precision on a profile."""
+    from rkd_edge.devices.estimate import estimate_bundle, resolve_profile
+    from rkd_edge.errors import UserError
+    from rkd_edge.io import write_json
+
+    try:
+        batches = tuple(int(b) for b in _csv(batch))
+    except ValueError:
+        raise UserError(f"--batch takes a comma list of integers, got {batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise UserError(f"--batch needs positive integers, got {batch!r}")
+    if not (bundle / "manifest.json").is_file():
+        raise UserError(f"{bundle} is not a bundle (no manifest.json); make one with rkd-edge export RUN --out BUNDLE")
+    prof = resolve_profile(device)
+    res = estimate_bundle(bundle, prof, _csv(precision), batches)
+    if out:
+        write_json(out, res)
+    if as_json:
+        echo_json(res)
+        return
+    typer.echo(f"ESTIMATE (not a measurement) for {prof.name}: {res['method']}")
+    rows = [
+        [
+            r["model"],
+            r["precision"],
+            r["batch"],
+            f"{r['latency_ms']:.4f}",
+            r["bound"],
+            r["launches"],
+            f"{r['gflops']:.4f}",
+            f"{r['memory_mb']:.3f}",
+        ]
+        for r in res["results"]
+    ]
+    typer.echo(_table(["model", "precision", "batch", "est. ms", "bound", "launches", "GFLOP", "est. MB"], rows))
+
+
+@app.command("lut")
+def lut_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Latency table JSON to write."),
+    device: str = typer.Option("host", "--device", help="Only 'host': tables are measured where they run."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or int8 (Q/DQ, quantize_static)."),
+    threads: int = typer.Option(1, "--threads", help="ONNX Runtime intra-op threads."),
+    preset: str = PRESET,
+    config: str = CONFIG,
+    overrides: list[str] = SET,
+    dataset: str = DATASET,
+    data_dir: str = DATA_DIR,
+    force: bool = typer.Option(False, "--force", help="Replace an existing table."),
+):
+    """Measure the per-operation latency table that search --cost latency --latency-table FILE reads."""
+    from rkd_edge import progress
+    from rkd_edge.errors import UserError
+
+    if device != "host":
+        raise UserError(
+            f"a latency table is measured on the machine it describes; run rkd-edge devices lut on the {device} "
+            "itself (--device host there) and pass the file to search"
+        )
+    if precision not in ("fp32", "int8"):
+        raise UserError(f"--precision is fp32 or int8, got {precision!r}")
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
+    if out.exists():
+        try:
+            old = json.loads(out.read_text())
+        except (OSError, ValueError):
+            old = None
+        if not (isinstance(old, dict) and "entries" in old):
+            raise UserError(f"{out} is not a latency table; --force replaces only a table this command wrote")
+    from rkd_edge.nas.cost import build_latency_table, latency_keys
+    from rkd_edge.nas.search import make_skeleton
+    from rkd_edge.pipeline import load_splits
+
+    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir)
+    sk = make_skeleton(cfg, load_splits(cfg))
+    n = len(latency_keys(sk))
+    with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:
+        table = build_latency_table(sk, out, precision, threads, progress=lambda i, _n: bar.advance())
+    typer.echo(f"{out}: {len(table['entries'])} entries, {precision}, p50 ms on {table['device_name']}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="devices", help="Jetson profiles, detection, estimates and latency tables.")
