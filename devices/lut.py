@@ -18,6 +18,7 @@ Version-1 tables (``device``, ``unit``, ``batch``, ``entries`` only) still load.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 from collections.abc import Callable, Iterable
@@ -119,6 +120,7 @@ def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     dst = path.with_suffix(".int8.onnx")
+    logging.disable(logging.WARNING)  # quantize_static's "consider pre-processing" advice, once per op
     try:
         quantize_static(
             str(path),
@@ -133,6 +135,8 @@ def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
         if "no node" in str(exc).lower():
             return path
         raise
+    finally:
+        logging.disable(logging.NOTSET)
     return dst
 
 
