@@ -1,0 +1,416 @@
+"""``rkd-edge rx``: receive frames, optionally pass them through a simulated channel, decode and classify.
+
+The receiver is torch-free: the channel is the numpy twin :mod:`rkd_edge.runtime.channel` of the training
+channels, seeded (``--seed``), and the decoder is the bundle's rx model through
+:class:`rkd_edge.runtime.Runtime`. It writes one JSON line per decoded frame (``frame``, ``pred``,
+``confidence``, ``k``, ``snr_db``, ``latency_ms``, ``label`` when the frame carries one) and on exit a summary
+of its counters, accuracy with its 95 % Wilson interval when labels travel, latency and throughput.
+
+Nothing a sender does crashes it or makes it grow: every datagram or frame that is truncated, malformed,
+fails its CRC, is oversized, is a duplicate, arrives stale (a fragment of a frame already given up) or belongs
+to another bundle (``foreign``) is counted and dropped with a rate-limited log line, and the loop goes on.
+Frames that arrive out of order are counted (``reordered``) and decoded: the order carries no meaning for
+classification. Optionally (``--max-age-ms``) frames older than that by their timestamp are ``stale`` too
+(this needs the two clocks synchronised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import selectors
+import socket
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from rkd_edge.errors import UserError
+from rkd_edge.io import atomic_path, read_json
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report, wilson
+from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
+from rkd_edge.link.wire import Frame, WireError, decode_frame
+from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
+from rkd_edge.runtime.channel import NumpyChannel
+
+DROP_REASONS = (
+    "truncated",
+    "malformed",
+    "crc",
+    "oversized",
+    "foreign",
+    "duplicate",
+    "stale",
+    "incomplete",
+    "evicted",
+    "connection",
+    "internal",
+)
+
+
+def bundle_channel(bundle: Path, manifest: dict, name: str) -> NumpyChannel:
+    """The simulated channel ``name`` with the bundle's fading mode, CSI handling and Rician K.
+
+    The mode and CSI handling come from the manifest, the Rician K from the run's ``config.json`` (3 when absent).
+    """
+    ch = manifest.get("channel", {})
+    k_factor = 3.0
+    if (bundle / "config.json").is_file():
+        k_factor = float(read_json(bundle / "config.json", "bundle config").get("codec", {}).get("rician_k", 3.0))
+    return NumpyChannel(name, mode=ch.get("rayleigh_mode", "block"), csi=ch.get("csi", "zf"), k_factor=k_factor)
+
+
+class Receiver:
+    """The receive loop's state: counters, reassembly, decoding, output. Network-free (tests feed it bytes).
+
+    Args:
+        runtime: A :class:`rkd_edge.runtime.Runtime` (its rx model decodes).
+        out: Text stream for the JSON lines.
+        channel: Simulated channel name, or ``None`` to decode what arrives.
+        snr_db: The simulated channel's SNR in dB (Es/N0), also told to the decoder; ``None``: each frame's.
+        seed: Seed of the channel's noise.
+        count: Stop after this many decoded frames (``None``: never).
+        batch: Frames decoded per rx-model call at most.
+        reassembly_timeout_s: Seconds to wait for a frame's missing UDP fragments.
+        max_age_ms: Drop frames older than this by their timestamp (``None``: keep all).
+        log: Where dropped-frame lines go (rate-limited).
+    """
+
+    def __init__(
+        self,
+        runtime,
+        out: TextIO,
+        channel: str | None = None,
+        snr_db: float | None = None,
+        seed: int = 0,
+        count: int | None = None,
+        batch: int = 64,
+        reassembly_timeout_s: float = 1.0,
+        max_age_ms: float | None = None,
+        log: RateLimitedLog | None = None,
+    ) -> None:
+        self.rt = runtime
+        self.bundle_id = runtime.bundle.bundle_id
+        self.out, self.count, self.batch = out, count, batch
+        self.snr_db, self.max_age_ms = snr_db, max_age_ms
+        self.channel = bundle_channel(runtime.bundle.root, runtime.bundle.manifest, channel) if channel else None
+        self.rng = np.random.default_rng(seed)
+        self.max_frame = max_frame_bytes(runtime.max_symbols)
+        self.reassembler = Reassembler(reassembly_timeout_s, max_frame_bytes=self.max_frame)
+        self.log = log or RateLimitedLog("rx")
+        self.counters = {"datagrams": 0, "bytes": 0, "frames": 0, "decoded": 0, "reordered": 0}
+        self.counters.update({r: 0 for r in DROP_REASONS})
+        self.queue: list[tuple[Frame, object]] = []
+        self.seen: OrderedDict[tuple, None] = OrderedDict()  # recent (peer, frame id): duplicates
+        self.highest: OrderedDict[object, int] = OrderedDict()  # per peer: reordering
+        self.correct = self.labelled = 0
+        self.latency = Window()
+        self.first: float | None = None
+        self.last: float | None = None
+        self.warned_mismatch = False
+
+    @property
+    def done(self) -> bool:
+        return self.count is not None and self.counters["decoded"] >= self.count
+
+    def drop(self, reason: str, detail: str, peer=None) -> None:
+        self.counters[reason] += 1
+        self.log(reason, f"{detail}{f' (from {peer})' if peer is not None else ''}; {self.counters[reason]} so far")
+
+    def ingest_datagram(self, data: bytes, peer, now: float | None = None) -> None:
+        """One UDP datagram (one fragment). Never raises: whatever is wrong is counted and dropped."""
+        now = time.monotonic() if now is None else now
+        self.counters["datagrams"] += 1
+        self.counters["bytes"] += len(data)
+        try:
+            frame, evicted = self.reassembler.add(data, peer, now)
+        except WireError as exc:
+            self.drop(exc.reason, exc.detail, peer)
+            return
+        except Exception as exc:  # a parser bug must not stop the receiver; the counter shows it
+            self.drop("internal", f"{type(exc).__name__}: {exc}", peer)
+            return
+        for reason, detail in evicted:
+            self.drop(reason, detail, peer)
+        if frame is not None:
+            self.ingest_frame(frame, peer)
+
+    def expire(self, now: float | None = None) -> None:
+        """Give up on UDP frames whose fragments did not all arrive in time."""
+        for reason, detail in self.reassembler.expire(time.monotonic() if now is None else now):
+            self.drop(reason, detail)
+
+    def ingest_frame(self, data: bytes, peer) -> None:
+        """One whole frame. Never raises: bad frames are counted and dropped; good ones queue for decoding."""
+        try:
+            f = decode_frame(data, self.bundle_id, self.rt.max_symbols)
+        except WireError as exc:
+            self.drop(exc.reason, exc.detail, peer)
+            return
+        except Exception as exc:
+            self.drop("internal", f"{type(exc).__name__}: {exc}", peer)
+            return
+        key = (peer, f.frame_id)
+        if key in self.seen:
+            self.drop("duplicate", f"frame {f.frame_id} again", peer)
+            return
+        self.seen[key] = None
+        if len(self.seen) > 65536:
+            self.seen.popitem(last=False)
+        if self.max_age_ms is not None and (age := (time.time_ns() - f.timestamp_ns) / 1e6) > self.max_age_ms:
+            self.drop("stale", f"frame {f.frame_id} is {age:.0f} ms old (--max-age-ms {self.max_age_ms:g})", peer)
+            return
+        top = self.highest.pop(peer, -1)
+        self.highest[peer] = max(top, f.frame_id)
+        if len(self.highest) > 1024:
+            self.highest.popitem(last=False)
+        if f.frame_id < top:
+            self.counters["reordered"] += 1
+        self.counters["frames"] += 1
+        self.queue.append((f, peer))
+
+    def flush(self) -> int:
+        """Decode the queued frames (up to ``count``) in batches and write their lines; returns how many."""
+        n = 0
+        while self.queue and not self.done:
+            room = self.batch if self.count is None else min(self.batch, self.count - self.counters["decoded"])
+            chunk, self.queue = self.queue[:room], self.queue[room:]
+            n += self._decode([f for f, _ in chunk])
+        if self.done:
+            self.queue.clear()
+        return n
+
+    def _decode(self, frames: list[Frame]) -> int:
+        b, K = len(frames), self.rt.max_symbols
+        y = np.zeros((b, K, 2), np.float32)
+        mask = np.zeros((b, K), np.float32)
+        for i, f in enumerate(frames):
+            y[i, : f.k] = f.symbols
+            mask[i, : f.k] = 1.0
+        snr = np.array([f.snr_db if self.snr_db is None else self.snr_db for f in frames], np.float32)
+        told = [f.channel for f in frames]
+        csi = None
+        if self.channel is not None:
+            y, csi = self.channel(y, snr, mask, self.rng)
+            if not self.warned_mismatch and any(t != self.channel.name for t in told):
+                self.warned_mismatch = True
+                print(
+                    f"rx: frames were encoded for channel type {told[0]}, --channel simulates {self.channel.name}; "
+                    "the decoder is told the transmitter's type",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if self.rt.uses_csi and csi is None:
+            csi = np.zeros_like(y)
+            csi[..., 0] = 1.0
+        groups: dict[str, list[int]] = {}
+        for i, t in enumerate(told):
+            groups.setdefault(t, []).append(i)
+        logits = np.zeros((b, len(self.rt.classes)), np.float32)
+        for t, idx in groups.items():  # one call per channel type the transmitters conditioned on
+            sel = np.asarray(idx)
+            logits[sel] = self.rt.receive(y[sel], mask[sel], snr[sel], t, None if csi is None else csi[sel])
+        z = logits - logits.max(-1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(-1, keepdims=True)
+        pred, conf = p.argmax(-1), p.max(-1)
+        now_ns, now = time.time_ns(), time.perf_counter()
+        self.first = self.first if self.first is not None else now
+        self.last = now
+        lines = []
+        for i, f in enumerate(frames):
+            lat = (now_ns - f.timestamp_ns) / 1e6
+            self.latency.add(lat)
+            rec = {
+                "frame": f.frame_id,
+                "pred": int(pred[i]),
+                "confidence": round(float(conf[i]), 6),
+                "k": f.k,
+                "snr_db": float(snr[i]),
+                "latency_ms": round(lat, 4),
+            }
+            if f.label is not None:
+                rec["label"] = f.label
+                self.labelled += 1
+                self.correct += int(pred[i]) == f.label
+            lines.append(json.dumps(rec))
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self.counters["decoded"] += b
+        return b
+
+    def summary(self) -> dict:
+        """Counters, accuracy (with the 95 % Wilson interval) when labels travelled, latency, throughput."""
+        elapsed = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+        s = {
+            "side": "rx",
+            "bundle_id": self.bundle_id,
+            "precision": self.rt.precision,
+            "channel": self.channel.describe() if self.channel else {"channel": "none (the link itself)"},
+            "snr_db": self.snr_db if self.snr_db is not None else "per frame",
+            "counters": dict(self.counters),
+            "dropped": sum(self.counters[r] for r in DROP_REASONS),
+            "latency_ms": self.latency.summary(),
+            "elapsed_s": round(elapsed, 6),
+            "throughput_fps": round((self.counters["decoded"] - 1) / elapsed, 3) if elapsed > 0 else None,
+            "torch_imported": "torch" in sys.modules,
+        }
+        if self.labelled:
+            lo, hi = wilson(self.correct, self.labelled)
+            s["accuracy"] = {
+                "correct": self.correct,
+                "n": self.labelled,
+                "accuracy": round(self.correct / self.labelled, 6),
+                "ci95": [round(lo, 6), round(hi, 6)],
+            }
+        return s
+
+
+def check_options(listen: str, count: int | None, channel: str | None, snr_db: float | None, batch: int) -> tuple:
+    """Refuse bad options before anything is loaded; returns the parsed ``(host, port)``.
+
+    Raises:
+        UserError: one line saying what is wrong.
+    """
+    host, port = parse_hostport(listen, "--listen", listen=True)
+    if count is not None and count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    if channel is not None and channel not in CHANNEL_NAMES:
+        raise UserError(f"unknown --channel {channel!r}; choose one of {', '.join(CHANNEL_NAMES)}")
+    if snr_db is not None and not math.isfinite(snr_db):
+        raise UserError(f"--snr-db must be a finite number of dB, got {snr_db}")
+    if channel not in (None, "identity") and snr_db is None:
+        raise UserError(f"--channel {channel} needs --snr-db S (the simulated channel's SNR in dB)")
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, got {batch}")
+    return host, port
+
+
+def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle_timeout_s: float | None) -> str:
+    """The receive loop over a bound socket until ``count``, a signal or idleness; returns why it stopped."""
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, "listen")
+    conns: dict[socket.socket, tuple[StreamSplitter, object]] = {}
+    last_data = time.monotonic()
+    try:
+        while True:
+            if stop:
+                return stop.signal or "signal"
+            if rx.done:
+                return "count"
+            if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
+                return f"idle for {idle_timeout_s:g} s"
+            for key, _ in sel.select(0.2):
+                last_data = time.monotonic()
+                if key.data == "listen" and tcp:
+                    try:
+                        conn, peer = sock.accept()
+                    except BlockingIOError:
+                        continue
+                    conn.setblocking(False)
+                    conns[conn] = (StreamSplitter(rx.max_frame), peer)
+                    sel.register(conn, selectors.EVENT_READ, "conn")
+                elif key.data == "listen":
+                    for _ in range(4096):  # drain what is queued, then decode it in batches
+                        try:
+                            data, peer = sock.recvfrom(65536)
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except OSError as exc:  # e.g. ICMP errors reported on the socket: not fatal
+                            rx.drop("connection", str(exc))
+                            break
+                        rx.ingest_datagram(data, peer)
+                        if len(rx.queue) >= rx.batch:
+                            rx.flush()
+                            if rx.done:
+                                break
+                else:
+                    conn = key.fileobj
+                    splitter, peer = conns[conn]
+                    try:
+                        data = conn.recv(1 << 16)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:
+                        data = b""
+                        rx.drop("connection", f"{exc}", peer)
+                    closed = not data
+                    if data:
+                        rx.counters["bytes"] += len(data)
+                        try:
+                            for frame in splitter.feed(data):
+                                rx.ingest_frame(frame, peer)
+                        except WireError as exc:
+                            rx.drop(exc.reason, f"{exc.detail}; closing the connection", peer)
+                            closed = True
+                    if closed:
+                        sel.unregister(conn)
+                        conn.close()
+                        del conns[conn]
+                rx.flush()
+            rx.expire()
+            rx.flush()
+    finally:
+        for conn in conns:
+            conn.close()
+        sel.close()
+
+
+def run_rx(
+    bundle: Path,
+    listen: str,
+    tcp: bool = False,
+    channel: str | None = None,
+    snr_db: float | None = None,
+    seed: int = 0,
+    count: int | None = None,
+    out: Path | None = None,
+    precision: str | None = None,
+    threads: int = 1,
+    batch: int = 64,
+    idle_timeout_s: float | None = None,
+    reassembly_timeout_s: float = 1.0,
+    max_age_ms: float | None = None,
+    summary_path: Path | None = None,
+) -> dict:
+    """Receive and decode; returns the summary (also printed on stderr as ``rx: {...}``).
+
+    Args: see :class:`Receiver`; ``listen`` is ``HOST:PORT`` (port 0: any free one, printed on stderr),
+    ``out`` the JSON-lines file (stdout when ``None``; written aside and renamed into place at the end).
+    """
+    host, port = check_options(listen, count, channel, snr_db, batch)
+    if out is not None and Path(out).exists():
+        raise UserError(f"{out} already exists; choose another --out or remove it")
+    from rkd_edge.runtime import Runtime
+
+    rt = Runtime(str(bundle), precision=precision, threads=threads)
+    rx = Receiver(rt, sys.stdout, channel, snr_db, seed, count, batch, reassembly_timeout_s, max_age_ms)
+    sock = bind(host, port, tcp)
+    try:
+        bound = sock.getsockname()
+        with StopOnSignal() as stop, contextlib.ExitStack() as stack:
+            if out is not None:
+                rx.out = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w"))
+            print(
+                f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle {rx.bundle_id} "
+                f"({rt.precision}), channel {channel or 'none'}",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                why = serve(rx, sock, tcp, stop, idle_timeout_s)
+            except ForcedStopError as exc:
+                why = f"{exc} (second signal)"
+            rx.flush()
+    finally:
+        sock.close()
+    summary = rx.summary()
+    summary.update(transport="tcp" if tcp else "udp", listen=f"{bound[0]}:{bound[1]}", seed=seed, stopped_by=why)
+    if out is not None:
+        summary["out"] = str(out)
+    report(summary, summary_path, "rx")
+    return summary

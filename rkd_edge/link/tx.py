@@ -1,0 +1,180 @@
+"""``rkd-edge tx``: encode images with a bundle's encoder and tx models and send the symbols (torch-free).
+
+One image per frame. The transmitter reads its source, runs the encoder and the tx codec through
+:class:`rkd_edge.runtime.Runtime` (the bundle's default precision unless told otherwise), serialises each
+image's k symbols with :mod:`rkd_edge.link.wire` and sends them over UDP or TCP. On exit (end of source,
+``--count``, SIGINT/SIGTERM) it reports frames sent, per-frame latency percentiles (image in -> last byte
+handed to the kernel) and throughput, as one JSON line on stderr and optionally a file.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rkd_edge.errors import UserError
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
+from rkd_edge.link.sources import open_source
+from rkd_edge.link.transport import Sender, parse_hostport
+from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
+
+
+def check_options(
+    to: str, snr_db: float, count: int | None, dtype: str, channel: str, rate: float, batch: int, mtu: int
+) -> tuple[str, int]:
+    """Refuse bad options before anything is loaded; returns the parsed ``(host, port)``.
+
+    Raises:
+        UserError: one line saying what is wrong.
+    """
+    host, port = parse_hostport(to, "--to")
+    if not math.isfinite(snr_db):
+        raise UserError(f"--snr-db must be a finite number of dB, got {snr_db}")
+    if count is not None and count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if channel not in CHANNEL_IDS:
+        raise UserError(f"--channel must be one of {', '.join(CHANNEL_IDS)}, got {channel!r}")
+    if not (rate >= 0 and math.isfinite(rate)):
+        raise UserError(f"--rate must be >= 0 frames per second (0: as fast as possible), got {rate}")
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, got {batch}")
+    if not 64 <= mtu <= 65507:
+        raise UserError(f"--mtu must be between 64 and 65507 bytes per UDP datagram, got {mtu}")
+    return host, port
+
+
+def run_tx(
+    bundle: Path,
+    to: str,
+    source: list[str],
+    snr_db: float,
+    k: int | None = None,
+    tcp: bool = False,
+    count: int | None = None,
+    dtype: str = "float16",
+    channel: str = "awgn",
+    precision: str | None = None,
+    threads: int = 1,
+    batch: int = 1,
+    rate: float = 0.0,
+    repeat: bool = False,
+    mtu: int = 1400,
+    summary_path: Path | None = None,
+) -> dict:
+    """Transmit; returns the summary (also printed on stderr as ``tx: {...}``).
+
+    Args:
+        bundle: Bundle folder (verified against its manifest).
+        to: ``HOST:PORT`` of the receiver.
+        source: Image files / folders, or ``split:test``, or ``-`` (raw ``uint8 [S, S, C]`` frames on stdin).
+        snr_db: SNR the codec is conditioned on, dB (Es/N0 per complex symbol); carried in every frame.
+        k: Complex symbols per image (default: the bundle's largest).
+        tcp: TCP instead of UDP.
+        count: Stop after this many frames (with ``repeat``, cycling the source).
+        dtype: Payload ``float16`` or ``int8`` (one scale per frame).
+        channel: Channel type the codec is conditioned on (carried in every frame).
+        precision: ``fp32`` or ``int8`` models (default: the bundle's default precision).
+        threads: ONNX Runtime intra-op threads (1 for a one-core board; 0 = ONNX Runtime's choice).
+        batch: Images encoded per model call (still one image per frame).
+        rate: Frames per second at most (0: as fast as possible).
+        repeat: Cycle the source (e.g. a test split smaller than ``count``).
+        mtu: Largest UDP datagram, bytes (frames are fragmented to fit).
+        summary_path: Also write the summary to this JSON file.
+    """
+    host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu)
+    from rkd_edge.runtime import Runtime
+
+    rt = Runtime(str(bundle), precision=precision, threads=threads)
+    bundle_id = rt.bundle.bundle_id
+    k = rt.max_symbols if k is None else k
+    if not 1 <= k <= rt.max_symbols:
+        raise UserError(f"--symbols must be between 1 and the bundle's K = {rt.max_symbols}, got {k}")
+    if channel not in rt.channel_types:
+        raise UserError(f"the bundle's codec knows channel types {rt.channel_types}, not {channel!r}")
+    summary: dict = {
+        "side": "tx",
+        "bundle_id": bundle_id,
+        "precision": rt.precision,
+        "transport": "tcp" if tcp else "udp",
+        "to": f"{host}:{port}",
+        "snr_db": snr_db,
+        "k": k,
+        "channel": channel,
+        "dtype": dtype,
+        "batch": batch,
+    }
+    with StopOnSignal() as stop:
+        images, summary["source"] = open_source(source, bundle, rt.bundle.manifest, lambda: bool(stop), repeat)
+        sender = Sender(host, port, tcp=tcp, max_datagram=mtu)
+        print(
+            f"tx: bundle {bundle_id} ({rt.precision}) -> {summary['transport']} {host}:{port}, k={k}, "
+            f"{snr_db:g} dB, {dtype} payload",
+            file=sys.stderr,
+            flush=True,
+        )
+        latency = Window()
+        sent = labelled = 0
+        stopped_by, first, last = "end of source", None, None
+        try:
+            while True:
+                if stop:
+                    stopped_by = stop.signal
+                    break
+                take = batch if count is None else min(batch, count - sent)
+                if take <= 0:
+                    stopped_by = "count"
+                    break
+                chunk = [item for _, item in zip(range(take), images, strict=False)]
+                if not chunk:
+                    stopped_by = stop.signal or "end of source"  # a signal also ends a source waiting on stdin
+                    break
+                t0, ts = time.perf_counter(), time.time_ns()
+                first = first if first is not None else t0
+                sym, _ = rt.transmit(rt.encode(np.stack([im for im, _ in chunk])), snr_db, k, channel)
+                for i, (_, label) in enumerate(chunk):
+                    frame = encode_frame(
+                        frame_id=sent,
+                        timestamp_ns=ts,
+                        bundle_id=bundle_id,
+                        snr_db=snr_db,
+                        channel=channel,
+                        symbols=sym[i, :k],
+                        dtype=dtype,
+                        label=label,
+                    )
+                    sender.send(frame, sent)
+                    last = time.perf_counter()
+                    latency.add((last - t0) * 1e3)
+                    sent += 1
+                    labelled += label is not None
+                if rate > 0:
+                    wait_until = first + sent / rate
+                    while not stop and (now := time.perf_counter()) < wait_until:
+                        time.sleep(min(0.2, wait_until - now))
+        except ForcedStopError as exc:
+            stopped_by = f"{exc} (second signal)"
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            stopped_by = f"receiver closed the connection ({exc.strerror or exc})"
+        finally:
+            sender.close()
+    elapsed = (last - first) if sent and last is not None else 0.0
+    summary.update(
+        frames_sent=sent,
+        labelled=labelled,
+        datagrams=sender.datagrams,
+        bytes=sender.bytes,
+        send_errors=sender.send_errors,
+        elapsed_s=round(elapsed, 6),
+        throughput_fps=round(sent / elapsed, 3) if elapsed > 0 else None,
+        latency_ms=latency.summary(),
+        stopped_by=stopped_by,
+        torch_imported="torch" in sys.modules,
+    )
+    report(summary, summary_path, "tx")
+    return summary

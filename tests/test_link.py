@@ -1,0 +1,553 @@
+"""rkd-edge tx / rx: the wire format, the numpy channels, reassembly, a hostile link, the CLI end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, numpy_helper
+from onnx import helper as oh
+
+from rkd_edge.link import wire
+from rkd_edge.link.rx import Receiver
+from rkd_edge.link.sources import read_png, read_pnm, resize
+from rkd_edge.link.transport import Reassembler, StreamSplitter
+from rkd_edge.runtime import Runtime
+from rkd_edge.runtime.bundle import FORMAT
+from rkd_edge.runtime.channel import Draws, NumpyChannel
+
+BID = "0123456789abcdef"
+# The CLI in a fresh process; at exit it says whether torch was ever imported.
+CLI = (
+    "import atexit, sys; atexit.register(lambda: print('TORCH-IMPORTED', 'torch' in sys.modules, file=sys.stderr)); "
+    "from rkd_edge.cli import main; main()"
+)
+
+
+def frame_bytes(fid=0, k=4, dtype="float16", label=3, bid=BID, snr=5.0, seed=0) -> bytes:
+    sym = np.random.default_rng(seed).standard_normal((k, 2)).astype(np.float32)
+    return wire.encode_frame(
+        frame_id=fid, timestamp_ns=time.time_ns(), bundle_id=bid, snr_db=snr, channel="awgn", symbols=sym,
+        dtype=dtype, label=label,
+    )  # fmt: skip
+
+
+# -- a small real bundle: hand-built ONNX graphs with the exported models' interface, a hashed manifest ------------
+# (seconds to build; the trained quickstart bundle goes through the same commands in benchmarks/link.py and in
+# the slow test at the end)
+
+
+def _save(root: Path, name: str, nodes, inputs, outputs, inits: dict) -> None:
+    tensors = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]
+    model = oh.make_model(oh.make_graph(nodes, name, inputs, outputs, tensors), opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, root / "models" / f"{name}.onnx")
+
+
+def build_bundle(root: Path, K: int = 16, D: int = 12, N: int = 10, S: int = 8, C: int = 1) -> Path:
+    """encoder: image [B, C, S, S] -> tanh(linear) [B, D]; tx: linear -> [B, K, 2], mask from k, unit power over the
+    active symbols; rx: linear over the masked symbols -> logits [B, N]."""
+    rng = np.random.default_rng(0)
+    (root / "models").mkdir(parents=True)
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    vi = oh.make_tensor_value_info
+    n = oh.make_node
+    _save(
+        root, "encoder",
+        [n("Flatten", ["image"], ["flat"]), n("MatMul", ["flat", "W"], ["z"]), n("Tanh", ["z"], ["features"])],
+        [vi("image", f32, ["batch", C, S, S])], [vi("features", f32, ["batch", D])],
+        {"W": rng.standard_normal((C * S * S, D)).astype(np.float32) * 0.3},
+    )  # fmt: skip
+    _save(
+        root, "tx",
+        [n("MatMul", ["features", "W"], ["z"]), n("Reshape", ["z", "shape"], ["z3"]),
+         n("Unsqueeze", ["k", "ax1"], ["k2"]), n("Less", ["pos", "k2"], ["lt"]), n("Cast", ["lt"], ["mask"], to=f32),
+         n("Unsqueeze", ["mask", "ax2"], ["m3"]), n("Mul", ["z3", "m3"], ["zm"]), n("Mul", ["zm", "zm"], ["sq"]),
+         n("ReduceSum", ["sq", "ax12"], ["e"]), n("ReduceSum", ["m3", "ax12"], ["cnt"]), n("Div", ["e", "cnt"], ["p"]),
+         n("Add", ["p", "eps"], ["pe"]), n("Sqrt", ["pe"], ["rt"]), n("Div", ["zm", "rt"], ["symbols"])],
+        [vi("features", f32, ["batch", D]), vi("snr_db", f32, ["batch"]), vi("k", i64, ["batch"]),
+         vi("channel", i64, ["batch"])],
+        [vi("symbols", f32, ["batch", K, 2]), vi("mask", f32, ["batch", K])],
+        {"W": rng.standard_normal((D, 2 * K)).astype(np.float32), "shape": np.array([-1, K, 2], np.int64),
+         "ax1": np.array([1], np.int64), "ax2": np.array([2], np.int64), "ax12": np.array([1, 2], np.int64),
+         "pos": np.arange(K, dtype=np.int64).reshape(1, K), "eps": np.array(1e-9, np.float32)},
+    )  # fmt: skip
+    _save(
+        root, "rx",
+        [n("Unsqueeze", ["mask", "ax2"], ["m3"]), n("Mul", ["symbols", "m3"], ["ym"]), n("Flatten", ["ym"], ["flat"]),
+         n("MatMul", ["flat", "W"], ["logits"])],
+        [vi("symbols", f32, ["batch", K, 2]), vi("mask", f32, ["batch", K]), vi("snr_db", f32, ["batch"]),
+         vi("channel", i64, ["batch"])],
+        [vi("logits", f32, ["batch", N])],
+        {"W": rng.standard_normal((2 * K, N)).astype(np.float32), "ax2": np.array([2], np.int64)},
+    )  # fmt: skip
+    files = {
+        f"models/{p.name}": {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+        for p in sorted((root / "models").iterdir())
+    }
+    manifest = {
+        "format": FORMAT,
+        "models": {m: {"fp32": {"file": f"models/{m}.onnx"}} for m in ("encoder", "tx", "rx")},
+        "precisions": ["fp32"],
+        "default_precision": "fp32",
+        "normalisation": {"mean": [0.5], "std": [0.25], "size": S, "channels": C},
+        "classes": [str(i) for i in range(N)],
+        "channel_types": ["identity", "awgn", "rayleigh", "rician"],
+        "symbols": {"max": K, "set": [4, 8, 16], "csi_input": False},
+        "channel": {"rayleigh_mode": "block", "csi": "zf"},
+        "files": files,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("link") / "bundle")
+
+
+# -- numpy channels = torch channels -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["identity", "awgn", "rayleigh", "rician"])
+@pytest.mark.parametrize("mode", ["block", "fast"])
+@pytest.mark.parametrize("csi", ["zf", "mmse", "decoder"])
+def test_numpy_channel_equals_torch_channel_given_the_same_draws(name, mode, csi):
+    import torch
+
+    from rkd_edge.channel import create_channel
+
+    b, k = 6, 9
+    x = torch.randn(b, k, 2, generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(k) < torch.tensor([9, 3, 1, 5, 6, 9]).view(-1, 1)).float()
+    snr = torch.tensor([-5.0, 0, 5, 10, 20, 3])
+    out = create_channel(name, mode=mode, csi=csi, k_factor=2.0)(x, snr, mask, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)  # the same normals, drawn in the torch channel's order
+    fading = (
+        torch.randn(b, 1 if mode == "block" else k, 2, generator=g).numpy() if name in ("rayleigh", "rician") else None
+    )
+    noise = torch.randn(b, k, 2, generator=g).numpy() if name != "identity" else None
+    ch = NumpyChannel(name, mode=mode, csi=csi, k_factor=2.0)
+    y, h = ch(x.numpy(), snr.numpy(), mask.numpy(), draws=Draws(fading, noise))
+    np.testing.assert_allclose(y, out.y.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(h, out.csi.numpy(), rtol=1e-6, atol=1e-6)
+    assert ch.describe() == create_channel(name, mode=mode, csi=csi, k_factor=2.0).describe()
+
+
+def test_numpy_channel_seeded_and_snr_convention():
+    x = np.zeros((400, 500, 2), np.float32)
+    x[..., 0] = 1.0  # unit power
+    ch = NumpyChannel("awgn")
+    y1, _ = ch(x, 10.0, rng=np.random.default_rng(3))
+    y2, _ = ch(x, 10.0, rng=np.random.default_rng(3))
+    assert np.array_equal(y1, y2)
+    n = y1 - x
+    assert abs(10 * np.log10(1.0 / (n**2).sum(-1).mean()) - 10.0) < 0.05  # Es/N0 per complex symbol
+    assert abs(n[..., 0].var() / n[..., 1].var() - 1) < 0.02
+
+
+# -- the wire format -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+@pytest.mark.parametrize("label", [None, 7])
+def test_wire_round_trip(dtype, label):
+    sym = np.random.default_rng(0).standard_normal((16, 2)).astype(np.float32)
+    data = wire.encode_frame(
+        frame_id=2**40 + 5, timestamp_ns=123456789, bundle_id=BID, snr_db=-3.5, channel="rayleigh", symbols=sym,
+        dtype=dtype, label=label,
+    )  # fmt: skip
+    assert len(data) == wire.HEADER_BYTES + 16 * 2 * (2 if dtype == "float16" else 1) + 4
+    assert wire.frame_length(data[: wire.HEADER_BYTES]) == len(data)
+    f = wire.decode_frame(data, BID, max_k=16)
+    assert (f.frame_id, f.timestamp_ns, f.bundle_id, f.snr_db, f.channel, f.k, f.dtype, f.label) == (
+        2**40 + 5, 123456789, BID, -3.5, "rayleigh", 16, dtype, label,
+    )  # fmt: skip
+    tol = np.abs(sym).max() / 127 / 2 + 1e-6 if dtype == "int8" else np.abs(sym).max() * 2**-11
+    assert np.abs(f.symbols - sym).max() <= tol
+
+
+def test_wire_refusals_are_named():
+    good = frame_bytes()
+    cases = {
+        "crc": good[:-5] + bytes([good[-5] ^ 1]) + good[-4:],
+        "truncated": good[:-3],
+        "malformed": b"XXXX" + good[4:],
+        "foreign": frame_bytes(bid="fedcba9876543210"),
+        "oversized": frame_bytes(k=40),
+    }
+    for reason, data in cases.items():
+        with pytest.raises(wire.WireError) as e:
+            wire.decode_frame(data, BID, max_k=16)
+        assert e.value.reason == reason
+    bad_version = bytearray(good)
+    bad_version[4] = 2
+    with pytest.raises(wire.WireError, match="version 2"):
+        wire.decode_frame(bytes(bad_version), BID)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_parsers_raise_only_wire_errors(data):
+    for parse in (lambda d: wire.decode_frame(d, BID, 16), wire.parse_fragment, wire.frame_length):
+        with contextlib.suppress(wire.WireError):
+            parse(data)
+
+
+# -- a receiver fed by hand (no network): real Runtime over a real bundle ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runtime(bundle):
+    return Runtime(str(bundle))
+
+
+def receiver(rt, **kw) -> tuple[Receiver, io.StringIO]:
+    out = io.StringIO()
+    log = io.StringIO()
+    from rkd_edge.link.transport import RateLimitedLog
+
+    return Receiver(rt, out, log=RateLimitedLog("rx", 5.0, log), **kw), out
+
+
+def real_frames(rt, n, dtype="float16", start=0, bid=None, k=None):
+    """n frames of real tx-model symbols (random images), labels 0..n-1 mod classes."""
+    imgs = np.random.default_rng(start).integers(0, 256, (n, rt.size, rt.size, rt.channels), dtype=np.uint8)
+    sym, _ = rt.transmit(rt.encode(imgs), 10.0, k or rt.max_symbols)
+    return [
+        wire.encode_frame(
+            frame_id=start + i, timestamp_ns=time.time_ns(), bundle_id=bid or rt.bundle.bundle_id, snr_db=10.0,
+            channel="awgn", symbols=sym[i, : k or rt.max_symbols], dtype=dtype, label=i % len(rt.classes),
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_receive_loop_never_raises(runtime, data):
+    rx, _ = receiver(runtime)
+    good = real_frames(runtime, 1)[0]
+    raw = data.draw(
+        st.one_of(
+            st.binary(max_size=200),
+            st.builds(
+                lambda i, b: good[:i] + bytes([b]) + good[i + 1 :], st.integers(0, len(good) - 1), st.integers(0, 255)
+            ),
+            st.builds(lambda n: good[:n], st.integers(0, len(good))),
+        )
+    )
+    as_fragment = data.draw(st.booleans())
+    if as_fragment:
+        for d in wire.fragment(raw, 1, max_datagram=data.draw(st.integers(25, 200))):
+            rx.ingest_datagram(d, ("10.0.0.1", 1))
+        rx.ingest_datagram(raw, ("10.0.0.1", 1))  # the same bytes as a bare datagram
+    else:
+        rx.ingest_frame(raw, ("10.0.0.1", 1))
+    rx.expire(time.monotonic() + 10)
+    rx.flush()
+    assert rx.counters["internal"] == 0
+    assert not rx.reassembler.pending
+
+
+def test_foreign_bundle_refused_and_logged_once(runtime):
+    rx, out = receiver(runtime)
+    for d in real_frames(runtime, 50, bid="fedcba9876543210"):
+        rx.ingest_frame(d, "peer")
+    rx.flush()
+    assert rx.counters["foreign"] == 50 and rx.counters["decoded"] == 0 and out.getvalue() == ""
+    assert rx.log.lines == 1  # rate-limited: one line for 50 drops
+    for d in real_frames(runtime, 3):
+        rx.ingest_frame(d, "peer")
+    rx.flush()
+    assert rx.counters["decoded"] == 3
+
+
+def test_duplicates_and_reordering_of_frames(runtime):
+    rx, out = receiver(runtime)
+    frames = real_frames(runtime, 6, dtype="int8")
+    for i in (0, 2, 1, 3, 3, 5, 4):
+        rx.ingest_frame(frames[i], "peer")
+    rx.flush()
+    lines = [json.loads(s) for s in out.getvalue().splitlines()]
+    assert sorted(r["frame"] for r in lines) == [0, 1, 2, 3, 4, 5]
+    assert rx.counters["duplicate"] == 1 and rx.counters["reordered"] == 2
+    assert {"frame", "pred", "confidence", "k", "snr_db", "latency_ms", "label"} <= set(lines[0])
+
+
+def test_fragment_loss_reordering_duplication_and_timeout():
+    frames = [frame_bytes(fid=i, k=16, seed=i) for i in range(20)]
+    frags = [(i, d) for i, f in enumerate(frames) for d in wire.fragment(f, i, max_datagram=40)]
+    assert all(len(d) <= 40 for _, d in frags) and len(frags) > 3 * len(frames)
+    lost = {3, 11}  # frames missing their fragment 1 (the index is bytes 6-7 of the fragment header)
+    sent = [(i, d) for i, d in frags if not (i in lost and d[6] == 1)]
+    sent += sent[:5]  # duplicated fragments
+    random.Random(0).shuffle(sent)  # reordered across frames
+    r = Reassembler(timeout_s=1.0)
+    done, drops, errors = {}, [], []
+    for _, d in sent:
+        try:
+            f, ev = r.add(d, "peer", now=0.0)
+        except wire.WireError as exc:
+            errors.append(exc.reason)
+            continue
+        drops += ev
+        if f is not None:
+            done[wire.decode_frame(f, BID).frame_id] = f
+    assert set(done) == set(range(20)) - lost and all(done[i] == frames[i] for i in done)
+    assert set(errors) <= {"duplicate"} and len(errors) >= 1
+    assert len(r.pending) == 2 and r.expire(now=0.5) == []
+    expired = r.expire(now=1.5)
+    assert [reason for reason, _ in expired] == ["incomplete", "incomplete"] and not r.pending
+    late = [d for i, d in frags if i == 3 and d[6] == 1]
+    with pytest.raises(wire.WireError) as e:
+        r.add(late[0], "peer", now=2.0)
+    assert e.value.reason == "stale"
+
+
+def test_reassembler_is_bounded():
+    r = Reassembler(timeout_s=100.0, max_pending=8)
+    evicted = 0
+    for i in range(100):
+        _, ev = r.add(wire.fragment(frame_bytes(fid=i, k=16), i, 40)[0], "p", now=0.0)
+        evicted += len(ev)
+    assert len(r.pending) == 8 and evicted == 92 and r.held_bytes <= 8 * 16
+    with pytest.raises(wire.WireError) as e:
+        r.add(wire.FRAGMENT.pack(wire.FRAGMENT_MAGIC, 1, 0, 0, 2, 0, 1, 10**9) + b"x", "p", 0.0)
+    assert e.value.reason == "oversized"
+
+
+def test_tcp_stream_splitter():
+    frames = [frame_bytes(fid=i) for i in range(5)]
+    stream = b"".join(frames)
+    sp = StreamSplitter()
+    got = []
+    for i in range(0, len(stream), 7):  # arbitrary segment boundaries
+        got += sp.feed(stream[i : i + 7])
+    assert got == frames
+    with pytest.raises(wire.WireError):
+        StreamSplitter().feed(b"GARBAGE" * 10)
+
+
+def test_builtin_image_decoders_match_pillow(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for mode, shape in (("L", (13, 9)), ("RGB", (7, 11, 3)), ("RGBA", (5, 6, 4))):
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        a[::3] = a[::3] // 3  # structure, so that PNG picks several filter types
+        Image.fromarray(a, mode).save(tmp_path / "x.png")
+        want = np.asarray(Image.open(tmp_path / "x.png").convert("L" if mode == "L" else "RGB"))
+        got = read_png((tmp_path / "x.png").read_bytes())
+        assert np.array_equal(got.squeeze(-1) if mode == "L" else got, want)
+    a = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.ppm")
+    assert np.array_equal(read_pnm((tmp_path / "x.ppm").read_bytes()), a)
+    assert resize(a, 6).shape == (6, 6, 3) and np.array_equal(resize(a[:5], 5), a[:5])
+
+
+# -- the CLI over real sockets, in fresh processes --------------------------------------------------------------
+
+
+def free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(*args, stdin=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_listening(proc: subprocess.Popen) -> str:
+    line = proc.stderr.readline()
+    assert "listening on" in line, line + proc.stderr.read()
+    return line
+
+
+def summary_of(stderr: str, side: str) -> dict:
+    lines = [s for s in stderr.splitlines() if s.startswith(f"{side}: {{")]
+    assert lines, stderr
+    return json.loads(lines[-1].split(": ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    """40 PNG images in class folders named as the bundle's classes (so labels travel), some RGB and 16x16."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("pngs")
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        d = root / str(i % 10)
+        d.mkdir(exist_ok=True)
+        shape = (16, 16, 3) if i % 4 == 0 else (8, 8)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(d / f"{i:03d}.png")
+    return root
+
+
+def test_udp_end_to_end_torch_free_with_labels_and_a_simulated_channel(bundle, digit_folder, tmp_path):
+    port = free_port()
+    rx = spawn("rx", str(bundle), "--listen", f"127.0.0.1:{port}", "--channel", "rayleigh", "--snr-db", "10",
+               "--count", "40", "--out", str(tmp_path / "rx.jsonl"), "--idle-timeout", "60")  # fmt: skip
+    wait_listening(rx)
+    tx = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), str(digit_folder), "--to", f"127.0.0.1:{port}",
+         "--snr-db", "10", "--symbols", "8", "--dtype", "int8", "--mtu", "64", "--summary", str(tmp_path / "tx.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    _, rx_err = rx.communicate(timeout=120)
+    assert tx.returncode == 0 and rx.returncode == 0, tx.stderr + rx_err
+    assert "TORCH-IMPORTED False" in tx.stderr and "TORCH-IMPORTED False" in rx_err
+    t, r = json.loads((tmp_path / "tx.json").read_text()), summary_of(rx_err, "rx")
+    assert t["frames_sent"] == 40 and t["labelled"] == 40 and t["datagrams"] > 40  # fragmented to 64 bytes
+    assert set(t["latency_ms"]) >= {"p50_ms", "p90_ms", "p99_ms", "mean_ms"} and t["throughput_fps"] > 0
+    assert r["counters"]["decoded"] == 40 and r["accuracy"]["n"] == 40 and r["channel"]["channel"] == "rayleigh"
+    lines = [json.loads(s) for s in (tmp_path / "rx.jsonl").read_text().splitlines()]
+    assert len(lines) == 40 and all(s["k"] == 8 and s["snr_db"] == 10.0 and "label" in s for s in lines)
+
+
+def test_tcp_from_stdin_and_signals_end_both_sides_with_counters(bundle, tmp_path):
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--summary", str(tmp_path / "r.json"))
+    wait_listening(rx)
+    tx = subprocess.Popen(
+        [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    tx.stdin.write(np.random.default_rng(0).integers(0, 256, (25, 8, 8, 1), dtype=np.uint8).tobytes())  # raw frames
+    tx.stdin.flush()  # and the pipe stays open: tx waits for more
+    lines = [json.loads(rx.stdout.readline()) for _ in range(25)]
+    assert [r["frame"] for r in lines] == list(range(25)) and all(r["snr_db"] == 5.0 for r in lines)
+    tx.send_signal(signal.SIGINT)  # blocked on an idle pipe: the signal still ends it
+    tx_err = tx.communicate(timeout=60)[1].decode()
+    rx.send_signal(signal.SIGTERM)
+    _, rx_err = rx.communicate(timeout=60)
+    assert tx.returncode == 0 and rx.returncode == 0, tx_err + rx_err
+    t, r = summary_of(tx_err, "tx"), json.loads((tmp_path / "r.json").read_text())
+    assert t["stopped_by"] == "SIGINT" and t["frames_sent"] == 25 and t["labelled"] == 0
+    assert r["stopped_by"] == "SIGTERM" and r["counters"]["decoded"] == 25 and "accuracy" not in r
+    assert "TORCH-IMPORTED False" in tx_err and "TORCH-IMPORTED False" in rx_err
+
+
+def test_random_datagrams_do_not_stop_the_receiver(bundle, digit_folder, tmp_path):
+    port = free_port()
+    rx = spawn("rx", str(bundle), "--listen", f"127.0.0.1:{port}", "--count", "40", "--idle-timeout", "60",
+               "--out", str(tmp_path / "o.jsonl"))  # fmt: skip
+    wait_listening(rx)
+    rng = random.Random(0)
+    good = wire.fragment(frame_bytes(k=8), 0)[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(10_000):
+            kind = i % 4
+            if kind == 0:
+                d = rng.randbytes(rng.randrange(0, 300))
+            elif kind == 1:  # a valid fragment header over garbage
+                d = wire.FRAGMENT.pack(wire.FRAGMENT_MAGIC, 1, 0, rng.randrange(3), 3, 0, rng.randrange(1 << 20), 100)
+                d += rng.randbytes(rng.randrange(1, 50))
+            elif kind == 2:  # a frame with one byte flipped
+                j = rng.randrange(len(good))
+                d = good[:j] + bytes([good[j] ^ (1 + rng.randrange(255))]) + good[j + 1 :]
+            else:
+                d = good[: rng.randrange(len(good))]
+            s.sendto(d, ("127.0.0.1", port))
+            if i % 500 == 0:
+                time.sleep(0.02)  # let the kernel queue drain: we test the receiver, not the socket buffer
+    time.sleep(0.5)
+    tx = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), str(digit_folder), "--to", f"127.0.0.1:{port}",
+         "--snr-db", "10", "--rate", "400"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    _, rx_err = rx.communicate(timeout=120)
+    assert tx.returncode == 0 and rx.returncode == 0, tx.stderr + rx_err
+    r = summary_of(rx_err, "rx")
+    assert r["counters"]["decoded"] == 40 and r["counters"]["internal"] == 0
+    assert r["dropped"] >= 9_000 and r["counters"]["datagrams"] >= 9_000
+    assert sum(s.startswith("rx: dropped") for s in rx_err.splitlines()) < 60  # rate-limited
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 40
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tx", "{b}", "x.png", "--to", "localhost", "--snr-db", "1"], "HOST:PORT"),
+        (["tx", "{b}", "x.png", "--to", "127.0.0.1:70000", "--snr-db", "1"], "out of range"),
+        (["tx", "{b}", "x.png", "--to", "127.0.0.1:9", "--snr-db", "nan"], "finite"),
+        (["tx", "{b}", "x.png", "--to", "127.0.0.1:9", "--snr-db", "1", "--count", "0"], "--count"),
+        (["tx", "/nonexistent/bundle", "x.png", "--to", "127.0.0.1:9", "--snr-db", "1"], "manifest.json"),
+        (["tx", "{b}", "/nonexistent.png", "--to", "127.0.0.1:9", "--snr-db", "1"], "does not exist"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--symbols", "999"], "--symbols"),
+        (["rx", "{b}", "--listen", "127.0.0.1:{busy}"], "already in use"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--channel", "rayleigh", "--snr-db", "nan"], "finite"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--channel", "weird", "--snr-db", "3"], "unknown --channel"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--count", "-1"], "--count"),
+        (["rx", "/nonexistent/bundle", "--listen", "127.0.0.1:0"], "manifest.json"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(bundle, capsys, args, message):
+    from rkd_edge.cli import main
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    try:
+        argv = [a.format(b=bundle, busy=busy.getsockname()[1]) for a in args]
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+    finally:
+        busy.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_existing_out_is_not_replaced(bundle, tmp_path, capsys):
+    from rkd_edge.cli import main
+
+    (tmp_path / "o.jsonl").write_text("keep")
+    with pytest.raises(SystemExit) as e:
+        main(["rx", str(bundle), "--listen", "127.0.0.1:0", "--out", str(tmp_path / "o.jsonl")])
+    assert e.value.code == 2 and (tmp_path / "o.jsonl").read_text() == "keep"
+    assert os.path.exists(tmp_path / "o.jsonl")
+
+
+@pytest.mark.slow
+def test_rx_accuracy_agrees_with_evaluate_bundle(tiny_bundle, tmp_path):
+    """A trained bundle: split:test tx -> rx over an AWGN channel at 5 dB agrees with evaluate BUNDLE."""
+    from tests.conftest import run_cli
+
+    run_cli("-q", "evaluate", str(tiny_bundle), "--channel", "awgn", "--snr", "5", "--symbols", "16", "--trials", "3",
+            "--out", str(tmp_path / "ev"), check=True)  # fmt: skip
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["rows"]
+    e = next(r for r in ev if r["method"] == "onnx-fp32" and r["channel"] == "awgn" and r["k"] == 16)
+    port = free_port()
+    rx = spawn("rx", str(tiny_bundle), "--listen", f"127.0.0.1:{port}", "--channel", "awgn", "--snr-db", "5",
+               "--count", "600", "--idle-timeout", "60", "--out", str(tmp_path / "o.jsonl"))  # fmt: skip
+    wait_listening(rx)
+    tx = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(tiny_bundle), "split:test", "--repeat", "--count", "600",
+         "--to", f"127.0.0.1:{port}", "--snr-db", "5", "--symbols", "16", "--rate", "1000"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    _, rx_err = rx.communicate(timeout=300)
+    assert tx.returncode == 0 and rx.returncode == 0, tx.stderr + rx_err
+    acc = summary_of(rx_err, "rx")["accuracy"]
+    assert acc["n"] == 600
+    assert e["ci_low"] <= acc["accuracy"] <= e["ci_high"] or acc["ci95"][0] <= e["accuracy"] <= acc["ci95"][1]
