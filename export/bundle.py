@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from rkd_edge.export.calibration import build_feeds, feeds_count, feeds_digest
 from rkd_edge.export.graphs import graph_io
+from rkd_edge.export.int8 import select_precisions
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
-from rkd_edge.export.quantize import qdq_summary, quantize_qdq
+from rkd_edge.export.quantize import CPU_RECIPES, qdq_summary, quantize_model, quantize_qdq
 
 from rkd_edge import env, progress
 from rkd_edge.channel import CHANNEL_TYPES, create_channel
@@ -101,7 +102,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
                 f"{PARITY_TOLERANCE:g}); the export is not trustworthy, nothing was written"
             )
         models[name] = {"fp32": {"file": f"models/{name}.onnx", **io}}
-    calib_rec = None
+    calib_rec, int8_report, default_precision = None, None, "fp32"
     if int8:
         calib = build_feeds(system, splits.train, calib_samples, cfg.seed, mcfg.codec, uses_csi=system.codec.uses_csi)
         calib_rec = {}
@@ -110,6 +111,10 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
             preset = "encoder" if name == "encoder" else "linear-only"
             progress.log(f"quantize {name} ({preset}, {calibration})")
             rec = quantize_qdq(work / "models" / f"{name}.onnx", dst, calib[name], preset, calibration)
+            # the ONNX Runtime CPU form beside the Q/DQ record (DESIGN.md 5); kept only if it measures faster
+            cpu = work / "models" / f"{name}.int8-cpu.onnx"
+            src = work / "models" / f"{name}.onnx"
+            rec["cpu_form"] = quantize_model(src, cpu, calib[name], preset, calibration, CPU_RECIPES[preset])
             rec.update(
                 count=feeds_count(calib[name]),
                 sha256=feeds_digest(calib[name]),
@@ -118,6 +123,24 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
             )
             calib_rec[name] = rec
             models[name]["int8"] = {**models[name]["fp32"], "file": f"models/{name}.int8.onnx"}
+        n = min(len(splits.test), 2000)
+        int8_report, default_precision = select_precisions(
+            work,
+            splits.test.transform(splits.test.images[:n]).numpy(),
+            splits.test.labels[:n],
+            system.codec.max_symbols,
+            {"mode": mcfg.codec.rayleigh_mode, "csi": mcfg.codec.csi, "k_factor": mcfg.codec.rician_k},
+            cfg.seed,
+        )
+        for name, r in int8_report.items():
+            progress.log(
+                f"int8 {name}: {r['form']} latency x{r['ratio_b1']:.2f} (batch 1), x{r['ratio_b32']:.2f} (batch 32) "
+                f"of FP32, accuracy {r['accuracy_change_pts']:+.2f} pts -> default {r['default']}"
+            )
+            calib_rec[name]["cpu_form"]["kept"] = r["form"] == "int8-cpu"
+            if r["form"] == "int8-cpu":  # ONNX Runtime on a CPU loads this one; TensorRT the Q/DQ file
+                fmt = calib_rec[name]["cpu_form"]["format"]
+                models[name]["int8"]["onnxruntime_cpu"] = {"file": f"models/{name}.int8-cpu.onnx", "format": fmt}
     write_json(work / "config.json", cfg.to_dict())
     t = splits.transform
     manifest = {
@@ -127,9 +150,9 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
         "models": models,
         "opset": opset,
         "precisions": ["fp32", "int8"] if int8 else ["fp32"],
-        # INT8 is kept only where it wins: FP32 stays the default until benchmarks/export_latency.py and
-        # benchmarks/int8_accuracy.py show INT8 faster at equal accuracy on the target.
-        "default_precision": "fp32",
+        # INT8 is kept only where it wins: per model, measured by export/int8.py at export (int8_report).
+        "default_precision": default_precision,
+        "int8_report": int8_report,
         "normalisation": {
             "mean": list(t.mean),
             "std": list(t.std),

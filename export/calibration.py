@@ -12,6 +12,32 @@ from rkd_edge.channel import CHANNEL_TYPES, create_channel
 from rkd_edge.config import CodecConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
+from rkd_edge.errors import UserError
+
+# DESIGN.md section 5: at least this many real samples per model unless the user lowers the floor.
+MIN_SAMPLES = 128
+
+
+def check_count(count: int, minimum: int = MIN_SAMPLES, available: int | None = None) -> None:
+    """Refuse a calibration set smaller than ``minimum`` real samples (one line, exit code 2).
+
+    Args:
+        count: Samples asked for (``--calib-samples``).
+        minimum: The floor (``--calib-min``; 128 unless lowered explicitly).
+        available: Real samples the split holds, where known.
+    """
+    if minimum < 1:
+        raise UserError(f"--calib-min must be at least 1, got {minimum}")
+    if count < minimum:
+        raise UserError(
+            f"--calib-samples {count} is below the floor of {minimum} real samples; raise it, or lower the "
+            f"floor explicitly with --calib-min {count}"
+        )
+    if available is not None and available < minimum:
+        raise UserError(
+            f"the training split has only {available} images, fewer than the {minimum} calibration samples "
+            f"required; lower the floor explicitly with --calib-min {available}"
+        )
 
 
 @torch.no_grad()
@@ -24,8 +50,14 @@ def build_feeds(
     snrs=(-10.0, -5.0, 0.0, 5.0, 10.0, 20.0),
     channels=("awgn", "rayleigh"),
     uses_csi: bool = False,
+    minimum: int = MIN_SAMPLES,
 ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """``{model: [feed dict, ...]}`` of ``count`` real samples each, in batches of up to 32."""
+    """``{model: [feed dict, ...]}`` of ``count`` real samples each, in batches of up to 32.
+
+    Raises:
+        UserError: Fewer than ``minimum`` real samples asked for or available in ``split``.
+    """
+    check_count(count, minimum, len(split))
     system.eval()
     g = torch.Generator().manual_seed(hash_seed(seed, "calibration"))
     pos = np.sort(torch.randperm(len(split), generator=g)[:count].numpy())
@@ -62,4 +94,5 @@ def feeds_digest(feeds: list[dict[str, np.ndarray]]) -> str:
 
 
 def feeds_count(feeds: list[dict[str, np.ndarray]]) -> int:
+    """Samples in a calibration set (the first input's batch sizes summed)."""
     return sum(len(next(iter(f.values()))) for f in feeds)

@@ -20,7 +20,9 @@ def test_manifest_and_fp32_parity(tiny_bundle):
     for rec in m["parity"].values():
         assert rec["max_abs_error"] <= 1e-4 and rec["cosine"] > 0.9999
     assert m["opset"] == DEFAULT_OPSET == 17
-    assert m["default_precision"] == "fp32" and Runtime(str(tiny_bundle)).precision == "fp32"
+    # --int8 bundle: the default is per model, what export measured to win (tests/test_int8.py checks how)
+    assert set(m["default_precision"]) == {"encoder", "tx", "rx"}
+    assert Runtime(str(tiny_bundle)).precisions == m["default_precision"]
     for key in (
         "format",
         "source_run",

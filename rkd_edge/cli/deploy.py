@@ -20,7 +20,8 @@ def export(
         None, "--target", help="Device profile to export for (rkd-edge devices list): opset and INT8 follow it."
     ),
     calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
-    calib_samples: int = typer.Option(256, "--calib-samples", help="Real calibration samples (>= 128)."),
+    calib_samples: int = typer.Option(256, "--calib-samples", help="Real calibration samples (>= --calib-min)."),
+    calib_min: int = typer.Option(128, "--calib-min", help="Floor on real calibration samples (lower it explicitly)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
 ):
     """Export a run to a bundle (ONNX + manifest), or build TensorRT engines: export trt BUNDLE."""
@@ -37,7 +38,13 @@ def export(
     if out is None:
         raise UserError("give the bundle folder with --out BUNDLE")
     from rkd_edge.export.bundle import export_bundle
+    from rkd_edge.export.calibration import check_count
+    from rkd_edge.export.quantize import METHODS
 
+    if calibration not in METHODS:
+        raise UserError(f"--calibration {calibration!r} is not known; choose one of {', '.join(METHODS)}")
+    if int8:
+        check_count(calib_samples, calib_min)
     m = export_bundle(
         Path(target), out, int8=int8, opset=opset, calibration=calibration, calib_samples=calib_samples, force=force
     )
