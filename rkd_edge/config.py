@@ -41,6 +41,7 @@ class TeacherConfig:
     label_smoothing: float = 0.1
     probe_only: bool = False  # train only the head (linear probe of a pretrained model)
     augment: bool | None = None  # None: follow data.augment
+    amp: str = "off"  # off | bf16: autocast of the training forward pass (GPU speed; accuracy measured)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class SearchConfig:
     sweep_epochs: int = 10  # stage-1 epochs to score each derived student in a lambda sweep
     limit_batches: int | None = None
     genotype: str | None = None  # reuse this genotype.json instead of searching
+    amp: str = "off"  # off | bf16 (see teacher.amp)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class StageConfig:
     snr_schedule: list[float] | None = None  # fixed SNR per epoch (authors-2025)
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])
     limit_batches: int | None = None
+    amp: str = "off"  # off | bf16 (see teacher.amp)
 
 
 @dataclass
@@ -150,6 +153,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("codec.name", cfg.codec.name, CODECS),
     ]
     checks += [("stage2.channels", c, CHANNELS) for c in cfg.stage2.channels]
+    amp_modes = ("off", "bf16")
+    checks += [(f"{k}.amp", getattr(cfg, k).amp, amp_modes) for k in ("teacher", "search", "stage1", "stage2")]
     checks += [("evaluate.channels", c, CHANNELS) for c in cfg.evaluate.channels]
     for key, value, allowed in checks:
         if value not in allowed:

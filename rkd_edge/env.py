@@ -78,19 +78,53 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+_DEVICES = ("auto", "cpu", "cuda")
+_override: str | None = None
+
+
+def set_device_override(requested: str | None) -> None:
+    """Make :func:`pick_device` resolve ``requested`` whatever a config asks (``None`` clears it).
+
+    For commands that work on an existing run (``evaluate``, ``prune``): the device recorded in the run's
+    config is where it was trained, not where it must run now; their ``--device`` (default ``auto``)
+    decides, so a run trained on a GPU evaluates and prunes on a machine without one.
+    """
+    global _override
+    if requested is not None:
+        _check_device(requested)
+    _override = requested
+
+
+def _check_device(requested: str) -> None:
+    from rkd_edge.errors import UserError
+
+    if requested not in _DEVICES:
+        raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda")
+
+
 def pick_device(requested: str = "auto") -> str:
     """Resolve the compute device at run time: ``auto`` means CUDA if present, else CPU.
 
-    Never returns an explicit index beyond ``cuda`` (the current device), so runs stay portable.
+    Never returns an explicit index beyond ``cuda`` (the current device), so runs stay portable. An
+    override set by :func:`set_device_override` wins over ``requested``.
     """
     import torch
 
     from rkd_edge.errors import UserError
 
+    requested = _override or requested
+    _check_device(requested)
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
-    if requested not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but CUDA is not available here; use --device cpu (or auto)")
     return requested
+
+
+def eval_batch_size(device: str, cpu: int = 256) -> int:
+    """Batch size for inference-only passes (validation, teacher outputs).
+
+    CPU keeps ``cpu`` (its results stay bit-identical to earlier runs); a GPU takes 8x as many, since small
+    batches leave it idle between kernel launches.
+    """
+    return cpu if device == "cpu" else 8 * cpu

@@ -35,7 +35,11 @@ def per_sample(snr_db: torch.Tensor | float, batch: int, device: torch.device) -
 def complex_normal(
     shape: tuple[int, ...], variance: torch.Tensor, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """Samples of ``CN(0, variance)`` as ``[..., 2]`` reals: each of I and Q has ``variance / 2``."""
+    """Samples of ``CN(0, variance)`` as ``[..., 2]`` reals: each of I and Q has ``variance / 2``.
+
+    ``generator`` must live on ``device`` (a CUDA generator for CUDA tensors): noise is drawn where it is
+    used, never on the host and copied.
+    """
     z = torch.randn(*shape, 2, generator=generator, device=device)
     return z * torch.sqrt(variance / 2.0)
 

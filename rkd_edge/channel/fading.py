@@ -57,13 +57,14 @@ class RicianChannel(Channel):
     def draw_h(self, batch: int, k: int, generator, device) -> torch.Tensor:
         """Fading coefficients ``[B, K, 2]`` I/Q, block or fast."""
         n_sym = 1 if self.mode == "block" else k
-        scatter = complex_normal((batch, n_sym), torch.tensor(1.0, device=device), generator, device)
+        scatter = complex_normal((batch, n_sym), torch.ones((), device=device), generator, device)
         los = math.sqrt(self.k_factor / (self.k_factor + 1.0))
         h = scatter * math.sqrt(1.0 / (self.k_factor + 1.0))
         h[..., 0] += los
         return h.expand(batch, k, 2).contiguous()
 
     def forward(self, x, snr_db, mask=None, generator=None) -> ChannelOutput:
+        x = x.float()  # noise and equalisation in float32, also under bf16 autocast
         b, k, _ = x.shape
         s2 = noise_variance(per_sample(snr_db, b, x.device)).view(-1, 1, 1)
         h = self.draw_h(b, k, generator, x.device)

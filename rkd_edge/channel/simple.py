@@ -33,6 +33,7 @@ class AWGNChannel(Channel):
     name = "awgn"
 
     def forward(self, x, snr_db, mask=None, generator=None) -> ChannelOutput:
+        x = x.float()  # noise in float32, also under bf16 autocast
         s2 = noise_variance(per_sample(snr_db, x.shape[0], x.device)).view(-1, 1, 1)
         y = x + complex_normal(tuple(x.shape[:-1]), s2, generator, x.device)
         return ChannelOutput(_apply_mask(y, mask), unit_csi(x))

@@ -16,7 +16,11 @@ DATASET = typer.Option(
 )
 DATA_DIR = typer.Option(None, "--data-dir", help="Folder with the dataset files.")
 SEED = typer.Option(None, "--seed", help="The run's one seed.")
-DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda (chosen at run time).")
+DEVICE = typer.Option(
+    None, "--device", help="auto (CUDA if present), cpu or cuda; cuda where there is none is an error."
+)
+# For commands on an existing run: where it runs now, whatever device trained it.
+RUN_DEVICE = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda, for this command only.")
 
 
 def resolve(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import echo_json
+from rkd_edge.cli.common import RUN_DEVICE, echo_json
 
 
 def export(
@@ -96,9 +96,13 @@ def prune(
     out: Path = typer.Option(..., "--out", "-o", help="New run directory for the pruned system."),
     ratio: float = typer.Option(0.3, "--ratio", help="Fraction of encoder channels to remove."),
     epochs: int = typer.Option(3, "--epochs", help="Fine-tune epochs for each of stage 1 and stage 2."),
+    device: str = RUN_DEVICE,
 ):
     """Prune the student encoder with torch-pruning, fine-tune, and evaluate (a new run)."""
+    from rkd_edge import env
     from rkd_edge.prune import prune_run
+
+    env.set_device_override(device)  # a run trained on a GPU prunes here too
 
     rec = prune_run(run, out, ratio, epochs)
     echo_json({k: rec[k] for k in ("ratio", "before", "after")})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, SEED, SET, echo_json, resolve
+from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, RUN_DEVICE, SEED, SET, echo_json, resolve
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -55,7 +55,7 @@ def evaluate(
     channels: int = typer.Option(None),
     split: str = typer.Option("test", help="train, val or test."),
     seed: int = 0,
-    device: str = typer.Option("auto"),
+    device: str = RUN_DEVICE,
 ):
     """Report a teacher's accuracy on a dataset split."""
     from rkd_edge import env

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, SEED, SET, echo_json, resolve
+from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, RUN_DEVICE, SEED, SET, echo_json, resolve
 
 METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025, deepjscc or no-stage2.")
 TEACHER = typer.Option(
@@ -64,10 +64,14 @@ def evaluate(
     symbols: str = typer.Option(None, "--symbols", help="Comma list of k (complex symbols)."),
     trials: int = typer.Option(None, "--trials", help="Noise draws per point."),
     out: Path = typer.Option(None, "--out", "-o", help="Folder for the files (default: TARGET)."),
+    device: str = RUN_DEVICE,
 ):
     """Accuracy against SNR with 95 % intervals (CSV, JSON, PNG), for a run or a bundle."""
+    from rkd_edge import env
     from rkd_edge.config import parse_range
     from rkd_edge.errors import UserError
+
+    env.set_device_override(device)  # a run trained on a GPU evaluates here too
 
     channels = [c.strip() for c in channel.split(",")] if channel else None
     ks = [int(v) for v in parse_range(symbols)] if symbols else None

@@ -28,9 +28,41 @@ class Split:
     ids: np.ndarray
     transform: ImageTransform
     flip: bool = False
+    # Set on views made by :meth:`on`: the device, its uint8 images / int64 labels, and whether the images
+    # live there (else pinned host memory, copied per batch). Compared never, shown never.
+    device: str = field(default="cpu", repr=False, compare=False)
+    _dev: tuple | None = field(default=None, repr=False, compare=False)
+    _views: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def on(self, device: str) -> Split:
+        """This split with batches made on ``device``: a view, uploaded once and kept for later calls.
+
+        On ``cpu`` it is the split itself (unchanged batches). On a GPU the ``uint8`` images go to the
+        device when they take at most a quarter of its memory (every dataset rkd-edge ships at its native
+        size), else into pinned host memory, copied per batch as ``uint8``; either way conversion,
+        resizing, normalisation and augmentation run on the device, batch order and positions too.
+        """
+        if device == "cpu" or self.device == device:
+            return self
+        if device not in self._views:
+            budget = torch.cuda.get_device_properties(torch.device(device)).total_memory // 4
+            self._views[device] = self.view(device, resident=self.images.nbytes <= budget)
+        return self._views[device]
+
+    def view(self, device: str, resident: bool = True) -> Split:
+        """A new device view (see :meth:`on`, which keeps one per device). ``resident=False`` keeps the
+        images in host memory, pinned where CUDA is present. On ``cpu`` it batches exactly as the split."""
+        images = torch.from_numpy(np.ascontiguousarray(self.images))
+        if resident:
+            images = images.to(device)
+        elif torch.cuda.is_available():
+            images = images.pin_memory()
+        view = Split(self.name, self.images, self.labels, self.ids, self.transform, self.flip)
+        view.device, view._dev = device, (images, torch.from_numpy(self.labels).to(device), resident)
+        return view
 
     def batches(
         self,
@@ -49,6 +81,9 @@ class Split:
         pure function of ``(seed, epoch)``, so an interrupted run resumes on the same batches. With
         ``world > 1`` each rank takes an equal, disjoint share (the tail is dropped to keep ranks equal).
         """
+        if self._dev is not None:
+            yield from self._device_batches(batch_size, shuffle, seed, epoch, augment_data, rank, world, limit)
+            return
         n = len(self) if limit is None else min(limit, len(self))
         if shuffle:
             g = torch.Generator().manual_seed(hash_seed(seed, "order", epoch))
@@ -65,6 +100,35 @@ class Split:
             if augment_data:
                 x = augment(x, g_aug, self.flip)
             yield x, torch.from_numpy(self.labels[pos]), torch.from_numpy(pos)
+
+    def _device_batches(self, batch_size, shuffle, seed, epoch, augment_data, rank, world, limit):
+        """:meth:`batches` of a device view: the same order (drawn on the host once per epoch), positions
+        and labels as device tensors, augmentation from a generator on the device (its own stream)."""
+        images, labels, resident = self._dev
+        n = len(self) if limit is None else min(limit, len(self))
+        if shuffle:
+            g = torch.Generator().manual_seed(hash_seed(seed, "order", epoch))
+            order = torch.randperm(len(self), generator=g)[:n]
+        else:
+            order = torch.arange(n)
+        if world > 1:
+            per = n // world
+            order = order[rank * per : (rank + 1) * per]
+        order_dev = order.to(self.device)
+        g_aug = torch.Generator(device=self.device).manual_seed(hash_seed(seed, "augment", epoch, rank))
+        for start in range(0, len(order), batch_size):
+            pos = order_dev[start : start + batch_size]
+            if resident:
+                raw = images[pos]
+            else:
+                raw = images[order[start : start + batch_size]]
+                raw = (raw.pin_memory() if raw.device.type == "cpu" and torch.cuda.is_available() else raw).to(
+                    self.device, non_blocking=True
+                )
+            x = self.transform(raw)
+            if augment_data:
+                x = augment(x, g_aug, self.flip)
+            yield x, labels[pos], pos
 
     def fingerprint(self) -> str:
         """sha256 over ids, labels and pixels: changes whenever the samples change."""

@@ -29,15 +29,17 @@ class ImageTransform:
         return asdict(self)
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Args: images: ``uint8 [B, H, W, C]``. Returns: ``float32 [B, C', S, S]``, normalised."""
-        x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        """Args: images: ``uint8 [B, H, W, C]`` (numpy, or a tensor on any device). Returns: ``float32
+        [B, C', S, S]``, normalised, on the device of ``images``."""
+        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
         x = convert_channels(x, self.channels)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(
                 x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.size
             )
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
 
@@ -51,16 +53,30 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random shift by up to 1/8 of the side (reflect pad + crop) and, if ``flip``, horizontal flips."""
-    b, _, h, w = x.shape
+    """Random shift by up to 1/8 of the side (reflect pad + crop) and, if ``flip``, horizontal flips.
+
+    Args:
+        x: ``float32 [B, C, H, W]`` images, on the device of ``generator``.
+        generator: Draws the shifts and flips (on ``x``'s device: no host round trip per batch).
+        flip: Whether horizontal flips preserve the label.
+
+    Every crop is one gather and every flip a select, so a batch costs a few kernels on any device and no
+    host synchronisation (the values equal a per-sample slice loop's).
+    """
+    b, c, h, w = x.shape
     pad = max(1, h // 8)
     xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    out = torch.stack([xp[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    dev = generator.device
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # [B, 1, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # [B, 1, 1, W]
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
+    out = xp[bi, ci, rows, cols]
     if flip:
-        mask = torch.rand(b, generator=generator) < 0.5
-        out[mask] = out[mask].flip(-1)
+        mask = torch.rand(b, generator=generator, device=dev) < 0.5
+        out = torch.where(mask[:, None, None, None], out.flip(-1), out)
     return out
 
 

@@ -7,6 +7,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 import time
@@ -71,6 +72,9 @@ def fit(
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        cuda_rng = state.get("cuda_rng")
+        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
         history, start = state["history"], state["epoch"] + 1
         best = (state["best_score"], state["best_model"])
         progress.log(f"{desc}: resuming after epoch {start} of {epochs}")
@@ -94,6 +98,8 @@ def fit(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "rng": torch.get_rng_state(),
+                        # The global CUDA stream (dropout and the like in GPU models) resumes too.
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                         "history": history,
                         "epoch": epoch,
                         "best_score": best[0],
@@ -107,10 +113,32 @@ def fit(
 
 
 def make_optimizer(params, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int = 1):
-    """AdamW with a cosine schedule stepped per epoch: the default for every stage."""
+    """AdamW with a cosine schedule stepped per epoch: the default for every stage.
+
+    Parameters on a GPU get the fused AdamW kernel (one launch per step instead of several per tensor);
+    on CPU the optimiser is the one it always was.
+    """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise UserError("this stage trains no parameters; check its 'train' list in the config")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    fused = all(p.is_cuda for p in params) or None
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.02)
     return opt, sched
+
+
+AMP_MODES = ("off", "bf16")
+
+
+def autocast(device: str, amp: str = "off") -> contextlib.AbstractContextManager:
+    """The forward-pass precision of a training step: ``off`` (float32) or ``bf16`` autocast.
+
+    bf16 keeps float32's range, so no loss scaling is needed; losses, softmax and normalisation run in
+    float32 under autocast, and the channels add their noise in float32. Off by default: its accuracy
+    effect is measured per setting (``benchmarks/gpu.py``) before it is recommended.
+    """
+    if amp == "off":
+        return contextlib.nullcontext()
+    if amp != "bf16":
+        raise UserError(f"unknown amp mode {amp!r}; use one of {', '.join(AMP_MODES)}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

@@ -17,8 +17,9 @@ from rkd_edge.config import CodecConfig, StageConfig
 from rkd_edge.data import DataSplits, Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.distill import ddp
-from rkd_edge.distill.loop import fit, make_optimizer
+from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.distill.losses import feature_regression, kd_kl, weighted_sum
+from rkd_edge.env import eval_batch_size
 from rkd_edge.system import SemanticSystem
 from rkd_edge.teachers.cache import TeacherCache
 
@@ -26,20 +27,26 @@ LOSS_TERMS = ("ce", "kd", "feat", "recon")
 
 
 class TeacherSource:
-    """Teacher outputs for a batch: from the cache (deterministic transforms) or computed online."""
+    """Teacher outputs for a batch: from the cache (deterministic transforms) or computed online.
+
+    Cached outputs are moved to ``device`` once and indexed there with the batch positions (which a
+    device view of the split yields on the device): no host copy per step.
+    """
 
     def __init__(self, teacher, split: Split, cache: TeacherCache | None, online: bool, device: str) -> None:
         self.teacher, self.online, self.device = teacher, online or cache is None, device
         if teacher is not None and not self.online:
-            self.emb, self.logits = cache.outputs(teacher, split, device)
+            self.emb, self.logits = (t.to(device) for t in cache.outputs(teacher, split, device))
 
     def __call__(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Args: x: ``[B, C, H, W]`` batch on the device. pos: ``int64 [B]`` positions in the split."""
         if self.teacher is None:
             return None
         if self.online:
             with torch.no_grad():
                 return self.teacher(x)
-        return self.emb[pos].to(self.device), self.logits[pos].to(self.device)
+        pos = pos.to(self.emb.device)
+        return self.emb[pos], self.logits[pos]
 
 
 def build_channels(names: list[str], cc: CodecConfig) -> list:
@@ -47,16 +54,23 @@ def build_channels(names: list[str], cc: CodecConfig) -> list:
 
 
 def draw_conditions(
-    n: int, sc: StageConfig, symbol_set: list[int], epoch: int, g: torch.Generator, n_channels: int
+    n: int, sc: StageConfig, symbol_set: list[int] | torch.Tensor, epoch: int, g: torch.Generator, n_channels: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample SNR (dB, uniform in the range or the epoch's fixed value), channel index and length k."""
+    """Per-sample conditions, drawn on the generator's device (where the batch is).
+
+    Returns:
+        ``snr [n] float32`` dB (uniform in the range, or the epoch's fixed value), ``idx [n] int64`` channel
+        index and ``ks [n] int64`` symbols, all on ``g.device``.
+    """
+    dev = g.device
     if sc.snr_schedule:
-        snr = torch.full((n,), float(sc.snr_schedule[epoch % len(sc.snr_schedule)]))
+        snr = torch.full((n,), float(sc.snr_schedule[epoch % len(sc.snr_schedule)]), device=dev)
     else:
         lo, hi = sc.snr_db
-        snr = lo + (hi - lo) * torch.rand(n, generator=g)
-    idx = torch.randint(0, n_channels, (n,), generator=g)
-    ks = torch.tensor(symbol_set)[torch.randint(0, len(symbol_set), (n,), generator=g)]
+        snr = lo + (hi - lo) * torch.rand(n, generator=g, device=dev)
+    idx = torch.randint(0, n_channels, (n,), generator=g, device=dev)
+    symbols = torch.as_tensor(symbol_set, device=dev)
+    ks = symbols[torch.randint(0, len(symbols), (n,), generator=g, device=dev)]
     return snr, idx, ks
 
 
@@ -104,33 +118,40 @@ def run_stage(
     opt, sched = make_optimizer(system.parameters(), sc.lr, sc.weight_decay, sc.epochs)
     teach = TeacherSource(teacher, splits.train, cache, augment, device)
     channels = build_channels(sc.channels, codec_cfg) if robust else None
-    symbol_set = system.codec.symbol_set if robust else []
+    symbol_set = torch.tensor(system.codec.symbol_set, device=device) if robust else None
+    train_split = splits.train.on(device)
+    trainable = [p for p in system.parameters() if p.requires_grad]
 
     def forward(x, epoch, g):
         if not robust:
-            out = model(x)
-        else:
-            snr, idx, ks = draw_conditions(len(x), sc, symbol_set, epoch, g, len(channels))
-            out = model(x, channels, snr.to(device), ks.to(device), idx.to(device), generator=g)
-        return out
+            return model(x)
+        snr, idx, ks = draw_conditions(len(x), sc, symbol_set, epoch, g, len(channels))
+        return model(x, channels, snr, ks, idx, generator=g)
 
     def run_epoch(epoch: int) -> dict:
         model.train()
+        # Noise and conditions come from a generator on the device of the batch: the same seed gives the
+        # same run on the same device type (CPU and CUDA streams differ).
         g = torch.Generator(device=device).manual_seed(hash_seed(seed, name, "noise", epoch, rank))
-        total, n = 0.0, 0
-        for b, (x, y, pos) in enumerate(splits.train.batches(batch_size, True, seed, epoch, augment, rank, world)):
+        # The loss is summed on the device in float64 (the sum a Python float made before) and read once
+        # per epoch: no host synchronisation inside the step loop.
+        total, n = torch.zeros((), dtype=torch.float64, device=device), 0
+        batches = train_split.batches(batch_size, True, seed, epoch, augment, rank, world)
+        for b, (x, y, pos) in enumerate(batches):
             if sc.limit_batches and b >= sc.limit_batches:
                 break
             x, y = x.to(device), y.to(device)
-            out = forward(x, epoch, g)
-            loss = weighted_sum(stage_losses(out, y, teach(x, pos), sc), sc.losses)
+            with autocast(device, sc.amp):
+                out = forward(x, epoch, g)
+                loss = weighted_sum(stage_losses(out, y, teach(x, pos), sc), sc.losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in system.parameters() if p.requires_grad], 5.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 5.0)
             opt.step()
-            total, n = total + loss.item() * len(y), n + len(y)
+            total += loss.detach().double() * len(y)
+            n += len(y)
         return {
-            "loss": ddp.all_mean(total / max(n, 1)),
+            "loss": ddp.all_mean(float(total) / max(n, 1)),
             "val_acc": validate(system, splits.val, device, robust, seed, codec_cfg),
         }
 
@@ -141,19 +162,24 @@ def run_stage(
 def validate(
     system: SemanticSystem, split: Split, device: str, robust: bool, seed: int, codec_cfg: CodecConfig | None
 ) -> float:
-    """Clean accuracy, or for robust stages the mean accuracy at 0 and 10 dB AWGN, largest k."""
+    """Clean accuracy, or for robust stages the mean accuracy at 0 and 10 dB AWGN, largest k.
+
+    Batches are made on ``device`` (256 on CPU, larger on a GPU) and the correct counts summed there,
+    read once at the end.
+    """
     system.eval()
+    view, bs = split.on(device), eval_batch_size(device)
     if not robust:
-        correct = sum(
-            int((system(x.to(device))["logits"].argmax(-1).cpu() == y).sum()) for x, y, _ in split.batches(256)
-        )
-        return correct / max(1, len(split))
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        for x, y, _ in view.batches(bs):
+            correct += (system(x.to(device))["logits"].argmax(-1) == y.to(device)).sum()
+        return int(correct) / max(1, len(split))
     awgn = create_channel("awgn")
     accs = []
     for snr in (0.0, 10.0):
         g = torch.Generator(device=device).manual_seed(hash_seed(seed, "val", snr))
-        correct = 0
-        for x, y, _ in split.batches(256):
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        for x, y, _ in view.batches(bs):
             n = len(y)
             out = system(
                 x.to(device),
@@ -162,6 +188,6 @@ def validate(
                 torch.full((n,), system.codec.max_symbols, device=device),
                 generator=g,
             )
-            correct += int((out["logits"].argmax(-1).cpu() == y).sum())
-        accs.append(correct / max(1, len(split)))
+            correct += (out["logits"].argmax(-1) == y.to(device)).sum()
+        accs.append(int(correct) / max(1, len(split)))
     return sum(accs) / len(accs)

@@ -128,7 +128,10 @@ def evaluate_torch(
     from rkd_edge.channel import CHANNEL_TYPES
 
     system.eval()
-    feats = [(system.encoder(x.to(device)), y) for x, y, _ in split.batches(512)]
+    # Batches of 512 fix which samples share a noise draw (the same on both back ends); they are made on
+    # the device. The channel runs on the host with the host generator, so a run evaluates to the same
+    # rows on a GPU, on a CPU and through ONNX Runtime.
+    feats = [(system.encoder(x.to(device)), y.cpu()) for x, y, _ in split.on(device).batches(512)]
 
     def link(f, snr, k, name, ch, g):
         b = len(f)

@@ -37,8 +37,9 @@ class Architect:
         self.lam, self.second_order, self.xi = lam, second_order, xi
         self.opt = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)
 
-    def step(self, train_batch: tuple, val_batch: tuple) -> float:
-        """One update of the architecture weights; returns the validation objective."""
+    def step(self, train_batch: tuple, val_batch: tuple) -> torch.Tensor:
+        """One update of the architecture weights; returns the validation objective as a 0-d tensor on
+        the model's device (read it only when needed: reading it waits for the GPU)."""
         self.opt.zero_grad(set_to_none=True)
         if self.second_order:
             value = self._unrolled_grads(train_batch, val_batch)
@@ -47,13 +48,13 @@ class Architect:
             arch = self.model.arch_parameters()
             for a, g in zip(arch, torch.autograd.grad(loss, arch), strict=True):
                 a.grad = g
-            value = float(loss.detach())
+            value = loss.detach()
         penalty = self.lam * self.penalty_fn()
         penalty.backward()
         self.opt.step()
-        return value + float(penalty.detach())
+        return value + penalty.detach()
 
-    def _unrolled_grads(self, train_batch: tuple, val_batch: tuple) -> float:
+    def _unrolled_grads(self, train_batch: tuple, val_batch: tuple) -> torch.Tensor:
         arch, weights = self.model.arch_parameters(), self.model.weight_parameters()
         backup = [w.detach().clone() for w in weights]
         g_train = torch.autograd.grad(self.loss_fn(train_batch), weights, allow_unused=True)
@@ -80,4 +81,4 @@ class Architect:
                 w.add_(eps * v)
         for a, da, gp, gn in zip(arch, d_arch, hess[0], hess[1], strict=True):
             a.grad = da - self.xi * (gp - gn) / (2 * eps)
-        return float(val_loss.detach())
+        return val_loss.detach()

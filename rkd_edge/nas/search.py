@@ -13,6 +13,7 @@ from rkd_edge import env, progress
 from rkd_edge.config import RunConfig
 from rkd_edge.data import DataSplits
 from rkd_edge.data.splits import subset
+from rkd_edge.distill.loop import autocast
 from rkd_edge.distill.losses import kd_kl
 from rkd_edge.nas.architect import Architect
 from rkd_edge.nas.cost import build_latency_table, expected_cost, load_latency_table, op_cost_table
@@ -88,19 +89,23 @@ def search(
         online_teacher = bool(s.limit_batches) and s.limit_batches * s.batch_size * s.epochs < len(w_split)
     if use_kd and not online_teacher:
         store = cache or TeacherCache(None)
-        t_out = {nm: store.outputs(teacher, sp, device)[1] for nm, sp in (("w", w_split), ("a", a_split))}
+        # Held on the device and indexed there with the (device) batch positions.
+        t_out = {nm: store.outputs(teacher, sp, device)[1].to(device) for nm, sp in (("w", w_split), ("a", a_split))}
+    # Batches are made on the device (uint8 images uploaded once per split).
+    w_split, a_split, val_split = w_split.on(device), a_split.on(device), splits.val.on(device)
 
     def loss_fn(batch):
         x, y, pos, which = batch
-        _, logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        if use_kd:
-            if online_teacher:
-                with torch.no_grad():
-                    t_logits = teacher(x)[1]
-            else:
-                t_logits = t_out[which][pos].to(device)
-            loss = loss + s.alpha_kd * kd_kl(logits, t_logits, s.temperature)
+        with autocast(device, s.amp):
+            _, logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if use_kd:
+                if online_teacher:
+                    with torch.no_grad():
+                        t_logits = teacher(x)[1]
+                else:
+                    t_logits = t_out[which][pos.to(device)]
+                loss = loss + s.alpha_kd * kd_kl(logits, t_logits, s.temperature)
         return loss
 
     def penalty():
@@ -119,7 +124,7 @@ def search(
             model.train()
             w_batches = w_split.batches(s.batch_size, True, cfg.seed, epoch)
             a_batches = a_split.batches(s.batch_size, True, cfg.seed + 1, epoch)
-            tot = 0.0
+            tot = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no sync per step
             for step, ((xw, yw, pw), (xa, ya, pa)) in enumerate(zip(w_batches, a_batches, strict=False)):
                 if step >= steps_per_epoch:
                     break
@@ -131,13 +136,13 @@ def search(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
                 w_opt.step()
-                tot += loss.item()
+                tot += loss.detach().double()
             sched.step()
             entry = {
                 "epoch": epoch,
-                "loss": round(tot / max(1, step + 1), 5),
+                "loss": round(float(tot) / max(1, step + 1), 5),
                 "expected_cost": round(penalty().item(), 6),
-                "val_acc": round(accuracy(model, splits.val, device=device), 5),
+                "val_acc": round(accuracy(model, val_split, env.eval_batch_size(device), device=device), 5),
                 "seconds": round(time.time() - t0, 3),
                 "weights_normal": _mean_weights(model.alphas_normal),
                 "weights_reduce": _mean_weights(model.alphas_reduce),

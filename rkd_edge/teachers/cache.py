@@ -14,6 +14,7 @@ import torch
 
 from rkd_edge import progress
 from rkd_edge.data import Split
+from rkd_edge.env import eval_batch_size
 from rkd_edge.io import atomic_path
 from rkd_edge.teachers.base import Teacher
 
@@ -38,9 +39,12 @@ class TeacherCache:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def outputs(
-        self, teacher: Teacher, split: Split, device: str = "cpu", batch_size: int = 256
+        self, teacher: Teacher, split: Split, device: str = "cpu", batch_size: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the teacher's outputs on every sample of ``split``, in split order (CPU tensors)."""
+        """Return the teacher's outputs on every sample of ``split``, in split order (CPU tensors; callers
+        that train on a GPU move them there once and index them there).
+
+        ``batch_size`` defaults to :func:`rkd_edge.env.eval_batch_size` of ``device``."""
         key = self.key(teacher, split)
         if key in self._memo:
             self.hits += 1
@@ -66,15 +70,19 @@ class TeacherCache:
 
 @torch.no_grad()
 def run_teacher(
-    teacher: Teacher, split: Split, device: str = "cpu", batch_size: int = 256
+    teacher: Teacher, split: Split, device: str = "cpu", batch_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher outputs over a split: ``(embedding [N, E] float32, logits [N, C] float32)``."""
+    """Teacher outputs over a split: ``(embedding [N, E] float32, logits [N, C] float32)``, on the CPU.
+
+    The batches are made on ``device`` and the outputs gathered there, copied to the host once.
+    """
     teacher.freeze()
+    batch_size = batch_size or eval_batch_size(device)
     embs, logits = [], []
     with progress.task(f"teacher outputs ({split.name})", (len(split) + batch_size - 1) // batch_size) as bar:
-        for x, _, _ in split.batches(batch_size):
+        for x, _, _ in split.on(device).batches(batch_size):
             e, lg = teacher(x.to(device))
-            embs.append(e.float().cpu())
-            logits.append(lg.float().cpu())
+            embs.append(e.float())
+            logits.append(lg.float())
             bar.advance()
-    return torch.cat(embs), torch.cat(logits)
+    return torch.cat(embs).cpu(), torch.cat(logits).cpu()

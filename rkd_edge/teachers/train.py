@@ -13,7 +13,7 @@ from rkd_edge import env
 from rkd_edge.config import RunConfig
 from rkd_edge.data import DataSplits
 from rkd_edge.distill import ddp
-from rkd_edge.distill.loop import fit, make_optimizer
+from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.io import atomic_path, write_json
 from rkd_edge.teachers.base import accuracy, count_params
 from rkd_edge.teachers.registry import create_teacher
@@ -37,20 +37,29 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
     model = ddp.wrap(teacher, device)
     rank, world = ddp.world()
 
+    # Batches are made where the model is (uint8 images held on a GPU, augmented there); the loss is
+    # summed on the device and read once per epoch.
+    train_split, val_split, eval_bs = splits.train.on(device), splits.val.on(device), env.eval_batch_size(device)
+
     def run_epoch(epoch: int) -> dict:
         teacher.train(not tc.probe_only)
-        total, n = 0.0, 0
-        batches = splits.train.batches(
+        total, n = torch.zeros((), dtype=torch.float64, device=device), 0
+        batches = train_split.batches(
             cfg.data.batch_size, True, cfg.seed, epoch, augment_data=augment, rank=rank, world=world
         )
         for x, y, _ in batches:
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x)[1], y, label_smoothing=tc.label_smoothing)
+            with autocast(device, tc.amp):
+                loss = F.cross_entropy(model(x)[1], y, label_smoothing=tc.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-        return {"loss": ddp.all_mean(total / max(n, 1)), "val_acc": accuracy(teacher, splits.val, device=device)}
+            total += loss.detach().double() * len(y)
+            n += len(y)
+        return {
+            "loss": ddp.all_mean(float(total) / max(n, 1)),
+            "val_acc": accuracy(teacher, val_split, eval_bs, device=device),
+        }
 
     out.mkdir(parents=True, exist_ok=True)
     history = fit(
@@ -67,8 +76,8 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
         "dataset": splits.name,
         "classes": splits.classes,
         "transform": splits.transform.to_dict(),
-        "accuracy": accuracy(teacher, splits.test, device=device),
-        "val_accuracy": accuracy(teacher, splits.val, device=device),
+        "accuracy": accuracy(teacher, splits.test.on(device), eval_bs, device=device),
+        "val_accuracy": accuracy(teacher, val_split, eval_bs, device=device),
         "history": history,
         "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 2),
         "wall_seconds_last_call": round(time.time() - t0, 2),
