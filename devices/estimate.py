@@ -12,7 +12,8 @@ Method (documented here and in every result as ``method``):
    (Reshape, Squeeze, Shape, Constant, ...) cost nothing. An activation or bias add whose only input is
    a matrix op's single-use output is fused into it (no launch, no extra bytes), as TensorRT and ONNX
    Runtime fuse them. INT8: matrix ops read and write 1-byte tensors; the other nodes stay in FP16 on a
-   GPU and FP32 on a CPU.
+   GPU and FP32 on a CPU. On the host the INT8 estimate reads the bundle's Q/DQ graph (ONNX Runtime runs
+   its Quantize/Dequantize nodes); on a Jetson the FP32 graph (TensorRT folds them into its kernels).
 4. Latency = sum over nodes (batch-1 inference is serial). Memory = weights at the precision + the peak
    of live activations over the topological order; the runtime's own workspace and code are not in it.
 
@@ -260,6 +261,14 @@ def default_precisions(profile: DeviceProfile) -> list[str]:
     return ["fp32", "fp16"] + (["int8"] if profile.fast_int8 else [])
 
 
+def model_for(bundle, name: str, profile: DeviceProfile, precision: str) -> Path:
+    """The graph to estimate: the FP32 graph (TensorRT folds the Q/DQ pairs into INT8 kernels), except INT8
+    on the host, where ONNX Runtime runs the Q/DQ model itself (its Quantize/Dequantize nodes cost time)."""
+    if profile.key == "host" and precision == "int8" and "int8" in bundle.manifest["models"][name]:
+        return bundle.model_path(name, "int8")
+    return bundle.model_path(name, "fp32")
+
+
 def estimate_bundle(
     bundle: str | Path,
     profile: DeviceProfile,
@@ -277,8 +286,8 @@ def estimate_bundle(
         check_precision(profile, p)
     rows = []
     for name in ("encoder", "tx", "rx"):
-        path = b.model_path(name, "fp32")
         for p in precisions:
+            path = model_for(b, name, profile, p)
             for batch in batches:
                 rows.append({"model": name, "precision": p, "batch": batch, **estimate_model(path, profile, p, batch)})
     return {
