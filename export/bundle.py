@@ -7,8 +7,6 @@ failed export leaves nothing half-written.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,10 @@ from rkd_edge.export.quantize import CPU_RECIPES, qdq_summary, quantize_model, q
 from rkd_edge import env, progress
 from rkd_edge.channel import CHANNEL_TYPES, create_channel
 from rkd_edge.errors import UserError
-from rkd_edge.io import sha256_file, write_json
+from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
+from rkd_edge.methods import method_config
+from rkd_edge.outputs import check_output
+from rkd_edge.rundir import RunDir, load_splits
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 
 PARITY_TOLERANCE = 1e-4
@@ -60,28 +61,23 @@ def export_bundle(
     calib_samples: int = 256,
     force: bool = False,
 ) -> dict:
-    """Export a trained run; returns the manifest."""
-    from rkd_edge.methods import method_config
-    from rkd_edge.pipeline import load_run, load_splits
+    """Export a trained run; returns the manifest.
 
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
+    The bundle is built in a hidden folder beside ``out`` while this process holds ``out``'s lock, and
+    renamed into place at the end: a second export to the same ``out`` fails at once, a failed one leaves
+    nothing, and ``force`` replaces only an rkd-edge bundle (never the run, or a folder of other files).
+    """
+    replace = check_output(out, "bundle", force, sources=(run,))
     if calib_samples < 128:
         raise UserError(f"--calib-samples must be at least 128 real samples, got {calib_samples}")
-    cfg, system, spec = load_run(run)
+    rd = RunDir(run)
+    cfg, system, spec = rd.load()
+    rd.require_complete(cfg, "exporting it")
     mcfg = method_config(cfg)
     splits = load_splits(mcfg)
     system = system.cpu().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with OutputLock(out), staged_dir(out, replace) as work:
         manifest = _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration, calib_samples)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
     return manifest
 
 

@@ -13,9 +13,12 @@ import torch
 
 from rkd_edge.config import CodecConfig, from_dict, parse_range
 from rkd_edge.evaluate.plots import plot_snr
+from rkd_edge.evaluate.run import commit_evaluation, evaluation_folder
 from rkd_edge.evaluate.snr import Grid, curves, noiseless_grid, sweep, write_rows
-from rkd_edge.io import read_json, write_json
-from rkd_edge.runtime import Runtime
+from rkd_edge.io import json_text, read_json
+from rkd_edge.methods import method_config
+from rkd_edge.rundir import load_splits
+from rkd_edge.runtime import Bundle, Runtime
 
 
 def evaluate_bundle(
@@ -27,31 +30,23 @@ def evaluate_bundle(
     out: Path | None = None,
     precisions: list[str] | None = None,
 ) -> dict:
-    from rkd_edge.methods import method_config
-    from rkd_edge.pipeline import load_splits
-
-    cfg = method_config(from_dict(read_json(bundle / "config.json", "bundle config")))
+    """Accuracy against SNR of a verified bundle, every precision it holds; files under
+    ``BUNDLE/evaluation`` (or ``out``), committed as one set."""
+    manifest = Bundle.open(bundle).manifest  # refuses a bundle whose files do not match the manifest
+    cfg = method_config(from_dict(read_json(bundle / "config.json", "bundle config", expect=dict)))
+    out, fresh = evaluation_folder(out, bundle / "evaluation", (bundle,))
     ec = cfg.evaluate
     splits = load_splits(cfg)
     channels = channels or ec.channels
     snrs = parse_range(snr or ec.snr_db)
     trials = trials or ec.trials
     rows = []
-    manifest = read_json(bundle / "manifest.json")
     for prec in precisions or manifest["precisions"]:
         rt = Runtime(str(bundle), precision=prec)
         ks = symbols or ec.symbols or rt.symbol_set
         grid = Grid(channels, snrs, ks, trials, cfg.seed)
         for g in (grid, noiseless_grid(cfg, ks)):
             rows += evaluate_runtime(rt, splits.test, g, cfg.codec, splits.source_dim, f"onnx-{prec}")
-    out = Path(out or bundle / "evaluation")
-    out.mkdir(parents=True, exist_ok=True)
-    write_rows(rows, out)
-    plot_snr(
-        [r for r in rows if r["channel"] != "identity"],
-        out / "accuracy_vs_snr.png",
-        f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)",
-    )
     k = max(symbols or ec.symbols or rt.symbol_set)
     summary = {
         "report_symbols": k,
@@ -59,7 +54,18 @@ def evaluate_bundle(
         "curves": {m: curves([r for r in rows if r["method"] == m], k) for m in {r["method"] for r in rows}},
         "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png"],
     }
-    write_json(out / "evaluation_summary.json", summary)
+
+    def write(staging: Path) -> None:
+        write_rows(rows, staging)
+        plot_snr(
+            [r for r in rows if r["channel"] != "identity"],
+            staging / "accuracy_vs_snr.png",
+            f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)",
+        )
+        (staging / "evaluation_summary.json").write_text(json_text(summary))
+
+    out.mkdir(exist_ok=True)
+    commit_evaluation(out, fresh, write)
     return summary
 
 

@@ -6,98 +6,34 @@ unfinished one from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
 
 from rkd_edge import env, progress
-from rkd_edge.codec import create_codec
-from rkd_edge.config import RunConfig, from_dict
-from rkd_edge.data import DataSplits, create_dataset
+from rkd_edge.config import RunConfig, validate
 from rkd_edge.distill import ddp
 from rkd_edge.distill.loop import load_checkpoint, save_checkpoint
-from rkd_edge.distill.stages import run_stage, validate
+from rkd_edge.distill.stages import run_stage
+from rkd_edge.distill.stages import validate as clean_accuracy
 from rkd_edge.errors import UserError
-from rkd_edge.io import read_json, write_json
+from rkd_edge.evaluate.run import evaluate_run
+from rkd_edge.io import OutputLock, read_json, write_json
 from rkd_edge.methods import METHOD_STAGES, method_config, probe_stage
-from rkd_edge.nas.cost import count_macs, count_params
+from rkd_edge.nas.cost import count_params
 from rkd_edge.nas.genotypes import Genotype
-from rkd_edge.students import create_encoder
+from rkd_edge.nas.sweep import run_sweep
+from rkd_edge.outputs import check_resumable, write_marker
+from rkd_edge.report import write_report
+from rkd_edge.rundir import RunDir, build_system, load_splits, load_state, system_spec
 from rkd_edge.system import SemanticSystem
 from rkd_edge.teachers import create_teacher
 from rkd_edge.teachers.base import accuracy
 from rkd_edge.teachers.cache import TeacherCache
-
-
-def load_splits(cfg: RunConfig) -> DataSplits:
-    d = cfg.data
-    return create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
-
-
-def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
-    """What it takes to rebuild the system of a run (``RUN/system.json``)."""
-    cc = cfg.codec
-    encoder = (
-        {"kind": "resnet-like", "feature_dim": cfg.search.feature_dim}
-        if cfg.method == "authors-2025"
-        else {"kind": "genotype", "file": "genotype.json"}
-    )
-    codec = {
-        "name": cc.name,
-        "max_symbols": cc.max_symbols,
-        "symbols": cc.symbols,
-        "dim": cc.dim,
-        "depth": cc.depth,
-        "heads": cc.heads,
-        "csi": cc.csi == "decoder",
-    }
-    return {
-        "encoder": encoder,
-        "codec": codec,
-        "num_classes": splits.num_classes,
-        "teacher_dim": teacher_dim,
-        "input_shape": list(splits.input_shape),
-    }
-
-
-def build_system(spec: dict, run: Path) -> SemanticSystem:
-    enc = spec["encoder"]
-    if enc["kind"] == "genotype":
-        encoder = create_encoder(Genotype.load(run / enc["file"]))
-    else:
-        encoder = create_encoder("resnet-like", tuple(spec["input_shape"]), enc["feature_dim"])
-    c = dict(spec["codec"])
-    name = c.pop("name")
-    codec = create_codec(name, encoder.feature_dim, **(c if name == "cat" else {"dim": c["dim"]}))
-    return SemanticSystem(encoder, spec["num_classes"], spec["teacher_dim"], codec)
-
-
-def load_run(run: str | Path) -> tuple[RunConfig, SemanticSystem, dict]:
-    """Config, trained system (latest stage checkpoint) and the system spec of a finished run."""
-    run = Path(run)
-    if not (run / "system.json").is_file():
-        raise UserError(f"{run} is not a trained run (no system.json); run rkd-edge pipeline --out {run}")
-    cfg = from_dict(read_json(run / "config.json", "run config"))
-    spec = read_json(run / "system.json", "system spec")
-    system = build_system(spec, run)
-    for stage in ("stage2", "probe", "stage1"):
-        ck = run / "checkpoints" / f"{stage}.pt"
-        if ck.is_file():
-            state = load_checkpoint(ck)["model"]
-            if spec["encoder"].get("pruned"):
-                from rkd_edge.prune import shrink_to_state
-
-                shrink_to_state(system.encoder, state, "encoder.")
-            try:
-                system.load_state_dict(state)
-            except RuntimeError:
-                raise UserError(f"checkpoint {ck} does not match {run}/system.json; rerun the stage") from None
-            break
-    else:
-        raise UserError(f"{run} has no trained checkpoint; finish the pipeline first")
-    return cfg, system.eval(), spec
-
+from rkd_edge.teachers.train import train_teacher
 
 DISTRIBUTED_STAGES = ("stage1", "probe", "stage2")
 
@@ -106,22 +42,31 @@ class Pipeline:
     """One run directory, its config, data, teacher and the stages of its method."""
 
     def __init__(self, cfg: RunConfig, out: Path) -> None:
-        from rkd_edge.config import validate
-
         self.user_cfg, self.cfg, self.out = validate(cfg), method_config(cfg), Path(out)
-        saved = self.out / "config.json"
+        self.rd = RunDir(self.out)
+        # Everything that can fail on bad input happens before the run folder is created or locked.
+        resume = check_resumable(self.out, "run")
         # Compare resolved configs, so that a run made before a new config key existed still resumes.
-        if saved.is_file() and from_dict(read_json(saved, "run config")).to_dict() != cfg.to_dict():
-            raise UserError(f"{out} holds a run with a different config; use a new --out (or delete it)")
-        # Everything that can fail on bad input happens before the run folder is created.
+        if resume and self.rd.config.is_file() and self.rd.load_config().to_dict() != cfg.to_dict():
+            raise UserError(f"{out} holds a run with a different config; use a new --out")
         self.device = env.pick_device(cfg.device)
         self.splits = load_splits(self.cfg)
-        self.created = not self.out.exists()
+        # One process writes a run (rank 0 under torchrun): a second pipeline on the same --out stops here.
+        self.lock = OutputLock(self.out).acquire() if os.environ.get("RANK", "0") == "0" else None
+        atexit.register(self.close)
+        self.created = not resume
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
-        write_json(saved, cfg.to_dict())
-        progress.set_log_file(self.out / "run.log")
-        self.cache = TeacherCache(self.out / "cache")
+        write_marker(self.out, "run")
+        write_json(self.rd.config, cfg.to_dict())
+        progress.set_log_file(self.rd.log)
+        self.cache = TeacherCache(self.rd.cache_dir)
         self.teacher = None
+
+    def close(self) -> None:
+        """Release the run folder (also done when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @contextlib.contextmanager
     def removed_if_failed_early(self):
@@ -130,18 +75,16 @@ class Pipeline:
         try:
             yield
         except UserError:
-            if self.created and ddp.is_main() and not any((self.out / "stages").glob("*.json")):
+            if self.created and ddp.is_main() and not self.rd.any_done():
                 progress.set_log_file(None)
                 shutil.rmtree(self.out, ignore_errors=True)
             raise
 
     def done(self, stage: str) -> dict | None:
-        p = self.out / "stages" / f"{stage}.json"
-        return read_json(p) if p.is_file() else None
+        return self.rd.done(stage)
 
     def mark(self, stage: str, info: dict) -> dict:
-        write_json(self.out / "stages" / f"{stage}.json", info)
-        return info
+        return self.rd.mark(stage, info)
 
     def run(self, stop_after: str | None = None) -> dict:
         """Run the method's stages in order, skipping finished ones.
@@ -149,8 +92,11 @@ class Pipeline:
         Under torchrun, stage 1 and stage 2 train with DDP on every rank; rank 0 alone trains the
         teacher, searches, evaluates and writes records while the other ranks wait.
         """
-        with self.removed_if_failed_early():
-            return self._run(stop_after)
+        try:
+            with self.removed_if_failed_early():
+                return self._run(stop_after)
+        finally:
+            self.close()
 
     def _run(self, stop_after: str | None) -> dict:
         env.seed_everything(self.cfg.seed)
@@ -174,9 +120,7 @@ class Pipeline:
             if stage == stop_after:
                 break
         if stop_after is None and main:
-            from rkd_edge.report import write_report
-
-            return write_report(self, results)
+            return write_report(self.rd, self.splits, self.cfg, results)
         return results
 
     # --- stages -------------------------------------------------------------------------------------
@@ -185,10 +129,8 @@ class Pipeline:
         spec = tc.spec
         rec = {}
         if spec is None:
-            tdir = self.out / "teacher"
+            tdir = self.rd.teacher_dir
             if not (tdir / "teacher.json").is_file():
-                from rkd_edge.teachers.train import train_teacher
-
                 train_teacher(self.cfg, self.splits, tdir, self.device)
             rec = read_json(tdir / "teacher.json")
             spec = f"local:{tdir.as_posix()}"
@@ -204,11 +146,9 @@ class Pipeline:
         }
 
     def stage_search(self) -> dict:
-        from rkd_edge.nas.sweep import run_sweep
-
         if self.cfg.search.genotype:
             g = Genotype.load(self.cfg.search.genotype)
-            g.save(self.out / "genotype.json")
+            g.save(self.rd.genotype)
             return {
                 "lambda": g.search.get("lambda"),
                 "params": g.params,
@@ -222,12 +162,12 @@ class Pipeline:
     def _system(self) -> SemanticSystem:
         spec = system_spec(self.cfg, self.splits, self.teacher.embed_dim)
         if ddp.is_main():
-            write_json(self.out / "system.json", spec)
+            write_json(self.rd.system, spec)
         env.seed_everything(self.cfg.seed)
         return build_system(spec, self.out).to(self.device)
 
     def _train(self, name: str, sc, system: SemanticSystem, robust: bool, previous: str | None) -> dict:
-        if previous is not None and (self.out / "checkpoints" / f"{previous}.pt").is_file():
+        if previous is not None and self.rd.checkpoint(previous).is_file():
             self._load_previous(system, previous)
         teacher = None if self.cfg.method == "deepjscc" else self.teacher
         history = run_stage(
@@ -242,29 +182,26 @@ class Pipeline:
             augment=self.cfg.data.augment,
             device=self.device,
             codec_cfg=self.cfg.codec if robust else None,
-            checkpoint=self.out / "train" / f"{name}.ckpt",
+            checkpoint=self.rd.epoch_checkpoint(name),
         )
-        save_checkpoint(
-            self.out / "checkpoints" / f"{name}.pt", {"model": system.state_dict(), "config": self.cfg.to_dict()}
-        )
-        (self.out / "train" / f"{name}.ckpt").unlink(missing_ok=True)
-        clean = validate(system, self.splits.test, self.device, False, self.cfg.seed, None)
+        save_checkpoint(self.rd.checkpoint(name), {"model": system.state_dict(), "config": self.cfg.to_dict()})
+        self.rd.epoch_checkpoint(name).unlink(missing_ok=True)
+        clean = clean_accuracy(system, self.splits.test, self.device, False, self.cfg.seed, None)
         return {"history": history, "clean_test_accuracy": clean, "trained": sc.train, "losses": sc.losses}
 
     def _load_previous(self, system: SemanticSystem, previous: str) -> None:
         """Start from the previous stage's weights. The codec comes from there only if that stage trained
         it; otherwise it keeps the seeded initialisation (the same one the previous stage held), so a
         codec changed after stage 1 finished does not force stage 1 to run again."""
-        ck = self.out / "checkpoints" / f"{previous}.pt"
-        state = load_checkpoint(ck)["model"]
+        ck = self.rd.checkpoint(previous)
+        state = load_checkpoint(ck).get("model")
+        if not isinstance(state, dict):
+            raise UserError(f"checkpoint {ck} holds no model state; rerun stage {previous}")
         trained = (self.done(previous) or {}).get("trained", [])
         if not any(g.startswith("codec") for g in trained):
             state = {n: v for n, v in state.items() if not n.startswith("codec.")}
             state.update({n: v for n, v in system.state_dict().items() if n.startswith("codec.")})
-        try:
-            system.load_state_dict(state)
-        except RuntimeError:
-            raise UserError(f"checkpoint {ck} does not match this run's system; rerun stage {previous}") from None
+        load_state(system, state, ck, stage=previous)
 
     def stage_stage1(self) -> dict:
         return self._train("stage1", self.cfg.stage1, self._system(), False, None)
@@ -277,14 +214,4 @@ class Pipeline:
         return self._train("stage2", self.cfg.stage2, self._system(), True, prev)
 
     def stage_evaluate(self) -> dict:
-        from rkd_edge.evaluate.run import evaluate_run
-
         return evaluate_run(self.out, quiet_summary=True)
-
-
-def student_costs(system: SemanticSystem, input_shape) -> dict:
-    return {
-        "params": count_params(system.encoder) + count_params(system.classifier),
-        "encoder_params": count_params(system.encoder),
-        "flops": count_macs(system.encoder, tuple(input_shape)) + system.classifier.weight.numel(),
-    }

@@ -2,74 +2,84 @@
 torch-pruning, then a short distillation fine-tune of encoder and codec, and a fresh evaluation.
 
 The pruned run is an ordinary run directory: ``system.json`` marks the encoder as pruned, and
-:func:`shrink_to_state` rebuilds the narrower layers from the checkpoint's tensor shapes, so export,
-evaluation and the runtime work on it unchanged.
+:func:`rkd_edge.rundir.shrink_to_state` rebuilds the narrower layers from the checkpoint's tensor
+shapes, so export, evaluation and the runtime work on it unchanged.
+
+It is built in a hidden folder beside ``RUN2`` (``.RUN2.prune-partial``) and renamed into place only when
+``prune.json`` is written, so an interrupted prune never leaves a folder that looks pruned; rerunning the
+same command resumes it (pruning is deterministic, and the fine-tune resumes from its epoch checkpoints).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from rkd_edge import progress
+from rkd_edge.distill.loop import save_checkpoint
+from rkd_edge.distill.stages import run_stage, validate
 from rkd_edge.errors import UserError
-from rkd_edge.io import read_json, write_json
+from rkd_edge.evaluate.run import evaluate_run
+from rkd_edge.io import OutputLock, commit_dir, read_json, write_json
+from rkd_edge.nas.cost import count_macs, count_params
+from rkd_edge.outputs import check_output
+from rkd_edge.pipeline import Pipeline
+from rkd_edge.rundir import RunDir
+
+# What a pruned run does not take from its source: caches, epoch checkpoints and results of the source.
+NOT_COPIED = ("cache", "train", "report.*", "evaluation*", "*.png", "*.lock", ".staging.*", "prune.json")
 
 
-def shrink_to_state(module: nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> nn.Module:
-    """Replace Conv2d / BatchNorm2d / Linear / LayerNorm layers by ones shaped like ``state``'s tensors."""
-    for name, child in list(module.named_children()):
-        key = f"{prefix}{name}"
-        w = state.get(f"{key}.weight")
-        new = None
-        if isinstance(child, nn.Conv2d) and w is not None:
-            groups = 1 if child.groups == 1 else w.shape[0]  # depthwise stays depthwise
-            new = nn.Conv2d(
-                w.shape[1] * groups,
-                w.shape[0],
-                child.kernel_size,
-                child.stride,
-                child.padding,
-                child.dilation,
-                groups,
-                bias=child.bias is not None,
-            )
-        elif isinstance(child, nn.BatchNorm2d) and f"{key}.running_mean" in state:
-            new = nn.BatchNorm2d(state[f"{key}.running_mean"].shape[0], affine=child.affine)
-        elif isinstance(child, nn.Linear) and w is not None:
-            new = nn.Linear(w.shape[1], w.shape[0], bias=child.bias is not None)
-        elif isinstance(child, nn.LayerNorm) and w is not None:
-            new = nn.LayerNorm(w.shape[0], elementwise_affine=True)
-        if new is not None:
-            setattr(module, name, new)
-        else:
-            shrink_to_state(child, state, f"{key}.")
-    return module
-
-
-def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
-    """Prune ``ratio`` of the encoder's channels (L2 group magnitude), fine-tune, evaluate. Returns a record."""
+def _import_torch_pruning():
     try:
         import torch_pruning as tp
     except ImportError:
         raise UserError("pruning needs torch-pruning: pip install 'rkd-edge[prune]'") from None
-    from rkd_edge.distill.loop import save_checkpoint
-    from rkd_edge.distill.stages import run_stage, validate
-    from rkd_edge.evaluate.run import evaluate_run
-    from rkd_edge.nas.cost import count_macs, count_params
-    from rkd_edge.pipeline import Pipeline, load_run
+    return tp
 
-    if not 0.0 < ratio < 1.0:
+
+def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
+    """Prune ``ratio`` of the encoder's channels (L2 group magnitude), fine-tune, evaluate. Returns a record."""
+    tp = _import_torch_pruning()
+    if not (math.isfinite(ratio) and 0.0 < ratio < 1.0):
         raise UserError(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
-    if out.exists():
-        raise UserError(f"{out} already exists; choose another --out")
-    cfg, system, spec = load_run(run)
-    shutil.copytree(run, out, ignore=shutil.ignore_patterns("cache", "train", "report.*", "evaluation*", "*.png"))
-    pipe = Pipeline(cfg, out)
+    if epochs < 0:
+        raise UserError(f"--epochs must be 0 or more, got {epochs}")
+    run, out = Path(run), Path(out)
+    check_output(out, "run", force=False, sources=(run,))
+    src = RunDir(run)
+    cfg, system, spec = src.load()
+    src.require_complete(cfg, "pruning it")
+    if spec["encoder"].get("pruned"):
+        raise UserError(f"{run} is already pruned; prune its source run with a larger --ratio instead")
+    with OutputLock(out):
+        work = out.parent / f".{out.name}.prune-partial"
+        job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}
+        state = work / "prune-job.json"
+        if work.is_dir() and (not state.is_file() or read_json(state) != job):
+            shutil.rmtree(work)  # a partial prune of another job: start over
+        if not work.is_dir():
+            shutil.copytree(run, work, ignore=shutil.ignore_patterns(*NOT_COPIED))
+            write_json(state, job)
+        else:
+            progress.log(f"prune: resuming {work}")
+        try:
+            record = _prune(tp, work, run, cfg, system, spec, ratio, epochs)
+        except UserError:
+            shutil.rmtree(work, ignore_errors=True)  # it cannot succeed as asked: nothing to resume
+            raise
+        state.unlink()
+        commit_dir(work, out, replace=False)
+    return record
+
+
+def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epochs: int) -> dict:
+    pipe = Pipeline(cfg, work)
+    rd = pipe.rd
     pipe.stage_teacher()
     shape = tuple(spec["input_shape"])
     before = {
@@ -87,10 +97,14 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
         ignored_layers=[system.encoder.head],
     )
     pruner.step()
+    if count_params(system.encoder) >= before["params"]:
+        raise UserError(f"--ratio {ratio} removes no channel of this encoder; give a larger ratio")
     progress.log(f"pruned encoder: {before['params']:,} -> {count_params(system.encoder):,} parameters")
     for name, sc in (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)):
         sc = copy.deepcopy(sc)
         sc.epochs = epochs
+        if epochs == 0:
+            continue
         run_stage(
             f"prune-{name}",
             sc,
@@ -103,18 +117,24 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
             augment=cfg.data.augment,
             device=pipe.device,
             codec_cfg=pipe.cfg.codec if name == "stage2" else None,
+            # Kept until the prune is committed: a rerun after an interruption resumes from here.
+            checkpoint=rd.epoch_checkpoint(f"prune-{name}"),
         )
     system.cpu()
-    save_checkpoint(out / "checkpoints" / "stage2.pt", {"model": system.state_dict(), "config": cfg.to_dict()})
-    spec = read_json(out / "system.json")
-    spec["encoder"]["pruned"] = {"ratio": ratio, "from": str(run)}
-    write_json(out / "system.json", spec)
+    for stage in ("stage1", "probe"):
+        rd.checkpoint(stage).unlink(missing_ok=True)  # the unpruned weights stay with the source run
+    save_checkpoint(rd.checkpoint("stage2"), {"model": system.state_dict(), "config": cfg.to_dict()})
+    spec = read_json(rd.system)
+    spec["encoder"]["pruned"] = {"ratio": ratio, "from": Path(run).name}
+    write_json(rd.system, spec)
     after = {
         "params": count_params(system.encoder),
         "macs": count_macs(system.encoder, shape),
         "clean_accuracy": validate(system, pipe.splits.test, "cpu", False, cfg.seed, None),
     }
-    summary = evaluate_run(out)
+    summary = evaluate_run(work)
+    pipe.close()
+    shutil.rmtree(work / "train", ignore_errors=True)
     record = {"ratio": ratio, "finetune_epochs": epochs, "before": before, "after": after, "curves": summary["curves"]}
-    write_json(out / "prune.json", record)
+    write_json(rd.prune_record, record)
     return record

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from rkd_edge import env
-from rkd_edge.io import write_json, write_text
+from rkd_edge.config import RunConfig
+from rkd_edge.data import DataSplits
+from rkd_edge.io import FileSet, json_text
 from rkd_edge.nas.cost import count_params
+from rkd_edge.rundir import RunDir, student_costs
 
 
-def write_report(pipe, results: dict) -> dict:
-    """Assemble the report from the stage records of a finished pipeline."""
-    from rkd_edge.pipeline import load_run, student_costs
+def write_report(rd: RunDir, splits: DataSplits, mcfg: RunConfig, results: dict) -> dict:
+    """Assemble ``report.json`` and ``report.md`` from the stage records of a finished run.
 
-    cfg, system, _ = load_run(pipe.out)
+    Args:
+        rd: The run folder.
+        splits: Its data splits.
+        mcfg: The config its method trained with (``rkd_edge.methods.method_config``).
+        results: Stage name -> stage record.
+    """
+    cfg, system, _ = rd.load()
     ev = results.get("evaluate", {})
     teacher = results["teacher"]
-    student = student_costs(system, pipe.splits.input_shape)
+    student = student_costs(system, splits.input_shape)
     # The stage that last trained the clean path: the probe (authors-2025), else stage 1. A method without
     # either (deepjscc) never fed its classifier clean features: its accuracy is the noiseless codec path.
     last = next((results[s] for s in ("probe", "stage1") if s in results), None)
@@ -24,7 +32,7 @@ def write_report(pipe, results: dict) -> dict:
         clean, path = ev.get("noiseless"), "noiseless: encoder -> codec (identity channel) -> classifier"
     student["accuracy"], student["accuracy_path"] = clean, path
     report = {
-        "dataset": pipe.splits.name,
+        "dataset": splits.name,
         "method": cfg.method,
         "seed": cfg.seed,
         "teacher": {k: teacher[k] for k in ("spec", "params", "accuracy", "embed_dim")},
@@ -34,7 +42,7 @@ def write_report(pipe, results: dict) -> dict:
             "accuracy_vs_teacher": round(clean / teacher["accuracy"], 5) if clean else None,
         },
         "codec": {
-            "name": pipe.cfg.codec.name,
+            "name": mcfg.codec.name,
             "params": count_params(system.codec),
             # The transmitter half runs on the device next to the encoder; the receiver half does not.
             "tx_params": sum(p.numel() for _, p in system.group_parameters("codec.tx")),
@@ -42,12 +50,12 @@ def write_report(pipe, results: dict) -> dict:
             "symbols": list(system.codec.symbol_set),
             "max_symbols": system.codec.max_symbols,
             "report_symbols": ev.get("report_symbols"),
-            "bandwidth_ratio": round(ev.get("report_symbols", 0) / pipe.splits.source_dim, 6),
-            "source_dim": f"C*H*W = {pipe.splits.source_dim}",
+            "bandwidth_ratio": round(ev.get("report_symbols", 0) / splits.source_dim, 6),
+            "source_dim": f"C*H*W = {splits.source_dim}",
         },
         "channel": {
-            "rayleigh_mode": pipe.cfg.codec.rayleigh_mode,
-            "csi": pipe.cfg.codec.csi,
+            "rayleigh_mode": mcfg.codec.rayleigh_mode,
+            "csi": mcfg.codec.csi,
             "snr": "Es/N0 dB per complex symbol",
         },
         "curves": ev.get("curves", {}),
@@ -58,8 +66,9 @@ def write_report(pipe, results: dict) -> dict:
         "environment": env.environment(),
         "config_hash": cfg.digest(),
     }
-    write_json(pipe.out / "report.json", report)
-    write_text(pipe.out / "report.md", markdown(report, results))
+    with FileSet(rd.root) as fs:
+        fs.path(rd.report_json.name).write_text(json_text(report))
+        fs.path(rd.report_md.name).write_text(markdown(report, results))
     return report
 
 

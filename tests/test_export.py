@@ -113,7 +113,7 @@ def test_runtime_imports_no_torch_and_runs(tiny_bundle, digits):
 def test_runtime_matches_torch_system(tiny_run, tiny_bundle, digits):
     import torch
 
-    from rkd_edge.pipeline import load_run
+    from rkd_edge.rundir import load_run
 
     _, system, _ = load_run(tiny_run)
     rt = Runtime(str(tiny_bundle))

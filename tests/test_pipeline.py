@@ -60,13 +60,13 @@ def test_stage2_rerun_needs_only_what_stage1_trained(tiny_run, tiny_teacher_dir,
     for p in ("stages/stage2.json", "stages/evaluate.json", "checkpoints/stage2.pt"):
         (run / p).unlink()
     ck = run / "checkpoints" / "stage1.pt"
-    state = torch.load(ck, weights_only=False)
+    state = torch.load(ck, weights_only=True)
     state["model"] = {n: v for n, v in state["model"].items() if not n.startswith("codec.")}
     torch.save(state, ck)
     args = ["-q", "pipeline", "--out", str(run), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
     run_cli(*args, check=True)
-    redone = torch.load(run / "checkpoints" / "stage2.pt", weights_only=False)["model"]
-    original = torch.load(tiny_run / "checkpoints" / "stage2.pt", weights_only=False)["model"]
+    redone = torch.load(run / "checkpoints" / "stage2.pt", weights_only=True)["model"]
+    original = torch.load(tiny_run / "checkpoints" / "stage2.pt", weights_only=True)["model"]
     assert redone.keys() == original.keys()
     for name, value in original.items():
         torch.testing.assert_close(redone[name], value, msg=name)

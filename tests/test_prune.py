@@ -4,8 +4,7 @@ import json
 
 import torch
 
-from rkd_edge.pipeline import load_run
-from rkd_edge.prune import shrink_to_state
+from rkd_edge.rundir import load_run, shrink_to_state
 from tests.conftest import run_cli
 
 

@@ -48,4 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: completed stages and checkpoints are kept; rerun the command to resume", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        # A full disk, a read-only folder, a vanished file: the environment, said in one line. Outputs are
+        # committed whole or not at all, so what was there before is intact.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; nothing was changed by the failed write", file=sys.stderr)
+        sys.exit(2)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -23,10 +24,13 @@ def train(
     overrides: list[str] = SET,
     seed: int = SEED,
     device: str = DEVICE,
+    force: bool = typer.Option(False, "--force", help="Replace a finished teacher at --out (only an rkd-edge one)."),
 ):
-    """Train a teacher; the spec local:OUT then loads it."""
+    """Train a teacher; the spec local:OUT then loads it. An unfinished teacher at OUT resumes."""
     from rkd_edge import env
-    from rkd_edge.pipeline import load_splits
+    from rkd_edge.io import OutputLock, staged_dir, write_json
+    from rkd_edge.outputs import check_output, kind_of, write_marker
+    from rkd_edge.rundir import load_splits
     from rkd_edge.teachers.train import train_teacher
 
     cfg = resolve(
@@ -39,7 +43,20 @@ def train(
         device=device,
         flags={"teacher.arch": arch, "teacher.epochs": epochs},
     )
-    rec = train_teacher(cfg, load_splits(cfg), out, env.pick_device(cfg.device))
+    finished = (out / "teacher.json").is_file()
+    resume = out.is_dir() and kind_of(out) == "teacher" and not finished
+    replace = False if resume else check_output(out, "teacher", force)
+    splits, dev = load_splits(cfg), env.pick_device(cfg.device)
+    with OutputLock(out):
+        if replace:  # a forced retrain is built aside: the old teacher stays until the new one is done
+            with staged_dir(out, replace=True) as work:
+                write_marker(work, "teacher")
+                rec = train_teacher(cfg, splits, work, dev)
+                rec["load_spec"] = f"local:{Path(os.path.relpath(out)).as_posix()}"
+                write_json(work / "teacher.json", rec)
+        else:
+            write_marker(out, "teacher")
+            rec = train_teacher(cfg, splits, out, dev)
     typer.echo(
         f"teacher {rec['arch']}: {rec['params']:,} parameters, test accuracy {rec['accuracy']:.4f} "
         f"({rec['train_seconds']:.0f} s) -> {out}/teacher.json"

@@ -11,6 +11,7 @@ import contextlib
 import math
 import pickle
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,12 +30,23 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`: plain tensors and containers only.
+
+    It is loaded with ``weights_only=True``, so a file from someone else cannot run code: a pickle that
+    asks for anything but tensors, numbers, strings and containers is refused with one line.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: we refuse them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"checkpoint {path} is unreadable ({str(exc).splitlines()[0][:100]}); delete it to restart this stage"
+            f"checkpoint {path} is unreadable or not plain weights ({reason}); delete it to restart this stage"
         ) from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint; delete it")
+    return state
 
 
 def fit(

@@ -6,9 +6,45 @@ from pathlib import Path
 
 from rkd_edge import env
 from rkd_edge.config import parse_range
+from rkd_edge.errors import UserError
 from rkd_edge.evaluate.plots import plot_snr, plot_symbols
 from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
-from rkd_edge.io import read_json, write_json
+from rkd_edge.io import FileSet, OutputLock, json_text
+from rkd_edge.methods import method_config
+from rkd_edge.outputs import check_output, kind_of, write_marker
+from rkd_edge.rundir import RunDir, load_splits
+
+EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"]
+
+
+def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]) -> tuple[Path, bool]:
+    """Where an evaluation writes: ``default`` (the run or bundle itself), or ``--out`` when it is free or
+    already an rkd-edge evaluation, run or bundle folder (whose evaluation files are replaced).
+
+    Returns:
+        The folder, and whether it is a fresh evaluation folder that needs a marker.
+    """
+    if out is None or Path(out).resolve() == Path(default).resolve():
+        return Path(default), False
+    out = Path(out)
+    if kind_of(out) in ("evaluation", "run", "bundle") and out.is_dir():
+        return out, False
+    check_output(out, "evaluation", force=False, sources=sources)
+    return out, True
+
+
+def commit_evaluation(out: Path, fresh: bool, write) -> None:
+    """Write one evaluation's files as a set under a lock: all of them, or (on failure) none.
+
+    Args:
+        out: The folder.
+        fresh: Mark it as an evaluation folder.
+        write: ``write(staging_dir)`` writes every file of the set into the staging folder.
+    """
+    with OutputLock(out), FileSet(out) as fs:
+        write(fs.dir)
+    if fresh:
+        write_marker(out, "evaluation")
 
 
 def evaluate_run(
@@ -21,20 +57,16 @@ def evaluate_run(
     quiet_summary: bool = False,
 ) -> dict:
     """Accuracy against SNR for every channel and length; returns a summary for the report."""
-    from rkd_edge.pipeline import load_run, load_splits
-
-    cfg, system, spec = load_run(run)
+    rd = RunDir(run)
+    cfg, system, spec = rd.load()
+    out, fresh = evaluation_folder(out, rd.root, (rd.root,))
     ec = cfg.evaluate
     channels = channels or ec.channels
     snrs = parse_range(snr or ec.snr_db)
     ks = symbols or ec.symbols or list(system.codec.symbol_set)
     bad = [k for k in ks if not 1 <= k <= system.codec.max_symbols]
     if bad:
-        from rkd_edge.errors import UserError
-
         raise UserError(f"symbol lengths {bad} outside 1..{system.codec.max_symbols} supported by this codec")
-    from rkd_edge.methods import method_config
-
     mcfg = method_config(cfg)
     splits = load_splits(mcfg)
     device = env.pick_device(cfg.device)
@@ -44,24 +76,17 @@ def evaluate_run(
     rows += evaluate_torch(
         system, splits.test, noiseless_grid(mcfg, ks), mcfg.codec, splits.source_dim, device, cfg.method
     )
-    out = Path(out or run)
-    write_rows(rows, out)
     report_k = ec.report_symbols or max(ks)
     title = f"{cfg.method} on {splits.name}"
     # Upper bounds drawn as dashed levels: the student through the noiseless codec, and the teacher on
-    # the same test split (recorded by the run's teacher stage; a bare evaluation folder has none).
+    # the same test split (recorded by the run's teacher stage).
     noiseless_row = next(r for r in rows if r["channel"] == "identity")
     noiseless = noiseless_row["accuracy"]
     bounds = {"student, noiseless codec": noiseless}
-    if (Path(run) / "stages" / "teacher.json").is_file():
-        bounds["teacher"] = read_json(Path(run) / "stages" / "teacher.json").get("accuracy")
-    plot_snr([r for r in rows if r["channel"] != "identity"], out / "accuracy_vs_snr.png", title, bounds)
-    plot_symbols(
-        [r for r in rows if r["channel"] != "identity"],
-        out / "accuracy_vs_symbols.png",
-        [s for s in (0.0, 10.0) if s in snrs] or snrs[:1],
-        title,
-    )
+    teacher = rd.done("teacher")
+    if teacher is not None:
+        bounds["teacher"] = teacher.get("accuracy")
+    noisy = [r for r in rows if r["channel"] != "identity"]
     summary = {
         "rows": len(rows),
         "report_symbols": report_k,
@@ -69,8 +94,17 @@ def evaluate_run(
         "noiseless": noiseless,
         "noiseless_symbols": noiseless_row["k"],
         "upper_bounds": bounds,
-        "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"],
+        "files": EVALUATION_FILES,
         "source_dim": splits.source_dim,
     }
-    write_json(out / "evaluation_summary.json", summary)
+
+    def write(staging: Path) -> None:
+        write_rows(rows, staging)
+        plot_snr(noisy, staging / "accuracy_vs_snr.png", title, bounds)
+        plot_symbols(
+            noisy, staging / "accuracy_vs_symbols.png", [s for s in (0.0, 10.0) if s in snrs] or snrs[:1], title
+        )
+        (staging / "evaluation_summary.json").write_text(json_text(summary))
+
+    commit_evaluation(out, fresh, write)
     return summary

@@ -37,9 +37,70 @@ def load_manifest(root: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BundleError(f"{path} is not valid JSON; re-export the bundle") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest; re-export the bundle")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT}; re-export it")
+    check_manifest(manifest, path)
     return manifest
+
+
+# The channel-type ids the codecs of format rkd-edge/bundle@1 were trained with (the position is the id
+# fed to the tx and rx graphs). A manifest that lists them otherwise would feed the graphs wrong ids.
+CHANNEL_TYPES_V1 = ["identity", "awgn", "rayleigh", "rician"]
+REQUIRED = {
+    "models": dict,
+    "files": dict,
+    "normalisation": dict,
+    "symbols": dict,
+    "classes": list,
+    "channel_types": list,
+    "precisions": list,
+}
+MODELS = ("encoder", "tx", "rx")
+
+
+def _fail(path: Path, what: str) -> BundleError:
+    return BundleError(f"{path}: {what}; re-export the bundle")
+
+
+def check_manifest(m: dict, path: Path) -> None:
+    """Check the manifest's structure and its internal consistency (the files are checked by
+    :func:`verify_bundle`, the graphs' inputs and outputs when a runtime loads them)."""
+    for key, typ in REQUIRED.items():
+        if not isinstance(m.get(key), typ):
+            raise _fail(path, f"{key!r} is missing or not a {typ.__name__}")
+    files = m["files"]
+    if not files:
+        raise _fail(path, "'files' lists no file (a manifest must hash every file the runtime loads)")
+    for rel, rec in files.items():
+        ok = isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and isinstance(rec.get("bytes"), int)
+        if not ok or rel.startswith("/") or ".." in Path(rel).parts:
+            raise _fail(path, f"file entry {rel!r} needs a relative path, 'sha256' and 'bytes'")
+    for name in MODELS:
+        variants = m["models"].get(name)
+        if not isinstance(variants, dict) or not variants:
+            raise _fail(path, f"no {name} model")
+        for prec, rec in variants.items():
+            if not isinstance(rec, dict) or rec.get("file") not in files:
+                raise _fail(path, f"the {prec} {name} model's file is not listed (with its hash) in 'files'")
+    if m["channel_types"] != CHANNEL_TYPES_V1:
+        raise _fail(path, f"channel_types {m['channel_types']} differ from the ids the codec was trained with")
+    sym = m["symbols"]
+    k_max, k_set = sym.get("max"), sym.get("set")
+    if not isinstance(k_max, int) or k_max < 1 or not isinstance(k_set, list) or not k_set:
+        raise _fail(path, "'symbols' needs 'max' (a positive integer) and 'set' (a list)")
+    if any(not isinstance(k, int) or not 1 <= k <= k_max for k in k_set):
+        raise _fail(path, f"symbols.set {k_set} is not within 1..{k_max}")
+    for prec, rec in m["models"]["tx"].items():
+        outs = rec.get("outputs") or []
+        shape = outs[0].get("shape") if outs and isinstance(outs[0], dict) else None
+        if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[1], int) and shape[1] != k_max:
+            raise _fail(path, f"symbols.max is {k_max} but the {prec} tx model sends {shape[1]} symbols")
+    norm = m["normalisation"]
+    for key in ("mean", "std", "size", "channels"):
+        if key not in norm:
+            raise _fail(path, f"normalisation lacks {key!r}")
 
 
 # Manifest keys that a device may rewrite after export (the measured precision selection per device
@@ -59,10 +120,10 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
     """Check every listed file's size and sha256; refuse the bundle on any mismatch."""
     root = Path(root)
     manifest = manifest or load_manifest(root)
-    for rel, rec in manifest.get("files", {}).items():
+    for rel, rec in manifest["files"].items():
         path = root / rel
-        if not path.is_file():
-            raise BundleError(f"bundle file missing: {rel}; re-export the bundle")
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"bundle file missing or not a plain file: {rel}; re-export the bundle")
         if path.stat().st_size != rec["bytes"]:
             raise BundleError(
                 f"bundle file {rel} has {path.stat().st_size} bytes, the manifest says "

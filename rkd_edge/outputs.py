@@ -1,0 +1,147 @@
+"""Which folders rkd-edge may create, resume into or replace (``--out`` and ``--force``).
+
+Every folder the toolkit creates carries a small marker file, ``.rkd-edge.json``, naming its kind
+(``run``, ``bundle``, ``teacher``, ``evaluation``). ``--force`` replaces a folder only when it is an
+artefact of the same kind that the toolkit wrote and holds nothing else: never the command's source, a
+parent of it, or a folder with a user's files in it. Folders written before markers existed are
+recognised by their structure (a bundle by its manifest, a run by ``config.json`` and ``stages/``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rkd_edge.errors import UserError
+from rkd_edge.io import write_json
+from rkd_edge.runtime.bundle import FORMAT, MANIFEST
+
+MARKER = ".rkd-edge.json"
+KINDS = ("run", "bundle", "teacher", "evaluation")
+
+# Top-level entries each kind of folder may hold (besides the marker): what the toolkit writes there.
+RUN_ENTRIES = frozenset(
+    {
+        "config.json", "system.json", "genotype.json", "stages", "checkpoints", "train", "teacher", "cache",
+        "run.log", "report.json", "report.md", "search", "search_log.json", "arch_weights.png", "pareto.csv",
+        "pareto.md", "evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png",
+        "accuracy_vs_symbols.png", "prune.json", "prune-job.json", "sweep", "latency_table.json",
+    }
+)  # fmt: skip
+TEACHER_ENTRIES = frozenset({"teacher.pt", "teacher.json", "checkpoint.pt", "history.png"})
+EVALUATION_ENTRIES = frozenset(
+    {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
+)
+BUNDLE_EXTRA = frozenset({MANIFEST, "evaluation"})
+
+
+def write_marker(folder: Path, kind: str) -> None:
+    """Mark ``folder`` as an rkd-edge artefact of ``kind``."""
+    write_json(Path(folder) / MARKER, {"kind": kind, "tool": "rkd-edge"})
+
+
+def kind_of(folder: Path) -> str | None:
+    """The kind of rkd-edge artefact ``folder`` is, or ``None`` if it is not one."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    if marker.is_file():
+        try:
+            kind = json.loads(marker.read_text()).get("kind")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        return kind if kind in KINDS else None
+    if (folder / MANIFEST).is_file():
+        try:
+            return "bundle" if json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT else None
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+    if (folder / "config.json").is_file() and (folder / "stages").is_dir():
+        return "run"
+    if (folder / "teacher.json").is_file() and (folder / "teacher.pt").is_file():
+        return "teacher"
+    if (folder / "evaluation_summary.json").is_file():
+        return "evaluation"
+    return None
+
+
+def foreign_entries(folder: Path, kind: str) -> list[str]:
+    """Entries of ``folder`` that rkd-edge did not write for an artefact of ``kind``."""
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir()} - {MARKER}
+    if kind == "bundle":
+        try:
+            listed = set(json.loads((folder / MANIFEST).read_text()).get("files", {}))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return sorted(names)
+        files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        extra = {f for f in files - listed - {MARKER} if f.split("/")[0] not in BUNDLE_EXTRA}
+        return sorted(extra)
+    allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
+    return sorted(n for n in names if n not in allowed and not n.startswith(".") and not n.endswith(".lock"))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_output(out: Path, kind: str, force: bool, sources: tuple[Path, ...] = ()) -> bool:
+    """Decide whether a command may write a new ``kind`` artefact at ``out``.
+
+    Args:
+        out: The ``--out`` path.
+        kind: What the command writes there.
+        force: Whether ``--force`` was given.
+        sources: What the command reads (never replaced, nor any folder that holds them).
+
+    Returns:
+        True when an existing artefact at ``out`` is to be replaced, False when ``out`` is free (missing
+        or an empty folder).
+
+    Raises:
+        UserError: One line naming the path and why it may not be written.
+    """
+    out = Path(out)
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{parent} is a file, not a folder; choose another --out")
+    if not out.exists() and not out.is_symlink():
+        return False
+    if out.is_symlink():
+        raise UserError(f"{out} is a symbolic link; give the real folder as --out")
+    if not any(out.iterdir()):
+        return False
+    for src in sources:
+        if _inside(Path(src), out):
+            raise UserError(f"--out {out} holds the source {src}; it is never replaced: choose another --out")
+    if not force:
+        raise UserError(f"{out} already exists; choose another --out, or pass --force to replace a {kind} there")
+    found = kind_of(out)
+    if found != kind:
+        what = f"an rkd-edge {found}" if found else "not an rkd-edge artefact"
+        raise UserError(f"--force replaces only an rkd-edge {kind}, and {out} is {what}; choose another --out")
+    extra = foreign_entries(out, kind)
+    if extra:
+        raise UserError(
+            f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); refusing to replace it, "
+            "choose another --out"
+        )
+    return True
+
+
+def check_resumable(out: Path, kind: str = "run") -> bool:
+    """Whether ``out`` may be created or resumed as a ``kind`` folder written in place (a training run).
+
+    Returns:
+        True when ``out`` already is such a folder (resume), False when it is free.
+
+    Raises:
+        UserError: ``out`` is a file, or a folder holding anything else.
+    """
+    out = Path(out)
+    replace = False
+    try:
+        replace = check_output(out, kind, force=True)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--force replaces only", "rkd-edge resumes only")) from None
+    return replace

@@ -1,0 +1,260 @@
+"""The run folder: one module owns its layout and its loaders (DESIGN.md section 7).
+
+The pipeline writes a run through :class:`RunDir`, and every reader (evaluate, report, prune, export)
+reads through it, so the layout lives here alone::
+
+    RUN/
+      .rkd-edge.json            marker: an rkd-edge run (see rkd_edge.outputs)
+      config.json               the resolved config
+      system.json               what it takes to rebuild the system (encoder kind, codec sizes, shapes)
+      genotype.json             the searched student (KDL-DARTS)
+      teacher/                  a teacher trained inside the run (when no --teacher was given)
+      stages/NAME.json          a stage's record, written last and atomically: the stage is complete
+      checkpoints/NAME.pt       a finished stage's weights (plain tensors, loaded with weights_only)
+      train/NAME.ckpt           an unfinished stage's epoch checkpoint (exact resume)
+      cache/                    teacher outputs
+      evaluation.{csv,json}, evaluation_summary.json, accuracy_vs_*.png
+      report.json, report.md, run.log
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rkd_edge.codec import create_codec
+from rkd_edge.config import RunConfig, from_dict
+from rkd_edge.data import DataSplits, create_dataset
+from rkd_edge.distill.loop import load_checkpoint
+from rkd_edge.errors import UserError
+from rkd_edge.io import read_json, write_json
+from rkd_edge.methods import METHOD_STAGES
+from rkd_edge.nas.cost import count_macs, count_params
+from rkd_edge.nas.genotypes import Genotype
+from rkd_edge.outputs import kind_of
+from rkd_edge.students import create_encoder
+from rkd_edge.system import SemanticSystem
+
+# Stages whose checkpoint holds the trained system, latest first.
+TRAINED_STAGES = ("stage2", "probe", "stage1")
+
+
+class RunDir:
+    """Named paths and loaders of one run folder.
+
+    Args:
+        root: The run folder.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # --- paths -----------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def system(self) -> Path:
+        return self.root / "system.json"
+
+    @property
+    def genotype(self) -> Path:
+        return self.root / "genotype.json"
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def prune_record(self) -> Path:
+        return self.root / "prune.json"
+
+    def stage_record(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / "checkpoints" / f"{stage}.pt"
+
+    def epoch_checkpoint(self, stage: str) -> Path:
+        return self.root / "train" / f"{stage}.ckpt"
+
+    # --- records ---------------------------------------------------------------------------------
+    def done(self, stage: str) -> dict | None:
+        """The record of a finished stage, or ``None``."""
+        p = self.stage_record(stage)
+        return read_json(p, f"stage record {stage}", expect=dict) if p.is_file() else None
+
+    def mark(self, stage: str, info: dict) -> dict:
+        """Record a finished stage (written last, atomically: the stage is complete once this exists)."""
+        write_json(self.stage_record(stage), info)
+        return info
+
+    def any_done(self) -> bool:
+        return any((self.root / "stages").glob("*.json"))
+
+    # --- loaders ---------------------------------------------------------------------------------
+    def require_run(self) -> None:
+        if kind_of(self.root) != "run" or not self.system.is_file():
+            raise UserError(
+                f"{self.root} is not a trained run (no system.json); run rkd-edge pipeline --out {self.root}"
+            )
+
+    def load_config(self) -> RunConfig:
+        return from_dict(read_json(self.config, "run config", expect=dict))
+
+    def load_spec(self) -> dict:
+        spec = read_json(self.system, "system spec", expect=dict)
+        for key in ("encoder", "codec", "num_classes", "teacher_dim", "input_shape"):
+            if key not in spec:
+                raise UserError(f"{self.system} lacks {key!r}; rerun the pipeline into a new folder")
+        return spec
+
+    def missing_stages(self, cfg: RunConfig) -> list[str]:
+        """Stages of the run's method that have no record yet."""
+        return [s for s in METHOD_STAGES.get(cfg.method, []) if not self.stage_record(s).is_file()]
+
+    def require_complete(self, cfg: RunConfig, what: str) -> None:
+        """Refuse (one line) a run whose stages did not all complete."""
+        missing = self.missing_stages(cfg)
+        if missing:
+            raise UserError(
+                f"{self.root} is not finished (stage {missing[0]} has no record); "
+                f"complete it with rkd-edge pipeline --out {self.root} before {what}"
+            )
+
+    def load(self) -> tuple[RunConfig, SemanticSystem, dict]:
+        """Config, trained system (latest stage checkpoint, on the CPU) and the system spec."""
+        self.require_run()
+        cfg, spec = self.load_config(), self.load_spec()
+        system = build_system(spec, self.root)
+        for stage in TRAINED_STAGES:
+            ck = self.checkpoint(stage)
+            if ck.is_file():
+                load_state(system, load_checkpoint(ck).get("model"), ck, pruned=bool(spec["encoder"].get("pruned")))
+                break
+        else:
+            raise UserError(f"{self.root} has no trained checkpoint; finish the pipeline first")
+        return cfg, system.eval(), spec
+
+
+def load_state(system: SemanticSystem, state, ck: Path, pruned: bool = False, stage: str | None = None) -> None:
+    """Load a checkpoint's model state into ``system``; a state of another shape is one line."""
+    rerun = f"rerun stage {stage}" if stage else "rerun the stage that wrote it"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {ck} holds no model state; {rerun}")
+    if pruned:
+        shrink_to_state(system.encoder, state, "encoder.")
+    try:
+        system.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"checkpoint {ck} does not match its run's system.json; {rerun}") from None
+
+
+def load_splits(cfg: RunConfig) -> DataSplits:
+    """The data splits of a config (same seed, same split)."""
+    d = cfg.data
+    return create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
+
+
+def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
+    """What it takes to rebuild the system of a run (``RUN/system.json``)."""
+    cc = cfg.codec
+    encoder = (
+        {"kind": "resnet-like", "feature_dim": cfg.search.feature_dim}
+        if cfg.method == "authors-2025"
+        else {"kind": "genotype", "file": "genotype.json"}
+    )
+    codec = {
+        "name": cc.name,
+        "max_symbols": cc.max_symbols,
+        "symbols": cc.symbols,
+        "dim": cc.dim,
+        "depth": cc.depth,
+        "heads": cc.heads,
+        "csi": cc.csi == "decoder",
+    }
+    return {
+        "encoder": encoder,
+        "codec": codec,
+        "num_classes": splits.num_classes,
+        "teacher_dim": teacher_dim,
+        "input_shape": list(splits.input_shape),
+    }
+
+
+def build_system(spec: dict, run: Path) -> SemanticSystem:
+    """An untrained system shaped by ``spec`` (genotype read from ``run``)."""
+    enc = spec["encoder"]
+    if enc["kind"] == "genotype":
+        encoder = create_encoder(Genotype.load(Path(run) / enc["file"]))
+    else:
+        encoder = create_encoder("resnet-like", tuple(spec["input_shape"]), enc["feature_dim"])
+    c = dict(spec["codec"])
+    name = c.pop("name")
+    codec = create_codec(name, encoder.feature_dim, **(c if name == "cat" else {"dim": c["dim"]}))
+    return SemanticSystem(encoder, spec["num_classes"], spec["teacher_dim"], codec)
+
+
+def load_run(run: str | Path) -> tuple[RunConfig, SemanticSystem, dict]:
+    """Config, trained system and spec of a run folder (see :meth:`RunDir.load`)."""
+    return RunDir(run).load()
+
+
+def student_costs(system: SemanticSystem, input_shape) -> dict:
+    """Parameters and FLOPs of the student (encoder + classifier) of a system."""
+    return {
+        "params": count_params(system.encoder) + count_params(system.classifier),
+        "encoder_params": count_params(system.encoder),
+        "flops": count_macs(system.encoder, tuple(input_shape)) + system.classifier.weight.numel(),
+    }
+
+
+def shrink_to_state(module: nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> nn.Module:
+    """Replace Conv2d / BatchNorm2d / Linear / LayerNorm layers by ones shaped like ``state``'s tensors
+    (a pruned encoder is rebuilt from its checkpoint's shapes)."""
+    for name, child in list(module.named_children()):
+        key = f"{prefix}{name}"
+        w = state.get(f"{key}.weight")
+        new = None
+        if isinstance(child, nn.Conv2d) and w is not None:
+            groups = 1 if child.groups == 1 else w.shape[0]  # depthwise stays depthwise
+            new = nn.Conv2d(
+                w.shape[1] * groups,
+                w.shape[0],
+                child.kernel_size,
+                child.stride,
+                child.padding,
+                child.dilation,
+                groups,
+                bias=child.bias is not None,
+            )
+        elif isinstance(child, nn.BatchNorm2d) and f"{key}.running_mean" in state:
+            new = nn.BatchNorm2d(state[f"{key}.running_mean"].shape[0], affine=child.affine)
+        elif isinstance(child, nn.Linear) and w is not None:
+            new = nn.Linear(w.shape[1], w.shape[0], bias=child.bias is not None)
+        elif isinstance(child, nn.LayerNorm) and w is not None:
+            new = nn.LayerNorm(w.shape[0], elementwise_affine=True)
+        if new is not None:
+            setattr(module, name, new)
+        else:
+            shrink_to_state(child, state, f"{key}.")
+    return module

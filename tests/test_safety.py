@@ -1,0 +1,352 @@
+"""Nothing lost, nothing forged (issue 9): every case through the real CLI, with checksums of the user's
+files before and after."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rkd_edge.runtime import BundleError, Runtime
+from tests.conftest import run_cli
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (relative path -> digest)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def user_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "thesis.tex").write_text("months of work\n")
+    (path / "data").mkdir()
+    (path / "data" / "measurements.csv").write_text("snr,acc\n0,0.9\n")
+    return path
+
+
+def one_line_exit_2(proc, needle: str = "") -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture()
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny run (tests may damage it)."""
+    dst = tmp_path / "work" / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+# --- --force replaces only what rkd-edge wrote ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["source", "parent", "user-folder", "file"])
+def test_export_force_never_deletes_what_it_does_not_own(run_copy, where):
+    parent = run_copy.parent
+    (parent / "notes.txt").write_text("keep me\n")
+    target = {
+        "source": run_copy,
+        "parent": parent,
+        "user-folder": user_folder(parent.parent / "mine"),
+        "file": parent / "notes.txt",
+    }[where]
+    before = tree_digest(parent.parent)
+    proc = run_cli("-q", "export", str(run_copy), "--out", str(target), "--force")
+    one_line_exit_2(proc, str(target.name))
+    assert tree_digest(parent.parent) == before
+
+
+def test_export_force_replaces_a_bundle_but_not_a_bundle_with_user_files(tiny_run, tiny_bundle, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(tiny_bundle, out)
+    run_cli("-q", "export", str(tiny_run), "--out", str(out), "--force", check=True)
+    assert Runtime(str(out)).precision == "fp32"
+    (out / "my-notes.md").write_text("mine\n")
+    before = tree_digest(out)
+    one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(out), "--force"), "my-notes.md")
+    assert tree_digest(out) == before
+
+
+def test_out_under_a_file_is_one_line(tiny_run, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(f / "sub")), "is a file")
+    one_line_exit_2(run_cli("-q", "evaluate", str(tiny_run), "--out", str(f / "sub")), "is a file")
+    assert f.read_text() == "x"
+
+
+def test_pipeline_refuses_a_folder_of_user_files(tmp_path, tiny_teacher_dir):
+    mine = user_folder(tmp_path / "mine")
+    before = tree_digest(mine)
+    proc = run_cli("-q", "pipeline", "--out", str(mine), "--teacher", f"local:{tiny_teacher_dir}")
+    one_line_exit_2(proc, "not an rkd-edge artefact")
+    assert tree_digest(mine) == before
+
+
+def test_teacher_train_never_overwrites_a_trained_teacher(tiny_teacher_dir, tmp_path):
+    out = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_dir, out)
+    before = tree_digest(out)
+    args = ["-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--epochs", "1", "--out", str(out)]
+    one_line_exit_2(run_cli(*args), "already exists")
+    assert tree_digest(out) == before
+    mine = user_folder(tmp_path / "mine")
+    one_line_exit_2(run_cli(*args[:-1], str(mine), "--force"), "not an rkd-edge artefact")
+    # --force on a teacher replaces it, and only once the new one is complete.
+    run_cli(*args, "--force", check=True)
+    rec = json.loads((out / "teacher.json").read_text())
+    assert rec["history"][-1]["epoch"] == 0 and ".partial" not in rec["load_spec"]
+
+
+# --- exclusive creation ----------------------------------------------------------------------------------
+
+
+def _cli_popen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_exports_to_one_out_cannot_both_win(tiny_run, tmp_path):
+    out = tmp_path / "same"
+    procs = [_cli_popen("-q", "export", str(tiny_run), "--out", str(out)) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for rc, err in results if rc == 2)
+    assert "another rkd-edge process" in loser or "already exists" in loser or "appeared" in loser
+    Runtime(str(out))  # the winner's bundle verifies
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], list(tmp_path.iterdir())
+
+
+def test_a_locked_run_is_not_written_by_a_second_process(run_copy):
+    from rkd_edge.io import OutputLock
+
+    with OutputLock(run_copy):  # as a running pipeline holds it
+        proc = run_cli("-q", "evaluate", str(run_copy))
+    one_line_exit_2(proc, "another rkd-edge process")
+
+
+# --- untrusted checkpoints ---------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_pickle_payload_in_a_checkpoint_does_not_run(run_copy, tmp_path, command):
+    pwned = tmp_path / "PWNED"
+    ck = run_copy / "checkpoints" / "stage2.pt"
+    state = torch.load(ck, weights_only=True)
+    state["extra"] = _Payload(str(pwned))
+    torch.save(state, ck)
+    args = [str(run_copy)] + (["--out", str(tmp_path / "bundle")] if command == "export" else [])
+    one_line_exit_2(run_cli("-q", command, *args), "not plain weights")
+    assert not pwned.exists()
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"[1, 2]", b"\x80\x04K\x01.", b"garbage"])
+def test_unreadable_checkpoint_is_one_line(run_copy, content):
+    (run_copy / "checkpoints" / "stage2.pt").write_bytes(content)
+    one_line_exit_2(run_cli("-q", "evaluate", str(run_copy)), "checkpoint")
+
+
+def test_export_refuses_an_unfinished_run(run_copy, tmp_path):
+    (run_copy / "stages" / "stage2.json").unlink()
+    proc = run_cli("-q", "export", str(run_copy), "--out", str(tmp_path / "b"))
+    one_line_exit_2(proc, "stage stage2")
+    assert not (tmp_path / "b").exists()
+
+
+# --- bundles that cannot be verified ----------------------------------------------------------------------
+
+
+def _edit_manifest(bundle: Path, edit) -> None:
+    path = bundle / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+
+
+def _swap_models(m):
+    m["models"]["encoder"]["fp32"]["file"] = "models/encoder.int8.onnx"
+    del m["files"]["models/encoder.int8.onnx"]
+
+
+MANIFEST_DAMAGE = {
+    "files-deleted": lambda m: m.pop("files"),
+    "files-empty": lambda m: m.update(files={}),
+    "model-not-listed": _swap_models,
+    "symbols-max-lies": lambda m: m["symbols"].update(max=64, set=[16, 32, 64]),
+    "channels-reordered": lambda m: m.update(channel_types=list(reversed(m["channel_types"]))),
+    "models-missing": lambda m: m.pop("models"),
+    "normalisation-missing": lambda m: m.pop("normalisation"),
+    "entry-without-bytes": lambda m: next(iter(m["files"].values())).pop("bytes"),
+    "absolute-path": lambda m: m["files"].update({"/etc/passwd": {"sha256": "0" * 64, "bytes": 1}}),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(MANIFEST_DAMAGE))
+def test_unverifiable_manifest_refused_by_runtime_and_evaluate(tiny_bundle, tmp_path, damage):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    _edit_manifest(b, MANIFEST_DAMAGE[damage])
+    with pytest.raises(BundleError):
+        Runtime(str(b))
+    one_line_exit_2(run_cli("-q", "evaluate", str(b), "--snr", "0", "--trials", "1"), "manifest.json")
+
+
+def test_manifest_as_a_list_is_refused(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    (b / "manifest.json").write_text("[]")
+    with pytest.raises(BundleError, match="not a manifest"):
+        Runtime(str(b))
+
+
+def test_bundle_id_follows_content(tiny_bundle, tmp_path):
+    from rkd_edge.runtime import Bundle
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    first = Bundle.open(b).bundle_id
+    assert len(first) == 16 and first == Bundle.open(tiny_bundle).bundle_id
+    _edit_manifest(b, lambda m: m["classes"].reverse())
+    assert Bundle.open(b).bundle_id != first
+
+
+# --- interrupted prune ---------------------------------------------------------------------------------
+
+
+def test_prune_killed_leaves_nothing_and_resumes(run_copy, tmp_path):
+    out = tmp_path / "pruned"
+    partial = tmp_path / ".pruned.prune-partial"
+    args = ["-q", "prune", str(run_copy), "--out", str(out), "--ratio", "0.5", "--epochs", "2"]
+    proc = _cli_popen(*args)
+    deadline = time.time() + 300
+    ck = partial / "train" / "prune-stage1.ckpt"
+    while not ck.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"prune ended before it could be interrupted: {proc.stderr.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and partial.is_dir()
+    run_cli(*args, check=True)
+    rec = json.loads((out / "prune.json").read_text())
+    assert rec["after"]["params"] < rec["before"]["params"]
+    assert not partial.exists() and not (out / "train").exists()
+    assert not (out / "checkpoints" / "stage1.pt").exists()  # the unpruned weights stay with the source
+    one_line_exit_2(run_cli(*args), "already exists")
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--ratio", "0.0001"), ("--ratio", "nan"), ("--epochs", "-1")])
+def test_prune_refuses_nonsense(tiny_run, tmp_path, flag, value):
+    args = {"--ratio": "0.5", "--epochs": "1", flag: value}
+    flat = [x for kv in args.items() for x in kv]
+    one_line_exit_2(run_cli("-q", "prune", str(tiny_run), "--out", str(tmp_path / "p"), *flat))
+    assert not (tmp_path / "p").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# --- full disk ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs where the test may mount one; otherwise skip (the ENOSPC wrapper test covers it)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()[:80]})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 20))
+        except OSError:
+            pass
+    # A few bytes may remain; take them too.
+    with open(disk / "filler2", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+def test_full_disk_during_evaluate_and_export_keeps_the_previous_results(tiny_run, small_disk):
+    run = small_disk / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("cache"))
+    before = tree_digest(run)
+    _fill(small_disk)
+    one_line_exit_2(run_cli("-q", "evaluate", str(run), "--snr", "0", "--trials", "1"), "No space left")
+    assert tree_digest(run) == before
+    one_line_exit_2(run_cli("-q", "export", str(run), "--out", str(small_disk / "b")))
+    assert not (small_disk / "b").exists()
+    assert not [p.name for p in small_disk.iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".staging")]
+
+
+ENOSPC_WRAPPER = """
+import builtins, errno, io, os, sys
+real_open = io.open
+def full_open(file, mode="r", *a, **k):
+    if any(c in mode for c in "wax+") and ".staging." in os.fspath(file):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+    return real_open(file, mode, *a, **k)
+builtins.open = io.open = full_open
+from rkd_edge.cli import main
+main()
+"""
+
+
+def test_enospc_while_writing_an_evaluation_set_keeps_the_old_set(run_copy):
+    before = tree_digest(run_copy)
+    proc = subprocess.run(
+        [sys.executable, "-c", ENOSPC_WRAPPER, "-q", "evaluate", str(run_copy), "--snr", "0", "--trials", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    one_line_exit_2(proc, "No space left")
+    assert tree_digest(run_copy) == before
+
+
+# --- modes ---------------------------------------------------------------------------------------------
+
+
+def test_outputs_follow_the_umask(tiny_run, tiny_bundle):
+    for root in (tiny_run, tiny_bundle):
+        for p in [root, *root.rglob("*")]:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            want = 0o755 if p.is_dir() else 0o644  # pytest runs under the default umask 022
+            assert mode == want, f"{p}: {oct(mode)}"
