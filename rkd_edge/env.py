@@ -73,7 +73,11 @@ def seed_everything(seed: int) -> None:
     try:
         import torch
 
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # every CUDA device too
+        # The same seed on the same GPU gives the same run: cuDNN picks deterministic kernels only (no
+        # effect on CPU).
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     except ImportError:
         pass
 
