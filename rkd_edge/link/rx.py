@@ -37,6 +37,7 @@ from rkd_edge.link.wire import Frame, WireError, decode_frame
 from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
 from rkd_edge.runtime.channel import NumpyChannel
 
+MAX_CONNECTIONS = 64  # TCP senders served at once; more are closed (counted) so descriptors cannot run out
 DROP_REASONS = (
     "truncated",
     "malformed",
@@ -112,6 +113,7 @@ class Receiver:
         self.first: float | None = None
         self.last: float | None = None
         self.warned_mismatch = False
+        self.output_closed = False
 
     @property
     def done(self) -> bool:
@@ -238,8 +240,11 @@ class Receiver:
                 self.labelled += 1
                 self.correct += int(pred[i]) == f.label
             lines.append(json.dumps(rec))
-        self.out.write("\n".join(lines) + "\n")
-        self.out.flush()
+        try:
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()
+        except BrokenPipeError:  # e.g. rx ... | head: the reader is gone, so stop as if told to
+            self.output_closed = True
         self.counters["decoded"] += b
         return b
 
@@ -302,6 +307,8 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                 return stop.signal or "signal"
             if rx.done:
                 return "count"
+            if rx.output_closed:
+                return "output closed"
             if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
                 return f"idle for {idle_timeout_s:g} s"
             for key, _ in sel.select(0.2):
@@ -309,7 +316,14 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                 if key.data == "listen" and tcp:
                     try:
                         conn, peer = sock.accept()
-                    except BlockingIOError:
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:  # e.g. out of file descriptors: keep serving the open connections
+                        rx.drop("connection", f"cannot accept: {exc}")
+                        continue
+                    if len(conns) >= MAX_CONNECTIONS:
+                        conn.close()
+                        rx.drop("connection", f"more than {MAX_CONNECTIONS} open connections; closed", peer)
                         continue
                     conn.setblocking(False)
                     conns[conn] = (StreamSplitter(rx.max_frame), peer)
