@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from rkd_edge.devices.latency import summarize
 
+from rkd_edge.devices.latency import summarize
+from rkd_edge.errors import UserError
 from rkd_edge.io import write_json
 
 
@@ -83,6 +84,12 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def refuse_existing(path: Path | None, option: str) -> None:
+    """Outputs are created, never silently replaced: one line when ``path`` exists."""
+    if path is not None and Path(path).exists():
+        raise UserError(f"{option} {path} already exists; choose another path or remove it")
 
 
 def report(summary: dict, path: Path | None, prefix: str) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path, read_json
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report, wilson
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, refuse_existing, report, wilson
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
 from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
@@ -397,8 +397,8 @@ def run_rx(
     ``out`` the JSON-lines file (stdout when ``None``; written aside and renamed into place at the end).
     """
     host, port = check_options(listen, count, channel, snr_db, batch)
-    if out is not None and Path(out).exists():
-        raise UserError(f"{out} already exists; choose another --out or remove it")
+    refuse_existing(summary_path, "--summary")
+    refuse_existing(out, "--out")
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.errors import UserError
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, refuse_existing, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import Sender, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
@@ -88,6 +88,7 @@ def run_tx(
         summary_path: Also write the summary to this JSON file.
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu)
+    refuse_existing(summary_path, "--summary")
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)
