@@ -1,5 +1,6 @@
-"""The deployable runtime: load a bundle and run encoder -> tx and rx -> classifier with ONNX Runtime
-(TensorRT engines where present) and numpy only. Importing this package never imports torch.
+"""The deployable runtime: load a bundle and run encoder -> tx and rx -> classifier with numpy and one
+of the back ends in :mod:`rkd_edge.runtime.runners` (ONNX Runtime CPU / CUDA / TensorRT providers,
+TensorRT engines, the PyTorch reference). Importing this package never imports torch.
 
 Example::
 
@@ -8,6 +9,8 @@ Example::
     feats = rt.encode(images_uint8)               # [B, H, W, C] uint8 -> [B, D] float32
     symbols, mask = rt.transmit(feats, snr_db=10.0, k=8)
     logits = rt.receive(received, mask, snr_db=10.0)
+    rt.providers                                  # what really runs it, e.g. ['CPUExecutionProvider']
+    Runtime("bundle/", backend="tensorrt")        # the engines built by rkd-edge export trt
 """
 
 from rkd_edge.runtime.bundle import Bundle, BundleError, load_manifest, verify_bundle

@@ -1,0 +1,77 @@
+"""Device fingerprints (torch-free): which machine and back end a measured precision selection is for.
+
+``rkd-edge bench --select`` writes its choice under ``manifest["selection"][fingerprint]`` and the runtime
+applies it only where the fingerprint matches, so a precision is never the default on a device (or back
+end, or back-end library version) where it was not measured to win.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+
+# back end -> the distribution whose version changes what it computes and how fast
+_LIBRARY = {"tensorrt": "tensorrt", "pytorch": "torch"}
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    for key in ("model name", "Model", "Hardware", "CPU part"):  # x86, then the ARM spellings
+        for line in text.splitlines():
+            if line.split(":", 1)[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def gpu_names() -> list[str]:
+    """NVIDIA GPU models from the driver's ``/proc`` files (no CUDA call), empty when none."""
+    names = []
+    for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        for line in (_read(info) or "").splitlines():
+            if line.startswith("Model:"):
+                names.append(line.split(":", 1)[1].strip())
+    return names
+
+
+def _library_version(backend: str) -> str | None:
+    dist = _LIBRARY.get(backend, "onnxruntime-gpu" if backend.startswith("onnxruntime-") else "onnxruntime")
+    for name in (dist, "onnxruntime"):
+        try:
+            return f"{name} {importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def device_facts(backend: str) -> dict:
+    """What the fingerprint hashes: machine, CPU model and count, Jetson module, GPUs, back end, library."""
+    return {
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "jetson": _read("/proc/device-tree/model"),
+        "gpus": gpu_names(),
+        "backend": backend,
+        "library": _library_version(backend),
+    }
+
+
+def fingerprint(backend: str) -> str:
+    """16 hex digits naming this device and back end (sha256 of :func:`device_facts`)."""
+    text = json.dumps(device_facts(backend), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,128 @@
+"""PyTorch eager runner: the trained run's modules themselves, the reference the exports are compared to.
+
+torch is imported only when this runner loads, so torch-free paths never import it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from rkd_edge.runtime.bundle import Bundle, BundleError
+from rkd_edge.runtime.runners.base import Runner, TensorMeta
+
+_RUNS: dict[str, tuple] = {}  # run dir -> (cfg, system, spec): the three models share one load
+
+
+def _load_run(run: Path) -> tuple:
+    key = str(run.resolve())
+    if key not in _RUNS:
+        from rkd_edge.rundir import load_run
+
+        _RUNS[key] = load_run(run)
+    return _RUNS[key]
+
+
+class TorchRunner(Runner):
+    """One bundle model (``encoder``, ``tx``, ``rx``) run by the PyTorch modules of its source run.
+
+    Args:
+        model: Bundle model name.
+        run: The run directory the bundle was exported from (default: the manifest's ``source_run``).
+        device: ``cpu`` or ``cuda``.
+        threads: torch intra-op threads (0 = torch's default).
+    """
+
+    backend = "pytorch"
+    precisions = ("fp32",)
+
+    def __init__(self, model: str = "model", run: str | Path | None = None, device: str = "cpu", threads: int = 0):
+        super().__init__(model)
+        self.run, self.device, self.threads = (Path(run) if run else None), device, threads
+        self.module = None
+
+    def available(self) -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed (the PyTorch reference needs it)"
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "torch sees no CUDA GPU"
+        return None
+
+    def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
+        src = bundle.manifest.get("source_run", {})
+        candidates = [self.run] if self.run else [Path(src.get("path", "")), bundle.root.parent / src.get("path", "")]
+        for run in candidates:
+            if run and run.is_dir():
+                return run
+        where = self.run or src.get("path", "?")
+        raise BundleError(f"the PyTorch reference needs the bundle's source run ({where} not found); pass --run RUN")
+
+    def load(self, model_path: str | Path, precision: str) -> TorchRunner:
+        self.check_precision(precision)
+        if why := self.available():
+            raise BundleError(f"cannot run {self.model} on pytorch: {why}")
+        import torch
+
+        from rkd_edge.export.graphs import graph_io
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        cfg, system, spec = _load_run(Path(model_path))
+        system = system.to(self.device).eval()
+        g = graph_io(system.cpu(), spec["input_shape"])[self.model]
+        self.module = g["module"].to(self.device).eval()
+        self.input_names, self.output_names = g["input_names"], g["output_names"]
+        self.inputs = [
+            TensorMeta(n, ("batch", *t.shape[1:]), str(t.numpy().dtype))
+            for n, t in zip(g["input_names"], g["inputs"], strict=True)
+        ]
+        with torch.inference_mode():  # one call on the example inputs gives the outputs' shapes
+            example = self.module(*[t.to(self.device) for t in g["inputs"]])
+        example = example if isinstance(example, tuple) else (example,)
+        self.outputs = [
+            TensorMeta(n, ("batch", *t.shape[1:]), str(t.cpu().numpy().dtype))
+            for n, t in zip(g["output_names"], example, strict=True)
+        ]
+        self.path, self.precision, self.config_digest = Path(model_path), precision, cfg.digest()
+        self._torch = torch
+        return self
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.module is None:
+            raise BundleError(f"{self.model}: load() the runner before infer()")
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]
+        with torch.inference_mode():
+            out = self.module(*args)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+        out = out if isinstance(out, tuple) else (out,)
+        return {n: t.cpu().numpy() for n, t in zip(self.output_names, out, strict=True)}
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"PyTorch {self.device}"]
+
+    def size_bytes(self) -> int:
+        """Bytes of the module's parameters and buffers (the run's checkpoint holds more than this model)."""
+        if self.module is None:
+            return 0
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def memory(self) -> dict:
+        if self.device != "cuda" or self.module is None:
+            return {}
+        torch = self._torch
+        return {
+            "cuda_peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "cuda_peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+        }
+
+    def close(self) -> None:
+        self.module = None
