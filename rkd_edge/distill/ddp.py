@@ -43,10 +43,12 @@ def wrap(model: nn.Module, device: str) -> nn.Module:
 
 
 def all_mean(value: float) -> float:
-    """Mean of a scalar over ranks (metrics)."""
+    """Mean of a scalar over ranks (metrics), read once per epoch."""
     if world()[1] == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    # NCCL reduces GPU tensors only; gloo takes host tensors.
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=dev)
     dist.all_reduce(t)
     return float(t.item()) / world()[1]
 
