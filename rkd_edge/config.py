@@ -6,9 +6,12 @@ settings and the list of modules it trains; everything else is frozen during tha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
+import types
 import typing
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -17,6 +20,9 @@ from pathlib import Path
 import yaml
 
 from rkd_edge.errors import UserError
+
+# The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
+METHODS = ("rkd-sc", "authors-2025", "deepjscc", "no-stage2")
 
 
 @dataclass
@@ -142,13 +148,14 @@ class RunConfig:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check names against the registries before any work starts (one clear line if wrong)."""
+    # The registries of channels, codecs and cost metrics live with their torch code: imported here, when
+    # a config is validated, so that reading a config (the torch-free CLI paths) never loads torch.
     from rkd_edge.channel import CHANNELS
     from rkd_edge.codec import CODECS
-    from rkd_edge.methods import METHOD_STAGES
     from rkd_edge.nas.cost import METRICS
 
     checks = [
-        ("method", cfg.method, METHOD_STAGES),
+        ("method", cfg.method, METHODS),
         ("search.cost", cfg.search.cost, METRICS),
         ("codec.name", cfg.codec.name, CODECS),
     ]
@@ -165,29 +172,184 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not cfg.search.lambdas or any(v < 0 for v in cfg.search.lambdas):
         raise UserError("search.lambdas must be a non-empty list of values >= 0")
     parse_range(cfg.evaluate.snr_db)
+    _check_consistency(cfg)
     return cfg
 
 
+LOSS_TERMS = ("ce", "kd", "feat", "recon")
+MODULE_GROUPS = ("encoder", "classifier", "projector", "codec", "codec.tx", "codec.rx")
+
+
+def _check_consistency(cfg: RunConfig) -> None:
+    """Checks that involve several keys."""
+    d, c = cfg.data, cfg.codec
+    if d.val_fraction + d.test_fraction >= 1:
+        raise UserError(
+            f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} leaves no training data"
+        )
+    if c.dim % c.heads:
+        raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
+    if not c.symbols:
+        raise UserError("codec.symbols must list at least one length")
+    for name in ("stage1", "stage2"):
+        sc: StageConfig = getattr(cfg, name)
+        for term in sc.losses:
+            if term not in LOSS_TERMS:
+                raise UserError(f"{name}.losses: unknown term {term!r}; choose from {', '.join(LOSS_TERMS)}")
+        for group in sc.train:
+            if group not in MODULE_GROUPS:
+                raise UserError(f"{name}.train: unknown module group {group!r}; use {', '.join(MODULE_GROUPS)}")
+        if len(sc.snr_db) != 2 or sc.snr_db[0] > sc.snr_db[1]:
+            raise UserError(f"{name}.snr_db must be [low, high] in dB with low <= high, got {sc.snr_db}")
+    ev = cfg.evaluate
+    bad = [k for k in ev.symbols or [] if k > c.max_symbols]
+    if bad:
+        raise UserError(f"evaluate.symbols {bad} exceed codec.max_symbols {c.max_symbols}")
+    if ev.report_symbols is not None and ev.report_symbols > c.max_symbols:
+        raise UserError(f"evaluate.report_symbols {ev.report_symbols} exceeds codec.max_symbols {c.max_symbols}")
+
+
 def _build(cls, data: dict, where: str):
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys with one clear line."""
+    """Build dataclass ``cls`` from a dict, checking every key's type and range (one clear line if wrong)."""
     if not isinstance(data, dict):
-        raise UserError(f"config section {where or 'root'} must be a mapping")
+        raise UserError(f"config section {where or 'root'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise UserError(
-            f"unknown config key {where + '.' if where else ''}{sorted(unknown)[0]}; "
+            f"unknown config key {where + '.' if where else ''}{sorted(map(str, unknown))[0]}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        kwargs[key] = _build(hint, value, f"{where}.{key}".strip(".")) if dataclasses.is_dataclass(hint) else value
     base = cls()
-    for key, value in kwargs.items():
+    for key, value in data.items():
+        hint, dotted = hints[key], f"{where}.{key}".strip(".")
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, dotted)
+        else:
+            value = _typed(value, hint, dotted)
+            _in_range(dotted, value)
         setattr(base, key, value)
     return base
+
+
+_INT_LIMIT = 2**63
+
+
+def _typed(value, hint, key: str):
+    """``value`` checked against the type ``hint`` (ints are accepted for floats)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _typed(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # --set codec.symbols=8 means the one-element list
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected a list, got {value!r}")
+        return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{key}: expected a mapping, got {value!r}")
+        return {_typed(k, args[0], key): _typed(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= _INT_LIMIT:
+            raise UserError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UserError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{key}: expected a non-empty string, got {value!r}")
+        return value
+    return value
+
+
+def _leaf(key: str) -> str:
+    return key.split(".")[-1].split("[")[0]
+
+
+# Allowed ranges by key ("section.key") or by leaf name for keys shared by several sections; a value
+# outside is refused before anything runs. (lo, hi, lo_open, hi_open); None = unbounded.
+RANGES: dict[str, tuple] = {
+    "seed": (0, 2**32 - 1, False, False),
+    "data.val_fraction": (0.0, 1.0, False, True),
+    "data.test_fraction": (0.0, 1.0, True, True),
+    "data.image_size": (4, 1024, False, False),
+    "data.channels": (1, 4, False, False),
+    "search.warmup_epochs": (0, None, False, False),
+    "search.stem_stride": (1, 2, False, False),
+    "search.max_skip": (0, None, False, False),
+    "search.train_fraction": (0.0, 1.0, True, True),
+    "search.lambdas": (0.0, None, False, False),
+    "search.alpha_kd": (0.0, None, False, False),
+    "teacher.label_smoothing": (0.0, 1.0, False, True),
+    "codec.max_symbols": (1, 4096, False, False),
+    "codec.depth": (0, 64, False, False),
+    "codec.rician_k": (0.0, None, False, False),
+    "stage1.losses": (0.0, None, False, False),
+    "stage2.losses": (0.0, None, False, False),
+    "evaluate.trials": (1, 10_000, False, False),
+    # by leaf name
+    "epochs": (1, 100_000, False, False),
+    "sweep_epochs": (1, 100_000, False, False),
+    "batch_size": (1, 1 << 20, False, False),
+    "lr": (0.0, 10.0, True, False),
+    "w_lr": (0.0, 10.0, True, False),
+    "arch_lr": (0.0, 10.0, True, False),
+    "weight_decay": (0.0, None, False, False),
+    "temperature": (0.0, None, True, False),
+    "layers": (1, 64, False, False),
+    "steps": (1, 16, False, False),
+    "init_channels": (1, 4096, False, False),
+    "stem_multiplier": (1, 64, False, False),
+    "feature_dim": (1, 1 << 16, False, False),
+    "partial_channels": (1, 64, False, False),
+    "limit_batches": (1, None, False, False),
+    "dim": (1, 1 << 14, False, False),
+    "heads": (1, 256, False, False),
+    "snr_db": (-100.0, 100.0, False, False),
+    "snr_schedule": (-100.0, 100.0, False, False),
+    "symbols": (1, 4096, False, False),
+    "report_symbols": (1, 4096, False, False),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "device": ("auto", "cpu", "cuda"),
+    "codec.csi": ("zf", "mmse", "decoder"),
+    "codec.rayleigh_mode": ("block", "fast"),
+}
+
+
+def _in_range(key: str, value) -> None:
+    section_key = ".".join(key.split(".")[:2]).split("[")[0]
+    if section_key in CHOICES and value not in CHOICES[section_key]:
+        raise UserError(f"{key}: {value!r} is not allowed; choose one of {', '.join(CHOICES[section_key])}")
+    rng = RANGES.get(section_key) or RANGES.get(_leaf(key))
+    if rng is None or value is None or isinstance(value, str | bool):
+        return
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    lo, hi, lo_open, hi_open = rng
+    for v in values:
+        if isinstance(v, str) or v is None:
+            continue
+        if (lo is not None and (v < lo or (lo_open and v == lo))) or (
+            hi is not None and (v > hi or (hi_open and v == hi))
+        ):
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            span = f"{'(' if lo_open else '['}{lo_s}, {hi_s}{')' if hi_open else ']'}"
+            raise UserError(f"{key}: {v!r} is outside the allowed range {span}")
 
 
 def preset_names() -> list[str]:
@@ -210,22 +372,50 @@ def load_config(
         if not path.is_file():
             raise UserError(f"config file not found: {file}")
         try:
-            _merge(data, yaml.safe_load(path.read_text()) or {})
-        except yaml.YAMLError as exc:
-            raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0]})") from None
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0][:80]})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"config file {file} must hold a mapping of sections, not a {type(loaded).__name__}")
+        _merge(data, loaded)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise UserError(f"override {item!r} must look like section.key=value")
-        node = data
         parts = key.split(".")
+        hint = _hint_at(parts, key)
+        node = data
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node.setdefault(p, {}), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = raw if _wants_text(hint) and raw not in ("null", "~") else _yaml_value(raw, key)
+    return _build(RunConfig, data, "")
+
+
+def _hint_at(parts: list[str], key: str):
+    """The type hint of a dotted config key (unknown keys are one line)."""
+    cls = RunConfig
+    for i, p in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            raise UserError(f"unknown config key {key}: {'.'.join(parts[:i])} has no sub-keys")
+        hints = typing.get_type_hints(cls)
+        if p not in hints:
+            where = ".".join(parts[:i]) or "the config"
+            raise UserError(f"unknown config key {key}; valid keys of {where}: {', '.join(sorted(hints))}")
+        cls = hints[p]
+    return cls
+
+
+def _wants_text(hint) -> bool:
+    return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
+
+
+def _yaml_value(raw: str, key: str):
     try:
-        return _build(RunConfig, data, "")
-    except TypeError as exc:
-        raise UserError(f"config value of the wrong type ({exc}); check your --set values") from None
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UserError(f"--set {key}: {raw!r} is not a valid value") from None
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -243,16 +433,20 @@ def from_dict(data: dict) -> RunConfig:
 
 def parse_range(text: str) -> list[float]:
     """Parse ``start:stop:step`` (inclusive) or ``a,b,c`` into floats, e.g. ``-10:24:2``."""
+    if not isinstance(text, str):
+        raise UserError(f"malformed range {text!r}; use start:stop:step (e.g. -10:24:2) or a,b,c")
     try:
         if ":" in text:
             parts = [float(p) for p in text.split(":")]
+            if not all(math.isfinite(p) for p in parts):
+                raise ValueError
             if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
                 raise ValueError
             start, stop, step = parts
             n = int(round((stop - start) / step)) + 1
             return [round(start + i * step, 6) for i in range(n) if start + i * step <= stop + 1e-9]
         values = [float(p) for p in text.split(",") if p.strip()]
-        if not values:
+        if not values or not all(math.isfinite(v) for v in values):
             raise ValueError
         return values
     except ValueError:

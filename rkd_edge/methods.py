@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 
-from rkd_edge.config import RunConfig, StageConfig
+from rkd_edge.config import METHODS, RunConfig, StageConfig
 from rkd_edge.errors import UserError
 
 METHOD_STAGES = {
@@ -22,6 +22,7 @@ METHOD_STAGES = {
     "deepjscc": ["teacher", "search", "stage2", "evaluate"],
     "no-stage2": ["teacher", "search", "stage1", "evaluate"],
 }
+assert tuple(METHOD_STAGES) == METHODS, "rkd_edge.config.METHODS names the methods declared here"
 AUTHORS_SNRS = [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0]
 
 

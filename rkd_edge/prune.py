@@ -56,6 +56,12 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     src.require_complete(cfg, "pruning it")
     if spec["encoder"].get("pruned"):
         raise UserError(f"{run} is already pruned; prune its source run with a larger --ratio instead")
+    widest = max((m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)), default=0)
+    if widest * ratio < 1:
+        raise UserError(
+            f"--ratio {ratio} removes less than one channel of the widest layer ({widest} channels); "
+            f"give at least {1 / max(widest, 1):.3g}"
+        )
     with OutputLock(out):
         work = out.parent / f".{out.name}.prune-partial"
         job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}

@@ -288,17 +288,12 @@ def small_disk(tmp_path):
 
 
 def _fill(disk: Path) -> None:
-    with open(disk / "filler", "wb") as fh:
+    """Take every free byte of ``disk``."""
+    for name, block in (("filler", 1 << 20), ("filler2", 512), ("filler3", 1)):
         try:
-            while True:
-                fh.write(b"\0" * (1 << 20))
-        except OSError:
-            pass
-    # A few bytes may remain; take them too.
-    with open(disk / "filler2", "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 512)
+            with open(disk / name, "wb", buffering=0) as fh:
+                while True:
+                    fh.write(b"\0" * block)
         except OSError:
             pass
 
