@@ -1,4 +1,5 @@
-"""INT8 (Q/DQ) against FP32 models on ONNX Runtime CPU, side by side, at batch 1 and 32.
+"""INT8 against FP32 per model (encoder, tx, rx) and end to end on ONNX Runtime CPU, at batch 1 and 32:
+one ``rkd-edge bench`` measurement (the runners and the one timing protocol, variants interleaved).
 
 python benchmarks/export_latency.py --bundle runs/fmnist-bundle
 """
@@ -9,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import md_table, record  # noqa: E402
 
@@ -18,65 +17,42 @@ from common import md_table, record  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", required=True)
+    ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per variant and stage")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--per-round-s", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="onnxruntime")
     args = ap.parse_args()
 
-    from rkd_edge.devices.latency import interleaved
+    from rkd_edge.bench import Settings, run_bench
 
-    from rkd_edge.runtime import Runtime
-
-    rts = {p: Runtime(args.bundle, precision=p, threads=args.threads) for p in ("fp32", "int8")}
-    rt = rts["fp32"]
-    rng = np.random.default_rng(0)
-    results, rows = {}, []
-    for model in ("encoder", "tx", "rx"):
-        for batch in (1, 32):
-            imgs = rng.integers(0, 255, (batch, rt.size, rt.size, rt.channels), dtype=np.uint8)
-            x = rt.preprocess(imgs)
-            feats = rt.encode(x, preprocessed=True)
-            sym, mask = rt.transmit(feats, 5.0, rt.max_symbols)
-            feeds = {
-                "encoder": {"image": x},
-                "tx": {
-                    "features": feats,
-                    "snr_db": np.full(batch, 5.0, np.float32),
-                    "k": np.full(batch, rt.max_symbols, np.int64),
-                    "channel": np.ones(batch, np.int64),
-                },
-                "rx": {
-                    "symbols": sym,
-                    "mask": mask,
-                    "snr_db": np.full(batch, 5.0, np.float32),
-                    "channel": np.ones(batch, np.int64),
-                },
-            }[model]
-            fns = {p: (lambda s=r.sessions[model], f=feeds: s.run(None, f)) for p, r in rts.items()}
-            res = interleaved(fns, batch, rounds=args.rounds, per_round_s=args.per_round_s)
-            ratio = res["int8"]["mean_ms"] / res["fp32"]["mean_ms"]
-            results[f"{model}_b{batch}"] = {**res, "ratio_int8_over_fp32": ratio}
-            rows.append(
-                [
-                    model,
-                    batch,
-                    f"{res['fp32']['mean_ms']:.4f}",
-                    f"{res['int8']['mean_ms']:.4f}",
-                    f"{res['fp32']['p99_ms']:.4f}",
-                    f"{res['int8']['p99_ms']:.4f}",
-                    f"{ratio:.2f}",
-                ]
-            )
-    md = md_table(["model", "batch", "fp32 mean ms", "int8 mean ms", "fp32 p99", "int8 p99", "int8/fp32"], rows)
-    cmd = f"python benchmarks/export_latency.py --bundle {args.bundle}"
-    print(
-        record(
-            f"export_latency_{Path(args.bundle).name}",
-            {"bundle": args.bundle, "threads": args.threads, "results": results},
-            md,
-            cmd,
-        )
+    s = Settings(
+        backends=[args.backend],
+        precisions=["fp32", "int8"],
+        batches=[1, 32],
+        seconds=args.seconds,
+        rounds=args.rounds,
+        threads=args.threads,
+        memory=False,
     )
+    res = run_bench(Path(args.bundle), s)
+    by = {(r["precision"], r["batch"], r["stage"]): r for r in res["results"] if r["status"] == "ok"}
+    results, rows = {}, []
+    for stage in ("encoder", "tx", "rx", "end_to_end"):
+        for batch in (1, 32):
+            f, q = by.get(("fp32", batch, stage)), by.get(("int8", batch, stage))
+            if not f or not q:
+                continue
+            ratio = q["latency_ms"]["p50"] / f["latency_ms"]["p50"]
+            results[f"{stage}_b{batch}"] = {"fp32": f, "int8": q, "ratio_int8_over_fp32_p50": ratio}
+            rows.append(
+                [stage, batch, *(f"{r['latency_ms'][k]:.4f}" for r in (f, q) for k in ("p50", "p99")), f"{ratio:.2f}"]
+            )
+    acc = {p: res["accuracy"][f"{args.backend}/{p}"]["accuracy"] for p in ("fp32", "int8")}
+    md = md_table(["stage", "batch", "fp32 p50 ms", "fp32 p99", "int8 p50 ms", "int8 p99", "int8/fp32 p50"], rows)
+    md += f"\n\nAccuracy at {res['accuracy_point']}: fp32 {acc['fp32']:.4f}, int8 {acc['int8']:.4f}."
+    cmd = f"python benchmarks/export_latency.py --bundle {args.bundle} --threads {args.threads}"
+    name = f"export_latency_{Path(args.bundle).name}"
+    print(record(name, {"bundle": args.bundle, "threads": args.threads, "results": results, "accuracy": acc}, md, cmd))
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ def _root(quiet: bool = typer.Option(False, "--quiet", "-q", help="Silence progr
 
 
 def _register() -> None:
-    from rkd_edge.cli import data, deploy, devices, link, teacher, train
+    from rkd_edge.cli import bench, data, deploy, devices, link, teacher, train
 
     app.add_typer(data.app, name="data", help="Inspect datasets.")
     app.add_typer(teacher.app, name="teacher", help="Train, evaluate and inspect teachers.")
     train.register(app)
     deploy.register(app)
+    bench.register(app)
     devices.register(app)
     link.register(app)
 

@@ -1,4 +1,4 @@
-"""Deployment commands: export (ONNX / INT8 / TensorRT), bench, prune."""
+"""Deployment commands: export (ONNX / INT8 / TensorRT), prune. ``rkd-edge bench`` is in :mod:`rkd_edge.cli.bench`."""
 
 from __future__ import annotations
 

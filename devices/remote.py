@@ -1,0 +1,249 @@
+"""Bench on a device over SSH: copy the bundle there, verify its hashes there, run the device's own
+``rkd-edge bench``, bring the JSON back (``rkd-edge bench BUNDLE --host USER@HOST``).
+
+Only the OpenSSH client is needed here, and ``rkd-edge``, ``tar`` and ``sha256sum`` there. Every failure
+is one line (:class:`~rkd_edge.errors.UserError`): the connection, the authentication, a missing or
+different rkd-edge on the device, a bundle that arrived damaged, the remote bench's own error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rkd_edge import __version__
+from rkd_edge.bench import SCHEMA
+from rkd_edge.errors import UserError
+from rkd_edge.runtime.bundle import MANIFEST, load_manifest
+
+# ssh failure messages -> what the user should hear (ssh exits 255 for its own failures)
+_AUTH = ("Permission denied", "Too many authentication failures", "no mutual signature", "Authentication failed")
+_CONNECT = (
+    "Connection refused",
+    "Connection timed out",
+    "No route to host",
+    "Could not resolve hostname",
+    "Network is unreachable",
+    "Connection closed",
+    "Connection reset",
+    "kex_exchange_identification",
+    "Operation timed out",
+)
+_HOSTKEY = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
+
+
+@dataclass
+class Target:
+    """An SSH destination.
+
+    Attributes:
+        user: Login name (``None``: ssh's default).
+        host: Host name or address.
+        port: SSH port (``None``: 22 or the ssh config's).
+        identity: Private key file.
+        options: Extra ``-o KEY=VALUE`` options; they win over the defaults (ssh takes the first value).
+    """
+
+    user: str | None
+    host: str
+    port: int | None = None
+    identity: Path | None = None
+    options: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, spec: str, port: int | None = None, identity: Path | None = None, options=()) -> Target:
+        user, _, host = spec.rpartition("@")
+        if not host or any(c.isspace() for c in spec) or spec.startswith("-"):
+            raise UserError(f"--host {spec!r} is not USER@HOST or HOST")
+        if port is not None and not 0 < port < 65536:
+            raise UserError(f"--port must be 1..65535, got {port}")
+        if identity is not None and not Path(identity).is_file():
+            raise UserError(f"--identity {identity} is not a file; pass the private key of the device login")
+        for opt in options:
+            if "=" not in opt or opt.startswith("-"):
+                raise UserError(f"--ssh-option {opt!r} is not KEY=VALUE (for example ConnectTimeout=5)")
+        return cls(user or None, host, port, Path(identity) if identity else None, list(options))
+
+    @property
+    def name(self) -> str:
+        where = f"{self.user}@{self.host}" if self.user else self.host
+        return f"{where}:{self.port}" if self.port else where
+
+    def ssh(self, command: str) -> list[str]:
+        """The ssh argv that runs ``command`` (a shell line) on the target."""
+        args = ["ssh"]
+        for opt in self.options:
+            args += ["-o", opt]
+        args += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "StrictHostKeyChecking=accept-new"]
+        if self.port:
+            args += ["-p", str(self.port)]
+        if self.identity:
+            args += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
+        args += [f"{self.user}@{self.host}" if self.user else self.host, command]
+        return args
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "no message"
+
+
+def ssh_error(target: Target, stderr: str) -> UserError:
+    """One line for an ssh failure (exit status 255)."""
+    msg = _last_line(stderr)
+    if any(s in stderr for s in _AUTH):
+        return UserError(
+            f"authentication to {target.name} failed ({msg}); check --identity and the device's authorized_keys"
+        )
+    if any(s in stderr for s in _HOSTKEY):
+        return UserError(
+            f"the host key of {target.name} is not trusted ({msg}); check it and update known_hosts "
+            "(ssh-keygen -R HOST), or pass --ssh-option UserKnownHostsFile=FILE"
+        )
+    if any(s in stderr for s in _CONNECT):
+        return UserError(f"cannot connect to {target.name} ({msg}); check the host, --port and that sshd runs there")
+    return UserError(f"ssh to {target.name} failed ({msg})")
+
+
+def run(
+    target: Target, command: str, stdin: bytes | None = None, timeout: float = 120, stream_stderr: bool = False
+) -> subprocess.CompletedProcess:
+    """Run a shell line on the target; ssh's own failures become one line. Returns the finished process."""
+    try:
+        proc = subprocess.run(
+            target.ssh(command),
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=None if stream_stderr else subprocess.PIPE,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        raise UserError("the OpenSSH client (ssh) is not installed here; apt-get install openssh-client") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{target.name} did not finish {command.split()[0]!r} within {timeout:g} s") from None
+    if proc.returncode == 255 and not stream_stderr:
+        raise ssh_error(target, proc.stderr.decode(errors="replace"))
+    return proc
+
+
+def check_version(target: Target, exe: str) -> dict:
+    """The device's rkd-edge must exist and speak this bench schema and version (``X.Y``)."""
+    proc = run(target, f"{shlex.quote(exe)} bench --schema")
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode == 127 or "command not found" in err or "No such file" in err:
+        raise UserError(
+            f"{exe} is not found on {target.name}; install rkd-edge there (pip install rkd-edge) or pass "
+            "--remote-rkd-edge PATH (non-interactive ssh sessions do not read .bashrc)"
+        )
+    try:
+        info = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        remote_version, remote_schema = info["rkd_edge"], info["schema"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise UserError(
+            f"the rkd-edge on {target.name} does not know 'bench --schema' (older than {__version__}); "
+            f"install rkd-edge {__version__} there"
+        ) from None
+    if remote_schema != SCHEMA or remote_version.split(".")[:2] != __version__.split(".")[:2]:
+        raise UserError(
+            f"version mismatch: {target.name} has rkd-edge {remote_version} ({remote_schema}), this is "
+            f"{__version__} ({SCHEMA}); install the same version on both"
+        )
+    return info
+
+
+def _bundle_files(bundle: Path) -> tuple[dict, list[str]]:
+    manifest = load_manifest(bundle)
+    return manifest, [*sorted(manifest.get("files", {})), MANIFEST]
+
+
+def push_bundle(target: Target, bundle: Path, dest: str) -> None:
+    """Copy the manifest's files to ``dest`` on the target (a tar stream over ssh), then verify every
+    file's sha256 there."""
+    manifest, files = _bundle_files(bundle)
+    for rel in files:
+        if not (bundle / rel).is_file():
+            raise UserError(f"bundle file missing here: {rel}; re-export the bundle")
+    q = shlex.quote(dest)
+    cmd = target.ssh(f"mkdir -p {q} && tar -xf - -C {q}")
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        with contextlib.suppress(BrokenPipeError):  # the far end gave up: its stderr says why
+            with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
+                for rel in files:
+                    tar.add(bundle / rel, arcname=rel, recursive=False)
+            proc.stdin.close()
+        err = proc.stderr.read()
+        proc.wait(timeout=600)
+    if proc.returncode:
+        text = err.decode(errors="replace")
+        raise (
+            ssh_error(target, text)
+            if proc.returncode == 255
+            else UserError(f"copying the bundle to {target.name}:{dest} failed ({_last_line(text)})")
+        )
+    listing = "".join(f"{rec['sha256']}  {rel}\n" for rel, rec in manifest["files"].items()).encode()
+    proc = run(target, f"cd {q} && sha256sum --check --quiet --strict -", stdin=listing)
+    if proc.returncode:
+        out = (proc.stdout + proc.stderr).decode(errors="replace")
+        raise UserError(f"the bundle copied to {target.name} does not match its hashes there ({_last_line(out)})")
+
+
+def bench_argv(settings) -> list[str]:
+    """``rkd-edge bench`` flags that reproduce ``settings`` on the device (all but --run and --json)."""
+    s = settings
+    argv = ["--backend", ",".join(s.backends), "--batch", ",".join(map(str, s.batches))]
+    argv += ["--snr-db", repr(float(s.snr_db)), "--channel", s.channel]
+    argv += ["--seconds", repr(float(s.seconds)), "--warmup", repr(float(s.warmup)), "--threads", str(s.threads)]
+    argv += ["--tolerance", repr(float(s.tolerance))]
+    if s.precisions:
+        argv += ["--precision", ",".join(s.precisions)]
+    if s.symbols:
+        argv += ["--symbols", str(s.symbols)]
+    if s.trials:
+        argv += ["--trials", str(s.trials)]
+    if s.select:
+        argv.append("--select")
+    if not s.memory:
+        argv.append("--no-memory")
+    return argv
+
+
+def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", timeout: float = 3600) -> dict:
+    """Bench ``bundle`` on ``target`` with its own rkd-edge; returns the bench JSON (schema as a local one).
+
+    The remote bench's progress goes to this process's stderr; its temporary folder is removed after.
+    """
+    bundle = Path(bundle)
+    info = check_version(target, exe)
+    proc = run(target, "mktemp -d /tmp/rkd-edge-bench.XXXXXX")
+    work = proc.stdout.decode().strip()
+    if proc.returncode or not work.startswith("/tmp/rkd-edge-bench."):
+        raise UserError(f"cannot make a temporary folder on {target.name} ({_last_line(proc.stderr.decode())})")
+    try:
+        remote_bundle = f"{work}/{bundle.name or 'bundle'}"
+        push_bundle(target, bundle, remote_bundle)
+        out = f"{work}/bench.json"
+        argv = [exe, "-q", "bench", remote_bundle, "--json", out, *bench_argv(settings)]
+        print(f"running on {target.name}: {' '.join(argv)}", file=sys.stderr)
+        cmd = target.ssh(" ".join(map(shlex.quote, argv)))
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        err = proc.stderr.decode(errors="replace")
+        if proc.returncode == 255:
+            raise ssh_error(target, err)
+        if proc.returncode:
+            raise UserError(f"the bench on {target.name} failed: {_last_line(err).removeprefix('error: ')}")
+        proc = run(target, f"cat {shlex.quote(out)}")
+        try:
+            result = json.loads(proc.stdout.decode())
+        except ValueError:
+            raise UserError(f"the bench on {target.name} wrote no readable JSON at {out}") from None
+    finally:
+        with contextlib.suppress(UserError):  # the connection went away: the folder stays in /tmp
+            run(target, f"rm -rf {shlex.quote(work)}", timeout=60)
+    result["remote"] = {"host": target.name, "rkd_edge": info["rkd_edge"], "bundle": remote_bundle}
+    return result

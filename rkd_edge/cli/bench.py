@@ -1,0 +1,97 @@
+"""``rkd-edge bench BUNDLE``: latency, throughput, accuracy, size and memory per back end, precision,
+batch and stage, here or on a device over SSH (``--host USER@HOST``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rkd_edge.errors import UserError
+
+
+def bench(
+    bundle: Path = typer.Argument(None, help="A bundle directory (rkd-edge export RUN --out BUNDLE)."),
+    backend: str = typer.Option(
+        "onnxruntime",
+        "--backend",
+        help="Comma list of back ends, or 'all': onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt "
+        "(engines from 'export trt'), pytorch (the source run, fp32 reference).",
+    ),
+    precision: str = typer.Option(None, "--precision", help="Comma list: fp32, fp16, int8 (default: the bundle's)."),
+    batch: str = typer.Option("1,32", "--batch", help="Comma list of batch sizes."),
+    snr_db: float = typer.Option(10.0, "--snr-db", help="SNR in dB (Es/N0) of the accuracy point and the inputs."),
+    symbols: int = typer.Option(None, "--symbols", help="k, complex symbols sent (default: the bundle's K)."),
+    channel: str = typer.Option("awgn", "--channel", help="Channel of the accuracy point: awgn, rayleigh, rician."),
+    trials: int = typer.Option(None, "--trials", help="Noise draws of the accuracy point (default: the config's)."),
+    seconds: float = typer.Option(
+        1.0, "--seconds", help="Timed seconds per variant and stage (DESIGN.md's protocol: 10)."
+    ),
+    warmup: float = typer.Option(0.2, "--warmup", help="Untimed warm-up seconds per variant and stage."),
+    threads: int = typer.Option(0, "--threads", help="Intra-op threads (0 = the back end's default)."),
+    run: Path = typer.Option(None, "--run", help="Source run for the pytorch back end (default: the manifest's)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full results (JSON) here."),
+    select: bool = typer.Option(
+        False, "--select", help="Write the fastest precision per model within --tolerance into the manifest."
+    ),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="--select: accuracy a precision may lose (0..1)."),
+    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the fresh-process memory measurement."),
+    host: str = typer.Option(None, "--host", help="Run on USER@HOST over SSH with the device's own rkd-edge."),
+    port: int = typer.Option(None, "--port", help="SSH port of --host."),
+    identity: Path = typer.Option(None, "--identity", help="SSH private key for --host."),
+    ssh_option: list[str] = typer.Option(None, "--ssh-option", help="Extra ssh -o KEY=VALUE (repeatable)."),
+    remote_rkd_edge: str = typer.Option("rkd-edge", "--remote-rkd-edge", help="rkd-edge command on --host."),
+    schema: bool = typer.Option(False, "--schema", hidden=True, help="Print this rkd-edge's bench schema."),
+):
+    """Profile a bundle: per stage and end to end latency (mean, p50..p99, max), throughput, accuracy
+    through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
+    from rkd_edge import __version__
+    from rkd_edge.bench import SCHEMA, Settings, check_schema, parse_list, run_bench, table, write_selection
+    from rkd_edge.io import write_json
+
+    if schema:
+        typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
+        return
+    if bundle is None:
+        raise UserError("usage: rkd-edge bench BUNDLE [--backend ...] [--precision fp32,int8] [--batch 1,32]")
+    from rkd_edge.runtime.runners import BACKENDS
+
+    backends = list(BACKENDS) if backend.strip() == "all" else parse_list(backend, str, "back end")
+    if not 0 <= tolerance <= 1:
+        raise UserError(f"--tolerance is an accuracy difference from 0 to 1, got {tolerance}")
+    settings = Settings(
+        backends=backends,
+        precisions=parse_list(precision, str, "precision"),
+        batches=parse_list(batch, int, "batch"),
+        snr_db=snr_db,
+        symbols=symbols,
+        channel=channel,
+        trials=trials,
+        seconds=seconds,
+        warmup=warmup,
+        threads=threads,
+        run=str(run) if run else None,
+        memory=not no_memory,
+        select=select,
+        tolerance=tolerance,
+    )
+    if host:
+        from rkd_edge.devices.remote import Target, remote_bench
+
+        target = Target.parse(host, port, identity, ssh_option or [])
+        result = remote_bench(bundle, target, settings, remote_rkd_edge)
+        check_schema(result)
+        for sel in (result.get("selection") or {}).values():
+            if sel.get("written"):  # the device measured it: record it in the local bundle too
+                write_selection(bundle, sel["fingerprint"], sel["choice"])
+    else:
+        result = run_bench(bundle, settings)
+    typer.echo(table(result))
+    if json_out:
+        write_json(json_out, result)
+        typer.echo(f"wrote {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

@@ -1,0 +1,253 @@
+"""``rkd-edge bench``: the JSON and table, accuracy equal to ``evaluate BUNDLE``, unavailable back ends as
+rows, ``--select`` used by the runtime, and the remote bench against a real sshd on loopback."""
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rkd_edge.runtime import Runtime
+from rkd_edge.runtime.bundle import Bundle
+from rkd_edge.runtime.runners import unavailable
+from rkd_edge.runtime.runners.device import fingerprint
+from tests.conftest import run_cli
+
+# Short timings: these tests check behaviour and schema, never speed.
+FAST = ["--seconds", "0.3", "--warmup", "0.05", "--snr-db", "5", "--symbols", "4", "--trials", "2"]
+LATENCY_KEYS = {"mean", "p50", "p90", "p95", "p99", "max"}
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def local(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "local.json"
+    proc = run_cli("bench", str(tiny_bundle), "--precision", "fp32,int8", "--batch", "1,4", *FAST, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_bench_json_has_every_field_for_fp32_and_int8(local, tiny_bundle):
+    result, stdout = local
+    assert result["schema"] == "rkd-edge/bench@1" and result["bundle_id"] == Bundle.open(tiny_bundle).bundle_id
+    rows = result["results"]
+    keys = {(r["precision"], r["batch"], r["stage"]) for r in rows}
+    assert keys == {(p, b, s) for p in ("fp32", "int8") for b in (1, 4) for s in ("encoder", "tx", "rx", "end_to_end")}
+    for r in rows:
+        assert r["status"] == "ok" and r["backend"] == "onnxruntime"
+        assert set(r["latency_ms"]) == LATENCY_KEYS
+        lat = r["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert r["throughput_per_s"] > 0 and r["iterations"] > 0 and r["timer"] == "host"
+        assert 0 <= r["accuracy"] <= 1 and r["size_mb"] > 0
+        assert r["memory"]["peak_rss_mb"] > 20 and r["memory"]["torch_imported"] is False
+        assert r["providers"] == ["CPUExecutionProvider"]
+    by = {(r["precision"], r["batch"], r["stage"]): r for r in rows}
+    for p in ("fp32", "int8"):  # end to end is the sum of the three models' files
+        parts = sum(by[(p, 1, s)]["size_mb"] for s in ("encoder", "tx", "rx"))
+        assert abs(by[(p, 1, "end_to_end")]["size_mb"] - parts) < 1e-3
+    env = result["environment"]
+    assert env["cpu"] and env["cpu_count"] >= 1 and env["versions"]["onnxruntime"] and "device" in env
+    point = {k: v for k, v in result["accuracy_point"].items() if k != "seed"}
+    assert point == {"channel": "awgn", "snr_db": 5.0, "k": 4, "trials": 2}
+    assert "end_to_end" in stdout and "p50 ms" in stdout and "ok" in stdout
+
+
+def test_accuracy_column_equals_evaluate_bundle(local, tiny_bundle, tmp_path):
+    result, _ = local
+    proc = run_cli(
+        "-q", "evaluate", str(tiny_bundle), "--channel", "awgn", "--snr", "5", "--symbols", "4", "--trials", "2",
+        "--out", str(tmp_path / "ev"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["rows"]
+    for prec in ("fp32", "int8"):
+        ev = [r for r in rows if r["method"] == f"onnx-{prec}" and r["channel"] == "awgn" and r["k"] == 4]
+        assert len(ev) == 1 and ev[0]["snr_db"] == 5.0
+        bench_acc = {r["accuracy"] for r in result["results"] if r["precision"] == prec}
+        assert bench_acc == {ev[0]["accuracy"]}, (prec, bench_acc, ev[0])
+        assert result["accuracy"][f"onnxruntime/{prec}"]["n"] == ev[0]["n"]
+
+
+def test_unavailable_backends_are_rows_and_pytorch_is_the_reference(tiny_bundle, tiny_run, tmp_path):
+    out = tmp_path / "r.json"
+    backends = "onnxruntime,onnxruntime-cuda,tensorrt,pytorch"
+    proc = run_cli(
+        "bench", str(tiny_bundle), "--backend", backends, "--precision", "fp32,int8", "--batch", "1",
+        "--run", str(tiny_run), "--no-memory", *FAST, "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    status = {(r["backend"], r["precision"]): r["status"] for r in rows}
+    assert status[("onnxruntime", "fp32")] == "ok" and status[("pytorch", "fp32")] == "ok"
+    assert status[("pytorch", "int8")] == "unavailable here: pytorch runs fp32, not int8"
+    for backend in ("onnxruntime-cuda", "tensorrt"):
+        why = unavailable(backend)
+        if why:
+            assert status[(backend, "fp32")] == f"unavailable here: {why}"
+            assert f"unavailable here: {why}"[:40] in proc.stdout
+    acc = {(r["backend"], r["precision"]): r["accuracy"] for r in rows if r["stage"] == "end_to_end"}
+    n = json.loads(out.read_text())["accuracy"]["pytorch/fp32"]["n"]
+    assert abs(acc[("pytorch", "fp32")] - acc[("onnxruntime", "fp32")]) <= 2 / n
+
+
+def test_select_writes_the_device_choice_and_the_runtime_uses_it(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    before = Bundle.open(b).bundle_id
+    out = tmp_path / "s.json"
+    proc = run_cli("bench", str(b), "--select", "--tolerance", "0.05", "--batch", "1", "--no-memory", *FAST,
+                   "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sel = json.loads(out.read_text())["selection"]["onnxruntime"]
+    fp = fingerprint("onnxruntime")
+    assert sel["written"] and sel["fingerprint"] == fp
+    manifest = json.loads((b / "manifest.json").read_text())
+    assert manifest["selection"] == {fp: sel["choice"]}
+    assert Runtime(str(b)).precisions == sel["choice"]
+    assert Bundle.open(b).bundle_id == before
+    for model, prec in sel["choice"].items():  # a precision other than FP32 only where it measured a win
+        ev = sel["evidence"][model]
+        if prec != "fp32":
+            assert ev[prec]["p50_ratio"] <= 0.95 and ev[prec]["accuracy"] >= sel["reference_accuracy"] - 0.05
+        else:
+            assert all(e["p50_ratio"] > 0.95 or e["accuracy"] < sel["reference_accuracy"] - 0.05
+                       for p, e in ev.items() if p != "fp32")  # fmt: skip
+    assert sel["accuracy"] >= sel["reference_accuracy"] - 0.05
+    assert "selected for onnxruntime" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--batch", "0"], "--batch"),
+        (["--batch", "1,x"], "batch"),
+        (["--symbols", "999"], "--symbols"),
+        (["--backend", "nope"], "unknown back end"),
+        (["--snr-db", "nan"], "--snr-db"),
+        (["--channel", "satellite"], "--channel"),
+        (["--tolerance", "2"], "--tolerance"),
+        (["--host", "-oProxyCommand=x"], "--host"),
+    ],
+)
+def test_bad_input_is_one_line(tiny_bundle, args, needle):
+    assert needle in _one_error_line(run_cli("bench", str(tiny_bundle), *args))
+
+
+def test_missing_bundle_is_one_line(tmp_path):
+    assert "manifest.json" in _one_error_line(run_cli("bench", str(tmp_path)))
+
+
+# -- remote, against a real sshd on loopback -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    exe = Path("/usr/sbin/sshd")
+    if not exe.is_file() or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
+        pytest.skip("openssh-server / openssh-client are not installed (./install.sh --dev installs them as root)")
+    d = tmp_path_factory.mktemp("sshd")
+    host_key, key, stranger = _keygen(d / "host_key"), _keygen(d / "client_key"), _keygen(d / "stranger_key")
+    (d / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    port = _free_port()
+    bindir = Path(sys.executable).parent  # where this rkd-edge is installed: the "device's own" rkd-edge
+    config = d / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\nLogLevel ERROR\n"
+        f"SetEnv PATH={bindir}:/usr/local/bin:/usr/bin:/bin\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    check = subprocess.run([str(exe), "-t", "-f", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([str(exe), "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"sshd did not start: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.1)
+    user = getpass.getuser()
+    common = ["--host", f"{user}@127.0.0.1", "--port", str(port), "--ssh-option", f"UserKnownHostsFile={d}/known"]
+    yield {"args": common, "key": key, "stranger": stranger, "port": port, "dir": d}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_remote_bench_over_loopback_sshd_matches_the_local_schema(sshd, local, tiny_bundle, tmp_path):
+    result_local, _ = local
+    out = tmp_path / "remote.json"
+    proc = run_cli(
+        "bench", str(tiny_bundle), *sshd["args"], "--identity", str(sshd["key"]), "--precision", "fp32,int8",
+        "--batch", "1,4", *FAST, "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    remote = json.loads(out.read_text())
+    assert set(remote) - {"remote"} == set(result_local)
+    assert remote["remote"]["host"].endswith(f"127.0.0.1:{sshd['port']}")
+    assert remote["remote"]["bundle"].startswith("/tmp/rkd-edge-bench.")
+    assert not Path(remote["remote"]["bundle"]).parent.exists()  # the remote folder was cleaned up
+    assert remote["bundle_id"] == result_local["bundle_id"]
+
+    def index(res):
+        return {(r["backend"], r["precision"], r["batch"], r["stage"]): r for r in res["results"]}
+
+    loc, rem = index(result_local), index(remote)
+    assert loc.keys() == rem.keys()
+    for key, r in rem.items():
+        assert set(r) == set(loc[key]) and set(r["latency_ms"]) == LATENCY_KEYS and r["status"] == "ok"
+        assert r["accuracy"] == loc[key]["accuracy"]  # same code, same seed, same noise
+    assert "end_to_end" in proc.stdout
+
+
+def test_remote_failures_are_one_line(sshd, tiny_bundle, tmp_path):
+    base = [str(tiny_bundle), *FAST, "--batch", "1", "--no-memory"]
+    line = _one_error_line(run_cli("bench", *base, *sshd["args"], "--identity", str(sshd["stranger"])))
+    assert "authentication" in line and "127.0.0.1" in line
+    closed = ["--host", "root@127.0.0.1", "--port", str(_free_port())]
+    assert "cannot connect" in _one_error_line(run_cli("bench", *base, *closed, "--identity", str(sshd["key"])))
+    old = tmp_path / "old-rkd-edge"  # an older rkd-edge installed on the device
+    old.write_text('#!/bin/sh\necho \'{"rkd_edge": "0.0.9", "schema": "rkd-edge/bench@0"}\'\n')
+    old.chmod(0o755)
+    args = [*sshd["args"], "--identity", str(sshd["key"])]
+    line = _one_error_line(run_cli("bench", *base, *args, "--remote-rkd-edge", str(old)))
+    assert "version mismatch" in line and "0.0.9" in line
+    line = _one_error_line(run_cli("bench", *base, *args, "--remote-rkd-edge", "/nonexistent/rkd-edge"))
+    assert "not found" in line
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_bundle, damaged)
+    model = damaged / "models" / "rx.onnx"
+    data = bytearray(model.read_bytes())
+    data[200] ^= 1
+    model.write_bytes(bytes(data))
+    line = _one_error_line(run_cli("bench", str(damaged), *FAST, "--batch", "1", "--no-memory", *args))
+    assert "does not match its hashes there" in line
