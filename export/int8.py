@@ -405,7 +405,10 @@ def measure_end_to_end(
 def _base_name(node: str) -> str:
     """The exported node a profiled kernel came from: ONNX Runtime renames fused and re-laid-out nodes
     (``<name>_token_N`` for a DQ->Conv->Q group, ``<name>_output_0_nchwc`` for NCHWc, ``<name>_quant``)."""
-    return re.sub(r"(_token_\d+|_output_0_nchwc|_quant)$", "", node)
+    prev = None
+    while prev != node:  # suffixes stack: "<conv>_quant_token_7"
+        prev, node = node, re.sub(r"(_token_\d+|_output_0_nchwc|_quant)$", "", node)
+    return node
 
 
 def slower_nodes(fp32: Path, int8: Path, feed: dict[str, np.ndarray], threads: int = 1, runs: int = 100) -> list[dict]:
@@ -428,3 +431,46 @@ def slower_nodes(fp32: Path, int8: Path, feed: dict[str, np.ndarray], threads: i
         if integer and fp.get(name) and n["us"] > fp[name]:
             out.append({"name": name, "op": n["op"], "fp32_us": fp[name], "int8_us": n["us"]})
     return sorted(out, key=lambda r: r["fp32_us"] - r["int8_us"])
+
+
+def conv_kinds(model_path: Path) -> dict[str, str]:
+    """``{Conv node name: "depthwise k3 C=10" | "pointwise C=20" | "dense k3 C=30"}`` of an FP32 model, so
+    that a profile's kernels can be summed by the kind and width of convolution they ran."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    shapes = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.input[1] not in shapes:
+            continue
+        c_out, c_in_g, kh, _ = shapes[n.input[1]]
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if group > 1 and c_in_g == 1:
+            out[n.name] = f"depthwise k{kh} C={c_out}"
+        elif kh == 1:
+            out[n.name] = f"pointwise C={c_out}"
+        else:
+            out[n.name] = f"dense k{kh} C={c_out}"
+    # ONNX Runtime's NCHWc Conv+Relu fusion names the fused kernel after the Relu's output
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type == "Relu" and producer.get(n.input[0]) in out:
+            out[n.name] = out[producer[n.input[0]]]
+    return out
+
+
+def by_conv_kind(profile: dict, kinds: dict[str, str]) -> dict[str, float]:
+    """A :func:`profile_nodes` result summed by convolution kind (:func:`conv_kinds`); every other kernel
+    under its op type (``Q/DQ`` for QuantizeLinear/DequantizeLinear)."""
+    out: dict[str, float] = defaultdict(float)
+    for n in profile["nodes"]:
+        base = _base_name(n["name"])
+        if base in kinds:
+            out[kinds[base]] += n["us"]
+        elif n["op"] in ("QuantizeLinear", "DequantizeLinear"):
+            out["Q/DQ"] += n["us"]
+        else:
+            out[n["op"]] += n["us"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
