@@ -19,6 +19,7 @@ from rkd_edge.export.quantize import CPU_RECIPES, qdq_summary, quantize_model, q
 
 from rkd_edge import env, progress
 from rkd_edge.channel import CHANNEL_TYPES, create_channel
+from rkd_edge.channel_ids import CHANNEL_IDS
 from rkd_edge.errors import UserError
 from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
 from rkd_edge.methods import method_config
@@ -159,6 +160,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
         "classes": splits.classes,
         "dataset": splits.name,
         "channel_types": CHANNEL_TYPES,
+        "channel_ids": CHANNEL_IDS,
         "snr_db": {"trained_range": mcfg.stage2.snr_db, "unit": "dB, Es/N0 per complex symbol"},
         "symbols": {
             "max": system.codec.max_symbols,

@@ -28,7 +28,7 @@ from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.sweep import run_sweep
 from rkd_edge.outputs import check_resumable, write_marker
 from rkd_edge.report import write_report
-from rkd_edge.rundir import RunDir, build_system, load_splits, load_state, system_spec
+from rkd_edge.rundir import RunDir, build_system, checkpoint_state, load_splits, load_state, system_spec
 from rkd_edge.system import SemanticSystem
 from rkd_edge.teachers import create_teacher
 from rkd_edge.teachers.base import accuracy
@@ -184,7 +184,7 @@ class Pipeline:
             codec_cfg=self.cfg.codec if robust else None,
             checkpoint=self.rd.epoch_checkpoint(name),
         )
-        save_checkpoint(self.rd.checkpoint(name), {"model": system.state_dict(), "config": self.cfg.to_dict()})
+        save_checkpoint(self.rd.checkpoint(name), checkpoint_state(system, self.cfg))
         self.rd.epoch_checkpoint(name).unlink(missing_ok=True)
         clean = clean_accuracy(system, self.splits.test, self.device, False, self.cfg.seed, None)
         return {"history": history, "clean_test_accuracy": clean, "trained": sc.train, "losses": sc.losses}
@@ -194,14 +194,15 @@ class Pipeline:
         it; otherwise it keeps the seeded initialisation (the same one the previous stage held), so a
         codec changed after stage 1 finished does not force stage 1 to run again."""
         ck = self.rd.checkpoint(previous)
-        state = load_checkpoint(ck).get("model")
+        saved = load_checkpoint(ck)
+        state = saved.get("model")
         if not isinstance(state, dict):
             raise UserError(f"checkpoint {ck} holds no model state; rerun stage {previous}")
         trained = (self.done(previous) or {}).get("trained", [])
         if not any(g.startswith("codec") for g in trained):
             state = {n: v for n, v in state.items() if not n.startswith("codec.")}
             state.update({n: v for n, v in system.state_dict().items() if n.startswith("codec.")})
-        load_state(system, state, ck, stage=previous)
+        load_state(system, state, ck, stage=previous, channel_ids=saved.get("channel_ids"))
 
     def stage_stage1(self) -> dict:
         return self._train("stage1", self.cfg.stage1, self._system(), False, None)

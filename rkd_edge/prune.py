@@ -28,7 +28,7 @@ from rkd_edge.io import OutputLock, commit_dir, read_json, write_json
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.outputs import check_output
 from rkd_edge.pipeline import Pipeline
-from rkd_edge.rundir import RunDir
+from rkd_edge.rundir import RunDir, checkpoint_state
 
 # What a pruned run does not take from its source: caches, epoch checkpoints and results of the source.
 NOT_COPIED = ("cache", "train", "report.*", "evaluation*", "*.png", "*.lock", ".staging.*", "prune.json")
@@ -129,7 +129,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     system.cpu()
     for stage in ("stage1", "probe"):
         rd.checkpoint(stage).unlink(missing_ok=True)  # the unpruned weights stay with the source run
-    save_checkpoint(rd.checkpoint("stage2"), {"model": system.state_dict(), "config": cfg.to_dict()})
+    save_checkpoint(rd.checkpoint("stage2"), checkpoint_state(system, cfg))
     spec = read_json(rd.system)
     spec["encoder"]["pruned"] = {"ratio": ratio, "from": Path(run).name}
     write_json(rd.system, spec)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rkd_edge.channel_ids import CHANNEL_CAPACITY, CHANNEL_IDS, same_ids
 from rkd_edge.codec import create_codec
 from rkd_edge.config import RunConfig, from_dict
 from rkd_edge.data import DataSplits, create_dataset
@@ -149,24 +150,64 @@ class RunDir:
         for stage in TRAINED_STAGES:
             ck = self.checkpoint(stage)
             if ck.is_file():
-                load_state(system, load_checkpoint(ck).get("model"), ck, pruned=bool(spec["encoder"].get("pruned")))
+                saved = load_checkpoint(ck)
+                pruned = bool(spec["encoder"].get("pruned"))
+                load_state(system, saved.get("model"), ck, pruned=pruned, channel_ids=saved.get("channel_ids"))
                 break
         else:
             raise UserError(f"{self.root} has no trained checkpoint; finish the pipeline first")
         return cfg, system.eval(), spec
 
 
-def load_state(system: SemanticSystem, state, ck: Path, pruned: bool = False, stage: str | None = None) -> None:
-    """Load a checkpoint's model state into ``system``; a state of another shape is one line."""
+def load_state(
+    system: SemanticSystem,
+    state,
+    ck: Path,
+    pruned: bool = False,
+    stage: str | None = None,
+    channel_ids: dict | None = None,
+) -> None:
+    """Load a checkpoint's model state into ``system``; a state of another shape is one line.
+
+    Args:
+        system: The system to fill.
+        state: The checkpoint's ``model`` entry (name -> tensor).
+        ck: The checkpoint's path (for messages).
+        pruned: Rebuild narrower encoder layers from the state's shapes first.
+        stage: The stage to name in the message.
+        channel_ids: The channel-id table the checkpoint was trained with (``None``: written before
+            tables were stored, which used the same ids).
+    """
     rerun = f"rerun stage {stage}" if stage else "rerun the stage that wrote it"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"checkpoint {ck} holds no model state; {rerun}")
+    if channel_ids is not None and (not isinstance(channel_ids, dict) or not same_ids(channel_ids)):
+        raise UserError(f"checkpoint {ck} was trained with other channel ids ({channel_ids}); {rerun}")
     if pruned:
         shrink_to_state(system.encoder, state, "encoder.")
+    state = _grow_channel_embeddings(system, state)
     try:
         system.load_state_dict(state)
     except RuntimeError:
         raise UserError(f"checkpoint {ck} does not match its run's system.json; {rerun}") from None
+
+
+def _grow_channel_embeddings(system: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints from before :data:`CHANNEL_CAPACITY` embed one row per channel type known then; the
+    rows of types appended since keep the model's (zero) initialisation."""
+    own = system.state_dict()
+    grown = dict(state)
+    for name, t in state.items():
+        mine = own.get(name)
+        if (
+            name.endswith("types.weight")
+            and mine is not None
+            and t.dim() == 2
+            and t.shape[1] == mine.shape[1]
+            and t.shape[0] < mine.shape[0] == CHANNEL_CAPACITY
+        ):
+            grown[name] = torch.cat([t, mine[t.shape[0] :].to(t.dtype)])
+    return grown
 
 
 def load_splits(cfg: RunConfig) -> DataSplits:
@@ -258,3 +299,8 @@ def shrink_to_state(module: nn.Module, state: dict[str, torch.Tensor], prefix: s
         else:
             shrink_to_state(child, state, f"{key}.")
     return module
+
+
+def checkpoint_state(system: nn.Module, cfg: RunConfig) -> dict:
+    """What a finished stage's checkpoint holds: plain tensors, the config and the channel-id table."""
+    return {"model": system.state_dict(), "config": cfg.to_dict(), "channel_ids": dict(CHANNEL_IDS)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rkd_edge.channel.base import Channel
 from rkd_edge.channel.fading import RayleighChannel, RicianChannel
 from rkd_edge.channel.simple import AWGNChannel, IdentityChannel
+from rkd_edge.channel_ids import CHANNEL_TYPES
 from rkd_edge.errors import UserError
 
 CHANNELS: dict[str, type[Channel]] = {
@@ -13,8 +14,9 @@ CHANNELS: dict[str, type[Channel]] = {
     "rayleigh": RayleighChannel,
     "rician": RicianChannel,
 }
-# Index of each channel type in the codec's conditioning vector.
-CHANNEL_TYPES = list(CHANNELS)
+# The id of each channel type in the codec's conditioning is fixed in rkd_edge.channel_ids, not derived
+# from the order of this registry.
+assert set(CHANNELS) == set(CHANNEL_TYPES), "every registered channel needs a stable id in rkd_edge.channel_ids"
 
 
 def create_channel(name: str, **kwargs) -> Channel:

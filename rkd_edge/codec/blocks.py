@@ -68,9 +68,14 @@ class Block(nn.Module):
 class Conditioning(nn.Module):
     """SNR (dB) and channel type to a conditioning vector ``[B, dim]``."""
 
-    def __init__(self, dim: int, n_types: int) -> None:
+    def __init__(self, dim: int, n_types: int, capacity: int | None = None) -> None:
+        """Args: n_types: channel types with ids today; capacity: rows embedded (>= n_types), so that types
+        appended later need no new shapes. The rows beyond ``n_types`` start at zero and draw no random
+        numbers: a codec's initialisation does not depend on the capacity."""
         super().__init__()
-        self.types = nn.Embedding(n_types, dim)
+        weight = nn.init.normal_(torch.empty(n_types, dim))
+        rows = max(capacity or n_types, n_types)
+        self.types = nn.Embedding(rows, dim, _weight=torch.cat([weight, weight.new_zeros(rows - n_types, dim)]))
         self.snr = nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, snr_db: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rkd_edge.channel.power import PowerNormalize
-from rkd_edge.channel.registry import CHANNEL_TYPES
+from rkd_edge.channel_ids import CHANNEL_CAPACITY, CHANNEL_TYPES
 from rkd_edge.codec.blocks import Block, Conditioning, length_mask
 
 
@@ -55,14 +55,14 @@ class CATCodec(nn.Module):
         self.symbol_set = sorted(symbols or [max_symbols])
         self.uses_csi, self.source_tokens = csi, source_tokens
         n_types = len(CHANNEL_TYPES)
-        self.tx_cond = Conditioning(dim, n_types)
+        self.tx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY)
         self.tx_in = nn.Linear(feature_dim, source_tokens * dim)
         self.tx_queries = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
         self.tx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
         self.tx_out = nn.Linear(dim, 2)
         self.tx_lin = nn.Linear(feature_dim, 2 * max_symbols)
         self.power = PowerNormalize()
-        self.rx_cond = Conditioning(dim, n_types)
+        self.rx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY)
         self.rx_in = nn.Linear(4 if csi else 2, dim)
         self.rx_pos = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
         self.rx_readout = nn.Parameter(torch.zeros(1, 1, dim))

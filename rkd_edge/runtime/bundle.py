@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rkd_edge.channel_ids import CHANNEL_IDS, same_ids
+
 MANIFEST = "manifest.json"
 FORMAT = "rkd-edge/bundle@1"
 
@@ -45,9 +47,6 @@ def load_manifest(root: str | Path) -> dict:
     return manifest
 
 
-# The channel-type ids the codecs of format rkd-edge/bundle@1 were trained with (the position is the id
-# fed to the tx and rx graphs). A manifest that lists them otherwise would feed the graphs wrong ids.
-CHANNEL_TYPES_V1 = ["identity", "awgn", "rayleigh", "rician"]
 REQUIRED = {
     "models": dict,
     "files": dict,
@@ -84,8 +83,12 @@ def check_manifest(m: dict, path: Path) -> None:
         for prec, rec in variants.items():
             if not isinstance(rec, dict) or rec.get("file") not in files:
                 raise _fail(path, f"the {prec} {name} model's file is not listed (with its hash) in 'files'")
-    if m["channel_types"] != CHANNEL_TYPES_V1:
-        raise _fail(path, f"channel_types {m['channel_types']} differ from the ids the codec was trained with")
+    # The position in channel_types is the id fed to the tx and rx graphs: a manifest that lists the
+    # types otherwise than the stable table would give each channel another's conditioning.
+    types = m["channel_types"]
+    table = m.get("channel_ids", {n: i for i, n in enumerate(types)})
+    if not isinstance(table, dict) or not same_ids(table) or types != sorted(table, key=table.__getitem__):
+        raise _fail(path, f"channel_types {types} do not match the stable channel ids {CHANNEL_IDS}")
     sym = m["symbols"]
     k_max, k_set = sym.get("max"), sym.get("set")
     if not isinstance(k_max, int) or k_max < 1 or not isinstance(k_set, list) or not k_set:

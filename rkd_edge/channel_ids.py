@@ -1,0 +1,24 @@
+"""Stable channel-type ids: the number a codec is conditioned on for each channel type (torch-free).
+
+The table is append-only and never derived from a registry's order: the tx and rx graphs of every
+trained codec embed these ids, so renumbering would silently give each channel another's conditioning.
+It keeps the ids that every codec trained so far was conditioned on (identity 0, awgn 1, rayleigh 2,
+rician 3), which is why it differs from the order sketched in DESIGN.md section 7; new channel types are
+appended. Codecs embed :data:`CHANNEL_CAPACITY` rows, so appending a type changes no parameter shape,
+and checkpoints store the table they were trained with (``channel_ids``) next to their weights.
+"""
+
+from __future__ import annotations
+
+CHANNEL_IDS: dict[str, int] = {"identity": 0, "awgn": 1, "rayleigh": 2, "rician": 3}
+# Rows of a codec's channel-type embedding: room for types appended later without new shapes.
+CHANNEL_CAPACITY = 8
+# Names in id order (index = id): the manifest's ``channel_types``.
+CHANNEL_TYPES: list[str] = sorted(CHANNEL_IDS, key=CHANNEL_IDS.__getitem__)
+
+assert sorted(CHANNEL_IDS.values()) == list(range(len(CHANNEL_IDS))) and len(CHANNEL_IDS) <= CHANNEL_CAPACITY
+
+
+def same_ids(table: dict[str, int]) -> bool:
+    """Whether another table (a checkpoint's or a manifest's) gives every shared name the same id."""
+    return all(CHANNEL_IDS.get(name, i) == i for name, i in table.items())
