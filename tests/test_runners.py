@@ -143,7 +143,7 @@ def test_precision_per_model_and_device_selection(tiny_bundle, tmp_path):
     bad = _copy(tiny_bundle, tmp_path / "z", lambda m: m.update(default_precision={"decoder": "int8"}))
     with pytest.raises(BundleError, match="unknown models"):
         Runtime(str(bad))
-    with pytest.raises(BundleError, match="has no fp16"):
+    with pytest.raises(BundleError, match="runs fp32, int8, not fp16"):
         Runtime(str(tiny_bundle), precision="fp16")
 
 

@@ -10,7 +10,8 @@ back end                  runs
 ``onnxruntime-cuda``      the same, CUDA execution provider (refused when it is missing)
 ``onnxruntime-tensorrt``  the same, TensorRT execution provider (fp16 allowed on the FP32 model)
 ``tensorrt``              the engines ``rkd-edge export trt`` built on this device
-``pytorch``               the source run's PyTorch modules (fp32 reference)
+``pytorch``               the source run's PyTorch modules (fp32 reference), on the CPU
+``pytorch-cuda``          the same on a CUDA GPU (timed with CUDA events)
 ========================  =====================================================================
 """
 
@@ -29,6 +30,7 @@ BACKENDS: dict[str, tuple[str, str, dict]] = {
     "onnxruntime-tensorrt": ("rkd_edge.runtime.runners.ort", "OnnxRuntimeRunner", {"provider": "tensorrt"}),
     "tensorrt": ("rkd_edge.runtime.runners.tensorrt", "TensorRTRunner", {}),
     "pytorch": ("rkd_edge.runtime.runners.torch_eager", "TorchRunner", {}),
+    "pytorch-cuda": ("rkd_edge.runtime.runners.torch_eager", "TorchRunner", {"device": "cuda"}),
 }
 
 

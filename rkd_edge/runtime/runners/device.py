@@ -49,7 +49,8 @@ def gpu_names() -> list[str]:
 
 
 def _library_version(backend: str) -> str | None:
-    dist = _LIBRARY.get(backend, "onnxruntime-gpu" if backend.startswith("onnxruntime-") else "onnxruntime")
+    family = backend.split("-")[0]
+    dist = _LIBRARY.get(family, "onnxruntime-gpu" if backend.startswith("onnxruntime-") else "onnxruntime")
     for name in (dist, "onnxruntime"):
         try:
             return f"{name} {importlib.metadata.version(name)}"

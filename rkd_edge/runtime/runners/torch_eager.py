@@ -25,6 +25,23 @@ def _load_run(run: Path) -> tuple:
     return _RUNS[key]
 
 
+class TorchCudaTimer:
+    """Milliseconds between ``torch.cuda.Event`` records before and after one call."""
+
+    name = "cuda-events"
+
+    def __init__(self, torch) -> None:
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def time(self, fn) -> float:
+        self.start.record()
+        fn()
+        self.end.record()
+        self.end.synchronize()
+        return float(self.start.elapsed_time(self.end))
+
+
 class TorchRunner(Runner):
     """One bundle model (``encoder``, ``tx``, ``rx``) run by the PyTorch modules of its source run.
 
@@ -41,6 +58,7 @@ class TorchRunner(Runner):
     def __init__(self, model: str = "model", run: str | Path | None = None, device: str = "cpu", threads: int = 0):
         super().__init__(model)
         self.run, self.device, self.threads = (Path(run) if run else None), device, threads
+        self.backend = "pytorch" if device == "cpu" else f"pytorch-{device}"
         self.module = None
 
     def available(self) -> str | None:
@@ -107,6 +125,10 @@ class TorchRunner(Runner):
     @property
     def providers(self) -> list[str]:
         return [f"PyTorch {self.device}"]
+
+    def timer(self):
+        """CUDA events on the current stream for ``cuda`` (GPU time); the host clock on the CPU."""
+        return TorchCudaTimer(self._torch) if self.device == "cuda" and self.module is not None else super().timer()
 
     def size_bytes(self) -> int:
         """Bytes of the module's parameters and buffers (the run's checkpoint holds more than this model)."""
