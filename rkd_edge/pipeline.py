@@ -131,7 +131,8 @@ class Pipeline:
         if spec is None:
             tdir = self.rd.teacher_dir
             if not (tdir / "teacher.json").is_file():
-                train_teacher(self.cfg, self.splits, tdir, self.device)
+                with ddp.solo():  # rank 0 trains it while the other ranks wait at the stage barrier
+                    train_teacher(self.cfg, self.splits, tdir, self.device)
             rec = read_json(tdir / "teacher.json")
             spec = f"local:{tdir.as_posix()}"
         self.teacher = create_teacher(spec, self.splits.input_shape, self.splits.num_classes).to(self.device)

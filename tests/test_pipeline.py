@@ -149,7 +149,8 @@ def test_all_methods_run(tiny_teacher_dir, tmp_path):
             assert r["student"]["accuracy"] == r["noiseless_accuracy"]
 
 
-def test_pipeline_under_torchrun_two_processes(tiny_teacher_dir, tmp_path):
+def test_pipeline_under_torchrun_two_processes(tmp_path):
+    """The README's scale-out command, with the teacher trained inside the run (rank 0 alone)."""
     import os
     import subprocess
     import sys
@@ -169,8 +170,6 @@ def test_pipeline_under_torchrun_two_processes(tiny_teacher_dir, tmp_path):
         "pipeline",
         "--out",
         str(out),
-        "--teacher",
-        f"local:{tiny_teacher_dir}",
         *tiny_overrides(),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -178,3 +177,4 @@ def test_pipeline_under_torchrun_two_processes(tiny_teacher_dir, tmp_path):
     r = json.loads((out / "report.json").read_text())
     assert r["curves"]["awgn"] and (out / "checkpoints" / "stage2.pt").is_file()
     assert not list((out / "train").glob("*.ckpt"))  # epoch checkpoints removed once a stage finishes
+    assert (out / "teacher" / "teacher.json").is_file()

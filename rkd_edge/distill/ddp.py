@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+_solo = False
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Work that rank 0 does alone while the other ranks wait at a barrier (training a teacher inside a
+    run, say): inside, this process sees a world of one, so nothing wraps in DDP or waits on a collective
+    the other ranks will never join."""
+    global _solo
+    previous, _solo = _solo, True
+    try:
+        yield
+    finally:
+        _solo = previous
+
 
 def world() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside torchrun."""
+    """``(rank, world_size)``; ``(0, 1)`` outside torchrun (and inside :func:`solo`)."""
+    if _solo:
+        return 0, 1
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
