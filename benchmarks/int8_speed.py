@@ -241,8 +241,8 @@ def recipes(bundle: Path, seconds: float) -> None:
     import tempfile
 
     from rkd_edge.devices.latency import interleaved
-    from rkd_edge.export.int8 import session
-    from rkd_edge.export.quantize import Recipe, quantize_model
+    from rkd_edge.export.int8 import session, slower_nodes
+    from rkd_edge.export.quantize import Recipe, qdq_summary, quantize_model, with_exclusions
 
     ops = ("Add", "Concat", "MaxPool", "Relu")
     variants = {
@@ -281,6 +281,16 @@ def recipes(bundle: Path, seconds: float) -> None:
         for i, (label, r) in enumerate(variants.items()):
             paths[label] = Path(tmp) / f"v{i}.onnx"
             quantize_model(src, paths[label], calib, "encoder", "minmax", r)
+        # mixed precision by measured per-node speed: the CPU form's kernels slower than FP32's left float
+        cpu = "QOperator U8S8, Add/Concat/Pool/Relu too (CPU form)"
+        slow = slower_nodes(src, paths[cpu], {"image": calib[0]["image"]}, 1, 60)
+        label = f"CPU form, {len(slow)} convs measured slower left in float"
+        paths[label] = Path(tmp) / "mixed.onnx"
+        quantize_model(
+            src, paths[label], calib, "encoder", "minmax", with_exclusions(variants[cpu], [n["name"] for n in slow])
+        )
+        for k, p in paths.items():  # convolutions left float in the file (meaningful for QOperator forms)
+            res[k] = {"float_convs": qdq_summary(p)["float_convs"]}
         sess = {k: session(p, 1) for k, p in paths.items()}
         for b in (1, 32):
             x = {"image": rng.standard_normal((b, *shape)).astype(np.float32)}
@@ -294,8 +304,8 @@ def recipes(bundle: Path, seconds: float) -> None:
             f = out["fp32"]["p50_ms"]
             for k, v in out.items():
                 res.setdefault(k, {})[str(b)] = v["p50_ms"] / f
-    rows = [[k, f"{v['1']:.2f}", f"{v['32']:.2f}"] for k, v in res.items() if k != "fp32"]
-    md = md_table(["encoder recipe", "INT8/FP32 p50, batch 1", "batch 32"], rows)
+    rows = [[k, f"{v['1']:.2f}", f"{v['32']:.2f}", v["float_convs"]] for k, v in res.items() if k != "fp32"]
+    md = md_table(["encoder recipe", "INT8/FP32 p50, batch 1", "batch 32", "float Conv nodes in the file"], rows)
     md += (
         f"\n\n1 thread, all variants interleaved in one run; 1-min load average {load['loadavg_1m']} on "
         f"{load['cpus']} CPUs.\n"
