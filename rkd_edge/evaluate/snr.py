@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rkd_edge import progress
@@ -51,8 +52,34 @@ def describe(name: str, cc: CodecConfig) -> dict:
     return {"channel": name, "mode": d.get("mode", "-"), "csi": d.get("csi", "-")}
 
 
-def make_row(method, name, cc, snr, k, source_dim, correct, n, trials) -> dict:
-    lo, hi = wilson(correct, n)
+def interval(per_image: np.ndarray, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of the accuracy, with the image as the independent sample.
+
+    Args:
+        per_image: ``[N] float64``, each image's fraction of correct decisions over the trials.
+        trials: Noise draws per image.
+
+    With one trial this is the Wilson score interval of a binomial proportion. With more, the trials of
+    one image are not independent samples (the image decides much of the outcome), so the interval is the
+    normal one of the mean of the per-image accuracies over the N images (cluster-robust), clipped to [0, 1]
+    and never narrower than the Wilson interval of N single draws would be at that accuracy.
+    """
+    n = len(per_image)
+    if n == 0:
+        return 0.0, 0.0
+    p = float(per_image.mean())
+    lo, hi = wilson(round(p * n), n) if trials > 1 else wilson(int(per_image.sum()), n)
+    if trials > 1 and n > 1:
+        half = z * float(per_image.std(ddof=1)) / math.sqrt(n)
+        lo, hi = min(lo, max(0.0, p - half)), max(hi, min(1.0, p + half))
+    return lo, hi
+
+
+def make_row(method, name, cc, snr, k, source_dim, per_image: np.ndarray, trials) -> dict:
+    """One result row; ``per_image: [N] float64`` is each image's accuracy over the ``trials``."""
+    lo, hi = interval(per_image, trials)
+    n = len(per_image)
+    correct = float(per_image.sum())
     return {
         "method": method,
         **describe(name, cc),
@@ -63,7 +90,7 @@ def make_row(method, name, cc, snr, k, source_dim, correct, n, trials) -> dict:
         "accuracy": round(correct / max(n, 1), 6),
         "ci_low": round(lo, 6),
         "ci_high": round(hi, 6),
-        "n": n,
+        "n": n,  # images (the independent samples); each seen `trials` times
         "trials": trials,
     }
 
@@ -108,14 +135,13 @@ def sweep(feats: list, link, grid: Grid, cc: CodecConfig, source_dim: int, metho
             ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
             for snr in grid.snrs:
                 for k in grid.ks:
-                    correct, n = 0, 0
+                    hits = 0.0
                     for t in range(grid.trials):
                         g = torch.Generator().manual_seed(hash_seed(grid.seed, "eval", name, snr, k, t))
-                        for f, y in feats:
-                            pred = link(f, float(snr), k, grid.told or name, ch, g)
-                            correct += int((pred == y).sum())
-                            n += len(y)
-                    rows.append(make_row(method, name, cc, snr, k, source_dim, correct, n, grid.trials))
+                        trial = [np.asarray(link(f, float(snr), k, grid.told or name, ch, g) == y) for f, y in feats]
+                        hits = hits + np.concatenate(trial).astype(np.float64)
+                    per_image = hits / grid.trials
+                    rows.append(make_row(method, name, cc, snr, k, source_dim, per_image, grid.trials))
                     bar.advance()
     return rows
 
