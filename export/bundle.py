@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from rkd_edge.export.calibration import build_feeds, feeds_count, feeds_digest
+from rkd_edge.export.calibration import MIN_SAMPLES, build_feeds, check_count, feeds_count, feeds_digest
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.int8 import select_precisions
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
@@ -61,6 +61,7 @@ def export_bundle(
     calibration: str = "minmax",
     calib_samples: int = 256,
     force: bool = False,
+    calib_min: int = MIN_SAMPLES,
 ) -> dict:
     """Export a trained run; returns the manifest.
 
@@ -69,8 +70,8 @@ def export_bundle(
     nothing, and ``force`` replaces only an rkd-edge bundle (never the run, or a folder of other files).
     """
     replace = check_output(out, "bundle", force, sources=(run,))
-    if calib_samples < 128:
-        raise UserError(f"--calib-samples must be at least 128 real samples, got {calib_samples}")
+    if int8:
+        check_count(calib_samples, calib_min)
     rd = RunDir(run)
     cfg, system, spec = rd.load()
     rd.require_complete(cfg, "exporting it")
@@ -78,11 +79,13 @@ def export_bundle(
     splits = load_splits(mcfg)
     system = system.cpu().eval()
     with OutputLock(out), staged_dir(out, replace) as work:
-        manifest = _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration, calib_samples)
+        calib = (calibration, calib_samples, calib_min)
+        manifest = _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib)
     return manifest
 
 
-def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration, calib_samples) -> dict:
+def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int, int]) -> dict:
+    calibration, calib_samples, calib_min = calib
     graphs = graph_io(system, splits.input_shape)
     feeds = parity_feeds(system, splits.test, mcfg.codec, cfg.seed)
     models, parities = {}, {}
@@ -101,7 +104,9 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calibration,
         models[name] = {"fp32": {"file": f"models/{name}.onnx", **io}}
     calib_rec, int8_report, default_precision = None, None, "fp32"
     if int8:
-        calib = build_feeds(system, splits.train, calib_samples, cfg.seed, mcfg.codec, uses_csi=system.codec.uses_csi)
+        calib = build_feeds(
+            system, splits.train, calib_samples, cfg.seed, mcfg.codec, uses_csi=system.codec.uses_csi, minimum=calib_min
+        )
         calib_rec = {}
         for name in graphs:
             dst = work / "models" / f"{name}.int8.onnx"

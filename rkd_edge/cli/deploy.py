@@ -46,7 +46,14 @@ def export(
     if int8:
         check_count(calib_samples, calib_min)
     m = export_bundle(
-        Path(target), out, int8=int8, opset=opset, calibration=calibration, calib_samples=calib_samples, force=force
+        Path(target),
+        out,
+        int8=int8,
+        opset=opset,
+        calibration=calibration,
+        calib_samples=calib_samples,
+        force=force,
+        calib_min=calib_min,
     )
     echo_json(
         {
