@@ -17,7 +17,7 @@ def bench(
         "onnxruntime",
         "--backend",
         help="Comma list of back ends, or 'all': onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt "
-        "(engines from 'export trt'), pytorch (the source run, fp32 reference).",
+        "(engines from 'export trt'), pytorch, pytorch-cuda (the source run, fp32 reference).",
     ),
     precision: str = typer.Option(None, "--precision", help="Comma list: fp32, fp16, int8 (default: the bundle's)."),
     batch: str = typer.Option("1,32", "--batch", help="Comma list of batch sizes."),
