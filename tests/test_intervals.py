@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rkd_edge.evaluate.snr import interval, wilson
+from rkd_edge.stats import interval, wilson
 
 
 def test_one_trial_is_the_wilson_interval():

@@ -4,7 +4,6 @@ bandwidth ratio ``k / (C*H*W)``."""
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rkd_edge.config import CodecConfig, RunConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.io import atomic_path, write_json
+from rkd_edge.stats import interval
 
 FIELDS = [
     "method",
@@ -35,44 +35,10 @@ FIELDS = [
 ]
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return 0.0, 0.0
-    p = correct / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def describe(name: str, cc: CodecConfig) -> dict:
     ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
     d = ch.describe()
     return {"channel": name, "mode": d.get("mode", "-"), "csi": d.get("csi", "-")}
-
-
-def interval(per_image: np.ndarray, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % interval of the accuracy, with the image as the independent sample.
-
-    Args:
-        per_image: ``[N] float64``, each image's fraction of correct decisions over the trials.
-        trials: Noise draws per image.
-
-    With one trial this is the Wilson score interval of a binomial proportion. With more, the trials of
-    one image are not independent samples (the image decides much of the outcome), so the interval is the
-    normal one of the mean of the per-image accuracies over the N images (cluster-robust), clipped to [0, 1]
-    and never narrower than the Wilson interval of N single draws would be at that accuracy.
-    """
-    n = len(per_image)
-    if n == 0:
-        return 0.0, 0.0
-    p = float(per_image.mean())
-    lo, hi = wilson(round(p * n), n) if trials > 1 else wilson(int(per_image.sum()), n)
-    if trials > 1 and n > 1:
-        half = z * float(per_image.std(ddof=1)) / math.sqrt(n)
-        lo, hi = min(lo, max(0.0, p - half)), max(hi, min(1.0, p + half))
-    return lo, hi
 
 
 def make_row(method, name, cc, snr, k, source_dim, per_image: np.ndarray, trials) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 from pathlib import Path
@@ -72,18 +71,6 @@ class Window:
         s.pop("throughput_per_s")  # 1 / mean latency is not the link's throughput; the caller reports that
         s["window"] = min(self.n, len(self.buf))
         return s
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion (the one of :mod:`rkd_edge.evaluate.snr`, which
-    imports torch)."""
-    if n == 0:
-        return 0.0, 0.0
-    p = correct / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def refuse_existing(path: Path | None, option: str) -> None:

@@ -31,11 +31,12 @@ import numpy as np
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path, read_json
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, refuse_existing, report, wilson
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, refuse_existing, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
 from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
 from rkd_edge.runtime.channel import NumpyChannel
+from rkd_edge.stats import wilson
 
 MAX_CONNECTIONS = 64  # TCP senders served at once; more are closed (counted) so descriptors cannot run out
 DROP_REASONS = (

@@ -9,9 +9,9 @@ All integers and floats little-endian. A frame is a fixed 52-byte header, the pa
     4      1     version        uint8    1
     5      1     dtype          uint8    payload element type: 0 = float16, 1 = int8 (times ``scale``)
     6      1     flags          uint8    bit 0: ``label`` is valid; other bits 0 (a v1 receiver refuses others)
-    7      1     channel        uint8    the channel type the transmitter's codec was conditioned on, by the
-                                         fixed id table of DESIGN.md section 7: awgn 0, rayleigh 1, rician 2,
-                                         identity 3 (never the registry order)
+    7      1     channel        uint8    the channel type the transmitter's codec was conditioned on: its id in
+                                         the stable table of ``rkd_edge.channel_ids`` (identity 0, awgn 1,
+                                         rayleigh 2, rician 3, new types appended; never a registry's order)
     8      8     frame_id       uint64   per-transmitter counter, from 0
     16     8     timestamp_ns   uint64   transmitter's wall clock when the image entered the encoder
                                          (``time.time_ns()``; end-to-end latency needs synchronised clocks)
@@ -66,6 +66,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rkd_edge.channel_ids import CHANNEL_IDS
+
 MAGIC = b"RKDF"
 FRAGMENT_MAGIC = b"RKDU"
 VERSION = 1
@@ -82,8 +84,7 @@ ELEMENT_BYTES = {0: 2, 1: 1}
 FLAG_LABEL = 0x01
 KNOWN_FLAGS = FLAG_LABEL
 
-# DESIGN.md section 7: fixed channel ids, new ones appended; never derived from a registry's order.
-CHANNEL_IDS = {"awgn": 0, "rayleigh": 1, "rician": 2, "identity": 3}
+# One table of channel ids for codecs, checkpoints, manifests and the wire (rkd_edge.channel_ids).
 CHANNEL_NAMES = {v: k for k, v in CHANNEL_IDS.items()}
 
 # The largest k any version-1 frame can carry (uint16), and so the largest frame.
