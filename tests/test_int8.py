@@ -153,3 +153,29 @@ def test_codec_cpu_form_stays_linear_only(tiny_bundle, tmp_path):
     for n in nodes:
         if n.op_type in ("LayerNormalization", "Softmax"):
             assert producers.get(n.input[0]) not in ("DequantizeLinear", "QLinearMatMul"), n.name
+
+
+def test_a_cpu_form_that_loses_accuracy_is_not_kept(tiny_bundle, tmp_path, digits):
+    """However fast, an ONNX Runtime CPU form that changes the answers is dropped before timing (a quantized
+    Relu in QOperator UINT8 once turned the quickstart encoder's features to noise: 0.98 -> 0.52)."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+    from rkd_edge.export.int8 import select_precisions
+
+    from rkd_edge.runtime import Runtime
+
+    work = tmp_path / "b"
+    shutil.copytree(tiny_bundle, work)
+    model = onnx.load(str(work / "models" / "encoder.onnx"))
+    for init in model.graph.initializer:  # a broken "INT8" encoder: every weight's sign flipped
+        init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    onnx.save(model, str(work / "models" / "encoder.int8-cpu.onnx"))
+    rt = Runtime(str(tiny_bundle))
+    x = rt.preprocess(digits.test.images[:200])
+    report, default = select_precisions(
+        work, x, digits.test.labels[:200], rt.max_symbols, {"mode": "block", "csi": "zf"}, seconds=0.4
+    )
+    assert not (work / "models" / "encoder.int8-cpu.onnx").exists()
+    assert report["encoder"]["form"] == "int8" and report["encoder"]["accuracy_change_pts"] > -5
