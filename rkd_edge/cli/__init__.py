@@ -6,6 +6,11 @@ import sys
 
 import typer
 
+try:  # typer >= 0.16 carries its own copy of click; its exceptions are those classes
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_errors
+
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.runtime.bundle import BundleError
@@ -42,7 +47,19 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, prog_name="rkd-edge", standalone_mode=False)  # usage errors reach us: one line
+    except getattr(click_errors, "NoArgsIsHelpError", ()):  # bare `rkd-edge` or group: typer printed the help
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # unknown option, missing argument, a value click cannot convert
+        where = exc.ctx.command_path if exc.ctx else "rkd-edge"
+        print(f"error: {exc.format_message().rstrip('.')}; see {where} --help", file=sys.stderr)
+        sys.exit(2)
+    except click_errors.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
     except (UserError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -55,4 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; nothing was changed by the failed write", file=sys.stderr)
         sys.exit(2)
+    if isinstance(code, int) and code:  # typer.Exit(n) and --help come back as a code outside standalone mode
+        sys.exit(code)
     return 0
