@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, RUN_DEVICE, SEED, SET, echo_json, resolve
+from rkd_edge.cli.common import (
+    CONFIG,
+    DATA_DIR,
+    DATASET,
+    DEVICE,
+    PRESET,
+    RUN_DEVICE,
+    SEED,
+    SET,
+    check_values,
+    echo_json,
+    resolve,
+)
 
 METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025, deepjscc or no-stage2.")
 TEACHER = typer.Option(
@@ -39,7 +52,10 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
             device=device,
             flags={"teacher.spec": teacher, "method": method},
         )
-        result = Pipeline(cfg, out).run(stop_after)
+        pipe = Pipeline(cfg, out)
+        with _closed_on_error(pipe), pipe.removed_if_failed_early():
+            check_inputs(pipe)
+        result = pipe.run(stop_after)
         from rkd_edge.distill import ddp
 
         if not ddp.is_main():
@@ -71,12 +87,27 @@ def evaluate(
     from rkd_edge.config import parse_range
     from rkd_edge.errors import UserError
 
+    check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU evaluates here too
 
-    channels = [c.strip() for c in channel.split(",")] if channel else None
-    ks = [int(v) for v in parse_range(symbols)] if symbols else None
-    if snr is not None:
-        parse_range(snr)
+    channels = [c.strip() for c in channel.split(",")] if channel is not None else None
+    if channels is not None and not all(channels):
+        raise UserError(f"--channel takes a comma list of channel names (e.g. awgn,rayleigh), got {channel!r}")
+    ks = None
+    if symbols is not None:
+        try:
+            values = parse_range(symbols)
+        except UserError:
+            values = []
+        if not values or any(v != int(v) or v < 1 for v in values):
+            raise UserError(
+                f"--symbols takes whole numbers of complex symbols, 1 or more (e.g. 4,8,16), got {symbols!r}"
+            )
+        ks = [int(v) for v in values]
+    if snr is not None and any(abs(v) > 100 for v in parse_range(snr)):
+        raise UserError(f"--snr values lie within -100..100 dB, got {snr!r}")
+    if trials is not None and trials < 1:
+        raise UserError(f"--trials is the number of noise draws per point, 1 or more, got {trials}")
     if (target / "manifest.json").is_file():
         from rkd_edge.export.evaluate import evaluate_bundle
 
@@ -88,6 +119,45 @@ def evaluate(
     else:
         raise UserError(f"{target} is neither a run directory nor a bundle")
     echo_json({k: v for k, v in summary.items() if k != "rows"})
+
+
+@contextlib.contextmanager
+def _closed_on_error(pipe):
+    """Release the run folder's lock at once when the command fails (the folder may be removed after)."""
+    try:
+        yield
+    except BaseException:
+        pipe.close()
+        raise
+
+
+def check_inputs(pipe) -> None:
+    """Files the config names, checked before any work starts (the teacher may train for an hour first):
+    a reused genotype against the data, a latency table against the search skeleton.
+
+    Args:
+        pipe: The pipeline about to run (its resolved config, data, and the stages already done).
+    """
+    from rkd_edge.errors import UserError
+    from rkd_edge.nas.cost import load_latency_table
+    from rkd_edge.nas.genotypes import Genotype
+    from rkd_edge.nas.search import make_skeleton
+
+    cfg, splits, s = pipe.cfg, pipe.splits, pipe.cfg.search
+    # A hand-designed encoder searches nothing; a resumed run past its search reads neither file again.
+    if cfg.method == "authors-2025" or pipe.done("search") is not None:
+        return
+    if s.genotype:
+        Genotype.load(s.genotype).check_input(tuple(splits.input_shape), s.genotype)
+        return
+    if s.cost == "latency":
+        if not s.latency_table:
+            raise UserError(
+                "search.cost latency needs a latency table: pass --latency-table FILE (measure one with "
+                "rkd-edge devices lut on the target device)"
+            )
+        # A wrong or incomplete table is one line before the teacher trains, not an error an hour later.
+        load_latency_table(s.latency_table, make_skeleton(cfg, splits))
 
 
 def search_cmd(
@@ -116,15 +186,11 @@ def search_cmd(
     }
     cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device, flags=flags)
     pipe = Pipeline(cfg, out)
-    with pipe.removed_if_failed_early():
-        if cfg.search.cost == "latency" and cfg.search.latency_table:
-            # A wrong or incomplete table is one line before the teacher trains, not an error an hour later.
-            from rkd_edge.nas.cost import load_latency_table
-            from rkd_edge.nas.search import make_skeleton
-
-            load_latency_table(cfg.search.latency_table, make_skeleton(cfg, pipe.splits))
+    with _closed_on_error(pipe), pipe.removed_if_failed_early():
+        check_inputs(pipe)
         pipe.stage_teacher()
         rec = pipe.stage_search()
+    pipe.close()
     echo_json({k: rec[k] for k in ("lambda", "params", "flops", "sweep")})
 
 

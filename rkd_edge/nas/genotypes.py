@@ -12,6 +12,20 @@ from rkd_edge.nas.operations import PRIMITIVES
 FORMAT = "rkd-edge/genotype@1"
 
 
+# Allowed skeleton values (the config's ranges for the same search.* keys).
+SKELETON_RANGES = {
+    "in_channels": (1, 4),
+    "image_size": (4, 1024),
+    "num_classes": (1, 1 << 20),
+    "layers": (1, 64),
+    "steps": (1, 16),
+    "init_channels": (1, 4096),
+    "stem_multiplier": (1, 64),
+    "feature_dim": (1, 1 << 16),
+    "stem_stride": (1, 2),
+}
+
+
 @dataclass
 class Skeleton:
     """Everything about the network that is not searched."""
@@ -25,6 +39,13 @@ class Skeleton:
     stem_multiplier: int = 2
     feature_dim: int = 64
     stem_stride: int = 1  # 2 halves the resolution in the stem (cheaper cells on 28x28 and up)
+
+    def validate(self, where: str = "genotype") -> None:
+        """Every size a whole number in its range (a zero or negative width builds no network, or never ends)."""
+        for name, (lo, hi) in SKELETON_RANGES.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise UserError(f"{where}: skeleton.{name} is {v!r}; it must be a whole number from {lo} to {hi}")
 
     def reduction_layers(self) -> tuple[int, ...]:
         return tuple(sorted({self.layers // 3, 2 * self.layers // 3})) if self.layers >= 3 else (1,)
@@ -81,14 +102,35 @@ class Genotype:
         return g
 
     def validate(self, where: str = "genotype") -> None:
-        for cell in (self.normal, self.reduce):
-            if len(cell) != 2 * self.skeleton.steps:
-                raise UserError(f"{where}: a cell needs {2 * self.skeleton.steps} edges, has {len(cell)}")
+        """The skeleton's sizes, every edge's operation and input node, and the concatenated nodes."""
+        self.skeleton.validate(where)
+        steps = self.skeleton.steps
+        for kind, cell, concat in (
+            ("normal", self.normal, self.normal_concat),
+            ("reduce", self.reduce, self.reduce_concat),
+        ):
+            if len(cell) != 2 * steps:
+                raise UserError(f"{where}: a cell needs {2 * steps} edges, has {len(cell)}")
             for k, (op, inp) in enumerate(cell):
                 if op not in PRIMITIVES:
                     raise UserError(f"{where}: unknown operation {op!r}; known: {', '.join(PRIMITIVES)}")
                 if not 0 <= inp < 2 + k // 2:
                     raise UserError(f"{where}: edge {k} reads node {inp}, which does not exist yet")
+            # Only intermediate nodes (2 .. steps+1) share one resolution in every cell: the concat reads those.
+            bad = [i for i in concat if isinstance(i, bool) or not isinstance(i, int) or not 2 <= i < 2 + steps]
+            if not concat or bad:
+                raise UserError(
+                    f"{where}: {kind}_concat {concat} must list intermediate nodes from 2 to {1 + steps}"
+                    f"{f' ({bad[0]!r} is not one)' if bad else ''}; regenerate it with rkd-edge search"
+                )
+
+    def check_input(self, input_shape: tuple[int, int, int], where: str = "genotype") -> None:
+        """The encoder reads images of ``input_shape`` ``(C, H, W)``: its stem must take C channels."""
+        if self.skeleton.in_channels != input_shape[0]:
+            raise UserError(
+                f"{where} takes {self.skeleton.in_channels}-channel images, the data have {input_shape[0]}; "
+                "use a genotype searched on this data (or set data.channels)"
+            )
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())
