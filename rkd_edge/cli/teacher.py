@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, DEVICE, PRESET, RUN_DEVICE, SEED, SET, echo_json, resolve
+from rkd_edge.cli.common import (
+    CONFIG,
+    DATA_DIR,
+    DATASET,
+    DEVICE,
+    PRESET,
+    RUN_DEVICE,
+    SEED,
+    SET,
+    check_values,
+    echo_json,
+    resolve,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -28,9 +41,12 @@ def train(
 ):
     """Train a teacher; the spec local:OUT then loads it. An unfinished teacher at OUT resumes."""
     from rkd_edge import env
+    from rkd_edge.config import validate
+    from rkd_edge.errors import UserError
     from rkd_edge.io import OutputLock, staged_dir, write_json
     from rkd_edge.outputs import check_output, kind_of, write_marker
     from rkd_edge.rundir import load_splits
+    from rkd_edge.teachers.registry import check_arch
     from rkd_edge.teachers.train import train_teacher
 
     cfg = resolve(
@@ -43,10 +59,13 @@ def train(
         device=device,
         flags={"teacher.arch": arch, "teacher.epochs": epochs},
     )
+    validate(cfg)
+    check_arch(cfg.teacher.arch)
     finished = (out / "teacher.json").is_file()
     resume = out.is_dir() and kind_of(out) == "teacher" and not finished
     replace = False if resume else check_output(out, "teacher", force)
     splits, dev = load_splits(cfg), env.pick_device(cfg.device)
+    existed = out.exists()  # (then an empty folder: check_output refuses anything else)
     with OutputLock(out):
         if replace:  # a forced retrain is built aside: the old teacher stays until the new one is done
             with staged_dir(out, replace=True) as work:
@@ -55,8 +74,14 @@ def train(
                 rec["load_spec"] = f"local:{Path(os.path.relpath(out)).as_posix()}"
                 write_json(work / "teacher.json", rec)
         else:
-            write_marker(out, "teacher")
-            rec = train_teacher(cfg, splits, out, dev)
+            try:
+                write_marker(out, "teacher")
+                rec = train_teacher(cfg, splits, out, dev)
+            except UserError:
+                if not resume and not any(out.glob("*.pt")):  # refused before an epoch was saved: as it was
+                    for p in [out] if not existed else list(out.iterdir()):
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+                raise
     typer.echo(
         f"teacher {rec['arch']}: {rec['params']:,} parameters, test accuracy {rec['accuracy']:.4f} "
         f"({rec['train_seconds']:.0f} s) -> {out}/teacher.json"
@@ -83,6 +108,7 @@ def evaluate(
 
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; use train, val or test")
+    check_values({"seed": seed, "device": device, "data.image_size": image_size, "data.channels": channels})
     splits = create_dataset(dataset or "digits", data_dir, image_size, channels, seed)
     dev = env.pick_device(device)
     teacher = create_teacher(spec, splits.input_shape, splits.num_classes).to(dev).freeze()

@@ -20,6 +20,14 @@ def teacher_specs() -> list[str]:
     return [*TEACHER_FAMILIES, "timm:NAME[@FILE|@random]", "local:DIR"]
 
 
+def check_arch(arch: str) -> None:
+    """Refuse a teacher architecture ``teacher train`` cannot build (one line, before any work)."""
+    kind, _, arg = str(arch).partition(":")
+    if arch in FAMILIES or (kind == "timm" and arg.partition("@")[0]):
+        return
+    raise UserError(f"unknown teacher arch {arch!r}; use one of {', '.join(TEACHER_FAMILIES)} or timm:NAME[@FILE]")
+
+
 def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: int) -> Teacher:
     """Build a teacher from its spec.
 
@@ -28,6 +36,8 @@ def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: in
         input_shape: ``(C, H, W)`` of the normalised images it will see.
         num_classes: Classes of the task.
     """
+    if not isinstance(spec, str):
+        raise UserError(f"a teacher spec is text, got {spec!r}; use one of {', '.join(teacher_specs())}")
     kind, _, arg = spec.partition(":")
     c, h, _ = input_shape
     if spec in FAMILIES:
@@ -49,6 +59,7 @@ def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num
     weights = root / "teacher.pt"
     if not weights.is_file():
         raise UserError(f"teacher checkpoint missing: {weights}; train it with rkd-edge teacher train")
+    _check_record(meta, root / "teacher.json")
     shape = tuple(meta.get("input_shape", ()))
     if input_shape is not None and shape != tuple(input_shape):
         raise UserError(
@@ -66,13 +77,29 @@ def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num
     )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
         teacher.load_state_dict(state)
-    except (RuntimeError, OSError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except (RuntimeError, OSError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
         raise UserError(
             f"teacher checkpoint {weights} is unreadable or does not match {arch} "
-            f"({str(exc).splitlines()[0][:120]}); retrain it"
+            f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]}); retrain it"
         ) from None
     teacher.spec = f"local:{Path(folder).as_posix()}"
     digest = sha256_file(weights)[:16]
     teacher.identity = lambda: f"local#{arch}#{digest}"  # type: ignore[method-assign]
     return teacher
+
+
+def _check_record(meta, path: Path) -> None:
+    """``teacher.json`` must be the record ``teacher train`` wrote: arch, classes and input shape."""
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} is not a teacher record (a {type(meta).__name__}); retrain the teacher")
+    arch, n, shape = meta.get("arch"), meta.get("num_classes"), meta.get("input_shape")
+    if not isinstance(arch, str) or not arch:
+        raise UserError(f"{path} names no teacher arch ('arch': {arch!r}); retrain the teacher")
+    check_arch(arch)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"{path}: num_classes is {n!r}, not a positive whole number; retrain the teacher")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise UserError(f"{path}: input_shape is {shape!r}, not [C, H, W]; retrain the teacher")
