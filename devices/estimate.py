@@ -81,11 +81,32 @@ def _shapes(model) -> dict[str, tuple[list[int], int]]:
     return out
 
 
+def read_model(path: str | Path, declared: dict | None = None):
+    """An ONNX model from a bundle; not ONNX, or inputs/outputs other than ``declared`` (the manifest's
+    ``{"inputs": [{"name": ...}], "outputs": [...]}``), is one line: the file is not the model it claims."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, OSError) as exc:
+        raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export the bundle") from None
+    for kind, graph_side in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+        want = [t.get("name") for t in (declared or {}).get(kind) or [] if isinstance(t, dict)]
+        inits = {i.name for i in model.graph.initializer}
+        got = [v.name for v in graph_side if v.name not in inits]
+        if want and sorted(got) != sorted(want):
+            raise UserError(
+                f"{path} has {kind} {sorted(got)}, the manifest declares {sorted(want)}; re-export the bundle"
+            )
+    return model
+
+
 def load_with_batch(path: str | Path, batch: int):
     """The ONNX model with every symbolic input dimension set to ``batch`` and shapes inferred."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = read_model(path)
     inits = {i.name for i in model.graph.initializer}
     for v in list(model.graph.input) + list(model.graph.output):
         if v.name in inits:
@@ -286,8 +307,11 @@ def estimate_bundle(
         check_precision(profile, p)
     rows = []
     for name in ("encoder", "tx", "rx"):
+        recs = b.manifest["models"][name]
         for p in precisions:
             path = model_for(b, name, profile, p)
+            int8 = "int8" in recs and path == b.model_path(name, "int8")
+            read_model(path, recs["int8" if int8 else "fp32"])
             for batch in batches:
                 rows.append({"model": name, "precision": p, "batch": batch, **estimate_model(path, profile, p, batch)})
     return {

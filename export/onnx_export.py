@@ -12,7 +12,18 @@ import torch
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 17  # LayerNormalization
+# The newest opset the TorchScript exporter (dynamo=False, used here) writes.
+MAX_OPSET = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter cannot write or the codec cannot be written in (one line)."""
+    if not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise UserError(
+            f"--opset {opset} is not supported: the codec needs opset {DEFAULT_OPSET} or newer (LayerNormalization) "
+            f"and this PyTorch exports up to {MAX_OPSET}; use --opset {DEFAULT_OPSET}..{MAX_OPSET} or leave it out"
+        )
 
 
 def export_onnx(
@@ -29,8 +40,7 @@ def export_onnx(
     Returns:
         ``{"inputs": [...], "outputs": [...]}`` with names, shapes (``batch`` symbolic) and dtypes.
     """
-    if opset < 17:
-        raise UserError(f"opset {opset} lacks LayerNormalization; use --opset 17 or newer")
+    check_opset(opset)
     module = module.eval()
     dyn = {n: {0: "batch"} for n in input_names + output_names}
     with atomic_path(path) as tmp, warnings.catch_warnings():

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from rkd_edge.config import RunConfig, load_config
+from rkd_edge.config import RunConfig, from_dict, load_config
 
 PRESET = typer.Option(None, "--preset", "-p", help="Config preset (quickstart, fashion-mnist, cifar100-clip).")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML file merged over the preset.")
@@ -41,15 +41,32 @@ def resolve(
     """
     cfg = load_config(preset or (None if config else default_preset), config, overrides)
     given = {"data.name": dataset, "data.data_dir": data_dir, "seed": seed, "device": device, **(flags or {})}
+    data = cfg.to_dict()
     for key, value in given.items():
         if value is None:
             continue
         *path, last = key.split(".")
-        node = cfg
+        node = data
         for part in path:
-            node = getattr(node, part)
-        setattr(node, last, value)
-    return cfg
+            node = node[part]
+        node[last] = value
+    # Rebuilt from the dict, so that flag values pass the same type and range checks as --set values.
+    return from_dict(data)
+
+
+def check_values(values: dict) -> None:
+    """Check options that mirror config keys (``{"seed": 3, "data.image_size": 28}``; ``None`` = not given)
+    with the config's own type and range rules: one line naming the key, the value and what is allowed."""
+    data: dict = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    from_dict(data)
 
 
 def echo_json(obj) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rkd_edge.cli.common import DATA_DIR, echo_json
+from rkd_edge.cli.common import DATA_DIR, check_values, echo_json
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -21,6 +21,7 @@ def info(
     """Print size, classes, shape, normalisation and where the data came from."""
     from rkd_edge.data import create_dataset
 
+    check_values({"seed": seed, "data.image_size": image_size, "data.channels": channels})
     d = create_dataset(name, data_dir, image_size, channels, seed)
     info = d.info()
     if as_json:

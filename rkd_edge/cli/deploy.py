@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import RUN_DEVICE, echo_json
+from rkd_edge.cli.common import RUN_DEVICE, check_values, echo_json
 
 
 def export(
@@ -39,7 +39,10 @@ def export(
         raise UserError("give the bundle folder with --out BUNDLE")
     from rkd_edge.export.bundle import export_bundle
     from rkd_edge.export.calibration import check_count
+    from rkd_edge.export.onnx_export import check_opset
     from rkd_edge.export.quantize import METHODS
+
+    check_opset(opset)  # before the run is loaded: a wrong opset is one line, not an exporter traceback
 
     if calibration not in METHODS:
         raise UserError(f"--calibration {calibration!r} is not known; choose one of {', '.join(METHODS)}")
@@ -109,6 +112,7 @@ def prune(
     from rkd_edge import env
     from rkd_edge.prune import prune_run
 
+    check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU prunes here too
 
     rec = prune_run(run, out, ratio, epochs)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, echo_json, resolve
+from rkd_edge.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
 
@@ -99,7 +100,6 @@ def estimate_cmd(
 ):
     """Roofline ESTIMATE of latency and memory per model (encoder, tx, rx) and precision on a profile."""
     from rkd_edge.devices.estimate import estimate_bundle, resolve_profile
-    from rkd_edge.errors import UserError
     from rkd_edge.io import write_json
 
     try:
@@ -110,6 +110,8 @@ def estimate_cmd(
         raise UserError(f"--batch needs positive integers, got {batch!r}")
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not a bundle (no manifest.json); make one with rkd-edge export RUN --out BUNDLE")
+    if out:
+        _check_new_file(out)
     prof = resolve_profile(device)
     res = estimate_bundle(bundle, prof, _csv(precision), batches)
     if out:
@@ -149,7 +151,6 @@ def lut_cmd(
 ):
     """Measure the per-operation latency table that search --cost latency --latency-table FILE reads."""
     from rkd_edge import progress
-    from rkd_edge.errors import UserError
 
     if device != "host":
         raise UserError(
@@ -158,6 +159,11 @@ def lut_cmd(
         )
     if precision not in ("fp32", "int8"):
         raise UserError(f"--precision is fp32 or int8, got {precision!r}")
+    if threads < 0:
+        raise UserError(f"--threads is 0 (ONNX Runtime's choice) or a positive count, got {threads}")
+    _check_parents(out)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; give the latency table's file name as --out")
     if out.exists() and not force:
         raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
     if out.exists():
@@ -177,6 +183,19 @@ def lut_cmd(
     with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:
         table = build_latency_table(sk, out, precision, threads, progress=lambda i, _n: bar.advance())
     typer.echo(f"{out}: {len(table['entries'])} entries, {precision}, p50 ms on {table['device_name']}")
+
+
+def _check_parents(out: Path) -> None:
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{parent} is a file, not a folder; choose another --out")
+
+
+def _check_new_file(out: Path) -> None:
+    """A JSON file this command creates: never written over, nor under a file (checked before any work)."""
+    _check_parents(out)
+    if out.exists() or out.is_symlink():
+        raise UserError(f"{out} already exists; choose another --out (it is never replaced)")
 
 
 def register(root: typer.Typer) -> None:
