@@ -189,8 +189,9 @@ class OutputLock:
             if same:
                 OutputLock._held[key] = 1
                 self._fd = fd
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                with contextlib.suppress(OSError):  # the holder's pid, for people; a full disk may refuse it
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
                 return self
             os.close(fd)
 

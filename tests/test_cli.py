@@ -26,7 +26,8 @@ def test_data_info_digits():
         (["evaluate", "/nonexistent", "--snr", "1:2"], "malformed range"),
         (["pipeline", "--out", "OUT", "--set", "stage1.nonsense=1"], "unknown config key"),
         (["pipeline", "--out", "OUT", "--preset", "nope"], "unknown preset"),
-        (["search", "--out", "OUT", "--cost", "watts", "--set", "search.epochs=0"], "unknown value 'watts'"),
+        (["search", "--out", "OUT", "--cost", "watts", "--set", "search.epochs=1"], "unknown value 'watts'"),
+        (["search", "--out", "OUT", "--set", "search.epochs=0"], "search.epochs: 0 is outside"),
     ],
 )
 def test_bad_input_one_line_exit_2(args, needle, tmp_path):
