@@ -34,11 +34,15 @@ FILE_MODE = 0o666 & ~UMASK
 DIR_MODE = 0o777 & ~UMASK
 
 
+def file_in_the_way(paths) -> Path | None:
+    """The first of ``paths`` (folders an output needs) that exists as something other than a folder."""
+    return next((p for p in paths if p.exists() and not p.is_dir()), None)
+
+
 def _check_parent(path: Path) -> None:
     """Create ``path``'s parent folders, turning 'a file is in the way' into one line."""
-    for parent in reversed(path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"{parent} is a file, not a folder; choose an output path outside it")
+    if (blocker := file_in_the_way(reversed(path.parents))) is not None:
+        raise UserError(f"{blocker} is a file, not a folder; choose an output path outside it")
     path.parent.mkdir(parents=True, exist_ok=True)
 
 

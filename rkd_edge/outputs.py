@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from rkd_edge.errors import UserError
-from rkd_edge.io import write_json
+from rkd_edge.io import file_in_the_way, write_json
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 
 MARKER = ".rkd-edge.json"
@@ -85,7 +85,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output(out: Path, kind: str, force: bool, sources: tuple[Path, ...] = ()) -> bool:
+def check_output(
+    out: Path, kind: str, force: bool, sources: tuple[Path, ...] = (), action: str = "--force replaces"
+) -> bool:
     """Decide whether a command may write a new ``kind`` artefact at ``out``.
 
     Args:
@@ -93,6 +95,7 @@ def check_output(out: Path, kind: str, force: bool, sources: tuple[Path, ...] = 
         kind: What the command writes there.
         force: Whether ``--force`` was given.
         sources: What the command reads (never replaced, nor any folder that holds them).
+        action: What the command does to an existing artefact, for the message.
 
     Returns:
         True when an existing artefact at ``out`` is to be replaced, False when ``out`` is free (missing
@@ -102,9 +105,8 @@ def check_output(out: Path, kind: str, force: bool, sources: tuple[Path, ...] = 
         UserError: One line naming the path and why it may not be written.
     """
     out = Path(out)
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"{parent} is a file, not a folder; choose another --out")
+    if (blocker := file_in_the_way([out, *out.parents])) is not None:
+        raise UserError(f"{blocker} is a file, not a folder; choose another --out")
     if not out.exists() and not out.is_symlink():
         return False
     if out.is_symlink():
@@ -119,7 +121,7 @@ def check_output(out: Path, kind: str, force: bool, sources: tuple[Path, ...] = 
     found = kind_of(out)
     if found != kind:
         what = f"an rkd-edge {found}" if found else "not an rkd-edge artefact"
-        raise UserError(f"--force replaces only an rkd-edge {kind}, and {out} is {what}; choose another --out")
+        raise UserError(f"{action} only an rkd-edge {kind}, and {out} is {what}; choose another --out")
     extra = foreign_entries(out, kind)
     if extra:
         raise UserError(
@@ -138,10 +140,4 @@ def check_resumable(out: Path, kind: str = "run") -> bool:
     Raises:
         UserError: ``out`` is a file, or a folder holding anything else.
     """
-    out = Path(out)
-    replace = False
-    try:
-        replace = check_output(out, kind, force=True)
-    except UserError as exc:
-        raise UserError(str(exc).replace("--force replaces only", "rkd-edge resumes only")) from None
-    return replace
+    return check_output(Path(out), kind, force=True, action="rkd-edge resumes")

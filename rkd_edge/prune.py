@@ -106,11 +106,10 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     if count_params(system.encoder) >= before["params"]:
         raise UserError(f"--ratio {ratio} removes no channel of this encoder; give a larger ratio")
     progress.log(f"pruned encoder: {before['params']:,} -> {count_params(system.encoder):,} parameters")
-    for name, sc in (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)):
+    finetune = (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)) if epochs > 0 else ()
+    for name, sc in finetune:
         sc = copy.deepcopy(sc)
         sc.epochs = epochs
-        if epochs == 0:
-            continue
         run_stage(
             f"prune-{name}",
             sc,
