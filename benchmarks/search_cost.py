@@ -26,8 +26,8 @@ def main() -> None:
 
     from rkd_edge.config import load_config
     from rkd_edge.nas.search import search
-    from rkd_edge.rundir import load_splits
     from rkd_edge.progress import set_quiet
+    from rkd_edge.rundir import load_splits
     from rkd_edge.teachers import create_teacher
     from rkd_edge.teachers.cache import TeacherCache
 

@@ -46,7 +46,7 @@ def parity_feeds(system, split, cc, seed: int) -> dict[str, list[tuple]]:
                 c = torch.full((n,), CHANNEL_TYPES.index(name), dtype=torch.long)
                 with torch.no_grad():
                     sym, mask = system.codec.tx(f, s, kk, c)
-                    out = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi)(sym, s, mask, g)
+                    out = create_channel(name, **cc.channel_kwargs())(sym, s, mask, g)
                 feeds["tx"].append((f, s, kk, c))
                 rx = (out.y, mask, s, c) + ((out.csi,) if system.codec.uses_csi else ())
                 feeds["rx"].append(rx)
@@ -131,7 +131,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
             splits.test.transform(splits.test.images[:n]).numpy(),
             splits.test.labels[:n],
             system.codec.max_symbols,
-            {"mode": mcfg.codec.rayleigh_mode, "csi": mcfg.codec.csi, "k_factor": mcfg.codec.rician_k},
+            mcfg.codec.channel_kwargs(),
             cfg.seed,
         )
         for name, r in int8_report.items():
@@ -174,7 +174,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
             "layout": "[B, K, 2] float32 I/Q + mask [B, K]",
             "source_dim": splits.source_dim,
         },
-        "channel": {"rayleigh_mode": mcfg.codec.rayleigh_mode, "csi": mcfg.codec.csi},
+        "channel": {"rayleigh_mode": mcfg.codec.rayleigh_mode, "csi": mcfg.codec.csi, "rician_k": mcfg.codec.rician_k},
         "parity": parities,
         "parity_tolerance": PARITY_TOLERANCE,
         "calibration": calib_rec,

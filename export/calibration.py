@@ -73,7 +73,7 @@ def build_feeds(
         name = channels[(start // 32) % len(channels)]
         ctype = torch.full((n,), CHANNEL_TYPES.index(name), dtype=torch.long)
         sym, mask = system.codec.tx(f, snr, k, ctype)
-        out = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)(sym, snr, mask, g)
+        out = create_channel(name, **cc.channel_kwargs())(sym, snr, mask, g)
         feeds["encoder"].append({"image": x.numpy()})
         feeds["tx"].append({"features": f.numpy(), "snr_db": snr.numpy(), "k": k.numpy(), "channel": ctype.numpy()})
         rx = {"symbols": out.y.numpy(), "mask": mask.numpy(), "snr_db": snr.numpy(), "channel": ctype.numpy()}

@@ -76,6 +76,6 @@ def evaluate_runtime(rt: Runtime, split, grid: Grid, cc: CodecConfig, source_dim
     def link(f, snr, k, name, ch, g):
         sym, mask = rt.transmit(f, snr, k, name)
         o = ch(torch.from_numpy(sym), torch.full((len(f),), snr), torch.from_numpy(mask), g)
-        return np.argmax(rt.receive(o.y.numpy(), mask, snr, name, o.csi.numpy()), -1)
+        return np.argmax(rt.receive(o.y.numpy(), mask, snr, name, o.csi.numpy() if rt.uses_csi else None), -1)
 
     return sweep(feats, link, grid, cc, source_dim, method)

@@ -43,13 +43,14 @@ from rkd_edge.io import read_json, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
 from rkd_edge.runtime import Bundle, BundleError, Runtime
-from rkd_edge.runtime.bundle import MANIFEST, load_manifest
+from rkd_edge.runtime.bundle import MANIFEST, channel_kwargs, load_manifest
 from rkd_edge.runtime.runners import BACKENDS, create_runner
 from rkd_edge.runtime.runners.device import device_facts, fingerprint
 
 SCHEMA = "rkd-edge/bench@1"
 STAGES = ("encoder", "tx", "rx", "end_to_end")
 MODELS = ("encoder", "tx", "rx")
+PRECISIONS = ("fp32", "fp16", "int8")
 # --select: a precision other than the reference must be at least this much faster (p50 ratio) to win,
 # so that noise between two equal precisions never flips the device default.
 MIN_GAIN = 0.05
@@ -178,8 +179,7 @@ def _stage_feeds(rt: Runtime, images: np.ndarray, batch: int, s: Settings, k: in
     x = rt.preprocess(imgs)
     f = rt.encode(x, preprocessed=True)
     sym, mask = rt.transmit(f, s.snr_db, k, s.channel)
-    cc = rt.bundle.manifest.get("channel", {})
-    ch = create_channel(s.channel, mode=cc.get("rayleigh_mode", "block"), csi=cc.get("csi", "zf"))
+    ch = create_channel(s.channel, **channel_kwargs(rt.bundle.root, rt.bundle.manifest))
     g = torch.Generator().manual_seed(seed)
     o = ch(torch.from_numpy(sym), torch.full((batch,), s.snr_db), torch.from_numpy(mask), g)
     ctype = np.full(batch, rt.channel_types.index(s.channel), np.int64)
@@ -238,11 +238,13 @@ def run_bench(bundle: Path, s: Settings) -> dict:
         if name not in BACKENDS:
             raise UserError(f"unknown back end {name!r}; choose from {', '.join(BACKENDS)} (or all)")
     precisions = s.precisions or list(m["precisions"])
+    if unknown := [p for p in precisions if p not in PRECISIONS]:
+        raise UserError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
     if any(n < 1 for n in s.batches):
         raise UserError(f"--batch values must be at least 1, got {s.batches}")
     if not np.isfinite(s.snr_db):
         raise UserError(f"--snr-db must be a finite number of dB, got {s.snr_db}")
-    k = s.symbols or m["symbols"]["max"]
+    k = m["symbols"]["max"] if s.symbols is None else s.symbols
     if not 1 <= k <= m["symbols"]["max"]:
         raise UserError(f"--symbols must be from 1 to {m['symbols']['max']} (the bundle's K), got {k}")
     if s.channel not in m["channel_types"] or s.channel == "identity":
@@ -250,7 +252,9 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     if s.seconds <= 0 or s.warmup < 0:
         raise UserError("--seconds must be positive and --warmup not negative")
     cfg = method_config(from_dict(read_json(b.root / "config.json", "bundle config")))
-    trials = s.trials or cfg.evaluate.trials
+    trials = cfg.evaluate.trials if s.trials is None else s.trials
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1 noise draw, got {trials}")
     splits = load_splits(cfg)
     point = {"channel": s.channel, "snr_db": float(s.snr_db), "k": int(k), "trials": int(trials), "seed": cfg.seed}
     grid = Grid([s.channel], [float(s.snr_db)], [int(k)], int(trials), cfg.seed)
@@ -275,7 +279,9 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 continue
             try:
                 rt = Runtime(str(b.root), precision=prec, backend=backend, threads=s.threads, run=s.run)
-            except (BundleError, UserError) as exc:
+            except BundleError:
+                raise  # availability and precision were checked above: the bundle's files are at fault
+            except UserError as exc:
                 rows(backend, prec, f"failed: {_one_line(exc)}")
                 continue
             runtimes[(backend, prec)] = rt
@@ -299,6 +305,10 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                         fns.pop((backend, prec, n, stage), None)
                     where[(backend, prec, n)] = f"failed: {_one_line(exc)}"
 
+    if not fns and (
+        failed := [r["status"] for r in results if r["status"].startswith("failed")] + list(where.values())
+    ):
+        raise UserError(f"nothing could be measured: {failed[0]}")
     timed = {}
     if fns:
         progress.log(f"timing {len(fns)} variants interleaved, {s.seconds:g} s each")

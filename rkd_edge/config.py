@@ -107,6 +107,11 @@ class CodecConfig:
     rayleigh_mode: str = "block"
     rician_k: float = 3.0
 
+    def channel_kwargs(self) -> dict:
+        """The fading channels' settings, as :func:`rkd_edge.channel.create_channel` takes them (the one
+        place that maps config keys to channel arguments; bundles record the same three)."""
+        return {"mode": self.rayleigh_mode, "csi": self.csi, "k_factor": self.rician_k}
+
 
 @dataclass
 class EvalConfig:

@@ -39,6 +39,18 @@ def file_in_the_way(paths) -> Path | None:
     return next((p for p in paths if p.exists() and not p.is_dir()), None)
 
 
+def check_new_file(path: str | os.PathLike | None, option: str = "--out") -> None:
+    """Refuse, before any work, an output file that exists or whose folder is a file: outputs are created,
+    never silently written over (``None``: the option was not given)."""
+    if path is None:
+        return
+    path = Path(path)
+    if (blocker := file_in_the_way(reversed(path.parents))) is not None:
+        raise UserError(f"{option} {path}: {blocker} is a file, not a folder; choose another path")
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{option} {path} already exists; choose another path or remove it (it is never replaced)")
+
+
 def _check_parent(path: Path) -> None:
     """Create ``path``'s parent folders, turning 'a file is in the way' into one line."""
     if (blocker := file_in_the_way(reversed(path.parents))) is not None:

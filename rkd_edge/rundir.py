@@ -149,6 +149,12 @@ class RunDir:
         system = build_system(spec, self.root)
         for stage in TRAINED_STAGES:
             ck = self.checkpoint(stage)
+            if self.stage_record(stage).is_file() and not ck.is_file():
+                # the latest finished stage's weights are gone: an earlier stage's are not this run's result
+                raise UserError(
+                    f"{ck} is missing although stage {stage} finished; restore it, or remove "
+                    f"{self.stage_record(stage)} and rerun rkd-edge pipeline --out {self.root} to train it again"
+                )
             if ck.is_file():
                 saved = load_checkpoint(ck)
                 pruned = bool(spec["encoder"].get("pruned"))

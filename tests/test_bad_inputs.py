@@ -130,12 +130,11 @@ def _write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def case(cid: str, args: str | list[str], needle: str | None = None, setup=None, xfail: str | None = None):
-    """One bad input: ``args`` (a string is split on spaces), the expected word of the error line, an
-    optional ``setup(env)`` that writes the files it needs, and the owner's file when a fix is pending."""
+def case(cid: str, args: str | list[str], needle: str | None = None, setup=None):
+    """One bad input: ``args`` (a string is split on spaces), the expected word of the error line and an
+    optional ``setup(env)`` that writes the files it needs."""
     argv = args.split() if isinstance(args, str) else args
-    marks = [pytest.mark.xfail(reason=xfail, strict=True)] if xfail else []
-    return pytest.param(argv, needle, setup, id=cid, marks=marks)
+    return pytest.param(argv, needle, setup, id=cid)
 
 
 def check_cli_case(argv, needle, setup, tmp_path, request, capsys, monkeypatch) -> None:
@@ -803,46 +802,7 @@ DEVICES_PARAMS = [
     case("devices-lut-dataset", "devices lut --out {out} --dataset nope", "unknown dataset"),
 ]
 
-# Cases whose fix belongs to a file another engineer is editing now (strict: they fail until it lands).
-LINK = "rkd_edge/link/tx.py, rx.py"
-STD0 = "needs fix in rkd_edge/runtime/bundle.py: check_manifest accepts normalisation std 0 (inputs become inf)"
-CKPT = (
-    "needs fix in rkd_edge/rundir.py: RunDir.load falls back to checkpoints/stage1.pt when stage2 is recorded "
-    "done but checkpoints/stage2.pt is missing (exit 0 on the wrong weights)"
-)
-XFAIL = {
-    "rx-summary-out-under-file": f"needs fix in {LINK}: --summary FILE/sub is checked after the run",
-    "tx-summary-out-under-file": f"needs fix in {LINK}: --summary FILE/sub is checked after frames were sent",
-    "tx-source-not-image": f"needs fix in {LINK}: a status line on stderr (despite -q) before the error line",
-    "rx-idle-negative": f"needs fix in {LINK}: --idle-timeout -1 accepted (exit 0)",
-    "rx-reassembly-0": f"needs fix in {LINK}: --reassembly-timeout 0 accepted (exit 0)",
-    "rx-threads-negative": f"needs fix in {LINK}: --threads -2 accepted (exit 0)",
-    "bench-json-out-file": "needs fix in rkd_edge/cli/bench.py: --json FILE writes over an existing user file (exit 0)",
-    "bench-precision": "needs fix in rkd_edge/bench.py: --precision int4 accepted (exit 0, rows marked failed)",
-    "bench-symbols-0": "needs fix in rkd_edge/bench.py: --symbols 0 accepted (exit 0)",
-    "bench-trials-0": "needs fix in rkd_edge/bench.py: --trials 0 accepted (exit 0)",
-    **{
-        f"bench-bundle-{d}": "needs fix in rkd_edge/bench.py: a bundle whose encoder cannot load (rehashed "
-        "garbage or another graph) is benchmarked with rows 'failed' and exit 0"
-        for d in ("rehashed-garbage-onnx", "rehashed-wrong-graph")
-    },
-    "evaluate-run-ckpt-missing": CKPT,
-    "export-run-ckpt-missing": CKPT,
-    "prune-run-ckpt-missing": CKPT,
-    **{f"{c}-bundle-std-zero": STD0 for c in ("estimate", "bench", "tx", "rx")},
-}
-
-
-def _with_xfail(params: list) -> list:
-    return [
-        pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.xfail(reason=XFAIL[p.id], strict=True)])
-        if p.id in XFAIL
-        else p
-        for p in params
-    ]
-
-
-ALL_CLI = _with_xfail(
+ALL_CLI = (
     SET_PARAMS
     + CONFIG_FILE_PARAMS
     + FLAG_PARAMS
@@ -856,7 +816,6 @@ ALL_CLI = _with_xfail(
     + LINK_PARAMS
     + DEVICES_PARAMS
 )
-assert set(XFAIL) <= {p.id for p in ALL_CLI}
 
 
 ARTEFACT = re.compile(r"\{(my)?(run|bundle|teacher)\}")
@@ -1017,28 +976,11 @@ API_CALLS = {
 }
 
 
-SESSION = "needs fix in rkd_edge/runtime/session.py"
-API_XFAIL = {"rx-csi-not-taken": f"{SESSION}: csi given to a bundle whose receiver takes none is ignored silently"}
-OPEN_XFAIL = {
-    "threads-negative": f"{SESSION} (or runners/ort.py): threads=-1 accepted",
-    "threads-text": f"{SESSION} (or runners/ort.py): threads='four' raises TypeError from ONNX Runtime SessionOptions",
-    "csi-declared-not-in-graph": f"{SESSION}: symbols.csi_input true but the rx graph has no csi input is accepted",
-    "damaged-std-zero": STD0,
-}
+def _api_params(calls: dict) -> list:
+    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), id=k) for k, v in calls.items()]
 
 
-def _api_params(calls: dict, xfails: dict) -> list:
-    return [
-        pytest.param(
-            *(v if isinstance(v, tuple) else (v,)),
-            id=k,
-            marks=[pytest.mark.xfail(reason=xfails[k], strict=True)] if k in xfails else [],
-        )
-        for k, v in calls.items()
-    ]
-
-
-@pytest.mark.parametrize("call", _api_params(API_CALLS, API_XFAIL))
+@pytest.mark.parametrize("call", _api_params(API_CALLS))
 def test_runtime_bad_input(rt, call):
     from rkd_edge.runtime import BundleError
 
@@ -1067,7 +1009,7 @@ OPEN_CASES = {
 }
 
 
-@pytest.mark.parametrize(("damage", "kwargs"), _api_params(OPEN_CASES, OPEN_XFAIL))
+@pytest.mark.parametrize(("damage", "kwargs"), _api_params(OPEN_CASES))
 def test_runtime_refuses_to_open(tiny_bundle, tmp_path, damage, kwargs):
     from rkd_edge.runtime import BundleError, Runtime
 

@@ -7,6 +7,7 @@ type changes no parameter shape."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -99,3 +100,22 @@ def test_appending_a_channel_type_keeps_old_checkpoints_loading(old_run, monkeyp
 
     with pytest.raises(UserError, match="other channel ids"):
         rd.load()
+
+
+def test_channel_settings_come_from_the_manifest_or_the_old_bundles_config(tmp_path):
+    """One reader of a bundle's fading settings: new manifests carry ``rician_k``; a bundle exported
+    before that takes it from its saved run config, as the training did."""
+    from rkd_edge.runtime.bundle import channel_kwargs, load_manifest
+
+    old = FIXTURES / "v0_1_bundle"
+    m = load_manifest(old)
+    cfg_k = json.loads((old / "config.json").read_text())["codec"]["rician_k"]
+    assert "rician_k" not in m["channel"]
+    assert channel_kwargs(old, m) == {
+        "mode": m["channel"]["rayleigh_mode"],
+        "csi": m["channel"]["csi"],
+        "k_factor": cfg_k,
+    }
+    m["channel"]["rician_k"] = cfg_k + 4.5
+    assert channel_kwargs(old, m)["k_factor"] == cfg_k + 4.5
+    assert channel_kwargs(tmp_path, {})["k_factor"] == 3.0  # neither recorded: the config default

@@ -43,9 +43,12 @@ def import_edges(mods: dict[str, Path]) -> list[tuple[str, str, bool, int]]:
 
 def _in_type_checking(tree: ast.Module, node: ast.AST) -> bool:
     for stmt in tree.body:
-        if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
-            if any(n is node for n in ast.walk(stmt)):
-                return True
+        if (
+            isinstance(stmt, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(stmt.test)
+            and any(n is node for n in ast.walk(stmt))
+        ):
+            return True
     return False
 
 
@@ -81,7 +84,7 @@ def test_no_function_level_import_hides_a_circle():
     mods = modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     edges = import_edges(mods)
-    for a, b, top, _ in edges:
+    for a, b, _top, _ in edges:
         graph[a].add(b)
     hidden = [f"{a}:{line} -> {b}" for a, b, top, line in edges if not top and reaches(graph, b, a)]
     assert not hidden, "function-level imports that close a circle: " + "; ".join(hidden)

@@ -48,7 +48,7 @@ def bench(
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
     from rkd_edge import __version__
     from rkd_edge.bench import SCHEMA, Settings, check_schema, parse_list, run_bench, table, write_selection
-    from rkd_edge.io import write_json
+    from rkd_edge.io import check_new_file, write_json
 
     if schema:
         typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
@@ -56,6 +56,8 @@ def bench(
     if bundle is None:
         raise UserError("usage: rkd-edge bench BUNDLE [--backend ...] [--precision fp32,int8] [--batch 1,32]")
     from rkd_edge.runtime.runners import BACKENDS
+
+    check_new_file(json_out, "--json")
 
     backends = list(BACKENDS) if backend.strip() == "all" else parse_list(backend, str, "back end")
     if not 0 <= tolerance <= 1:

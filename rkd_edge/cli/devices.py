@@ -9,6 +9,7 @@ import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, echo_json, resolve
 from rkd_edge.errors import UserError
+from rkd_edge.io import check_new_file
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
 
@@ -111,7 +112,7 @@ def estimate_cmd(
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not a bundle (no manifest.json); make one with rkd-edge export RUN --out BUNDLE")
     if out:
-        _check_new_file(out)
+        check_new_file(out)
     prof = resolve_profile(device)
     res = estimate_bundle(bundle, prof, _csv(precision), batches)
     if out:
@@ -189,13 +190,6 @@ def _check_parents(out: Path) -> None:
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{parent} is a file, not a folder; choose another --out")
-
-
-def _check_new_file(out: Path) -> None:
-    """A JSON file this command creates: never written over, nor under a file (checked before any work)."""
-    _check_parents(out)
-    if out.exists() or out.is_symlink():
-        raise UserError(f"{out} already exists; choose another --out (it is never replaced)")
 
 
 def register(root: typer.Typer) -> None:

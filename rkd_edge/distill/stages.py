@@ -50,7 +50,7 @@ class TeacherSource:
 
 
 def build_channels(names: list[str], cc: CodecConfig) -> list:
-    return [create_channel(n, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k) for n in names]
+    return [create_channel(n, **cc.channel_kwargs()) for n in names]
 
 
 def draw_conditions(

@@ -36,7 +36,7 @@ FIELDS = [
 
 
 def describe(name: str, cc: CodecConfig) -> dict:
-    ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
+    ch = create_channel(name, **cc.channel_kwargs())
     d = ch.describe()
     return {"channel": name, "mode": d.get("mode", "-"), "csi": d.get("csi", "-")}
 
@@ -98,7 +98,7 @@ def sweep(feats: list, link, grid: Grid, cc: CodecConfig, source_dim: int, metho
     rows = []
     with progress.task(f"evaluate {method}", len(grid.channels) * len(grid.snrs) * len(grid.ks)) as bar:
         for name in grid.channels:
-            ch = create_channel(name, mode=cc.rayleigh_mode, csi=cc.csi, k_factor=cc.rician_k)
+            ch = create_channel(name, **cc.channel_kwargs())
             for snr in grid.snrs:
                 for k in grid.ks:
                     hits = 0.0

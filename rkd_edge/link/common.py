@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.devices.latency import summarize
-from rkd_edge.errors import UserError
 from rkd_edge.io import write_json
 
 
@@ -71,12 +70,6 @@ class Window:
         s.pop("throughput_per_s")  # 1 / mean latency is not the link's throughput; the caller reports that
         s["window"] = min(self.n, len(self.buf))
         return s
-
-
-def refuse_existing(path: Path | None, option: str) -> None:
-    """Outputs are created, never silently replaced: one line when ``path`` exists."""
-    if path is not None and Path(path).exists():
-        raise UserError(f"{option} {path} already exists; choose another path or remove it")
 
 
 def report(summary: dict, path: Path | None, prefix: str) -> None:

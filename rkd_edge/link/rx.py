@@ -29,11 +29,13 @@ from typing import TextIO
 
 import numpy as np
 
+from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.io import atomic_path, read_json
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, refuse_existing, report
+from rkd_edge.io import atomic_path, check_new_file
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
+from rkd_edge.runtime.bundle import channel_kwargs
 from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
 from rkd_edge.runtime.channel import NumpyChannel
 from rkd_edge.stats import wilson
@@ -55,15 +57,8 @@ DROP_REASONS = (
 
 
 def bundle_channel(bundle: Path, manifest: dict, name: str) -> NumpyChannel:
-    """The simulated channel ``name`` with the bundle's fading mode, CSI handling and Rician K.
-
-    The mode and CSI handling come from the manifest, the Rician K from the run's ``config.json`` (3 when absent).
-    """
-    ch = manifest.get("channel", {})
-    k_factor = 3.0
-    if (bundle / "config.json").is_file():
-        k_factor = float(read_json(bundle / "config.json", "bundle config").get("codec", {}).get("rician_k", 3.0))
-    return NumpyChannel(name, mode=ch.get("rayleigh_mode", "block"), csi=ch.get("csi", "zf"), k_factor=k_factor)
+    """The simulated channel ``name`` with the bundle's fading mode, CSI handling and Rician K."""
+    return NumpyChannel(name, **channel_kwargs(bundle, manifest))
 
 
 class Receiver:
@@ -216,7 +211,7 @@ class Receiver:
         logits = np.zeros((b, len(self.rt.classes)), np.float32)
         for t, idx in groups.items():  # one call per channel type the transmitters conditioned on
             sel = np.asarray(idx)
-            logits[sel] = self.rt.receive(y[sel], mask[sel], snr[sel], t, None if csi is None else csi[sel])
+            logits[sel] = self.rt.receive(y[sel], mask[sel], snr[sel], t, csi[sel] if self.rt.uses_csi else None)
         z = logits - logits.max(-1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(-1, keepdims=True)
@@ -276,7 +271,16 @@ class Receiver:
         return s
 
 
-def check_options(listen: str, count: int | None, channel: str | None, snr_db: float | None, batch: int) -> tuple:
+def check_options(
+    listen: str,
+    count: int | None,
+    channel: str | None,
+    snr_db: float | None,
+    batch: int,
+    idle_timeout_s: float | None = None,
+    reassembly_timeout_s: float = 1.0,
+    max_age_ms: float | None = None,
+) -> tuple:
     """Refuse bad options before anything is loaded; returns the parsed ``(host, port)``.
 
     Raises:
@@ -293,6 +297,13 @@ def check_options(listen: str, count: int | None, channel: str | None, snr_db: f
         raise UserError(f"--channel {channel} needs --snr-db S (the simulated channel's SNR in dB)")
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
+    for option, value in (
+        ("--idle-timeout", idle_timeout_s),
+        ("--reassembly-timeout", reassembly_timeout_s),
+        ("--max-age-ms", max_age_ms),
+    ):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{option} must be a positive finite number, got {value}")
     return host, port
 
 
@@ -397,9 +408,9 @@ def run_rx(
     Args: see :class:`Receiver`; ``listen`` is ``HOST:PORT`` (port 0: any free one, printed on stderr),
     ``out`` the JSON-lines file (stdout when ``None``; written aside and renamed into place at the end).
     """
-    host, port = check_options(listen, count, channel, snr_db, batch)
-    refuse_existing(summary_path, "--summary")
-    refuse_existing(out, "--out")
+    host, port = check_options(listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms)
+    check_new_file(summary_path, "--summary")
+    check_new_file(out, "--out")
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)
@@ -410,12 +421,13 @@ def run_rx(
         with StopOnSignal() as stop, contextlib.ExitStack() as stack:
             if out is not None:
                 rx.out = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w"))
-            print(
-                f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle {rx.bundle_id} "
-                f"({rt.precision}), channel {channel or 'none'}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if not progress.is_quiet() or port == 0:  # with port 0 the line is the only way to learn the port
+                print(
+                    f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle {rx.bundle_id} "
+                    f"({rt.precision}), channel {channel or 'none'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             try:
                 why = serve(rx, sock, tcp, stop, idle_timeout_s)
             except ForcedStopError as exc:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, refuse_existing, report
+from rkd_edge.io import check_new_file
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import Sender, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
@@ -88,7 +90,7 @@ def run_tx(
         summary_path: Also write the summary to this JSON file.
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu)
-    refuse_existing(summary_path, "--summary")
+    check_new_file(summary_path, "--summary")
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)
@@ -113,12 +115,13 @@ def run_tx(
     with StopOnSignal() as stop:
         images, summary["source"] = open_source(source, bundle, rt.bundle.manifest, lambda: bool(stop), repeat)
         sender = Sender(host, port, tcp=tcp, max_datagram=mtu)
-        print(
-            f"tx: bundle {bundle_id} ({rt.precision}) -> {summary['transport']} {host}:{port}, k={k}, "
-            f"{snr_db:g} dB, {dtype} payload",
-            file=sys.stderr,
-            flush=True,
-        )
+        if not progress.is_quiet():
+            print(
+                f"tx: bundle {bundle_id} ({rt.precision}) -> {summary['transport']} {host}:{port}, k={k}, "
+                f"{snr_db:g} dB, {dtype} payload",
+                file=sys.stderr,
+                flush=True,
+            )
         latency = Window()
         sent = labelled = 0
         stopped_by, first, last = "end of source", None, None

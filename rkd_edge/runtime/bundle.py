@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,39 @@ def check_manifest(m: dict, path: Path) -> None:
     for key in ("mean", "std", "size", "channels"):
         if key not in norm:
             raise _fail(path, f"normalisation lacks {key!r}")
+    c = norm["channels"]
+    if not isinstance(c, int) or c < 1 or not isinstance(norm["size"], int) or norm["size"] < 1:
+        raise _fail(path, "normalisation.size and .channels must be positive integers")
+    for key in ("mean", "std"):
+        v = norm[key]
+        if not isinstance(v, list) or len(v) != c or not all(_finite_number(x) for x in v):
+            raise _fail(path, f"normalisation.{key} must list {c} finite numbers, got {v!r}")
+    if min(norm["std"]) <= 0:
+        raise _fail(path, f"normalisation.std must be positive (inputs are divided by it), got {norm['std']}")
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def channel_kwargs(root: Path, manifest: dict) -> dict:
+    """The fading channels' settings a bundle was trained with: ``{"mode", "csi", "k_factor"}``.
+
+    Bundles record them in ``manifest["channel"]``; those exported before ``rician_k`` was recorded there
+    take it from the run config saved beside the models (3.0, the default, when neither has it).
+    """
+    ch = manifest.get("channel") or {}
+    k_factor = ch.get("rician_k")
+    if k_factor is None and (root / "config.json").is_file():
+        try:
+            k_factor = json.loads((root / "config.json").read_text()).get("codec", {}).get("rician_k")
+        except (ValueError, AttributeError):
+            k_factor = None
+    return {
+        "mode": ch.get("rayleigh_mode", "block"),
+        "csi": ch.get("csi", "zf"),
+        "k_factor": float(k_factor) if _finite_number(k_factor) else 3.0,
+    }
 
 
 # Manifest keys that a device may rewrite after export (the measured precision selection per device

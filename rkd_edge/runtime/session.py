@@ -93,6 +93,8 @@ class Runtime:
         allow_fallback: bool = False,
         run: str | None = None,
     ) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise BundleError(f"threads is 0 (the back end's choice) or a positive count, got {threads!r}")
         self.bundle = Bundle.open(bundle)
         m = self.bundle.manifest
         if backend is None:
@@ -102,7 +104,7 @@ class Runtime:
                 backend = next(b for b in AUTO if create_runner(b).available() is None)
             else:
                 backend = PROVIDER_BACKENDS[providers]
-        options = {"threads": threads, "run": run}
+        options = {"threads": int(threads), "run": run}
         try:
             self.runners = self._load(backend, precision, options)
         except BundleError as exc:
@@ -183,6 +185,12 @@ class Runtime:
                             f"{name} {kind[:-1]} {w['name']!r} is {t.dtype} {list(t.shape)}, the manifest declares "
                             f"{w['dtype']} {w['shape']}; re-export the bundle"
                         )
+        takes_csi = any(t.name == "csi" for t in self.runners["rx"].inputs)
+        if takes_csi != bool(self.bundle.manifest["symbols"].get("csi_input", False)):
+            raise BundleError(
+                f"the manifest's symbols.csi_input is {not takes_csi} but the rx model "
+                f"{'takes' if takes_csi else 'has no'} csi input; re-export the bundle"
+            )
         k_max = self.bundle.manifest["symbols"]["max"]
         for model, tensor, inputs in (("tx", "symbols", False), ("rx", "symbols", True)):
             k = self._dim(model, tensor, 1, inputs)
@@ -302,6 +310,10 @@ class Runtime:
             if csi is None:
                 raise BundleError("this bundle's receiver needs CSI: pass csi=[B, K, 2]")
             feeds["csi"] = self._floats(csi, (len(y), self.max_symbols, 2), "csi")
+        elif csi is not None:
+            raise BundleError(
+                "this bundle's receiver takes no CSI (it was trained on equalised symbols); pass csi=None"
+            )
         return self.runners["rx"].infer(feeds)["logits"]
 
     def close(self) -> None:
