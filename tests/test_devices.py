@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import TensorProto, helper, numpy_helper
 from rkd_edge.devices.detect import detect, parse_device_tree_model, parse_nv_tegra_release, parse_nvpmodel_query
 from rkd_edge.devices.estimate import estimate_model, host_profile, load_with_batch, node_costs
 from rkd_edge.devices.latency import measure, summarize
 from rkd_edge.devices.lut import check_entries, make_table, measure_entries, read_table
-from rkd_edge.devices.profiles import PROFILES, get_profile, match_profile
+from rkd_edge.devices.profiles import _MATCH_ORDER, ALIASES, DATA, PROFILES, get_profile, load_profiles, match_profile
 from rkd_edge.devices.telemetry import (
     TegrastatsSampler,
     energy_per_inference_j,
@@ -201,6 +202,61 @@ def test_every_figure_has_a_source_or_says_unverified():
     # The derived dense rate agrees with the published GPU figure (AGX Orin 64 GB: 170 sparse = 85 dense).
     assert PROFILES["agx-orin-64gb"].int8_dense_tops == pytest.approx(85, rel=0.01)
     assert PROFILES["agx-xavier"].fp16_dense_tflops == pytest.approx(11, rel=0.05)
+
+
+def test_profile_data_is_whole():
+    """Derived figures come out of the rules (module docstring); aliases and match order name real profiles."""
+    assert (PROFILES["agx-orin-64gb"].cuda_cores, PROFILES["agx-orin-64gb"].fp32_tflops) == (2048, 5.32)
+    assert PROFILES["xavier-nx"].fp32_tflops == 0.845 and PROFILES["orin-nano-4gb"].int8_dense_tops == 10.24
+    assert PROFILES["orin-nano-4gb"].sources["cuda_cores"] == "derived: SMs x 128"
+    assert PROFILES["thor"].sources["jetpack"].startswith("https://")  # {page} names are filled in
+    assert sorted(_MATCH_ORDER) == sorted(PROFILES) and set(ALIASES.values()) <= set(PROFILES)
+
+
+def _drop(d: dict, key: str):
+    del d[key]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: _drop(d["profiles"]["nano"], "name"), "profile 'nano', field 'name': missing"),
+        (
+            lambda d: _drop(d["profiles"]["nano"], "cuda_cores"),
+            "profile 'nano', field 'cuda_cores': missing, and not derivable without a per-SM",
+        ),
+        (
+            lambda d: d["profiles"]["tx2"].update(compute_capability=6.2),
+            "profile 'tx2', field 'compute_capability': expected str, got float 6.2",
+        ),
+        (
+            lambda d: d["jetpack_releases"]["jetpack-7.0"].update(jetpack=7.0),
+            "profile 'thor', field 'jetpack': expected str, got float 7.0",
+        ),
+        (
+            lambda d: d["profiles"]["thor"].update(memory_gb="128"),
+            r"profile 'thor', field 'memory_gb': expected tuple\[int, ...\], got str '128'",
+        ),
+        (lambda d: d["profiles"]["thor"].update(sm_count=True), "field 'sm_count': expected int, got bool"),
+        (lambda d: d["profiles"]["thor"].update(gpu_clok_ghz=1.5), "field 'gpu_clok_ghz': not a DeviceProfile"),
+        (
+            lambda d: d["profiles"]["thor"]["sources"].update(sm_count="{thor_sn}"),
+            r"field 'sm_count': its source names \{thor_sn\}, which is not under pages",
+        ),
+        (
+            lambda d: d["profiles"]["thor"].update(release="jetpack-9"),
+            "profile 'thor', field 'release': 'jetpack-9' is not a mapping under jetpack_releases",
+        ),
+    ],
+)
+def test_malformed_profile_data_names_profile_and_field(tmp_path, change, message):
+    data = yaml.safe_load(DATA.read_text(encoding="utf-8"))
+    assert load_profiles(DATA) == PROFILES
+    change(data)
+    bad = tmp_path / "profiles.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_profiles(bad)
 
 
 # /etc/nv_tegra_release as L4T writes it (format as read by jetson-stats, jtop/core/jetson_variables.py).
