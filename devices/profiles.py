@@ -203,7 +203,7 @@ def load_profiles(path: Path = DATA) -> dict[str, DeviceProfile]:
     Raises:
         ValueError: The file is malformed (a developer error); the message names the profile and field.
     """
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
         raise ValueError(f"{path.name}: expected a mapping with a 'profiles:' mapping")
     for section in ("pages", "defaults", *_BASES.values()):

@@ -55,14 +55,15 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: int = 600):
-    """Run the real ``rkd-edge`` entry point in a fresh process."""
+def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
+    """Run the real ``rkd-edge`` entry point in a fresh process (``env``: its environment, default ours)."""
     proc = subprocess.run(
         [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"rkd-edge {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import tiny_overrides
+from tests.conftest import run_cli, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()
@@ -34,19 +34,8 @@ ATOL, RTOL = 1e-4, 5e-3
 
 def cli(*args: str, hide_gpu: bool = False, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     """The real ``rkd-edge`` entry point in a fresh process; ``hide_gpu`` runs it as on a machine without one."""
-    env = dict(os.environ)
-    if hide_gpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    proc = subprocess.run(
-        [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"rkd-edge {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""} if hide_gpu else None
+    return run_cli(*args, check=check, timeout=timeout, env=env)
 
 
 def sets(*pairs: str) -> list[str]:
