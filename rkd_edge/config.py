@@ -63,6 +63,7 @@ class SearchConfig:
     lambdas: list[float] = field(default_factory=lambda: [0.5])
     cost: str = "params"  # params | flops | latency
     latency_table: str | None = None
+    latency_precision: str | None = None  # fp32 | int8: the precision the latency table must be measured in
     alpha_kd: float = 1.0
     temperature: float = 4.0
     w_lr: float = 0.025
@@ -164,6 +165,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("search.cost", cfg.search.cost, METRICS),
         ("codec.name", cfg.codec.name, CODECS),
     ]
+    if cfg.search.latency_precision is not None:
+        checks.append(("search.latency_precision", cfg.search.latency_precision, ("fp32", "int8")))
     checks += [("stage2.channels", c, CHANNELS) for c in cfg.stage2.channels]
     amp_modes = ("off", "bf16")
     checks += [(f"{k}.amp", getattr(cfg, k).amp, amp_modes) for k in ("teacher", "search", "stage1", "stage2")]

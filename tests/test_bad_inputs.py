@@ -328,6 +328,13 @@ LATENCY_PARAMS = [
         lut_table({"device": "host", "entries": {"a": -1}}),
     ),
     case("lut-is-dir", "search --out {out} --cost latency --latency-table {dir}", "latency table"),
+    case(
+        "lut-other-precision",
+        "search --out {out} --cost latency --latency-table {lut} --precision int8",
+        "measured in fp32",
+        lut_table({"device": "host", "precision": "fp32", "entries": {}}),
+    ),
+    case("search-precision-unknown", "search --out {out} --cost latency --precision int4", "latency_precision"),
 ]
 
 # --- genotypes (--set search.genotype=FILE) ------------------------------------------------------------------

@@ -442,3 +442,29 @@ def test_estimate_cli_on_a_bundle(tiny_bundle, tmp_path):
     assert r.returncode == 2 and "no fast INT8" in r.stderr
     r = run_cli("devices", "estimate", str(tiny_bundle), "--device", "host", "--precision", "fp32,int8")
     assert r.returncode == 0 and "ESTIMATE" in r.stdout and "encoder" in r.stdout
+
+
+def test_search_priced_by_an_int8_table_records_it(tiny_teacher_dir, tmp_path):
+    """``search --cost latency --precision int8``: the table's precision is checked and recorded in the
+    genotype. The table has the real format and every key the skeleton needs; its times are made up (the
+    search's plumbing is under test here, the measuring is the test above), with separable convolutions
+    priced 50x higher as an INT8 table on this CPU would."""
+    from rkd_edge.config import load_config
+    from rkd_edge.nas.cost import latency_keys
+    from rkd_edge.nas.search import make_skeleton
+    from rkd_edge.rundir import load_splits
+    from tests.conftest import tiny_overrides
+
+    overrides = tiny_overrides()
+    cfg = load_config("quickstart", None, [v for v in overrides if v != "--set"])
+    keys = latency_keys(make_skeleton(cfg, load_splits(cfg)))
+    entries = {"|".join(map(str, k)): (5.0 if k[0].startswith("sep_conv") else 0.1) for k in keys}
+    (tmp_path / "t.json").write_text(json.dumps(make_table(entries, "int8")))
+    args = ["-q", "search", "--teacher", f"local:{tiny_teacher_dir}", "--cost", "latency"]
+    args += ["--latency-table", str(tmp_path / "t.json"), *overrides]
+    refused = run_cli(*args, "--out", str(tmp_path / "fp32"), "--precision", "fp32")
+    assert refused.returncode == 2 and "measured in int8" in refused.stderr and not (tmp_path / "fp32").exists()
+    run_cli(*args, "--out", str(tmp_path / "int8"), "--precision", "int8", check=True)
+    g = json.loads((tmp_path / "int8" / "genotype.json").read_text())
+    assert g["search"]["cost"] == "latency" and g["search"]["latency_table"]["precision"] == "int8"
+    assert g["latency_ms"] > 0

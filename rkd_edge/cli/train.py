@@ -157,7 +157,7 @@ def check_inputs(pipe) -> None:
                 "rkd-edge devices lut on the target device)"
             )
         # A wrong or incomplete table is one line before the teacher trains, not an error an hour later.
-        load_latency_table(s.latency_table, make_skeleton(cfg, splits))
+        load_latency_table(s.latency_table, make_skeleton(cfg, splits), s.latency_precision)
 
 
 def search_cmd(
@@ -170,6 +170,9 @@ def search_cmd(
     lambdas: str = typer.Option(None, "--lambda", help="Complexity weight(s): 0.5 or 0,0.1,1."),
     cost: str = typer.Option(None, "--cost", help="params, flops or latency."),
     latency_table: str = typer.Option(None, "--latency-table", help="Latency lookup table JSON."),
+    precision: str = typer.Option(
+        None, "--precision", help="--cost latency: the table must be measured in fp32 or int8 (devices lut)."
+    ),
     data_dir: str = DATA_DIR,
     seed: int = SEED,
     device: str = DEVICE,
@@ -183,6 +186,7 @@ def search_cmd(
         "search.lambdas": parse_range(lambdas) if lambdas else None,
         "search.cost": cost,
         "search.latency_table": latency_table,
+        "search.latency_precision": precision,
     }
     cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device, flags=flags)
     pipe = Pipeline(cfg, out)

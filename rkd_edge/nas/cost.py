@@ -62,12 +62,18 @@ def latency_keys(sk: Skeleton) -> list[tuple[str, int, int, int]]:
     return keys
 
 
-def load_latency_table(path: str | Path, sk: Skeleton | None = None) -> dict:
+def load_latency_table(path: str | Path, sk: Skeleton | None = None, precision: str | None = None) -> dict:
     """A latency lookup table (format: :mod:`rkd_edge.devices.lut`), checked before any work starts.
 
-    Not a table, a wrong key set or missing entries (when ``sk`` is given) are one line (UserError).
+    Not a table, a wrong key set, missing entries (when ``sk`` is given) or another precision than
+    ``precision`` (when given) are one line (UserError).
     """
     table = read_table(path)
+    if precision is not None and table.get("precision") != precision:
+        raise UserError(
+            f"latency table {path} was measured in {table.get('precision')}, the search asks for {precision}; "
+            f"measure one with rkd-edge devices lut --precision {precision}"
+        )
     if sk is not None:
         check_entries(table, [latency_key(*k) for k in latency_keys(sk)], path)
     return table

@@ -41,14 +41,23 @@ def make_skeleton(cfg: RunConfig, splits: DataSplits) -> Skeleton:
     )
 
 
-def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> dict[str, torch.Tensor]:
-    """Params and FLOPs tables always (for estimates); latency when it is the chosen cost."""
+def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Params and FLOPs tables always (for estimates); latency when it is the chosen cost.
+
+    Returns:
+        The tables by metric, and where the latency table comes from (precision, device, back end) or None.
+    """
     tables = {"params": op_cost_table(sk, "params"), "flops": op_cost_table(sk, "flops")}
+    source = None
     if cfg.search.cost == "latency":
-        path = cfg.search.latency_table
-        lut = load_latency_table(path) if path else build_latency_table(sk, out / "latency_table.json" if out else None)
+        s = cfg.search
+        if s.latency_table:
+            lut = load_latency_table(s.latency_table, precision=s.latency_precision)
+        else:  # the API without a table: this host, measured now
+            lut = build_latency_table(sk, out / "latency_table.json" if out else None, s.latency_precision or "fp32")
         tables["latency"] = op_cost_table(sk, "latency", lut)
-    return tables
+        source = {k: lut.get(k) for k in ("precision", "device", "device_name", "backend")}
+    return tables, source
 
 
 def search(
@@ -71,7 +80,7 @@ def search(
     env.seed_everything(cfg.seed)
     sk = make_skeleton(cfg, splits)
     model = SearchNetwork(sk, s.partial_channels).to(device)
-    tables = cost_tables(sk, cfg, out)
+    tables, latency_source = cost_tables(sk, cfg, out)
     table = tables[s.cost].to(device)
     reductions = [p["reduction"] for p in model.plan]
     n = len(splits.train)
@@ -152,6 +161,7 @@ def search(
     info = {
         "lambda": lam,
         "cost": s.cost,
+        "latency_table": latency_source,
         "alpha_kd": s.alpha_kd,
         "epochs": s.epochs,
         "seed": cfg.seed,
