@@ -42,7 +42,7 @@ from rkd_edge.export.evaluate import evaluate_runtime
 from rkd_edge.io import read_json, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
-from rkd_edge.runtime import Bundle, BundleError, Runtime
+from rkd_edge.runtime import Bundle, Runtime
 from rkd_edge.runtime.bundle import MANIFEST, channel_kwargs, load_manifest
 from rkd_edge.runtime.runners import BACKENDS, create_runner
 from rkd_edge.runtime.runners.device import device_facts, fingerprint
@@ -279,9 +279,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 continue
             try:
                 rt = Runtime(str(b.root), precision=prec, backend=backend, threads=s.threads, run=s.run)
-            except BundleError:
-                raise  # availability and precision were checked above: the bundle's files are at fault
-            except UserError as exc:
+            except UserError as exc:  # a BundleError (not a UserError) goes up: the bundle's files are at fault
                 rows(backend, prec, f"failed: {_one_line(exc)}")
                 continue
             runtimes[(backend, prec)] = rt

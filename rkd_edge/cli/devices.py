@@ -9,7 +9,7 @@ import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, echo_json, resolve
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_file
+from rkd_edge.io import check_new_file, file_in_the_way
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
 
@@ -162,7 +162,8 @@ def lut_cmd(
         raise UserError(f"--precision is fp32 or int8, got {precision!r}")
     if threads < 0:
         raise UserError(f"--threads is 0 (ONNX Runtime's choice) or a positive count, got {threads}")
-    _check_parents(out)
+    if (blocker := file_in_the_way(out.parents)) is not None:
+        raise UserError(f"{blocker} is a file, not a folder; choose another --out")
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the latency table's file name as --out")
     if out.exists() and not force:
@@ -184,12 +185,6 @@ def lut_cmd(
     with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:
         table = build_latency_table(sk, out, precision, threads, progress=lambda i, _n: bar.advance())
     typer.echo(f"{out}: {len(table['entries'])} entries, {precision}, p50 ms on {table['device_name']}")
-
-
-def _check_parents(out: Path) -> None:
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"{parent} is a file, not a folder; choose another --out")
 
 
 def register(root: typer.Typer) -> None:

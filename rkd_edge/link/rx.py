@@ -56,11 +56,6 @@ DROP_REASONS = (
 )
 
 
-def bundle_channel(bundle: Path, manifest: dict, name: str) -> NumpyChannel:
-    """The simulated channel ``name`` with the bundle's fading mode, CSI handling and Rician K."""
-    return NumpyChannel(name, **channel_kwargs(bundle, manifest))
-
-
 class Receiver:
     """The receive loop's state: counters, reassembly, decoding, output. Network-free (tests feed it bytes).
 
@@ -94,7 +89,9 @@ class Receiver:
         self.bundle_id = runtime.bundle.bundle_id
         self.out, self.count, self.batch = out, count, batch
         self.snr_db, self.max_age_ms = snr_db, max_age_ms
-        self.channel = bundle_channel(runtime.bundle.root, runtime.bundle.manifest, channel) if channel else None
+        self.channel = None
+        if channel:  # the bundle's fading mode, CSI handling and Rician K
+            self.channel = NumpyChannel(channel, **channel_kwargs(runtime.bundle.root, runtime.bundle.manifest))
         self.rng = np.random.default_rng(seed)
         self.max_frame = max_frame_bytes(runtime.max_symbols)
         self.reassembler = Reassembler(reassembly_timeout_s, max_frame_bytes=self.max_frame)
