@@ -4,6 +4,11 @@ Each run is a fresh ``rkd-edge bench`` process with the same settings; the sprea
 precision, batch, stage) is ``(max - min) / mean`` of its p50 over the runs. The first run's JSON is kept
 whole; the others contribute their p50 per row.
 
+Every bench run also times a fixed reference kernel beside the variants (``machine_reference``): its p50
+per run shows whether the machine itself changed speed between the runs, and the spread of
+``p50_per_reference`` (each p50 in units of that run's reference) is the repeatability with the machine's
+speed taken out. Both spreads are reported; a run whose reference moved within the run is named.
+
     python benchmarks/bench_repeat.py --bundle runs/qs-bundle --name quickstart
 """
 
@@ -34,6 +39,28 @@ def row_key(r: dict) -> tuple:
     return r["backend"], r["precision"], r["batch"], r["stage"]
 
 
+def per_row(runs: list[dict], value) -> dict[tuple, list[float]]:
+    """``value(row)`` of every ok row of the first run, over all runs (a row missing in one is dropped)."""
+    out = {row_key(r): [] for r in runs[0]["results"] if r["status"] == "ok"}
+    for res in runs:
+        for r in res["results"]:
+            if row_key(r) in out and r["status"] == "ok":
+                out[row_key(r)].append(value(r))
+    return {k: v for k, v in out.items() if len(v) == len(runs)}
+
+
+def spreads(values: dict[tuple, list[float]], n: int) -> dict[tuple, float]:
+    return {k: (max(v) - min(v)) / statistics.mean(v) for k, v in values.items() if len(v) == n}
+
+
+def summarise(spread: dict[tuple, float], prefix: str) -> dict:
+    return {
+        f"{prefix}median_spread": round(statistics.median(spread.values()), 4),
+        f"{prefix}max_spread": round(max(spread.values()), 4),
+        f"{prefix}within_10pct": sum(s <= 0.10 for s in spread.values()),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", required=True)
@@ -49,21 +76,25 @@ def main() -> None:
     for _ in range(args.runs):
         runs.append(one_run(args.bundle, extra))
         load.append(round(os.getloadavg()[0], 2))
-    p50 = {row_key(r): [] for r in runs[0]["results"] if r["status"] == "ok"}
-    for res in runs:
-        for r in res["results"]:
-            if row_key(r) in p50 and r["status"] == "ok":
-                p50[row_key(r)].append(r["latency_ms"]["p50"])
-    spread = {k: (max(v) - min(v)) / statistics.mean(v) for k, v in p50.items() if len(v) == args.runs}
+    p50 = per_row(runs, lambda r: r["latency_ms"]["p50"])
+    spread = spreads(p50, args.runs)
+    relative = spreads(per_row(runs, lambda r: r["p50_per_reference"]), args.runs)
+    reference = [res["machine_reference"] for res in runs]
+    ref_p50 = [m["p50_ms"] for m in reference]
     accuracy = {row_key(r): r["accuracy"] for r in runs[0]["results"]}
-    rows = [[*k, *(f"{x:.4f}" for x in p50[k]), f"{100 * s:.1f} %", accuracy[k]] for k, s in spread.items()]
-    worst = max(spread.values())
+    rows = [
+        [*k, *(f"{x:.4f}" for x in p50[k]), f"{100 * s:.1f} %", f"{100 * relative[k]:.1f} %", accuracy[k]]
+        for k, s in spread.items()
+    ]
     summary = {
         "runs": args.runs,
         "rows": len(spread),
-        "median_spread": round(statistics.median(spread.values()), 4),
-        "max_spread": round(worst, 4),
-        "within_10pct": sum(s <= 0.10 for s in spread.values()),
+        **summarise(spread, ""),
+        **summarise(relative, "relative_"),
+        "reference_p50_ms": ref_p50,
+        "reference_shift": round((max(ref_p50) - min(ref_p50)) / statistics.mean(ref_p50), 4),
+        "reference_drift_within_run": [m["drift"] for m in reference],
+        "cpu_steal": [m["cpu_steal"] for m in reference],
         "load_1min": load,
     }
     data = {
@@ -72,14 +103,22 @@ def main() -> None:
             **summary,
             "p50_ms": {"/".join(map(str, k)): v for k, v in p50.items()},
             "spread": {"/".join(map(str, k)): round(s, 4) for k, s in spread.items()},
+            "relative_spread": {"/".join(map(str, k)): round(s, 4) for k, s in relative.items()},
         },
     }
     head = ["backend", "precision", "batch", "stage", *(f"p50 ms run {i + 1}" for i in range(args.runs))]
-    md = md_table([*head, "spread", "accuracy"], rows)
+    md = md_table([*head, "spread", "spread / reference", "accuracy"], rows)
+    unsteady = [i + 1 for i, m in enumerate(reference) if not m["steady"]]
     md += (
         f"\n\nSpread (max - min) / mean of p50 over {args.runs} fresh `rkd-edge bench` processes: median "
-        f"{100 * summary['median_spread']:.1f} %, worst {100 * worst:.1f} %, {summary['within_10pct']} of "
-        f"{len(spread)} rows within 10 %. 1-min load average before and after each run: {load}.\n"
+        f"{100 * summary['median_spread']:.1f} %, worst {100 * summary['max_spread']:.1f} %, "
+        f"{summary['within_10pct']} of {len(spread)} rows within 10 %. In units of each run's machine "
+        f"reference kernel (p50 {', '.join(f'{t:.4f}' for t in ref_p50)} ms, shift "
+        f"{100 * summary['reference_shift']:.1f} %): median {100 * summary['relative_median_spread']:.1f} %, "
+        f"worst {100 * summary['relative_max_spread']:.1f} %, {summary['relative_within_10pct']} rows within "
+        f"10 %. Reference drift within each run: {summary['reference_drift_within_run']}"
+        f"{f' (runs {unsteady} not steady)' if unsteady else ''}; CPU steal {summary['cpu_steal']}; 1-min load "
+        f"average before and after each run: {load}.\n"
     )
     cmd = (
         f"python benchmarks/bench_repeat.py --bundle {args.bundle} --name {args.name} --runs {args.runs} "

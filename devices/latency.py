@@ -4,6 +4,12 @@ codebase, used by ``rkd-edge bench``, the benchmark scripts and the search's lat
 Time-based warm-up, then at least ``min_seconds`` or ``min_iterations`` (whichever is longer), and the
 summary statistics every result reports. How one call is timed is a :class:`Timer`: wall clock on the host
 by default; a runner that owns a CUDA stream supplies one that reads CUDA events instead (GPU time).
+
+Interleaving makes the ratios between variants of one run trustworthy; it cannot make two runs agree when
+the machine itself changes speed (a VM whose host gets busy, a CPU that throttles). :func:`interleaved`
+therefore can time a fixed :func:`reference_kernel` in every round beside the variants: its p50 is the
+machine's speed during that run, its per-round spread says whether the speed moved during the run, and a
+variant's p50 divided by it compares across runs on one machine.
 """
 
 from __future__ import annotations
@@ -37,6 +43,56 @@ class HostTimer:
 
 
 HOST = HostTimer()
+
+REFERENCE = "machine-reference"
+REFERENCE_KERNEL = "numpy: tanh, multiply and sum over 32,768 float32, 4 times, one thread"
+
+
+def reference_kernel() -> Callable[[], object]:
+    """A fixed CPU workload of about 0.2 ms (:data:`REFERENCE_KERNEL`): elementwise numpy, which never
+    spawns threads, so its time depends on this core's speed and nothing else.
+
+    Returns:
+        One call of the kernel; its inputs are fixed (seed 0), so every run does the same work.
+    """
+    x = np.random.default_rng(0).standard_normal(32768).astype(np.float32)
+    y = np.empty_like(x)
+
+    def kernel() -> float:
+        total = 0.0
+        for _ in range(4):
+            np.tanh(x, out=y)
+            np.multiply(y, x, out=y)
+            total += float(y.sum())
+        return total
+
+    return kernel
+
+
+def drift(round_p50_ms: list[float]) -> float:
+    """How much a variant's speed moved during a run: ``(max - min) / median`` of its per-round p50s."""
+    r = np.asarray(round_p50_ms, dtype=np.float64)
+    return float((r.max() - r.min()) / np.median(r)) if r.size else 0.0
+
+
+def cpu_times() -> list[int] | None:
+    """The aggregate ``cpu`` line of ``/proc/stat`` (user nice system idle iowait irq softirq steal, in
+    clock ticks); ``None`` where there is none (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    return [int(v) for v in first[1:9]] if first and first[0] == "cpu" and len(first) >= 9 else None
+
+
+def steal_fraction(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two :func:`cpu_times` readings (the
+    ``steal`` column): on a shared VM, the usual cause of a run that is slower as a whole."""
+    if not before or not after:
+        return None
+    delta = [a - b for a, b in zip(after, before, strict=True)]
+    return round(delta[7] / sum(delta), 4) if sum(delta) > 0 else 0.0
 
 
 def summarize(times_ms: list[float], batch: int) -> dict:
@@ -98,9 +154,11 @@ def interleaved(
     warmup_s: float = 1.0,
     timers: dict[Hashable, Timer] | None = None,
     min_per_round: int = 1,
+    reference: bool = False,
 ) -> dict[Hashable, dict]:
     """Measure several variants side by side: rounds alternate between them so that machine noise hits
-    all alike; returns each variant's summary (ratios between them are what to compare).
+    all alike; returns each variant's summary (ratios between them are what to compare) with its p50 per
+    round (``round_p50_ms``).
 
     Args:
         fns: Variant name -> one inference.
@@ -109,19 +167,30 @@ def interleaved(
         warmup_s: Untimed seconds per variant before the first round.
         timers: Per-variant :class:`Timer` (missing ones use the host clock).
         min_per_round: Timed calls per variant and round even past ``per_round_s`` (slow variants).
+        reference: Also time :func:`reference_kernel` in every round, returned under :data:`REFERENCE`
+            (``batch`` 1).
     """
     timers = timers or {}
+    if reference:
+        if REFERENCE in fns:
+            raise ValueError(f"a variant may not be called {REFERENCE!r}")
+        batch = {**(batch if isinstance(batch, dict) else dict.fromkeys(fns, batch)), REFERENCE: 1}
+        fns = {**fns, REFERENCE: reference_kernel()}
     for fn in fns.values():
         end = time.perf_counter() + warmup_s
         while time.perf_counter() < end:
             fn()
     times: dict[Hashable, list[float]] = {k: [] for k in fns}
+    round_p50: dict[Hashable, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             timer = timers.get(name, HOST)
             end = time.perf_counter() + per_round_s
-            n = 0
-            while time.perf_counter() < end or n < min_per_round:
+            start = len(times[name])
+            while time.perf_counter() < end or len(times[name]) - start < min_per_round:
                 times[name].append(timer.time(fn))
-                n += 1
-    return {k: summarize(v, batch[k] if isinstance(batch, dict) else batch) for k, v in times.items()}
+            round_p50[name].append(float(np.median(times[name][start:])))
+    return {
+        k: {**summarize(v, batch[k] if isinstance(batch, dict) else batch), "round_p50_ms": round_p50[k]}
+        for k, v in times.items()
+    }

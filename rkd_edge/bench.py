@@ -35,7 +35,7 @@ from rkd_edge import __version__, env, progress
 from rkd_edge.channel import create_channel
 from rkd_edge.config import from_dict
 from rkd_edge.devices.detect import detect
-from rkd_edge.devices.latency import interleaved
+from rkd_edge.devices.latency import REFERENCE, REFERENCE_KERNEL, cpu_times, drift, interleaved, steal_fraction
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.snr import Grid
 from rkd_edge.export.evaluate import evaluate_runtime
@@ -54,6 +54,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # --select: a precision other than the reference must be at least this much faster (p50 ratio) to win,
 # so that noise between two equal precisions never flips the device default.
 MIN_GAIN = 0.05
+# The reference kernel's per-round p50 may move this much during one run before the table warns that the
+# machine's speed changed while it was timing (a shared VM, throttling): then no latency of that run is
+# comparable with another run's.
+MAX_DRIFT = 0.10
 
 
 @dataclass
@@ -216,6 +220,24 @@ def _summary_to_row(summary: dict) -> dict:
     }
 
 
+def _machine_reference(summary: dict, steal: float | None) -> dict:
+    """The reference kernel's record: the machine's speed during this run and whether it held still.
+
+    ``p50_ms`` divides every row's p50 (``p50_per_reference``: a latency in units of this machine's speed,
+    comparable across runs); ``drift`` is its per-round spread, ``steady`` whether that stayed within
+    :data:`MAX_DRIFT`; ``cpu_steal`` the share of CPU time the hypervisor gave elsewhere meanwhile.
+    """
+    moved = drift(summary["round_p50_ms"])
+    return {
+        "kernel": REFERENCE_KERNEL,
+        "p50_ms": round(summary["p50_ms"], 5),
+        "round_p50_ms": [round(t, 5) for t in summary["round_p50_ms"]],
+        "drift": round(moved, 4),
+        "steady": moved <= MAX_DRIFT,
+        "cpu_steal": steal,
+    }
+
+
 def _status(backend: str, precision: str, bundle: Bundle, s: Settings) -> str | None:
     """``unavailable here: why`` when the back end or precision cannot run on this machine, else None."""
     r = create_runner(backend, threads=s.threads, run=s.run)
@@ -307,12 +329,20 @@ def run_bench(bundle: Path, s: Settings) -> dict:
         failed := [r["status"] for r in results if r["status"].startswith("failed")] + list(where.values())
     ):
         raise UserError(f"nothing could be measured: {failed[0]}")
-    timed = {}
+    timed, machine = {}, None
     if fns:
         progress.log(f"timing {len(fns)} variants interleaved, {s.seconds:g} s each")
+        before = cpu_times()
         timed = interleaved(
-            fns, batch_of, rounds=s.rounds, per_round_s=s.seconds / s.rounds, warmup_s=s.warmup, timers=timers
+            fns,
+            batch_of,
+            rounds=s.rounds,
+            per_round_s=s.seconds / s.rounds,
+            warmup_s=s.warmup,
+            timers=timers,
+            reference=True,
         )
+        machine = _machine_reference(timed.pop(REFERENCE), steal_fraction(before, cpu_times()))
 
     accuracy, memory = {}, {}
     for (backend, prec), rt in runtimes.items():
@@ -340,6 +370,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 if key in timed:
                     row["status"] = "ok"
                     row.update(_summary_to_row(timed[key]))
+                    row["p50_per_reference"] = round(timed[key]["p50_ms"] / machine["p50_ms"], 4)
                     row["timer"] = getattr(timers.get(key), "name", "host")
                 else:
                     row["status"] = where.get((backend, prec, n), "failed: not measured")
@@ -362,6 +393,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
         "accuracy": {f"{bk}/{p}": v for (bk, p), v in accuracy.items()},
         "fingerprints": {bk: {"fingerprint": fingerprint(bk), "facts": device_facts(bk)} for bk in s.backends},
         "environment": environment(s.threads),
+        "machine_reference": machine,
         "results": results,
     }
     if s.select:
@@ -491,6 +523,17 @@ def table(result: dict) -> str:
         fmt.format(*("-" * w for w in widths)),
     ]
     out += [fmt.format(*row) for row in lines]
+    if machine := result.get("machine_reference"):
+        steal = f", CPU steal {100 * machine['cpu_steal']:.1f} %" if machine.get("cpu_steal") is not None else ""
+        out.append(
+            f"machine reference kernel p50 {machine['p50_ms']:.4f} ms, moved {100 * machine['drift']:.1f} % "
+            f"between rounds{steal}"
+        )
+        if not machine["steady"]:
+            out.append(
+                f"warning: the machine's speed moved by more than {100 * MAX_DRIFT:.0f} % while timing; "
+                "ratios inside this run hold, but compare its latencies with another run's only on a quiet machine"
+            )
     for backend, sel in (result.get("selection") or {}).items():
         if sel.get("written"):
             out.append(

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rkd_edge.devices.latency import drift
 
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import Bundle
@@ -63,6 +64,21 @@ def test_bench_json_has_every_field_for_fp32_and_int8(local, tiny_bundle):
     point = {k: v for k, v in result["accuracy_point"].items() if k != "seed"}
     assert point == {"channel": "awgn", "snr_db": 5.0, "k": 4, "trials": 2}
     assert "end_to_end" in stdout and "p50 ms" in stdout and "ok" in stdout
+
+
+def test_machine_reference_is_timed_beside_the_variants(local):
+    """The reference kernel ran in every round; each row's p50 is also given in its units."""
+    result, stdout = local
+    ref = result["machine_reference"]
+    rounds = result["settings"]["rounds"]
+    assert len(ref["round_p50_ms"]) == rounds and ref["p50_ms"] > 0
+    r = ref["round_p50_ms"]
+    assert ref["drift"] == pytest.approx(drift(r), abs=1e-3)
+    assert ref["steady"] == (ref["drift"] <= 0.10)
+    assert ref["cpu_steal"] is None or 0 <= ref["cpu_steal"] <= 1
+    for row in result["results"]:
+        assert row["p50_per_reference"] == pytest.approx(row["latency_ms"]["p50"] / ref["p50_ms"], rel=1e-3, abs=1e-3)
+    assert "machine reference kernel p50" in stdout
 
 
 def test_accuracy_column_equals_evaluate_bundle(local, tiny_bundle, tmp_path):

@@ -14,7 +14,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 from rkd_edge.devices.detect import detect, parse_device_tree_model, parse_nv_tegra_release, parse_nvpmodel_query
 from rkd_edge.devices.estimate import estimate_model, host_profile, load_with_batch, node_costs
-from rkd_edge.devices.latency import measure, summarize
+from rkd_edge.devices.latency import REFERENCE, drift, interleaved, measure, steal_fraction, summarize
 from rkd_edge.devices.lut import check_entries, make_table, measure_entries, read_table
 from rkd_edge.devices.profiles import _MATCH_ORDER, ALIASES, DATA, PROFILES, get_profile, load_profiles, match_profile
 from rkd_edge.devices.telemetry import (
@@ -158,6 +158,18 @@ def test_latency_protocol_statistics():
     assert s["mean_ms"] == 2.5 and s["max_ms"] == 4.0 and s["throughput_per_s"] == pytest.approx(3200)
     r = measure(lambda: sum(range(100)), batch=1, warmup_s=0.01, min_seconds=0.05, min_iterations=50)
     assert r["iterations"] >= 50 and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+
+
+def test_interleaved_reports_rounds_and_the_machine_reference():
+    res = interleaved({"a": lambda: sum(range(200))}, 4, rounds=3, per_round_s=0.02, warmup_s=0.01, reference=True)
+    assert set(res) == {"a", REFERENCE} and res["a"]["batch"] == 4 and res[REFERENCE]["batch"] == 1
+    assert all(len(v["round_p50_ms"]) == 3 and min(v["round_p50_ms"]) > 0 for v in res.values())
+    with pytest.raises(ValueError, match="may not be called"):
+        interleaved({REFERENCE: lambda: None}, 1, rounds=1, per_round_s=0.01, reference=True)
+    assert drift([1.0, 1.1, 1.2]) == pytest.approx(0.2 / 1.1) and drift([2.0]) == 0.0
+    # /proc/stat columns: user nice system idle iowait irq softirq steal
+    assert steal_fraction([0] * 8, [50, 0, 10, 30, 0, 0, 0, 10]) == 0.1
+    assert steal_fraction(None, [1] * 8) is None and steal_fraction([1] * 8, [1] * 8) == 0.0
 
 
 def test_profiles():
