@@ -70,9 +70,13 @@ def reference_kernel() -> Callable[[], object]:
 
 
 def drift(round_p50_ms: list[float]) -> float:
-    """How much a variant's speed moved during a run: ``(max - min) / median`` of its per-round p50s."""
+    """How much a variant's speed moved during a run: ``(p90 - p10) / median`` of its per-round p50s (a
+    lasting change of speed counts, a one-round blip does not)."""
     r = np.asarray(round_p50_ms, dtype=np.float64)
-    return float((r.max() - r.min()) / np.median(r)) if r.size else 0.0
+    if not r.size:
+        return 0.0
+    p10, p50, p90 = np.percentile(r, [10, 50, 90])
+    return float((p90 - p10) / p50)
 
 
 def cpu_times() -> list[int] | None:
@@ -146,6 +150,14 @@ def measure(
     return summarize(times, batch)
 
 
+def _slot(fn: Callable[[], object], timer: Timer, seconds: float, min_calls: int, into: list[float]) -> float:
+    """Time ``fn`` for ``seconds`` (and at least ``min_calls`` calls), appending to ``into``; the slot's p50."""
+    start, end = len(into), time.perf_counter() + seconds
+    while time.perf_counter() < end or len(into) - start < min_calls:
+        into.append(timer.time(fn))
+    return float(np.median(into[start:]))
+
+
 def interleaved(
     fns: dict[Hashable, Callable[[], object]],
     batch: int | dict[Hashable, int],
@@ -167,30 +179,36 @@ def interleaved(
         warmup_s: Untimed seconds per variant before the first round.
         timers: Per-variant :class:`Timer` (missing ones use the host clock).
         min_per_round: Timed calls per variant and round even past ``per_round_s`` (slow variants).
-        reference: Also time :func:`reference_kernel` in every round, returned under :data:`REFERENCE`
-            (``batch`` 1).
+        reference: Also time :func:`reference_kernel` for a fifth of ``per_round_s`` right before every
+            variant's turn: each variant then has ``round_reference_p50_ms`` (the machine's speed next to
+            each of its rounds) and ``p50_per_reference`` (the median over rounds of its p50 over that, a
+            latency in units of the machine's speed at the time), and the kernel's own summary comes back
+            under :data:`REFERENCE` (``batch`` 1).
     """
     timers = timers or {}
-    if reference:
-        if REFERENCE in fns:
-            raise ValueError(f"a variant may not be called {REFERENCE!r}")
-        batch = {**(batch if isinstance(batch, dict) else dict.fromkeys(fns, batch)), REFERENCE: 1}
-        fns = {**fns, REFERENCE: reference_kernel()}
-    for fn in fns.values():
+    if reference and REFERENCE in fns:
+        raise ValueError(f"a variant may not be called {REFERENCE!r}")
+    kernel = reference_kernel() if reference else None
+    for fn in [*fns.values(), *([kernel] if kernel else [])]:
         end = time.perf_counter() + warmup_s
         while time.perf_counter() < end:
             fn()
     times: dict[Hashable, list[float]] = {k: [] for k in fns}
     round_p50: dict[Hashable, list[float]] = {k: [] for k in fns}
+    ref_times: list[float] = []
+    ref_p50: dict[Hashable, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            timer = timers.get(name, HOST)
-            end = time.perf_counter() + per_round_s
-            start = len(times[name])
-            while time.perf_counter() < end or len(times[name]) - start < min_per_round:
-                times[name].append(timer.time(fn))
-            round_p50[name].append(float(np.median(times[name][start:])))
-    return {
-        k: {**summarize(v, batch[k] if isinstance(batch, dict) else batch), "round_p50_ms": round_p50[k]}
-        for k, v in times.items()
-    }
+            if kernel:
+                ref_p50[name].append(_slot(kernel, HOST, per_round_s / 5, 1, ref_times))
+            round_p50[name].append(_slot(fn, timers.get(name, HOST), per_round_s, min_per_round, times[name]))
+    out = {}
+    for k, v in times.items():
+        out[k] = {**summarize(v, batch[k] if isinstance(batch, dict) else batch), "round_p50_ms": round_p50[k]}
+        if kernel:
+            out[k]["round_reference_p50_ms"] = ref_p50[k]
+            out[k]["p50_per_reference"] = float(np.median(np.divide(round_p50[k], ref_p50[k])))
+    if kernel:
+        by_round = [float(np.median([ref_p50[k][r] for k in fns])) for r in range(rounds)]
+        out[REFERENCE] = {**summarize(ref_times, 1), "round_p50_ms": by_round}
+    return out

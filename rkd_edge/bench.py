@@ -223,9 +223,10 @@ def _summary_to_row(summary: dict) -> dict:
 def _machine_reference(summary: dict, steal: float | None) -> dict:
     """The reference kernel's record: the machine's speed during this run and whether it held still.
 
-    ``p50_ms`` divides every row's p50 (``p50_per_reference``: a latency in units of this machine's speed,
-    comparable across runs); ``drift`` is its per-round spread, ``steady`` whether that stayed within
-    :data:`MAX_DRIFT`; ``cpu_steal`` the share of CPU time the hypervisor gave elsewhere meanwhile.
+    Rows carry ``p50_per_reference``: their p50 over the kernel's, timed next to each of their rounds (a
+    latency in units of the machine's speed at the time, comparable across runs). Here ``drift`` is the
+    kernel's per-round spread, ``steady`` whether that stayed within :data:`MAX_DRIFT`; ``cpu_steal`` the
+    share of CPU time the hypervisor gave elsewhere meanwhile.
     """
     moved = drift(summary["round_p50_ms"])
     return {
@@ -370,7 +371,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 if key in timed:
                     row["status"] = "ok"
                     row.update(_summary_to_row(timed[key]))
-                    row["p50_per_reference"] = round(timed[key]["p50_ms"] / machine["p50_ms"], 4)
+                    row["p50_per_reference"] = round(timed[key]["p50_per_reference"], 4)
                     row["timer"] = getattr(timers.get(key), "name", "host")
                 else:
                     row["status"] = where.get((backend, prec, n), "failed: not measured")

@@ -23,7 +23,44 @@ METHOD_STAGES = {
     "no-stage2": ["teacher", "search", "stage1", "evaluate"],
 }
 assert tuple(METHOD_STAGES) == METHODS, "rkd_edge.config.METHODS names the methods declared here"
+# The config sections each stage reads on top of those the stages before it read (every stage also reads
+# ``seed`` and ``method``), compared after method_config: a new run may start from another run's finished
+# stages while these agree (``rkd-edge pipeline --from RUN``). Stage 1 never runs the codec, so a codec
+# sweep reuses one stage-1 student; evaluate is never reused (it reads every section).
+STAGE_INPUTS = {
+    "teacher": ("data", "teacher"),
+    "search": ("search",),
+    "stage1": ("stage1",),
+    "probe": (),  # derived from stage1 (probe_stage)
+    "stage2": ("stage2", "codec"),
+}
 AUTHORS_SNRS = [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0]
+
+
+def reusable_stages(cfg: RunConfig, source: RunConfig) -> tuple[list[str], str | None]:
+    """The leading stages of ``cfg``'s method that a run made with ``source`` already trained the same way.
+
+    Args:
+        cfg: The new run's config, as the user gave it.
+        source: The finished run's config.
+
+    Returns:
+        The stages that can be reused, in order, and the first config section that differs (``None`` when
+        every reusable stage agrees).
+    """
+    new, old = method_config(cfg).to_dict(), method_config(source).to_dict()
+    for key in ("method", "seed"):
+        if new[key] != old[key]:
+            return [], key
+    stages = []
+    for stage in METHOD_STAGES[cfg.method]:
+        if stage not in STAGE_INPUTS:
+            return stages, None
+        differ = next((sec for sec in STAGE_INPUTS[stage] if new[sec] != old[sec]), None)
+        if differ:
+            return stages, differ
+        stages.append(stage)
+    return stages, None
 
 
 def method_config(cfg: RunConfig) -> RunConfig:

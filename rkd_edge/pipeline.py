@@ -22,11 +22,11 @@ from rkd_edge.distill.stages import validate as clean_accuracy
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run
 from rkd_edge.io import OutputLock, read_json, write_json
-from rkd_edge.methods import METHOD_STAGES, method_config, probe_stage
+from rkd_edge.methods import METHOD_STAGES, method_config, probe_stage, reusable_stages
 from rkd_edge.nas.cost import count_params
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.sweep import run_sweep
-from rkd_edge.outputs import check_resumable, write_marker
+from rkd_edge.outputs import check_resumable, kind_of, write_marker
 from rkd_edge.report import write_report
 from rkd_edge.rundir import RunDir, build_system, checkpoint_state, load_splits, load_state, system_spec
 from rkd_edge.system import SemanticSystem
@@ -39,12 +39,20 @@ DISTRIBUTED_STAGES = ("stage1", "probe", "stage2")
 
 
 class Pipeline:
-    """One run directory, its config, data, teacher and the stages of its method."""
+    """One run directory, its config, data, teacher and the stages of its method.
 
-    def __init__(self, cfg: RunConfig, out: Path) -> None:
+    Args:
+        cfg: The run's config.
+        out: The run folder (new, or a run of the same config to resume).
+        source: A finished run to start from: its leading stages whose settings agree with ``cfg``
+            (:func:`rkd_edge.methods.reusable_stages`) are copied instead of trained again.
+    """
+
+    def __init__(self, cfg: RunConfig, out: Path, source: Path | None = None) -> None:
         self.user_cfg, self.cfg, self.out = validate(cfg), method_config(cfg), Path(out)
         self.rd = RunDir(self.out)
         # Everything that can fail on bad input happens before the run folder is created or locked.
+        self.source, self.reuse = self._reusable(cfg, source)
         resume = check_resumable(self.out, "run")
         # Compare resolved configs, so that a run made before a new config key existed still resumes.
         if resume and self.rd.config.is_file() and self.rd.load_config().to_dict() != cfg.to_dict():
@@ -59,8 +67,27 @@ class Pipeline:
         write_marker(self.out, "run")
         write_json(self.rd.config, cfg.to_dict())
         progress.set_log_file(self.rd.log)
+        copied = self.rd.copy_stages(self.source, self.reuse) if self.source and ddp.is_main() else []
+        if copied:
+            progress.log(f"reused from {self.source.root}: {', '.join(copied)}")
         self.cache = TeacherCache(self.rd.cache_dir)
         self.teacher = None
+
+    def _reusable(self, cfg: RunConfig, source: Path | None) -> tuple[RunDir | None, list[str]]:
+        """The ``--from`` run and the stages of it to reuse; one line when there is nothing to reuse."""
+        if source is None:
+            return None, []
+        src = RunDir(source)
+        if kind_of(src.root) != "run" or not src.config.is_file():
+            raise UserError(f"--from {source} is not an rkd-edge run folder; give a run made by rkd-edge pipeline")
+        if src.root.resolve() == self.out.resolve():
+            raise UserError("--from names the run itself; to resume a run, leave --from out")
+        stages, differs = reusable_stages(cfg, src.load_config())
+        stages = [s for s in stages if src.done(s) is not None]
+        if not stages:
+            why = f"its {differs} settings differ" if differs else "it finished no stage"
+            raise UserError(f"nothing in --from {source} can be reused: {why}; train without --from")
+        return src, stages
 
     def close(self) -> None:
         """Release the run folder (also done when the process ends)."""

@@ -19,6 +19,8 @@ reads through it, so the layout lives here alone::
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -111,6 +113,39 @@ class RunDir:
 
     def any_done(self) -> bool:
         return any((self.root / "stages").glob("*.json"))
+
+    def stage_files(self, stage: str) -> list[Path]:
+        """What a finished stage leaves besides its record (what a run started ``--from`` this one copies)."""
+        if stage == "teacher":
+            return [self.teacher_dir, self.cache_dir]
+        if stage == "search":
+            return [self.genotype, self.root / "search_log.json", self.root / "arch_weights.png"]
+        return [self.checkpoint(stage)]
+
+    def copy_stages(self, source: RunDir, stages: list[str]) -> list[str]:
+        """Copy ``stages`` finished in ``source`` into this run (their files, then their records, each
+        record noting where it came from); stages already finished here are left as they are.
+
+        Returns:
+            The stages copied.
+        """
+        copied = []
+        for stage in stages:
+            rec = source.done(stage)
+            if self.done(stage) is not None or rec is None:
+                continue
+            for src in source.stage_files(stage):
+                if src.is_symlink() or (src.is_dir() and any(p.is_symlink() for p in src.rglob("*"))):
+                    raise UserError(f"{src} is or holds a symbolic link; --from copies only plain files")
+                dst = self.root / src.relative_to(source.root)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if src.is_dir():
+                    shutil.copytree(src, dst, dirs_exist_ok=True)
+                elif src.is_file():
+                    shutil.copy2(src, dst)
+            self.mark(stage, {**rec, "reused_from": Path(os.path.relpath(source.root, self.root)).as_posix()})
+            copied.append(stage)
+        return copied
 
     # --- loaders ---------------------------------------------------------------------------------
     def require_run(self) -> None:

@@ -76,8 +76,8 @@ def test_machine_reference_is_timed_beside_the_variants(local):
     assert ref["drift"] == pytest.approx(drift(r), abs=1e-3)
     assert ref["steady"] == (ref["drift"] <= 0.10)
     assert ref["cpu_steal"] is None or 0 <= ref["cpu_steal"] <= 1
-    for row in result["results"]:
-        assert row["p50_per_reference"] == pytest.approx(row["latency_ms"]["p50"] / ref["p50_ms"], rel=1e-3, abs=1e-3)
+    for row in result["results"]:  # the median over rounds of p50 / the kernel's p50 next to it: near the ratio
+        assert 0.25 < row["p50_per_reference"] / (row["latency_ms"]["p50"] / ref["p50_ms"]) < 4
     assert "machine reference kernel p50" in stdout
 
 

@@ -164,9 +164,13 @@ def test_interleaved_reports_rounds_and_the_machine_reference():
     res = interleaved({"a": lambda: sum(range(200))}, 4, rounds=3, per_round_s=0.02, warmup_s=0.01, reference=True)
     assert set(res) == {"a", REFERENCE} and res["a"]["batch"] == 4 and res[REFERENCE]["batch"] == 1
     assert all(len(v["round_p50_ms"]) == 3 and min(v["round_p50_ms"]) > 0 for v in res.values())
+    a = res["a"]  # the kernel's p50 next to each of a's rounds, and a's p50 in its units
+    ratios = sorted(x / r for x, r in zip(a["round_p50_ms"], a["round_reference_p50_ms"], strict=True))
+    assert len(a["round_reference_p50_ms"]) == 3 and a["p50_per_reference"] == pytest.approx(ratios[1])
     with pytest.raises(ValueError, match="may not be called"):
         interleaved({REFERENCE: lambda: None}, 1, rounds=1, per_round_s=0.01, reference=True)
-    assert drift([1.0, 1.1, 1.2]) == pytest.approx(0.2 / 1.1) and drift([2.0]) == 0.0
+    assert drift([1.0, 1.1, 1.2]) == pytest.approx(0.16 / 1.1) and drift([2.0]) == 0.0
+    assert drift([1.0] * 9 + [2.0]) == pytest.approx(0.1)  # one slow round of ten barely counts
     # /proc/stat columns: user nice system idle iowait irq softirq steal
     assert steal_fraction([0] * 8, [50, 0, 10, 30, 0, 0, 0, 10]) == 0.1
     assert steal_fraction(None, [1] * 8) is None and steal_fraction([1] * 8, [1] * 8) == 0.0

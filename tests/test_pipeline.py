@@ -179,3 +179,30 @@ def test_pipeline_under_torchrun_two_processes(tmp_path):
     assert r["curves"]["awgn"] and (out / "checkpoints" / "stage2.pt").is_file()
     assert not list((out / "train").glob("*.ckpt"))  # epoch checkpoints removed once a stage finishes
     assert (out / "teacher" / "teacher.json").is_file()
+
+
+def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir, tmp_path):
+    """A codec change reuses teacher, search and stage 1 of another run (copied, marked) and trains
+    stage 2 anew; a run that shares nothing, or no run at all, is one line and leaves nothing behind."""
+    base = ["-q", "pipeline", "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    out = tmp_path / "fork"
+    run_cli(
+        *base, "--out", str(out), "--from", str(tiny_run), "--set", "codec.dim=8", "--set", "codec.heads=2", check=True
+    )
+    for stage in ("search", "stage1"):  # where it came from, relative to the new run
+        rec = json.loads((out / "stages" / f"{stage}.json").read_text())
+        assert (out / rec["reused_from"]).resolve() == tiny_run.resolve()
+    assert (out / "checkpoints/stage1.pt").read_bytes() == (tiny_run / "checkpoints/stage1.pt").read_bytes()
+    assert (out / "genotype.json").read_bytes() == (tiny_run / "genotype.json").read_bytes()
+    assert "reused_from" not in json.loads((out / "stages/stage2.json").read_text())
+    assert json.loads((out / "system.json").read_text())["codec"]["dim"] == 8 and (out / "report.json").is_file()
+
+    for args, needle in (
+        (["--from", str(tiny_run), "--set", "seed=5"], "its seed settings differ"),
+        (["--from", str(tmp_path)], "is not an rkd-edge run folder"),
+    ):
+        proc = run_cli(*base, "--out", str(tmp_path / "refused"), *args)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
+    proc = run_cli(*base, "--out", str(tiny_run), "--from", str(tiny_run))
+    assert proc.returncode == 2 and "names the run itself" in proc.stderr

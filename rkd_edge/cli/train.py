@@ -25,6 +25,12 @@ METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025,
 TEACHER = typer.Option(
     None, "--teacher", "-t", help="Teacher spec (local:DIR, timm:NAME@FILE, ...); default: train one into RUN/teacher."
 )
+FROM = typer.Option(
+    None,
+    "--from",
+    help="A finished run to start from: its stages whose settings agree with this config are copied, not "
+    "trained again (e.g. a codec sweep on one stage-1 student).",
+)
 
 
 def _pipeline_cmd(stop_after: str | None, doc: str):
@@ -39,6 +45,7 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
         method: str = METHOD,
         seed: int = SEED,
         device: str = DEVICE,
+        source: Path = FROM,
     ):
         from rkd_edge.pipeline import Pipeline
 
@@ -52,7 +59,7 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
             device=device,
             flags={"teacher.spec": teacher, "method": method},
         )
-        pipe = Pipeline(cfg, out)
+        pipe = Pipeline(cfg, out, source)
         with _closed_on_error(pipe), pipe.removed_if_failed_early():
             check_inputs(pipe)
         result = pipe.run(stop_after)
