@@ -24,9 +24,10 @@ METHOD_STAGES = {
 }
 assert tuple(METHOD_STAGES) == METHODS, "rkd_edge.config.METHODS names the methods declared here"
 # The config sections each stage reads on top of those the stages before it read (every stage also reads
-# ``seed`` and ``method``), compared after method_config: a new run may start from another run's finished
-# stages while these agree (``rkd-edge pipeline --from RUN``). Stage 1 never runs the codec, so a codec
-# sweep reuses one stage-1 student; evaluate is never reused (it reads every section).
+# ``seed``), compared after method_config, which writes what a method changes into the sections: a new
+# run may start from another run's finished stages while these agree (``rkd-edge pipeline --from RUN``),
+# even under another method. Stage 1 never runs the codec, so a codec sweep, or the uncoded no-stage2
+# baseline, reuses one stage-1 student; evaluate is never reused (it reads every section).
 STAGE_INPUTS = {
     "teacher": ("data", "teacher"),
     "search": ("search",),
@@ -49,9 +50,8 @@ def reusable_stages(cfg: RunConfig, source: RunConfig) -> tuple[list[str], str |
         every reusable stage agrees).
     """
     new, old = method_config(cfg).to_dict(), method_config(source).to_dict()
-    for key in ("method", "seed"):
-        if new[key] != old[key]:
-            return [], key
+    if new["seed"] != old["seed"]:
+        return [], "seed"
     stages = []
     for stage in METHOD_STAGES[cfg.method]:
         if stage not in STAGE_INPUTS:

@@ -187,10 +187,14 @@ class Pipeline:
             }
         return run_sweep(self.cfg, self.splits, self.teacher, self.cache, self.out, self.device)
 
-    def _system(self) -> SemanticSystem:
+    def _write_spec(self) -> dict:
         spec = system_spec(self.cfg, self.splits, self.teacher.embed_dim)
         if ddp.is_main():
             write_json(self.rd.system, spec)
+        return spec
+
+    def _system(self) -> SemanticSystem:
+        spec = self._write_spec()
         env.seed_everything(self.cfg.seed)
         return build_system(spec, self.out).to(self.device)
 
@@ -243,4 +247,6 @@ class Pipeline:
         return self._train("stage2", self.cfg.stage2, self._system(), True, prev)
 
     def stage_evaluate(self) -> dict:
+        if not self.rd.system.is_file():  # every training stage came --from another run
+            self._write_spec()
         return evaluate_run(self.out, quiet_summary=True)

@@ -193,11 +193,31 @@ class RunDir:
             if ck.is_file():
                 saved = load_checkpoint(ck)
                 pruned = bool(spec["encoder"].get("pruned"))
-                load_state(system, saved.get("model"), ck, pruned=pruned, channel_ids=saved.get("channel_ids"))
+                state = untrained_codec(system, saved.get("model"), (self.done(stage) or {}).get("trained", []))
+                load_state(system, state, ck, pruned=pruned, channel_ids=saved.get("channel_ids"))
                 break
         else:
             raise UserError(f"{self.root} has no trained checkpoint; finish the pipeline first")
         return cfg, system.eval(), spec
+
+
+def untrained_codec(system: SemanticSystem, state, trained: list[str]):
+    """A stage that did not train the codec holds only the codec's initial weights. When they do not fit
+    the run's codec (a run started ``--from`` one with another codec or method), the system's own
+    initialisation stands in for them; anything else is returned as it is.
+
+    Args:
+        system: The run's system.
+        state: A checkpoint's ``model`` entry.
+        trained: The module groups the stage that wrote it trained (its record's ``trained``).
+    """
+    if not isinstance(state, dict) or any(g.startswith("codec") for g in trained):
+        return state
+    own = {n: v for n, v in system.state_dict().items() if n.startswith("codec.")}
+    theirs = {n: v for n, v in state.items() if n.startswith("codec.")}
+    if theirs.keys() == own.keys() and all(getattr(theirs[n], "shape", None) == own[n].shape for n in own):
+        return state
+    return {**{n: v for n, v in state.items() if not n.startswith("codec.")}, **own}
 
 
 def load_state(

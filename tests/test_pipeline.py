@@ -197,6 +197,14 @@ def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir,
     assert "reused_from" not in json.loads((out / "stages/stage2.json").read_text())
     assert json.loads((out / "system.json").read_text())["codec"]["dim"] == 8 and (out / "report.json").is_file()
 
+    uncoded = tmp_path / "uncoded"  # another method whose first stages agree: only evaluate runs
+    run_cli(*base, "--out", str(uncoded), "--from", str(tiny_run), "--method", "no-stage2", check=True)
+    assert all(
+        "reused_from" in json.loads((uncoded / "stages" / f"{s}.json").read_text()) for s in ("search", "stage1")
+    )
+    assert (uncoded / "checkpoints/stage1.pt").read_bytes() == (tiny_run / "checkpoints/stage1.pt").read_bytes()
+    assert json.loads((uncoded / "report.json").read_text())["method"] == "no-stage2"
+
     for args, needle in (
         (["--from", str(tiny_run), "--set", "seed=5"], "its seed settings differ"),
         (["--from", str(tmp_path)], "is not an rkd-edge run folder"),

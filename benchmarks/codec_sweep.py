@@ -1,0 +1,171 @@
+"""CAT codec size sweep (issue 15): the transmitter half's parameters and measured latency next to the
+accuracy at -10, 0 and 10 dB, on one stage-1 student.
+
+Every variant is ``rkd-edge pipeline --from SOURCE`` with other ``codec.dim / depth / heads``: teacher,
+search and stage 1 are copied from SOURCE (stage 1 never runs the codec), stage 2 trains the new codec,
+evaluate covers -10, 0 and 10 dB on AWGN and Rayleigh at every k. SOURCE itself is the reference row.
+Each run is exported (FP32) and encoder + tx of all variants are timed in one process, interleaved, with
+the machine reference kernel beside them, through the deployed runtime (ONNX Runtime, one thread).
+
+    python benchmarks/codec_sweep.py --source runs/fm/rkd-sc --teacher local:runs/fmnist-teacher \\
+        --variants 32x1x4,16x1x2,32x1x2,16x2x2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import md_table, record  # noqa: E402
+from rkd_edge.devices.latency import REFERENCE, interleaved  # noqa: E402
+
+from rkd_edge.nas.cost import count_params  # noqa: E402
+from rkd_edge.rundir import load_run, load_splits  # noqa: E402
+from rkd_edge.runtime import Runtime  # noqa: E402
+
+SNRS = (-10.0, 0.0, 10.0)
+CHANNELS = ("awgn", "rayleigh")
+
+
+def rkd(*args: str) -> None:
+    subprocess.run(["rkd-edge", "-q", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def train(variant: str, args) -> Path:
+    dim, depth, heads = variant.split("x")
+    out = Path(args.root) / f"d{dim}-l{depth}-h{heads}"
+    if not (out / "report.json").is_file():  # a finished variant is kept; an unfinished one resumes
+        sets = [f"codec.dim={dim}", f"codec.depth={depth}", f"codec.heads={heads}", "evaluate.snr_db=-10:10:10"]
+        cmd = ["pipeline", "--preset", args.preset, "--teacher", args.teacher, "--from", args.source, "--out"]
+        rkd(*cmd, str(out), *(x for s in sets for x in ("--set", s)))
+    return out
+
+
+def bundle_of(run: Path) -> Path:
+    bundle = run.parent / f"{run.name}-bundle"
+    if not (bundle / "manifest.json").is_file():
+        rkd("export", str(run), "--out", str(bundle))
+    return bundle
+
+
+def accuracy(run: Path) -> dict:
+    """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` at the sweep's SNRs, from the run's evaluation."""
+    out: dict = {}
+    for r in json.loads((run / "evaluation.json").read_text())["rows"]:
+        if r["channel"] in CHANNELS and r["snr_db"] in SNRS:
+            point = [r["accuracy"], r["ci_low"], r["ci_high"]]
+            out.setdefault(r["channel"], {}).setdefault(r["k"], {})[r["snr_db"]] = point
+    return out
+
+
+def sizes(run: Path) -> dict:
+    _, system, _ = load_run(run)
+    tx = sum(p.numel() for _, p in system.group_parameters("codec.tx"))
+    return {"encoder_params": count_params(system.encoder), "tx_params": tx, "codec_params": count_params(system.codec)}
+
+
+def latency(bundles: dict[str, Path], images: np.ndarray, seconds: float) -> dict:
+    """encoder + tx per variant at batch 1 and 32 (uint8 images in, symbols out), interleaved."""
+    fns, batch, runtimes = {}, {}, []
+    for name, b in bundles.items():
+        rt = Runtime(str(b), precision="fp32", threads=1)
+        runtimes.append(rt)
+        k = max(rt.symbol_set)
+        for n in (1, 32):
+            x = images[:n]
+            fns[(name, n)] = lambda rt=rt, x=x, k=k: rt.transmit(rt.encode(x), 0.0, k, "awgn")
+            batch[(name, n)] = n
+    res = interleaved(fns, batch, rounds=10, per_round_s=seconds / 10, warmup_s=0.3, reference=True)
+    for rt in runtimes:
+        rt.close()
+    ref = res.pop(REFERENCE)
+    out = {name: {} for name in bundles}
+    for (name, n), r in res.items():
+        out[name][n] = {"p50_ms": round(r["p50_ms"], 4), "p50_per_reference": round(r["p50_per_reference"], 3)}
+    return {"variants": out, "reference_p50_ms": round(ref["p50_ms"], 5)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--source", required=True, help="The finished run whose stage-1 student every variant uses.")
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--preset", default="fashion-mnist")
+    ap.add_argument("--variants", default="32x1x4,16x1x2,32x1x2,16x2x2", help="DIMxDEPTHxHEADS, comma list.")
+    ap.add_argument("--root", default="runs/codec-sweep")
+    ap.add_argument("--seconds", type=float, default=6.0, help="Timed seconds per variant and batch.")
+    args = ap.parse_args()
+
+    runs = {"source": Path(args.source)} | {v: train(v, args) for v in args.variants.split(",")}
+    bundles = {name: bundle_of(run) for name, run in runs.items()}
+    cfg, _, _ = load_run(runs["source"])
+    images = load_splits(cfg).test.images[:32]
+    timed = latency(bundles, images, args.seconds)
+
+    rows, data = [], {}
+    base = timed["variants"]["source"]
+    for name, run in runs.items():
+        spec = json.loads((run / "system.json").read_text())["codec"]
+        acc = accuracy(run)
+        k = max(spec["symbols"])
+        lat = timed["variants"][name]
+        mean = float(np.mean([acc[c][k][s][0] for c in CHANNELS for s in SNRS]))
+        data[name] = {
+            "codec": {key: spec[key] for key in ("dim", "depth", "heads")},
+            **sizes(run),
+            "latency": lat,
+            "latency_vs_source": {n: round(lat[n]["p50_per_reference"] / base[n]["p50_per_reference"], 3) for n in lat},
+            "accuracy": {c: {str(kk): {str(s): v for s, v in pts.items()} for kk, pts in acc[c].items()} for c in acc},
+            "mean_accuracy_k_max": round(mean, 4),
+        }
+    for name, d in data.items():
+        better = [
+            o
+            for o, e in data.items()
+            if o != name
+            and e["tx_params"] <= d["tx_params"]
+            and e["latency"][1]["p50_per_reference"] <= d["latency"][1]["p50_per_reference"]
+            and e["mean_accuracy_k_max"] > d["mean_accuracy_k_max"]
+        ]
+        d["pareto"] = not better
+        c = d["codec"]
+        k = max(json.loads((runs[name] / "system.json").read_text())["codec"]["symbols"])
+        cells = [f"{100 * d['accuracy'][ch][str(k)][str(s)][0]:.2f}" for ch in CHANNELS for s in SNRS]
+        rows.append(
+            [
+                name,
+                f"{c['dim']}/{c['depth']}/{c['heads']}",
+                f"{d['tx_params']:,}",
+                f"{d['encoder_params']:,}",
+                f"{d['latency'][1]['p50_ms']:.3f}",
+                f"{d['latency_vs_source'][1]:.2f}",
+                f"{d['latency_vs_source'][32]:.2f}",
+                *cells,
+                f"{100 * d['mean_accuracy_k_max']:.2f}",
+                "yes" if d["pareto"] else "",
+            ]
+        )
+    head = ["variant", "dim/depth/heads", "tx params", "encoder params", "enc+tx ms (b1)", "vs source b1", "b32"]
+    head += [f"{ch} {s:g} dB" for ch in CHANNELS for s in SNRS] + ["mean", "Pareto"]
+    md = md_table(head, rows)
+    md += (
+        f"\n\nAccuracy (%) at the largest k on the whole test split (1 noise draw per image; 95 % intervals in the "
+        f"JSON). Latency: encoder + tx through the ONNX Runtime bundle, one thread, FP32, all variants "
+        f"interleaved in one process; 'vs source' compares p50 in units of the machine reference kernel "
+        f"(p50 {timed['reference_p50_ms']} ms) timed beside each. Pareto: no other variant has at most the tx "
+        f"parameters, at most the batch-1 latency and a higher mean accuracy.\n"
+    )
+    cmd = (
+        f"python benchmarks/codec_sweep.py --source {args.source} --teacher {args.teacher} --preset {args.preset} "
+        f"--variants {args.variants} --root {args.root} --seconds {args.seconds:g}"
+    )
+    print(record(f"codec_sweep_{args.preset}", {"source": args.source, "variants": data}, md, cmd))
+
+
+if __name__ == "__main__":
+    main()
