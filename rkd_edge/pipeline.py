@@ -28,7 +28,15 @@ from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.sweep import run_sweep
 from rkd_edge.outputs import check_resumable, kind_of, write_marker
 from rkd_edge.report import write_report
-from rkd_edge.rundir import RunDir, build_system, checkpoint_state, load_splits, load_state, system_spec
+from rkd_edge.rundir import (
+    RunDir,
+    build_system,
+    checkpoint_state,
+    load_splits,
+    load_state,
+    system_spec,
+    trained_codec,
+)
 from rkd_edge.system import SemanticSystem
 from rkd_edge.teachers import create_teacher
 from rkd_edge.teachers.base import accuracy
@@ -230,8 +238,7 @@ class Pipeline:
         state = saved.get("model")
         if not isinstance(state, dict):
             raise UserError(f"checkpoint {ck} holds no model state; rerun stage {previous}")
-        trained = (self.done(previous) or {}).get("trained", [])
-        if not any(g.startswith("codec") for g in trained):
+        if not trained_codec(self.done(previous)):
             state = {n: v for n, v in state.items() if not n.startswith("codec.")}
             state.update({n: v for n, v in system.state_dict().items() if n.startswith("codec.")})
         load_state(system, state, ck, stage=previous, channel_ids=saved.get("channel_ids"))

@@ -193,7 +193,7 @@ class RunDir:
             if ck.is_file():
                 saved = load_checkpoint(ck)
                 pruned = bool(spec["encoder"].get("pruned"))
-                state = untrained_codec(system, saved.get("model"), (self.done(stage) or {}).get("trained", []))
+                state = untrained_codec(system, saved.get("model"), self.done(stage))
                 load_state(system, state, ck, pruned=pruned, channel_ids=saved.get("channel_ids"))
                 break
         else:
@@ -201,7 +201,13 @@ class RunDir:
         return cfg, system.eval(), spec
 
 
-def untrained_codec(system: SemanticSystem, state, trained: list[str]):
+def trained_codec(record: dict | None) -> bool:
+    """Whether a stage record says its stage trained the codec (or a half of it)."""
+    trained = (record or {}).get("trained")
+    return isinstance(trained, list) and any(str(g).startswith("codec") for g in trained)
+
+
+def untrained_codec(system: SemanticSystem, state, record: dict | None):
     """A stage that did not train the codec holds only the codec's initial weights. When they do not fit
     the run's codec (a run started ``--from`` one with another codec or method), the system's own
     initialisation stands in for them; anything else is returned as it is.
@@ -209,9 +215,9 @@ def untrained_codec(system: SemanticSystem, state, trained: list[str]):
     Args:
         system: The run's system.
         state: A checkpoint's ``model`` entry.
-        trained: The module groups the stage that wrote it trained (its record's ``trained``).
+        record: The record of the stage that wrote it.
     """
-    if not isinstance(state, dict) or any(g.startswith("codec") for g in trained):
+    if not isinstance(state, dict) or trained_codec(record):
         return state
     own = {n: v for n, v in system.state_dict().items() if n.startswith("codec.")}
     theirs = {n: v for n, v in state.items() if n.startswith("codec.")}
