@@ -255,6 +255,8 @@ def _typed(value, hint, key: str):
     if origin is list:
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = [value]  # --set codec.symbols=8 means the one-element list
+        elif isinstance(value, str):  # --set evaluate.channels=rayleigh, --set codec.symbols=16,32
+            value = [v.strip() if args[0] is str else _yaml_value(v.strip(), key) for v in value.split(",")]
         if not isinstance(value, list):
             raise UserError(f"{key}: expected a list, got {value!r}")
         return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]

@@ -848,7 +848,16 @@ def test_cli_bad_input_on_artefacts(
 
 @pytest.mark.parametrize(
     "override",
-    ["evaluate.snr_db=-10:20:10", "evaluate.snr_db=0,5,10", "codec.symbols=4", "search.lambdas=0", "teacher.lr=1e-3"],
+    [
+        "evaluate.snr_db=-10:20:10",
+        "evaluate.snr_db=0,5,10",
+        "codec.symbols=4",
+        "search.lambdas=0",
+        "teacher.lr=1e-3",
+        "evaluate.channels=rayleigh",
+        "evaluate.channels=awgn, rician",
+        "codec.symbols=8,16",
+    ],
 )
 def test_valid_overrides_are_accepted(override):
     from rkd_edge.config import load_config, parse_range, validate
@@ -856,6 +865,14 @@ def test_valid_overrides_are_accepted(override):
     cfg = validate(load_config("quickstart", None, [override]))
     if override.startswith("evaluate.snr_db=-10"):
         assert cfg.evaluate.snr_db == "-10:20:10" and parse_range(cfg.evaluate.snr_db) == [-10.0, 0.0, 10.0, 20.0]
+    # a text for a list key is its comma-separated items
+    expected = {
+        "evaluate.channels=rayleigh": ("evaluate", "channels", ["rayleigh"]),
+        "evaluate.channels=awgn, rician": ("evaluate", "channels", ["awgn", "rician"]),
+        "codec.symbols=8,16": ("codec", "symbols", [8, 16]),
+    }.get(override)
+    if expected:
+        assert getattr(getattr(cfg, expected[0]), expected[1]) == expected[2]
 
 
 # --- the in-process harness sees what a user sees ----------------------------------------------------------
