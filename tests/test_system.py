@@ -83,6 +83,36 @@ def test_receiver_ignores_inactive_symbols(csi):
     torch.testing.assert_close(a, b)
 
 
+def test_csi_receiver_learns_to_undo_the_fading_phase():
+    """With CSI at the decoder the receiver gets h x + n and h, and must undo a random phase per block.
+    Trained briefly to pass features through block Rayleigh at 20 dB, the codec reconstructs them with an
+    error far under their variance (a receiver that took (y, h) linearly stayed near it)."""
+    from rkd_edge.channel_ids import CHANNEL_TYPES
+
+    torch.manual_seed(0)
+    codec = create_codec("cat", 8, max_symbols=8, symbols=[8], dim=16, depth=1, heads=2, csi=True)
+    ch = create_channel("rayleigh", mode="block", csi="decoder")
+    opt = torch.optim.Adam(codec.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    n = 256
+    k, snr = torch.full((n,), 8), torch.full((n,), 20.0)
+    ctype = torch.full((n,), CHANNEL_TYPES.index("rayleigh"))
+
+    def mse() -> torch.Tensor:
+        f = torch.randn(n, 8, generator=g)
+        x, mask = codec.tx(f, snr, k, ctype)
+        o = ch(x, snr, mask, g)
+        return (codec.rx(o.y, mask, snr, ctype, o.csi) - f).pow(2).mean()
+
+    for _ in range(300):
+        loss = mse()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert mse() < 0.5  # the features have variance 1; a receiver blind to the phase stays near 1.0
+
+
 def _snapshot(system):
     return {n: p.detach().clone() for n, p in system.state_dict().items()}
 
