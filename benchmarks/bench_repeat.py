@@ -49,8 +49,9 @@ def per_row(runs: list[dict], value) -> dict[tuple, list[float]]:
     return {k: v for k, v in out.items() if len(v) == len(runs)}
 
 
-def spreads(values: dict[tuple, list[float]], n: int) -> dict[tuple, float]:
-    return {k: (max(v) - min(v)) / statistics.mean(v) for k, v in values.items() if len(v) == n}
+def spreads(values: dict[tuple, list[float]]) -> dict[tuple, float]:
+    """``(max - min) / mean`` of each row's values."""
+    return {k: (max(v) - min(v)) / statistics.mean(v) for k, v in values.items()}
 
 
 def summarise(spread: dict[tuple, float], prefix: str) -> dict:
@@ -77,8 +78,8 @@ def main() -> None:
         runs.append(one_run(args.bundle, extra))
         load.append(round(os.getloadavg()[0], 2))
     p50 = per_row(runs, lambda r: r["latency_ms"]["p50"])
-    spread = spreads(p50, args.runs)
-    relative = spreads(per_row(runs, lambda r: r["p50_per_reference"]), args.runs)
+    spread = spreads(p50)
+    relative = spreads(per_row(runs, lambda r: r["p50_per_reference"]))
     reference = [res["machine_reference"] for res in runs]
     ref_p50 = [m["p50_ms"] for m in reference]
     accuracy = {row_key(r): r["accuracy"] for r in runs[0]["results"]}

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_table, record  # noqa: E402
+from common import evaluation_points, md_table, record  # noqa: E402
 
 SNRS = "-10,-4,0,10"
 CHANNELS = ("awgn", "rayleigh")
@@ -29,21 +29,13 @@ def curves(run: Path, symbols: list[int], channels: tuple[str, ...] = CHANNELS) 
     """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` of ``run`` at :data:`SNRS`, evaluated once."""
     out = run / "rates"
     want = {"channels": list(channels), "symbols": symbols, "snr": SNRS}
-    done = out / "evaluation.json"
-    if not done.is_file() or json.loads((out / "points.json").read_text()) != want:
+    points = out / "points.json"
+    if not points.is_file() or json.loads(points.read_text()) != want:
         cmd = ["rkd-edge", "-q", "evaluate", str(run), "--channel", ",".join(channels), f"--snr={SNRS}"]
         cmd += ["--symbols", ",".join(map(str, symbols)), "--trials", "1", "--out", str(out)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        (out / "points.json").write_text(json.dumps(want))
-    res: dict = {}
-    for r in json.loads(done.read_text())["rows"]:
-        if r["channel"] in channels:
-            res.setdefault(r["channel"], {}).setdefault(r["k"], {})[r["snr_db"]] = [
-                r["accuracy"],
-                r["ci_low"],
-                r["ci_high"],
-            ]
-    return res
+        points.write_text(json.dumps(want))
+    return evaluation_points(out / "evaluation.json", channels)
 
 
 def pairs(name: str, a: dict, b: dict) -> tuple[list[list], float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_table, record  # noqa: E402
+from common import evaluation_points, md_table, record  # noqa: E402
 from rkd_edge.devices.latency import REFERENCE, interleaved  # noqa: E402
 
 from rkd_edge.nas.cost import count_params  # noqa: E402
@@ -52,16 +52,6 @@ def bundle_of(run: Path) -> Path:
     if not (bundle / "manifest.json").is_file():
         rkd("export", str(run), "--out", str(bundle))
     return bundle
-
-
-def accuracy(run: Path) -> dict:
-    """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` at the sweep's SNRs, from the run's evaluation."""
-    out: dict = {}
-    for r in json.loads((run / "evaluation.json").read_text())["rows"]:
-        if r["channel"] in CHANNELS and r["snr_db"] in SNRS:
-            point = [r["accuracy"], r["ci_low"], r["ci_high"]]
-            out.setdefault(r["channel"], {}).setdefault(r["k"], {})[r["snr_db"]] = point
-    return out
 
 
 def sizes(run: Path) -> dict:
@@ -107,12 +97,12 @@ def main() -> None:
     images = load_splits(cfg).test.images[:32]
     timed = latency(bundles, images, args.seconds)
 
-    rows, data = [], {}
+    rows, data, k_max = [], {}, {}
     base = timed["variants"]["source"]
     for name, run in runs.items():
         spec = json.loads((run / "system.json").read_text())["codec"]
-        acc = accuracy(run)
-        k = max(spec["symbols"])
+        acc = evaluation_points(run / "evaluation.json", CHANNELS, SNRS)
+        k = k_max[name] = max(spec["symbols"])
         lat = timed["variants"][name]
         mean = float(np.mean([acc[c][k][s][0] for c in CHANNELS for s in SNRS]))
         data[name] = {
@@ -133,8 +123,7 @@ def main() -> None:
             and e["mean_accuracy_k_max"] > d["mean_accuracy_k_max"]
         ]
         d["pareto"] = not better
-        c = d["codec"]
-        k = max(json.loads((runs[name] / "system.json").read_text())["codec"]["symbols"])
+        c, k = d["codec"], k_max[name]
         cells = [f"{100 * d['accuracy'][ch][str(k)][str(s)][0]:.2f}" for ch in CHANNELS for s in SNRS]
         rows.append(
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -29,3 +30,17 @@ def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def evaluation_points(path: Path, channels, snrs=None) -> dict:
+    """``{channel: {k: {snr_db: [accuracy, ci_low, ci_high]}}}`` from an ``evaluation.json`` (rows of
+    ``rkd-edge evaluate``), for ``channels`` and, when given, only ``snrs``."""
+    out: dict = {}
+    for r in json.loads(Path(path).read_text())["rows"]:
+        if r["channel"] in channels and (snrs is None or r["snr_db"] in snrs):
+            out.setdefault(r["channel"], {}).setdefault(r["k"], {})[r["snr_db"]] = [
+                r["accuracy"],
+                r["ci_low"],
+                r["ci_high"],
+            ]
+    return out

@@ -36,6 +36,7 @@ from rkd_edge.rundir import (
     load_state,
     system_spec,
     trained_codec,
+    with_own_codec,
 )
 from rkd_edge.system import SemanticSystem
 from rkd_edge.teachers import create_teacher
@@ -95,6 +96,7 @@ class Pipeline:
         if not stages:
             why = f"its {differs} settings differ" if differs else "it finished no stage"
             raise UserError(f"nothing in --from {source} can be reused: {why}; train without --from")
+        src.check_copyable(stages)
         return src, stages
 
     def close(self) -> None:
@@ -239,8 +241,7 @@ class Pipeline:
         if not isinstance(state, dict):
             raise UserError(f"checkpoint {ck} holds no model state; rerun stage {previous}")
         if not trained_codec(self.done(previous)):
-            state = {n: v for n, v in state.items() if not n.startswith("codec.")}
-            state.update({n: v for n, v in system.state_dict().items() if n.startswith("codec.")})
+            state = with_own_codec(system, state)
         load_state(system, state, ck, stage=previous, channel_ids=saved.get("channel_ids"))
 
     def stage_stage1(self) -> dict:

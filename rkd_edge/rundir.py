@@ -122,9 +122,17 @@ class RunDir:
             return [self.genotype, self.root / "search_log.json", self.root / "arch_weights.png"]
         return [self.checkpoint(stage)]
 
+    def check_copyable(self, stages: list[str]) -> None:
+        """Refuse (one line) stage files that are or hold a symbolic link: ``--from`` copies plain files only."""
+        for stage in stages:
+            for src in self.stage_files(stage):
+                if src.is_symlink() or (src.is_dir() and any(p.is_symlink() for p in src.rglob("*"))):
+                    raise UserError(f"{src} is or holds a symbolic link; --from copies only plain files")
+
     def copy_stages(self, source: RunDir, stages: list[str]) -> list[str]:
         """Copy ``stages`` finished in ``source`` into this run (their files, then their records, each
-        record noting where it came from); stages already finished here are left as they are.
+        record noting where it came from); stages already finished here are left as they are. The caller
+        checks ``source.check_copyable(stages)`` before it creates anything.
 
         Returns:
             The stages copied.
@@ -135,8 +143,6 @@ class RunDir:
             if self.done(stage) is not None or rec is None:
                 continue
             for src in source.stage_files(stage):
-                if src.is_symlink() or (src.is_dir() and any(p.is_symlink() for p in src.rglob("*"))):
-                    raise UserError(f"{src} is or holds a symbolic link; --from copies only plain files")
                 dst = self.root / src.relative_to(source.root)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if src.is_dir():
@@ -223,6 +229,12 @@ def untrained_codec(system: SemanticSystem, state, record: dict | None):
     theirs = {n: v for n, v in state.items() if n.startswith("codec.")}
     if theirs.keys() == own.keys() and all(getattr(theirs[n], "shape", None) == own[n].shape for n in own):
         return state
+    return with_own_codec(system, state)
+
+
+def with_own_codec(system: SemanticSystem, state: dict) -> dict:
+    """``state`` with its codec weights replaced by ``system``'s own (dropped where the system has none)."""
+    own = {n: v for n, v in system.state_dict().items() if n.startswith("codec.")}
     return {**{n: v for n, v in state.items() if not n.startswith("codec.")}, **own}
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -214,3 +215,9 @@ def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir,
         assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
     proc = run_cli(*base, "--out", str(tiny_run), "--from", str(tiny_run))
     assert proc.returncode == 2 and "names the run itself" in proc.stderr
+
+    linked = tmp_path / "linked"  # a source holding a symbolic link is refused before anything is made
+    shutil.copytree(tiny_run, linked, ignore=shutil.ignore_patterns("*.lock"))
+    (linked / "cache" / "elsewhere").symlink_to(tmp_path)
+    proc = run_cli(*base, "--out", str(tmp_path / "refused"), "--from", str(linked))
+    assert proc.returncode == 2 and "symbolic link" in proc.stderr and not (tmp_path / "refused").exists()
