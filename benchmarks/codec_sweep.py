@@ -61,23 +61,28 @@ def sizes(run: Path) -> dict:
 
 
 def latency(bundles: dict[str, Path], images: np.ndarray, seconds: float) -> dict:
-    """encoder + tx per variant at batch 1 and 32 (uint8 images in, symbols out), interleaved."""
+    """encoder + tx per variant at batch 1 and 32 (uint8 images in, symbols out), interleaved: ``two``
+    runner calls (encoder, then tx: how every bundle ran before the fused graph) and, for bundles that
+    have it, the ``fused`` transmitter graph (what ``Runtime.send`` runs now)."""
     fns, batch, runtimes = {}, {}, []
     for name, b in bundles.items():
-        rt = Runtime(str(b), precision="fp32", threads=1)
-        runtimes.append(rt)
-        k = max(rt.symbol_set)
-        for n in (1, 32):
-            x = images[:n]
-            fns[(name, n)] = lambda rt=rt, x=x, k=k: rt.transmit(rt.encode(x), 0.0, k, "awgn")
-            batch[(name, n)] = n
+        for path in ("two", "fused"):
+            rt = Runtime(str(b), precision="fp32", threads=1, fused=path == "fused")
+            runtimes.append(rt)
+            if path == "fused" and rt.fused is None:
+                continue
+            k = max(rt.symbol_set)
+            for n in (1, 32):
+                fns[(name, path, n)] = lambda rt=rt, x=images[:n], k=k: rt.send(x, 0.0, k, "awgn")
+                batch[(name, path, n)] = n
     res = interleaved(fns, batch, rounds=10, per_round_s=seconds / 10, warmup_s=0.3, reference=True)
     for rt in runtimes:
         rt.close()
     ref = res.pop(REFERENCE)
-    out = {name: {} for name in bundles}
-    for (name, n), r in res.items():
-        out[name][n] = {"p50_ms": round(r["p50_ms"], 4), "p50_per_reference": round(r["p50_per_reference"], 3)}
+    out: dict = {name: {} for name in bundles}
+    for (name, path, n), r in res.items():
+        rec = {"p50_ms": round(r["p50_ms"], 4), "p50_per_reference": round(r["p50_per_reference"], 3)}
+        out[name].setdefault(path, {})[n] = rec
     return {"variants": out, "reference_p50_ms": round(ref["p50_ms"], 5)}
 
 
@@ -87,29 +92,36 @@ def main() -> None:
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--preset", default="fashion-mnist")
     ap.add_argument("--variants", default="32x1x4,16x1x2,32x1x2,16x2x2", help="DIMxDEPTHxHEADS, comma list.")
+    ap.add_argument("--runs", default="", help="NAME:RUN, comma list: finished runs to add as variants.")
     ap.add_argument("--root", default="runs/codec-sweep")
     ap.add_argument("--seconds", type=float, default=6.0, help="Timed seconds per variant and batch.")
     args = ap.parse_args()
 
-    runs = {"source": Path(args.source)} | {v: train(v, args) for v in args.variants.split(",")}
+    runs = {"source": Path(args.source)} | {v: train(v, args) for v in filter(None, args.variants.split(","))}
+    runs |= {name: Path(run) for name, run in (item.split(":", 1) for item in filter(None, args.runs.split(",")))}
     bundles = {name: bundle_of(run) for name, run in runs.items()}
     cfg, _, _ = load_run(runs["source"])
     images = load_splits(cfg).test.images[:32]
     timed = latency(bundles, images, args.seconds)
 
     rows, data, k_max = [], {}, {}
-    base = timed["variants"]["source"]
+    base = timed["variants"]["source"]["two"]  # the reference: the source as it ran, two calls
     for name, run in runs.items():
         spec = json.loads((run / "system.json").read_text())["codec"]
         acc = evaluation_points(run / "evaluation.json", CHANNELS, SNRS)
         k = k_max[name] = max(spec["symbols"])
         lat = timed["variants"][name]
+        best = lat.get("fused", lat["two"])  # what Runtime.send runs for this bundle
         mean = float(np.mean([acc[c][k][s][0] for c in CHANNELS for s in SNRS]))
         data[name] = {
-            "codec": {key: spec[key] for key in ("dim", "depth", "heads")},
+            "codec": {key: spec[key] for key in ("dim", "depth", "heads")} | {"gains": spec.get("gains", False)},
             **sizes(run),
             "latency": lat,
-            "latency_vs_source": {n: round(lat[n]["p50_per_reference"] / base[n]["p50_per_reference"], 3) for n in lat},
+            "latency_vs_source": {
+                path: {n: round(t[n]["p50_per_reference"] / base[n]["p50_per_reference"], 3) for n in t}
+                for path, t in lat.items()
+            },
+            "send_vs_source": {n: round(best[n]["p50_per_reference"] / base[n]["p50_per_reference"], 3) for n in best},
             "accuracy": {c: {str(kk): {str(s): v for s, v in pts.items()} for kk, pts in acc[c].items()} for c in acc},
             "mean_accuracy_k_max": round(mean, 4),
         }
@@ -119,39 +131,45 @@ def main() -> None:
             for o, e in data.items()
             if o != name
             and e["tx_params"] <= d["tx_params"]
-            and e["latency"][1]["p50_per_reference"] <= d["latency"][1]["p50_per_reference"]
+            and e["send_vs_source"][1] <= d["send_vs_source"][1]
             and e["mean_accuracy_k_max"] > d["mean_accuracy_k_max"]
         ]
         d["pareto"] = not better
         c, k = d["codec"], k_max[name]
         cells = [f"{100 * d['accuracy'][ch][str(k)][str(s)][0]:.2f}" for ch in CHANNELS for s in SNRS]
+        vs = d["latency_vs_source"]
+        fused = vs.get("fused")
         rows.append(
             [
                 name,
-                f"{c['dim']}/{c['depth']}/{c['heads']}",
+                f"{c['dim']}/{c['depth']}/{c['heads']}" + (" +gains" if c["gains"] else ""),
                 f"{d['tx_params']:,}",
                 f"{d['encoder_params']:,}",
-                f"{d['latency'][1]['p50_ms']:.3f}",
-                f"{d['latency_vs_source'][1]:.2f}",
-                f"{d['latency_vs_source'][32]:.2f}",
+                f"{d['latency']['two'][1]['p50_ms']:.3f}",
+                f"{vs['two'][1]:.2f} / {vs['two'][32]:.2f}",
+                f"{fused[1]:.2f} / {fused[32]:.2f}" if fused else "-",
                 *cells,
                 f"{100 * d['mean_accuracy_k_max']:.2f}",
                 "yes" if d["pareto"] else "",
             ]
         )
-    head = ["variant", "dim/depth/heads", "tx params", "encoder params", "enc+tx ms (b1)", "vs source b1", "b32"]
+    head = ["variant", "dim/depth/heads", "tx params", "encoder params", "enc+tx ms (b1, two calls)"]
+    head += ["vs source b1 / b32, two calls", "fused graph b1 / b32"]
     head += [f"{ch} {s:g} dB" for ch in CHANNELS for s in SNRS] + ["mean", "Pareto"]
     md = md_table(head, rows)
     md += (
         f"\n\nAccuracy (%) at the largest k on the whole test split (1 noise draw per image; 95 % intervals in the "
-        f"JSON). Latency: encoder + tx through the ONNX Runtime bundle, one thread, FP32, all variants "
-        f"interleaved in one process; 'vs source' compares p50 in units of the machine reference kernel "
-        f"(p50 {timed['reference_p50_ms']} ms) timed beside each. Pareto: no other variant has at most the tx "
-        f"parameters, at most the batch-1 latency and a higher mean accuracy.\n"
+        f"JSON). Latency: uint8 images to symbols through the deployed runtime (ONNX Runtime, one thread, FP32), "
+        f"all variants interleaved in one process: two calls (encoder, then tx) and, for bundles exported with "
+        f"it, the fused transmitter graph (one call, what Runtime.send runs); both compared with the source's "
+        f"two calls, p50 in units of the machine reference kernel (p50 {timed['reference_p50_ms']} ms) timed "
+        f"beside each. Pareto: no other variant has at most the tx parameters, at most the batch-1 latency of "
+        f"what it runs and a higher mean accuracy.\n"
     )
     cmd = (
         f"python benchmarks/codec_sweep.py --source {args.source} --teacher {args.teacher} --preset {args.preset} "
         f"--variants {args.variants} --root {args.root} --seconds {args.seconds:g}"
+        + (f" --runs {args.runs}" if args.runs else "")
     )
     print(record(f"codec_sweep_{args.preset}", {"source": args.source, "variants": data}, md, cmd))
 

@@ -46,12 +46,42 @@ def load_rows(run: Path) -> list[dict]:
     return json.loads((run / "evaluation.json").read_text())["rows"]
 
 
+def curves_by_k(rows: list[dict]) -> dict:
+    """``{k: {channel: {snr_db: accuracy}}}`` of every k a run was evaluated at (keys as strings)."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(str(r["k"]), {}).setdefault(r["channel"], {})[f"{float(r['snr_db']):g}"] = r["accuracy"]
+    return out
+
+
+def dedicated_curves(spec: str) -> dict:
+    """``k:RUN,...`` (codecs trained for one k each, on the rkd-sc student) -> ``{k: {channel: {snr: acc}}}``."""
+    out = {}
+    for item in filter(None, spec.split(",")):
+        k, run = item.split(":", 1)
+        out[k] = curves_by_k(load_rows(Path(run)))[k]
+    return out
+
+
+def adaptive_gaps(ours: dict, dedicated: dict) -> list[list]:
+    """Rows ``[k, channel, snr, adaptive, dedicated, difference (points)]`` where both were evaluated."""
+    rows = []
+    for k, by_ch in dedicated.items():
+        for ch, pts in by_ch.items():
+            for snr, acc in pts.items():
+                mine = ours.get(k, {}).get(ch, {}).get(snr)
+                if mine is not None:
+                    rows.append([k, ch, snr, f"{mine:.4f}", f"{acc:.4f}", round(100 * (mine - acc), 2)])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", default="runs/fmnist-teacher")
     ap.add_argument("--runs", default="runs/fm")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--collect-only", action="store_true", help="only tabulate finished runs")
+    ap.add_argument("--dedicated", default="", help="k:RUN, comma list: rkd-sc codecs trained for one k each")
     args = ap.parse_args()
     runs = Path(args.runs)
     methods = args.methods.split(",")
@@ -98,6 +128,10 @@ def main() -> None:
             table.append(line)
     for m, ok in beats.items():
         checks[f"rkd_sc_ge_{m}_all_snr"] = all(ok)
+    dedicated = dedicated_curves(args.dedicated)
+    gaps = adaptive_gaps(curves_by_k(rows["rkd-sc"]), dedicated)
+    if gaps:
+        checks["rate_adaptive_within_1pt_of_dedicated"] = min(g[-1] for g in gaps) >= -1.0
     summary = {
         "teacher": ours["teacher"],
         "student": ours["student"],
@@ -111,10 +145,12 @@ def main() -> None:
                 "clean": r["student"]["accuracy"],
                 "codec": r["codec"],
                 "curves": r["curves"],
+                "curves_by_k": curves_by_k(rows[m]),
                 "timings_s": r["timings_s"],
             }
             for m, r in reports.items()
         },
+        "dedicated": dedicated,
     }
     md = md_table(
         ["", "value"],
@@ -132,7 +168,11 @@ def main() -> None:
     md += "\n\n## Accuracy (95 % Wilson interval) at each method's report length k\n\n"
     extra = [f"rkd-sc k={k}" for k in other_ks]
     md += md_table(["channel", "SNR dB", *METHODS, *extra], table)
-    print(record("fashion_mnist_methods", summary, md, "python benchmarks/fashion_mnist.py"))
+    if gaps:
+        md += "\n\n## rkd-sc's one rate-adaptive codec against codecs trained for one k each\n\n"
+        md += md_table(["k", "channel", "SNR dB", "adaptive", "dedicated", "difference (points)"], gaps)
+    cmd = "python benchmarks/fashion_mnist.py" + (f" --dedicated {args.dedicated}" if args.dedicated else "")
+    print(record("fashion_mnist_methods", summary, md, cmd))
 
 
 def _point(rows, ch, snr, k):

@@ -28,6 +28,9 @@ from rkd_edge.rundir import RunDir, load_splits
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 
 PARITY_TOLERANCE = 1e-4
+# INT8 forms are made of the three stage models; the fused transmitter graph stays FP32 (the runtime runs
+# it when encoder and tx both run FP32, and the two separate models otherwise).
+QUANTIZED = ("encoder", "tx", "rx")
 
 
 def parity_feeds(system, split, cc, seed: int) -> dict[str, list[tuple]]:
@@ -35,7 +38,7 @@ def parity_feeds(system, split, cc, seed: int) -> dict[str, list[tuple]]:
     x = split.transform(split.images[:48])
     with torch.no_grad():
         f = system.encoder(x)
-    feeds = {"encoder": [(x,)], "tx": [], "rx": []}
+    feeds = {"encoder": [(x,)], "tx": [], "rx": [], "transmitter": []}
     g = torch.Generator().manual_seed(seed)
     for snr in (-10.0, 0.0, 10.0, 20.0):
         for k in system.codec.symbol_set:
@@ -48,6 +51,7 @@ def parity_feeds(system, split, cc, seed: int) -> dict[str, list[tuple]]:
                     sym, mask = system.codec.tx(f, s, kk, c)
                     out = create_channel(name, **cc.channel_kwargs())(sym, s, mask, g)
                 feeds["tx"].append((f, s, kk, c))
+                feeds["transmitter"].append((x, s, kk, c))
                 rx = (out.y, mask, s, c) + ((out.csi,) if system.codec.uses_csi else ())
                 feeds["rx"].append(rx)
     return feeds
@@ -108,7 +112,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
             system, splits.train, calib_samples, cfg.seed, mcfg.codec, uses_csi=system.codec.uses_csi, minimum=calib_min
         )
         calib_rec = {}
-        for name in graphs:
+        for name in QUANTIZED:
             dst = work / "models" / f"{name}.int8.onnx"
             preset = "encoder" if name == "encoder" else "linear-only"
             progress.log(f"quantize {name} ({preset}, {calibration})")

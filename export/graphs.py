@@ -1,5 +1,6 @@
-"""The three exported graphs: ``encoder``, ``tx`` and ``rx``. No channel, no complex dtype, no
-data-dependent shape inside: a fixed maximum length K and a mask."""
+"""The exported graphs: ``encoder``, ``tx`` and ``rx``, and ``transmitter`` (encoder and tx in one graph,
+what a transmitter device runs: one session call per batch instead of two). No channel, no complex
+dtype, no data-dependent shape inside: a fixed maximum length K and a mask."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ class TxGraph(nn.Module):
         return self.codec.tx(features, snr_db, k, channel)
 
 
+class TransmitterGraph(nn.Module):
+    """``image [B, C, H, W]`` (normalised), ``snr_db [B]``, ``k [B] int64``, ``channel [B] int64`` ->
+    ``symbols [B, K, 2]``, ``mask [B, K]``: the encoder and tx in one graph."""
+
+    def __init__(self, system) -> None:
+        super().__init__()
+        self.encoder, self.codec = system.encoder, system.codec
+
+    def forward(self, image, snr_db, k, channel):
+        return self.codec.tx(self.encoder(image), snr_db, k, channel)
+
+
 class RxGraph(nn.Module):
     """``symbols [B, K, 2]``, ``mask [B, K]``, ``snr_db [B]``, ``channel [B]`` (``csi [B, K, 2]``) ->
     ``logits [B, N] float32``."""
@@ -55,10 +68,11 @@ def graph_io(system, input_shape, batch: int = 2) -> dict[str, dict]:
     if system.codec.uses_csi:
         rx_inputs += (torch.randn(batch, k, 2),)
         rx_names.append("csi")
+    image = torch.randn(batch, *input_shape)
     return {
         "encoder": {
             "module": EncoderGraph(system),
-            "inputs": (torch.randn(batch, *input_shape),),
+            "inputs": (image,),
             "input_names": ["image"],
             "output_names": ["features"],
         },
@@ -69,4 +83,10 @@ def graph_io(system, input_shape, batch: int = 2) -> dict[str, dict]:
             "output_names": ["symbols", "mask"],
         },
         "rx": {"module": RxGraph(system), "inputs": rx_inputs, "input_names": rx_names, "output_names": ["logits"]},
+        "transmitter": {
+            "module": TransmitterGraph(system),
+            "inputs": (image, snr, kk, ch),
+            "input_names": ["image", "snr_db", "k", "channel"],
+            "output_names": ["symbols", "mask"],
+        },
     }

@@ -6,9 +6,10 @@ interleaved, round by round, so machine noise hits all alike. Stages:
 
 - ``encoder``, ``tx``, ``rx``: one runner call on prepared inputs (the runner's own timer: CUDA events
   where it owns a stream, the host clock otherwise);
+- ``transmitter``: the fused encoder + tx graph, one call (FP32 rows of bundles that have it);
 - ``end_to_end``: what a deployment does per batch through :class:`~rkd_edge.runtime.Runtime`: uint8
-  images -> preprocess -> encoder -> tx -> rx (the channel between tx and rx is the air, not device
-  compute, so it is not timed).
+  images -> preprocess -> encoder + tx (:meth:`~rkd_edge.runtime.Runtime.send`: the fused graph where the
+  runtime runs it) -> rx (the channel between tx and rx is the air, not device compute, so it is not timed).
 
 Accuracy is the SAME loop as ``rkd-edge evaluate BUNDLE`` (:func:`rkd_edge.export.evaluate.evaluate_runtime`
 at one Grid point: channel, SNR, k, trials, the bundle's seed), so a fast but broken precision shows as
@@ -48,7 +49,8 @@ from rkd_edge.runtime.runners import BACKENDS, create_runner
 from rkd_edge.runtime.runners.device import device_facts, fingerprint
 
 SCHEMA = "rkd-edge/bench@1"
-STAGES = ("encoder", "tx", "rx", "end_to_end")
+STAGES = ("encoder", "tx", "transmitter", "rx", "end_to_end")
+FUSED = "transmitter"  # a row only where the runtime runs the fused graph
 MODELS = ("encoder", "tx", "rx")
 PRECISIONS = ("fp32", "fp16", "int8")
 # --select: a precision other than the reference must be at least this much faster (p50 ratio) to win,
@@ -206,7 +208,7 @@ def _end_to_end(rt: Runtime, imgs: np.ndarray, s: Settings, k: int):
         csi[..., 0] = 1.0  # the air is not simulated here: h = 1
 
     def fn():
-        sym, mask = rt.transmit(rt.encode(imgs), s.snr_db, k, s.channel)
+        sym, mask = rt.send(imgs, s.snr_db, k, s.channel)
         return rt.receive(sym, mask, s.snr_db, s.channel, csi)
 
     return fn
@@ -288,7 +290,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     def rows(backend, prec, status, **extra):
         """Rows of a variant that was not measured (unavailable here, or failed to load)."""
         for n in s.batches:
-            for stage in STAGES:
+            for stage in (st for st in STAGES if st != FUSED):
                 results.append(
                     {"backend": backend, "precision": prec, "batch": n, "stage": stage, "status": status, **extra}
                 )
@@ -317,6 +319,16 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                         fn()  # one call first: a variant that fails is a row, not a crash
                         key = (backend, prec, n, stage)
                         fns[key], timers[key], batch_of[key] = fn, rt.runners[stage].timer(), n
+                    if rt.fused is not None:
+                        conditions = {name: v for name, v in feeds["tx"].items() if name != "features"}
+                        fused_feeds = {"image": feeds["encoder"]["image"], **conditions}
+
+                        def fused(r=rt.fused, f=fused_feeds):
+                            return r.infer(f)
+
+                        fused()
+                        key = (backend, prec, n, FUSED)
+                        fns[key], timers[key], batch_of[key] = fused, rt.fused.timer(), n
                     e2e = _end_to_end(rt, feeds["images"], s, k)
                     e2e()
                     key = (backend, prec, n, "end_to_end")
@@ -362,10 +374,16 @@ def run_bench(bundle: Path, s: Settings) -> dict:
 
     for (backend, prec), rt in runtimes.items():
         sizes = {name: r.size_bytes() / 2**20 for name, r in rt.runners.items()}
+        # end to end: the files a deployment loads (the fused graph in place of encoder and tx where it runs)
         sizes["end_to_end"] = sum(sizes.values())
+        if rt.fused is not None:
+            sizes[FUSED] = rt.fused.size_bytes() / 2**20
+            sizes["end_to_end"] = sizes[FUSED] + sizes["rx"]
         acc = accuracy[(backend, prec)]
         for n in s.batches:
             for stage in STAGES:
+                if stage == FUSED and rt.fused is None:
+                    continue
                 key = (backend, prec, n, stage)
                 row = {"backend": backend, "precision": prec, "batch": n, "stage": stage}
                 if key in timed:

@@ -94,6 +94,10 @@ class StageConfig:
     channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])
     limit_batches: int | None = None
     amp: str = "off"  # off | bf16 (see teacher.amp)
+    # Stage 2: "draw" one length k per sample, or "all": every sample through every k of the codec's set
+    # each step (the encoder runs once), so a rate-adaptive codec gets as much training per k as a
+    # dedicated one.
+    lengths: str = "draw"
 
 
 @dataclass
@@ -104,6 +108,9 @@ class CodecConfig:
     dim: int = 64
     depth: int = 2
     heads: int = 4
+    # SNR-, channel- and length-conditioned gains on the codec's linear paths: a learned power allocation
+    # across the feature dimensions (tx) and its inverse (rx) that moves with the SNR and k.
+    gains: bool = False
     csi: str = "zf"  # zf | mmse | decoder (fading channels)
     rayleigh_mode: str = "block"
     rician_k: float = 3.0
@@ -185,6 +192,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 LOSS_TERMS = ("ce", "kd", "feat", "recon")
+STAGE_LENGTHS = ("draw", "all")
 MODULE_GROUPS = ("encoder", "classifier", "projector", "codec", "codec.tx", "codec.rx")
 
 
@@ -207,6 +215,8 @@ def _check_consistency(cfg: RunConfig) -> None:
         for group in sc.train:
             if group not in MODULE_GROUPS:
                 raise UserError(f"{name}.train: unknown module group {group!r}; use {', '.join(MODULE_GROUPS)}")
+        if sc.lengths not in STAGE_LENGTHS:
+            raise UserError(f"{name}.lengths: unknown value {sc.lengths!r}; choose one of {', '.join(STAGE_LENGTHS)}")
         if len(sc.snr_db) != 2 or sc.snr_db[0] > sc.snr_db[1]:
             raise UserError(f"{name}.snr_db must be [low, high] in dB with low <= high, got {sc.snr_db}")
     ev = cfg.evaluate

@@ -228,7 +228,7 @@ class Pipeline:
         )
         save_checkpoint(self.rd.checkpoint(name), checkpoint_state(system, self.cfg))
         self.rd.epoch_checkpoint(name).unlink(missing_ok=True)
-        clean = clean_accuracy(system, self.splits.test, self.device, False, self.cfg.seed, None)
+        clean = clean_accuracy(system, self.splits.test, self.device, self.cfg.seed)
         return {"history": history, "clean_test_accuracy": clean, "trained": sc.train, "losses": sc.losses}
 
     def _load_previous(self, system: SemanticSystem, previous: str) -> None:

@@ -91,7 +91,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     before = {
         "params": count_params(system.encoder),
         "macs": count_macs(system.encoder, shape),
-        "clean_accuracy": validate(system, pipe.splits.test, "cpu", False, cfg.seed, None),
+        "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
     }
     system.to(pipe.device)
     example = torch.zeros(2, *shape, device=pipe.device)
@@ -135,7 +135,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     after = {
         "params": count_params(system.encoder),
         "macs": count_macs(system.encoder, shape),
-        "clean_accuracy": validate(system, pipe.splits.test, "cpu", False, cfg.seed, None),
+        "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
     }
     summary = evaluate_run(work)
     pipe.close()

@@ -312,6 +312,8 @@ def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
         "heads": cc.heads,
         "csi": cc.csi == "decoder",
     }
+    if cc.gains:  # only when on: a system.json written before the option rebuilds as it was
+        codec["gains"] = True
     return {
         "encoder": encoder,
         "codec": codec,

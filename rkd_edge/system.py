@@ -76,6 +76,7 @@ class SemanticSystem(nn.Module):
         k: torch.Tensor | None = None,
         channel_idx: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        copies: int = 1,
     ) -> dict[str, torch.Tensor]:
         """Clean path without ``channel``; otherwise through codec and channel(s).
 
@@ -86,6 +87,8 @@ class SemanticSystem(nn.Module):
             k: ``[B] int64`` symbols per sample.
             channel_idx: ``[B] int64`` which channel of the list each sample goes through.
             generator: Noise generator.
+            copies: Each image's features go through the codec this many times (the encoder runs once);
+                ``snr_db``, ``k`` and ``channel_idx`` are then ``[copies * B]``, copy-major.
 
         Returns:
             ``f`` features, ``f_hat`` restored features (``f`` without a channel), ``logits``, ``projected``
@@ -95,9 +98,11 @@ class SemanticSystem(nn.Module):
         f = self.encoder(x)
         if channel is None:
             return {"f": f, "f_hat": f, "logits": self.classifier(f), "projected": self.projector(f)}
+        if copies > 1:
+            f = f.repeat(copies, 1)
         channels = channel if isinstance(channel, list | tuple) else [channel]
         if channel_idx is None:
-            channel_idx = torch.zeros(len(x), dtype=torch.long, device=x.device)
+            channel_idx = torch.zeros(len(f), dtype=torch.long, device=x.device)
         ctype = torch.tensor([CHANNEL_TYPES.index(c.name) for c in channels], device=x.device)[channel_idx]
         symbols, mask = self.codec.tx(f, snr_db, k, ctype)
         out = apply_channels(channels, channel_idx, symbols, snr_db, mask, generator)

@@ -45,7 +45,9 @@ def test_bench_json_has_every_field_for_fp32_and_int8(local, tiny_bundle):
     assert result["schema"] == "rkd-edge/bench@1" and result["bundle_id"] == Bundle.open(tiny_bundle).bundle_id
     rows = result["results"]
     keys = {(r["precision"], r["batch"], r["stage"]) for r in rows}
-    assert keys == {(p, b, s) for p in ("fp32", "int8") for b in (1, 4) for s in ("encoder", "tx", "rx", "end_to_end")}
+    stages = ("encoder", "tx", "rx", "end_to_end")
+    fused = {("fp32", b, "transmitter") for b in (1, 4)}  # the fused graph runs FP32 (INT8: the two models)
+    assert keys == {(p, b, s) for p in ("fp32", "int8") for b in (1, 4) for s in stages} | fused
     for r in rows:
         assert r["status"] == "ok" and r["backend"] == "onnxruntime"
         assert set(r["latency_ms"]) == LATENCY_KEYS
@@ -56,9 +58,10 @@ def test_bench_json_has_every_field_for_fp32_and_int8(local, tiny_bundle):
         assert r["memory"]["peak_rss_mb"] > 20 and r["memory"]["torch_imported"] is False
         assert r["providers"] == ["CPUExecutionProvider"]
     by = {(r["precision"], r["batch"], r["stage"]): r for r in rows}
-    for p in ("fp32", "int8"):  # end to end is the sum of the three models' files
-        parts = sum(by[(p, 1, s)]["size_mb"] for s in ("encoder", "tx", "rx"))
-        assert abs(by[(p, 1, "end_to_end")]["size_mb"] - parts) < 1e-3
+    # end to end is the sum of the files it loads: the fused transmitter and rx at FP32, the three at INT8
+    for p, parts in (("fp32", ("transmitter", "rx")), ("int8", ("encoder", "tx", "rx"))):
+        total = sum(by[(p, 1, s)]["size_mb"] for s in parts)
+        assert abs(by[(p, 1, "end_to_end")]["size_mb"] - total) < 1e-3
     env = result["environment"]
     assert env["cpu"] and env["cpu_count"] >= 1 and env["versions"]["onnxruntime"] and "device" in env
     point = {k: v for k, v in result["accuracy_point"].items() if k != "seed"}

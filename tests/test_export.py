@@ -16,7 +16,7 @@ from tests.conftest import run_cli
 
 def test_manifest_and_fp32_parity(tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert set(m["parity"]) == {"encoder", "tx", "rx"}
+    assert set(m["parity"]) == {"encoder", "tx", "rx", "transmitter"}
     for rec in m["parity"].values():
         assert rec["max_abs_error"] <= 1e-4 and rec["cosine"] > 0.9999
     assert m["opset"] == DEFAULT_OPSET == 17
@@ -41,6 +41,10 @@ def test_manifest_and_fp32_parity(tiny_bundle):
     tx = m["models"]["tx"]["fp32"]
     assert [i["name"] for i in tx["inputs"]] == ["features", "snr_db", "k", "channel"]
     assert tx["outputs"][0]["shape"][1:] == [m["symbols"]["max"], 2] and tx["outputs"][0]["shape"][0] == "batch"
+    fused = m["models"]["transmitter"]
+    assert set(fused) == {"fp32"}  # INT8 forms are made of the three stage models only
+    assert [i["name"] for i in fused["fp32"]["inputs"]] == ["image", "snr_db", "k", "channel"]
+    assert fused["fp32"]["outputs"] == tx["outputs"]
 
 
 def test_exported_graphs_have_no_complex_or_channel(tiny_bundle):
@@ -125,6 +129,41 @@ def test_runtime_matches_torch_system(tiny_run, tiny_bundle, digits):
     sym, mask = rt.transmit(feats, 5.0, 4)
     assert mask.sum(-1).tolist() == [4.0] * 16
     np.testing.assert_allclose((sym**2).sum(-1).sum(-1) / mask.sum(-1), 1.0, rtol=1e-4)
+
+
+def test_fused_transmitter_sends_what_encoder_and_tx_send(tiny_bundle, digits):
+    """send() runs the one fused graph where it can, else the two models; both give the same symbols."""
+    imgs = digits.test.images[:16]
+    snr, k = np.linspace(-10, 20, 16).astype(np.float32), np.array([2, 4] * 8)
+    with Runtime(str(tiny_bundle), precision="fp32") as rt:
+        assert rt.fused is not None
+        sym, mask = rt.send(imgs, snr, k, "rayleigh")
+        ref, ref_mask = rt.transmit(rt.encode(imgs), snr, k, "rayleigh")
+        np.testing.assert_allclose(sym, ref, atol=1e-5)
+        assert (mask == ref_mask).all() and mask.sum(-1).tolist() == k.astype(float).tolist()
+        with pytest.raises(BundleError, match="k must be whole numbers"):
+            rt.send(imgs, snr, 99)
+    with Runtime(str(tiny_bundle), precision="fp32", fused=False) as rt:
+        assert rt.fused is None
+        np.testing.assert_allclose(rt.send(imgs, snr, k, "rayleigh")[0], sym, atol=1e-5)
+    with Runtime(str(tiny_bundle), precision={"encoder": "int8"}) as rt:  # INT8 encoder: the two models
+        assert rt.fused is None and rt.send(imgs, 5.0, 4)[0].shape == sym.shape
+
+
+def test_bundle_without_the_fused_graph_still_runs(tiny_bundle, tmp_path):
+    """A bundle exported before the fused graph existed (no ``transmitter``) loads and sends as before."""
+    from rkd_edge.export.bundle import write_manifest
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    m = json.loads((old / "manifest.json").read_text())
+    (old / m["models"].pop("transmitter")["fp32"]["file"]).unlink()
+    m["parity"].pop("transmitter")
+    write_manifest(old, m)
+    with Runtime(str(old), precision="fp32") as rt:
+        assert rt.fused is None
+        sym, mask = rt.send(np.zeros((2, 8, 8, 1), np.uint8), 10.0, 4)
+        assert sym.shape[0] == 2 and mask.sum() == 8
 
 
 def test_bundle_evaluation_fp32_and_int8_side_by_side(tiny_bundle, tmp_path):

@@ -25,16 +25,22 @@ def small_genotype(c_in=1, size=8) -> Genotype:
     return Genotype(cell, cell, sk, [2, 3], [2, 3])
 
 
-def make_system(codec="cat", csi=False) -> SemanticSystem:
+def make_system(codec="cat", csi=False, gains=False) -> SemanticSystem:
     torch.manual_seed(0)
     enc = create_encoder(small_genotype())
     kwargs = {"max_symbols": 8, "symbols": [2, 4, 8], "dim": 16, "heads": 2, "csi": csi} if codec == "cat" else {}
+    if gains:
+        kwargs["gains"] = True
     return SemanticSystem(enc, 10, 24, create_codec(codec, 16, **kwargs))
 
 
-@pytest.mark.parametrize("codec", list(CODECS))
-def test_every_codec_builds_and_runs(codec):
-    system = make_system(codec).eval()
+# Every codec of the registry, and the CAT codec's optional parts.
+VARIANTS = [(c, {}) for c in CODECS] + [("cat", {"gains": True}), ("cat", {"gains": True, "csi": True})]
+
+
+@pytest.mark.parametrize("codec,options", VARIANTS)
+def test_every_codec_builds_and_runs(codec, options):
+    system = make_system(codec, **options).eval()
     ch = create_channel("rayleigh")
     x = torch.randn(4, 1, 8, 8)
     k = torch.full((4,), system.codec.max_symbols)
@@ -43,9 +49,13 @@ def test_every_codec_builds_and_runs(codec):
     torch.testing.assert_close(active_power(out["symbols"], out["mask"]), torch.ones(4))
 
 
-@pytest.mark.parametrize("codec", list(CODECS))
-def test_sample_output_independent_of_batch(codec):
-    system = make_system(codec, csi=codec == "cat").eval()
+@pytest.mark.parametrize("codec,options", [(c, {"csi": c == "cat"}) for c in CODECS] + [("cat", {"gains": True})])
+def test_sample_output_independent_of_batch(codec, options):
+    system = make_system(codec, **options).eval()
+    if options.get("gains"):  # trained gains are not 1: give them weights so that the test can fail
+        codec = system.codec
+        for layer in (codec.tx_gain, codec.rx_gain, codec.tx_cond.length, codec.rx_cond.length, codec.rx_cond.measured):
+            torch.nn.init.normal_(layer.weight, std=0.3)
     torch.manual_seed(1)
     x = torch.randn(6, 1, 8, 8)
     snr = torch.linspace(-5, 15, 6)
@@ -57,6 +67,36 @@ def test_sample_output_independent_of_batch(codec):
             mixed = torch.cat([other[:i], x[i : i + 1], other[i + 1 :]])
             alone = system(mixed, create_channel("identity"), snr, k)["logits"][i]
             torch.testing.assert_close(alone, full[i], atol=1e-5, rtol=1e-5)
+
+
+def test_gains_start_at_one():
+    """An untrained codec with gains sends and restores exactly what it would without them: training
+    starts from the plain linear code."""
+    system = make_system(gains=True).eval()
+    plain = copy.deepcopy(system)
+    codec = plain.codec
+    codec.tx_gain = codec.rx_gain = codec.tx_cond.length = codec.rx_cond.length = codec.rx_cond.measured = None
+    x, snr, k = torch.randn(5, 1, 8, 8), torch.linspace(-10, 20, 5), torch.tensor([2, 4, 8, 8, 2])
+    with torch.no_grad():
+        a = system(x, create_channel("identity"), snr, k)
+        b = plain(x, create_channel("identity"), snr, k)
+    torch.testing.assert_close(a["symbols"], b["symbols"])
+    torch.testing.assert_close(a["logits"], b["logits"])
+
+
+def test_copies_send_each_image_through_every_condition():
+    """``copies``: the encoder runs once and each copy of the features gets its own SNR and k, as if
+    sent alone (stage 2 with ``lengths: all``)."""
+    system = make_system().eval()
+    x = torch.randn(3, 1, 8, 8)
+    snr, k = torch.tensor([0.0, 5.0, 10.0] * 2), torch.tensor([2, 2, 2, 8, 8, 8])
+    with torch.no_grad():
+        both = system(x, create_channel("identity"), snr, k, copies=2)
+        for c in range(2):
+            sel = slice(3 * c, 3 * c + 3)
+            alone = system(x, create_channel("identity"), snr[sel], k[sel])
+            torch.testing.assert_close(both["logits"][sel], alone["logits"])
+    assert both["f"].shape == (6, 16) and both["mask"].sum(-1).tolist() == [2, 2, 2, 8, 8, 8]
 
 
 def test_prefix_mask_and_power_over_active_symbols():
@@ -127,19 +167,26 @@ def _in_groups(name: str, groups: list[str]) -> bool:
 
 
 @pytest.mark.parametrize(
-    "train,robust",
+    "train,robust,lengths",
     [
-        (["encoder", "classifier", "projector"], False),
-        (["codec", "classifier"], True),
-        (["codec.rx"], True),
-        (["codec.tx", "encoder"], True),
+        (["encoder", "classifier", "projector"], False, "draw"),
+        (["codec", "classifier"], True, "draw"),
+        (["codec", "classifier"], True, "all"),
+        (["codec.rx"], True, "draw"),
+        (["codec.tx", "encoder"], True, "all"),
     ],
 )
-def test_stage_changes_exactly_declared_parameters(digits, train, robust):
-    system = make_system()
+def test_stage_changes_exactly_declared_parameters(digits, train, robust, lengths):
+    system = make_system(gains=lengths == "all")
     before = _snapshot(system)
     sc = StageConfig(
-        epochs=1, lr=1e-2, losses={"ce": 1.0, "recon": 1.0}, train=train, limit_batches=3, channels=["awgn", "rayleigh"]
+        epochs=1,
+        lr=1e-2,
+        losses={"ce": 1.0, "recon": 1.0},
+        train=train,
+        limit_batches=3,
+        channels=["awgn", "rayleigh"],
+        lengths=lengths,
     )
     run_stage(
         "t",

@@ -68,19 +68,48 @@ class Block(nn.Module):
 class Conditioning(nn.Module):
     """SNR (dB) and channel type to a conditioning vector ``[B, dim]``."""
 
-    def __init__(self, dim: int, n_types: int, capacity: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        n_types: int,
+        capacity: int | None = None,
+        max_symbols: int | None = None,
+        measured: bool = False,
+    ) -> None:
         """Args: n_types: channel types with ids today; capacity: rows embedded (>= n_types), so that types
         appended later need no new shapes. The rows beyond ``n_types`` start at zero and draw no random
-        numbers: a codec's initialisation does not depend on the capacity."""
+        numbers: a codec's initialisation does not depend on the capacity. max_symbols: K; given, the
+        length k is an input too (as k / K). measured: a measured power in dB is an input too (the
+        receiver's estimate of its own SNR). The weights of both start at zero."""
         super().__init__()
         weight = nn.init.normal_(torch.empty(n_types, dim))
         rows = max(capacity or n_types, n_types)
         self.types = nn.Embedding(rows, dim, _weight=torch.cat([weight, weight.new_zeros(rows - n_types, dim)]))
         self.snr = nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.max_symbols = max_symbols
+        self.length = nn.Linear(1, dim) if max_symbols else None
+        self.measured = nn.Linear(1, dim) if measured else None
+        for layer in (self.length, self.measured):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    def forward(self, snr_db: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
-        """Args: snr_db: ``[B] float32, dB``. channel: ``[B] int64`` index into CHANNEL_TYPES."""
-        return F.silu(self.snr(snr_db.view(-1, 1) / 10.0) + self.types(channel))
+    def forward(
+        self,
+        snr_db: torch.Tensor,
+        channel: torch.Tensor,
+        k: torch.Tensor | None = None,
+        measured_db: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args: snr_db: ``[B] float32, dB``. channel: ``[B] int64`` index into CHANNEL_TYPES. k: ``[B]`` symbols
+        sent (used when built with ``max_symbols``). measured_db: ``[B] float32, dB`` (used when built with
+        ``measured``)."""
+        h = self.snr(snr_db.view(-1, 1) / 10.0) + self.types(channel)
+        if self.length is not None:
+            h = h + self.length(k.view(-1, 1).to(h.dtype) / self.max_symbols)
+        if self.measured is not None:
+            h = h + self.measured(measured_db.view(-1, 1).to(h.dtype) / 10.0)
+        return F.silu(h)
 
 
 def length_mask(k: torch.Tensor, max_symbols: int) -> torch.Tensor:

@@ -35,6 +35,12 @@ class CATCodec(nn.Module):
         depth: Blocks per half.
         heads: Attention heads.
         csi: Whether the receiver takes the channel coefficients as an input.
+        gains: Condition both halves on k too, and scale the linear paths by gains computed from the
+            condition: per feature dimension before ``tx_lin`` (a power allocation across the features that
+            moves with the SNR and the rate) and after ``rx_lin``. The receiver's condition also takes the
+            power it measures on the active (equalised) symbols, ``1 + 1/SNR_eff`` in expectation: on a
+            fading block the SNR it was told is not the one it got, and after ZF nothing else says how
+            deep the fade was. The gains start at 1, so training starts from the plain linear code.
         source_tokens: Tokens the features are split into at the transmitter.
     """
 
@@ -49,6 +55,7 @@ class CATCodec(nn.Module):
         depth: int = 2,
         heads: int = 4,
         csi: bool = False,
+        gains: bool = False,
         source_tokens: int = 4,
     ) -> None:
         super().__init__()
@@ -56,14 +63,15 @@ class CATCodec(nn.Module):
         self.symbol_set = sorted(symbols or [max_symbols])
         self.uses_csi, self.source_tokens = csi, source_tokens
         n_types = len(CHANNEL_TYPES)
-        self.tx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY)
+        lengths = max_symbols if gains else None
+        self.tx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY, lengths)
         self.tx_in = nn.Linear(feature_dim, source_tokens * dim)
         self.tx_queries = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
         self.tx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
         self.tx_out = nn.Linear(dim, 2)
         self.tx_lin = nn.Linear(feature_dim, 2 * max_symbols)
         self.power = PowerNormalize()
-        self.rx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY)
+        self.rx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY, lengths, measured=gains)
         self.rx_in = nn.Linear(4 if csi else 2, dim)
         self.rx_pos = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
         self.rx_readout = nn.Parameter(torch.zeros(1, 1, dim))
@@ -71,8 +79,12 @@ class CATCodec(nn.Module):
         self.rx_norm = nn.LayerNorm(dim)
         self.rx_out = nn.Linear(dim, feature_dim)
         self.rx_lin = nn.Linear(2 * max_symbols, feature_dim)
-        # The transformer outputs start at zero: training starts from the linear code and refines it.
-        for head in (self.tx_out, self.rx_out):
+        self.tx_gain = nn.Linear(dim, feature_dim) if gains else None
+        self.rx_gain = nn.Linear(dim, feature_dim) if gains else None
+        # The transformer outputs and the gains' offsets start at zero: training starts from the linear code.
+        for head in (self.tx_out, self.rx_out, self.tx_gain, self.rx_gain):
+            if head is None:
+                continue
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
@@ -93,13 +105,14 @@ class CATCodec(nn.Module):
         """
         b = f.shape[0]
         mask = length_mask(k, self.max_symbols)
-        cond = self.tx_cond(snr_db, channel)
+        cond = self.tx_cond(snr_db, channel, k)
         src = self.tx_in(f).view(b, self.source_tokens, -1)
         tokens = torch.cat([src, self.tx_queries.expand(b, -1, -1)], dim=1)
         key_mask = torch.cat([torch.ones(b, self.source_tokens, device=f.device), mask], dim=1)
         for blk in self.tx_blocks:
             tokens = blk(tokens, cond, key_mask)
-        x = self.tx_out(tokens[:, self.source_tokens :]) + self.tx_lin(f).view(b, self.max_symbols, 2)
+        f_lin = f if self.tx_gain is None else f * (1.0 + self.tx_gain(cond))
+        x = self.tx_out(tokens[:, self.source_tokens :]) + self.tx_lin(f_lin).view(b, self.max_symbols, 2)
         return self.power(x, mask), mask
 
     def rx(
@@ -138,7 +151,14 @@ class CATCodec(nn.Module):
         tokens = (self.rx_in(inp) + self.rx_pos) * mask.unsqueeze(-1)
         tokens = torch.cat([self.rx_readout.expand(b, -1, -1), tokens], dim=1)
         key_mask = torch.cat([torch.ones(b, 1, device=y.device), mask], dim=1)
-        cond = self.rx_cond(snr_db, channel)
+        k = mask.sum(-1)
+        measured = None
+        if self.rx_gain is not None:  # received power per active symbol, dB
+            power = (y.pow(2).sum(-1) * mask).sum(-1) / k.clamp_min(1.0)
+            measured = 10.0 * torch.log10(power + 1e-6)
+        cond = self.rx_cond(snr_db, channel, k, measured)
+        if self.rx_gain is not None:
+            linear = linear * (1.0 + self.rx_gain(cond))
         for blk in self.rx_blocks:
             tokens = blk(tokens, cond, key_mask)
         return linear + self.rx_out(self.rx_norm(tokens[:, 0]))

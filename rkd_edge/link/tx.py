@@ -140,7 +140,7 @@ def run_tx(
                     break
                 t0, ts = time.perf_counter(), time.time_ns()
                 first = first if first is not None else t0
-                sym, _ = rt.transmit(rt.encode(np.stack([im for im, _ in chunk])), snr_db, k, channel)
+                sym, _ = rt.send(np.stack([im for im, _ in chunk]), snr_db, k, channel)
                 for i, (_, label) in enumerate(chunk):
                     frame = encode_frame(
                         frame_id=sent,

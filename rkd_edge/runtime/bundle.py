@@ -58,6 +58,8 @@ REQUIRED = {
     "precisions": list,
 }
 MODELS = ("encoder", "tx", "rx")
+# Bundles exported since the fused graph existed also hold ``transmitter`` (encoder + tx in one graph).
+OPTIONAL_MODELS = ("transmitter",)
 
 
 def _fail(path: Path, what: str) -> BundleError:
@@ -77,7 +79,7 @@ def check_manifest(m: dict, path: Path) -> None:
         ok = isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and isinstance(rec.get("bytes"), int)
         if not ok or rel.startswith("/") or ".." in Path(rel).parts:
             raise _fail(path, f"file entry {rel!r} needs a relative path, 'sha256' and 'bytes'")
-    for name in MODELS:
+    for name in (*MODELS, *(n for n in OPTIONAL_MODELS if n in m["models"])):
         variants = m["models"].get(name)
         if not isinstance(variants, dict) or not variants:
             raise _fail(path, f"no {name} model")
@@ -96,11 +98,12 @@ def check_manifest(m: dict, path: Path) -> None:
         raise _fail(path, "'symbols' needs 'max' (a positive integer) and 'set' (a list)")
     if any(not isinstance(k, int) or not 1 <= k <= k_max for k in k_set):
         raise _fail(path, f"symbols.set {k_set} is not within 1..{k_max}")
-    for prec, rec in m["models"]["tx"].items():
+    senders = [(name, prec, rec) for name in ("tx", "transmitter") for prec, rec in m["models"].get(name, {}).items()]
+    for name, prec, rec in senders:
         outs = rec.get("outputs") or []
         shape = outs[0].get("shape") if outs and isinstance(outs[0], dict) else None
         if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[1], int) and shape[1] != k_max:
-            raise _fail(path, f"symbols.max is {k_max} but the {prec} tx model sends {shape[1]} symbols")
+            raise _fail(path, f"symbols.max is {k_max} but the {prec} {name} model sends {shape[1]} symbols")
     norm = m["normalisation"]
     for key in ("mean", "std", "size", "channels"):
         if key not in norm:

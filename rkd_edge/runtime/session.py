@@ -1,5 +1,6 @@
-"""The deployable runtime over a bundle: the transmitter (encoder, tx) and receiver (rx) halves, run by
-any registered back end (:mod:`rkd_edge.runtime.runners`). Importing it never imports torch."""
+"""The deployable runtime over a bundle: the transmitter (encoder, tx, or the two fused in one graph) and
+receiver (rx) halves, run by any registered back end (:mod:`rkd_edge.runtime.runners`). Importing it never
+imports torch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rkd_edge.runtime.runners import BACKENDS, Runner, create_runner
 from rkd_edge.runtime.runners.device import fingerprint
 
 MODELS = ("encoder", "tx", "rx")
+FUSED = "transmitter"  # encoder + tx in one graph (bundles exported since it existed; FP32)
 # The legacy ``providers`` argument, as back-end names (``auto``: the first of these that can run here).
 PROVIDER_BACKENDS = {"cpu": "onnxruntime", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}
 AUTO = ("onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime")
@@ -76,11 +78,14 @@ class Runtime:
         allow_fallback: When the back end asked for cannot run here, use ONNX Runtime on the CPU with one
             warning instead of refusing.
         run: The source run directory, for the ``pytorch`` back end.
+        fused: Run :meth:`send` through the bundle's fused ``transmitter`` graph (one call instead of two)
+            where it can: the bundle has it, an ONNX Runtime back end, encoder and tx both FP32.
 
     Attributes:
         backend: The back end in use; ``providers``: what really executes (ONNX Runtime providers ...).
         precisions: ``{model: precision}``; ``precision``: their common value, or ``mixed``.
         runners: ``{model: Runner}``.
+        fused: The runner of the fused ``transmitter`` graph, or ``None`` (then :meth:`send` calls two).
     """
 
     def __init__(
@@ -92,7 +97,9 @@ class Runtime:
         backend: str | None = None,
         allow_fallback: bool = False,
         run: str | None = None,
+        fused: bool = True,
     ) -> None:
+        self.fused: Runner | None = None
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
             raise BundleError(f"threads is 0 (the back end's choice) or a positive count, got {threads!r}")
         self.bundle = Bundle.open(bundle)
@@ -114,6 +121,8 @@ class Runtime:
             backend = "onnxruntime"
             self.runners = self._load(backend, precision, options)
         self.backend = backend
+        if fused:
+            self.fused = self._load_fused(backend, options)
         self._check_io()
         norm = m["normalisation"]
         self.mean = np.asarray(norm["mean"], np.float32).reshape(1, -1, 1, 1)
@@ -149,6 +158,18 @@ class Runtime:
             raise
         return runners
 
+    def _load_fused(self, backend: str, options: dict) -> Runner | None:
+        """The fused transmitter graph's runner, where the bundle has one and it computes what encoder + tx do."""
+        same = self.precisions["encoder"] == self.precisions["tx"] == "fp32"
+        if FUSED not in self.bundle.manifest["models"] or not backend.startswith("onnxruntime") or not same:
+            return None
+        r = create_runner(backend, FUSED, **options)
+        try:
+            return r.load(r.locate(self.bundle, FUSED, "fp32"), "fp32")
+        except BaseException:
+            self.close()
+            raise
+
     @property
     def providers(self) -> list[str]:
         """What really executes the models (for ONNX Runtime: the session's providers, best first)."""
@@ -161,11 +182,12 @@ class Runtime:
 
     def _declared(self, name: str) -> dict:
         recs = self.bundle.manifest["models"][name]
-        return recs.get(self.precisions[name]) or recs.get("fp32") or {}
+        return recs.get(self.precisions.get(name, "fp32")) or recs.get("fp32") or {}
 
     def _check_io(self) -> None:
         """The loaded graphs against the manifest's declared inputs/outputs and ``symbols.max``."""
-        for name, r in self.runners.items():
+        loaded = {**self.runners, **({FUSED: self.fused} if self.fused else {})}
+        for name, r in loaded.items():
             declared = self._declared(name)
             for kind, metas in (("inputs", r.inputs), ("outputs", r.outputs)):
                 want = declared.get(kind)
@@ -192,7 +214,10 @@ class Runtime:
                 f"{'takes' if takes_csi else 'has no'} csi input; re-export the bundle"
             )
         k_max = self.bundle.manifest["symbols"]["max"]
-        for model, tensor, inputs in (("tx", "symbols", False), ("rx", "symbols", True)):
+        shaped = [("tx", "symbols", False), ("rx", "symbols", True)]
+        if self.fused:
+            shaped.append((FUSED, "symbols", False))
+        for model, tensor, inputs in shaped:
             k = self._dim(model, tensor, 1, inputs)
             if isinstance(k, int) and k != k_max:
                 raise BundleError(
@@ -204,7 +229,8 @@ class Runtime:
             raise BundleError(f"the encoder outputs {d_enc} features but tx takes {d_tx}; re-export the bundle")
 
     def _dim(self, model: str, tensor: str, axis: int, inputs: bool):
-        metas = self.runners[model].inputs if inputs else self.runners[model].outputs
+        runner = self.fused if model == FUSED else self.runners[model]
+        metas = runner.inputs if inputs else runner.outputs
         for t in metas:
             if t.name == tensor and len(t.shape) > axis:
                 return t.shape[axis]
@@ -255,6 +281,19 @@ class Runtime:
 
     # -- the three stages --------------------------------------------------------------------------------
 
+    def _images(self, images: np.ndarray, preprocessed: bool) -> np.ndarray:
+        if preprocessed:
+            return self._floats(images, (None, self.channels, self.size, self.size), "preprocessed images")
+        return self.preprocess(images)
+
+    def _tx_conditions(self, n: int, snr_db, k, channel: str) -> dict[str, np.ndarray]:
+        """The transmitter's condition inputs ``snr_db [n] float32``, ``k [n] int64``, ``channel [n] int64``."""
+        ks = self._batch_values(k, n, np.float64, "k")
+        if (ks != np.round(ks)).any() or ks.min() < 1 or ks.max() > self.max_symbols:
+            raise BundleError(f"k must be whole numbers from 1 to {self.max_symbols}, got {np.unique(ks).tolist()}")
+        snr, ctype = self._conditions(n, snr_db, channel)
+        return {"snr_db": snr, "k": ks.astype(np.int64), "channel": ctype}
+
     def encode(self, images: np.ndarray, preprocessed: bool = False) -> np.ndarray:
         """Images -> features ``[B, D] float32``.
 
@@ -262,11 +301,22 @@ class Runtime:
             images: ``uint8 [B, H, W, C]`` (see :meth:`preprocess`), or with ``preprocessed`` the normalised
                 ``float32 [B, C, S, S]``.
         """
-        if preprocessed:
-            x = self._floats(images, (None, self.channels, self.size, self.size), "preprocessed images")
-        else:
-            x = self.preprocess(images)
-        return self.runners["encoder"].infer({"image": x})["features"]
+        return self.runners["encoder"].infer({"image": self._images(images, preprocessed)})["features"]
+
+    def send(
+        self, images: np.ndarray, snr_db, k, channel: str = "awgn", preprocessed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images -> unit-power symbols ``[B, K, 2] float32`` (I/Q) and mask ``[B, K] float32``: all a
+        transmitter device computes, in one call of the fused graph where the runtime has it (:attr:`fused`),
+        else :meth:`encode` then :meth:`transmit` (the same numbers, to float rounding).
+
+        Args: as :meth:`encode` (``images``, ``preprocessed``) and :meth:`transmit` (``snr_db``, ``k``, ``channel``).
+        """
+        if self.fused is None:
+            return self.transmit(self.encode(images, preprocessed), snr_db, k, channel)
+        x = self._images(images, preprocessed)
+        out = self.fused.infer({"image": x, **self._tx_conditions(len(x), snr_db, k, channel)})
+        return out["symbols"], out["mask"]
 
     def transmit(
         self, features: np.ndarray, snr_db: float | np.ndarray, k: int | np.ndarray, channel: str = "awgn"
@@ -280,12 +330,7 @@ class Runtime:
             channel: Channel type the transmitter conditions on.
         """
         f = self._floats(features, (None, self.feature_dim if isinstance(self.feature_dim, int) else None), "features")
-        n = len(f)
-        ks = self._batch_values(k, n, np.float64, "k")
-        if (ks != np.round(ks)).any() or ks.min() < 1 or ks.max() > self.max_symbols:
-            raise BundleError(f"k must be whole numbers from 1 to {self.max_symbols}, got {np.unique(ks).tolist()}")
-        snr, ctype = self._conditions(n, snr_db, channel)
-        out = self.runners["tx"].infer({"features": f, "snr_db": snr, "k": ks.astype(np.int64), "channel": ctype})
+        out = self.runners["tx"].infer({"features": f, **self._tx_conditions(len(f), snr_db, k, channel)})
         return out["symbols"], out["mask"]
 
     def receive(
@@ -318,7 +363,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release every runner."""
-        for r in self.runners.values():
+        for r in [*getattr(self, "runners", {}).values(), *([self.fused] if self.fused else [])]:
             r.close()
 
     def __enter__(self) -> Runtime:

@@ -48,7 +48,7 @@ def memory_probe(bundle: str, backend: str, precision: str, batch: str, threads:
     imgs = np.random.default_rng(0).integers(0, 256, (n, rt.size, rt.size, rt.channels), dtype=np.uint8)
     k = rt.max_symbols
     for _ in range(20):
-        sym, mask = rt.transmit(rt.encode(imgs), 10.0, k)
+        sym, mask = rt.send(imgs, 10.0, k)
         rt.receive(sym, mask, 10.0, csi=np.stack([mask, np.zeros_like(mask)], -1) if rt.uses_csi else None)
     out = {"peak_rss_mb": peak_rss_kb() / 1024, "torch_imported": "torch" in sys.modules}
     for r in rt.runners.values():
