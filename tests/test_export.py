@@ -48,7 +48,7 @@ def test_manifest_and_fp32_parity(tiny_bundle):
 
 
 def test_exported_graphs_have_no_complex_or_channel(tiny_bundle):
-    for name in ("encoder", "tx", "rx"):
+    for name in ("encoder", "tx", "rx", "transmitter"):
         model = onnx.load(str(tiny_bundle / "models" / f"{name}.onnx"))
         ops = {n.op_type for n in model.graph.node}
         assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "NonZero"}
