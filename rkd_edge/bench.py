@@ -193,11 +193,13 @@ def _stage_feeds(rt: Runtime, images: np.ndarray, batch: int, s: Settings, k: in
     rx = {"symbols": o.y.numpy(), "mask": mask, "snr_db": snr, "channel": ctype}
     if rt.uses_csi:
         rx["csi"] = o.csi.numpy()
+    conditions = {"snr_db": snr, "k": np.full(batch, k, np.int64), "channel": ctype}
     return {
         "images": imgs,
         "encoder": {"image": x},
-        "tx": {"features": f, "snr_db": snr, "k": np.full(batch, k, np.int64), "channel": ctype},
+        "tx": {"features": f, **conditions},
         "rx": rx,
+        FUSED: {"image": x, **conditions},
     }
 
 
@@ -311,24 +313,14 @@ def run_bench(bundle: Path, s: Settings) -> dict:
             for n in s.batches:
                 try:
                     feeds = _stage_feeds(rt, splits.test.images, n, s, k, cfg.seed)
-                    for stage in MODELS:
+                    for stage, runner in rt.loaded.items():  # the three models, and the fused graph if loaded
 
-                        def fn(r=rt.runners[stage], f=feeds[stage]):
+                        def fn(r=runner, f=feeds[stage]):
                             return r.infer(f)
 
                         fn()  # one call first: a variant that fails is a row, not a crash
                         key = (backend, prec, n, stage)
-                        fns[key], timers[key], batch_of[key] = fn, rt.runners[stage].timer(), n
-                    if rt.fused is not None:
-                        conditions = {name: v for name, v in feeds["tx"].items() if name != "features"}
-                        fused_feeds = {"image": feeds["encoder"]["image"], **conditions}
-
-                        def fused(r=rt.fused, f=fused_feeds):
-                            return r.infer(f)
-
-                        fused()
-                        key = (backend, prec, n, FUSED)
-                        fns[key], timers[key], batch_of[key] = fused, rt.fused.timer(), n
+                        fns[key], timers[key], batch_of[key] = fn, runner.timer(), n
                     e2e = _end_to_end(rt, feeds["images"], s, k)
                     e2e()
                     key = (backend, prec, n, "end_to_end")
@@ -373,17 +365,13 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 memory[(backend, prec, n)] = fresh_process_memory(b.root, backend, prec, n, s.threads, s.run)
 
     for (backend, prec), rt in runtimes.items():
-        sizes = {name: r.size_bytes() / 2**20 for name, r in rt.runners.items()}
+        sizes = {name: r.size_bytes() / 2**20 for name, r in rt.loaded.items()}
         # end to end: the files a deployment loads (the fused graph in place of encoder and tx where it runs)
-        sizes["end_to_end"] = sum(sizes.values())
-        if rt.fused is not None:
-            sizes[FUSED] = rt.fused.size_bytes() / 2**20
-            sizes["end_to_end"] = sizes[FUSED] + sizes["rx"]
+        sent_by = (FUSED,) if FUSED in sizes else ("encoder", "tx")
+        sizes["end_to_end"] = sum(sizes[name] for name in (*sent_by, "rx"))
         acc = accuracy[(backend, prec)]
         for n in s.batches:
-            for stage in STAGES:
-                if stage == FUSED and rt.fused is None:
-                    continue
+            for stage in (st for st in STAGES if st in sizes):  # no fused row where it is not loaded
                 key = (backend, prec, n, stage)
                 row = {"backend": backend, "precision": prec, "batch": n, "stage": stage}
                 if key in timed:

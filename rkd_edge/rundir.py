@@ -225,17 +225,20 @@ def untrained_codec(system: SemanticSystem, state, record: dict | None):
     """
     if not isinstance(state, dict) or trained_codec(record):
         return state
-    own = {n: v for n, v in system.state_dict().items() if n.startswith("codec.")}
-    theirs = {n: v for n, v in state.items() if n.startswith("codec.")}
+    own, theirs = codec_weights(system.state_dict()), codec_weights(state)
     if theirs.keys() == own.keys() and all(getattr(theirs[n], "shape", None) == own[n].shape for n in own):
         return state
     return with_own_codec(system, state)
 
 
+def codec_weights(state: dict) -> dict:
+    """The ``codec.`` entries of a state dict."""
+    return {n: v for n, v in state.items() if n.startswith("codec.")}
+
+
 def with_own_codec(system: SemanticSystem, state: dict) -> dict:
     """``state`` with its codec weights replaced by ``system``'s own (dropped where the system has none)."""
-    own = {n: v for n, v in system.state_dict().items() if n.startswith("codec.")}
-    return {**{n: v for n, v in state.items() if not n.startswith("codec.")}, **own}
+    return {**{n: v for n, v in state.items() if not n.startswith("codec.")}, **codec_weights(system.state_dict())}
 
 
 def load_state(

@@ -199,15 +199,13 @@ def validate(
         for x, y, _ in view.batches(bs):
             correct += (system(x.to(device))["logits"].argmax(-1) == y.to(device)).sum()
         return int(correct) / max(1, len(split))
-    lo, hi = sc.snr_db
-    snrs = torch.linspace(lo, hi, VAL_SNR_POINTS, device=device)
-    idx = torch.arange(len(channels), device=device)
+    # Every (SNR, channel) pair, SNR-major: the copies of one pass.
+    snrs = torch.linspace(*sc.snr_db, VAL_SNR_POINTS, device=device)
+    cond_snr = snrs.repeat_interleave(len(channels))
+    cond_idx = torch.arange(len(channels), device=device).repeat(VAL_SNR_POINTS)
+    copies = len(cond_snr)
     g = torch.Generator(device=device).manual_seed(hash_seed(seed, "val"))
-    points = 0
-    for k in system.codec.symbol_set:  # one k per pass: copies = channels x SNRs
-        cond_snr, cond_idx = torch.cartesian_prod(snrs, idx.float()).unbind(-1)
-        copies = len(cond_snr)
-        points += copies
+    for k in system.codec.symbol_set:  # one k per pass
         for x, y, _ in view.batches(bs, limit=VAL_SAMPLES):
             n = len(y)
             out = system(
@@ -215,9 +213,10 @@ def validate(
                 channels,
                 cond_snr.repeat_interleave(n),
                 torch.full((n * copies,), k, device=device),
-                cond_idx.long().repeat_interleave(n),
+                cond_idx.repeat_interleave(n),
                 generator=g,
                 copies=copies,
             )
             correct += (out["logits"].argmax(-1) == y.to(device).repeat(copies)).sum()
+    points = copies * len(system.codec.symbol_set)
     return int(correct) / max(1, min(len(split), VAL_SAMPLES) * points)

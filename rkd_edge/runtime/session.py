@@ -86,6 +86,7 @@ class Runtime:
         precisions: ``{model: precision}``; ``precision``: their common value, or ``mixed``.
         runners: ``{model: Runner}``.
         fused: The runner of the fused ``transmitter`` graph, or ``None`` (then :meth:`send` calls two).
+        loaded: ``runners`` plus ``transmitter`` where :attr:`fused` is loaded: every runner this holds.
     """
 
     def __init__(
@@ -171,6 +172,10 @@ class Runtime:
             raise
 
     @property
+    def loaded(self) -> dict[str, Runner]:
+        return {**getattr(self, "runners", {}), **({FUSED: self.fused} if self.fused is not None else {})}
+
+    @property
     def providers(self) -> list[str]:
         """What really executes the models (for ONNX Runtime: the session's providers, best first)."""
         return self.runners["encoder"].providers
@@ -186,8 +191,7 @@ class Runtime:
 
     def _check_io(self) -> None:
         """The loaded graphs against the manifest's declared inputs/outputs and ``symbols.max``."""
-        loaded = {**self.runners, **({FUSED: self.fused} if self.fused else {})}
-        for name, r in loaded.items():
+        for name, r in self.loaded.items():
             declared = self._declared(name)
             for kind, metas in (("inputs", r.inputs), ("outputs", r.outputs)):
                 want = declared.get(kind)
@@ -229,7 +233,7 @@ class Runtime:
             raise BundleError(f"the encoder outputs {d_enc} features but tx takes {d_tx}; re-export the bundle")
 
     def _dim(self, model: str, tensor: str, axis: int, inputs: bool):
-        runner = self.fused if model == FUSED else self.runners[model]
+        runner = self.loaded[model]
         metas = runner.inputs if inputs else runner.outputs
         for t in metas:
             if t.name == tensor and len(t.shape) > axis:
@@ -363,7 +367,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release every runner."""
-        for r in [*getattr(self, "runners", {}).values(), *([self.fused] if self.fused else [])]:
+        for r in self.loaded.values():
             r.close()
 
     def __enter__(self) -> Runtime:
