@@ -57,6 +57,8 @@ class SearchConfig:
     layers: int = 3
     steps: int = 3
     init_channels: int = 8
+    # Width the derived student is built and trained at; None: init_channels (the width searched at)
+    derive_channels: int | None = None
     stem_multiplier: int = 2
     stem_stride: int = 1
     feature_dim: int = 64
@@ -333,6 +335,7 @@ RANGES: dict[str, tuple] = {
     "layers": (1, 64, False, False),
     "steps": (1, 16, False, False),
     "init_channels": (1, 4096, False, False),
+    "derive_channels": (1, 4096, False, False),
     "stem_multiplier": (1, 64, False, False),
     "feature_dim": (1, 1 << 16, False, False),
     "partial_channels": (1, 64, False, False),

@@ -227,7 +227,8 @@ class Pipeline:
             checkpoint=self.rd.epoch_checkpoint(name),
         )
         save_checkpoint(self.rd.checkpoint(name), checkpoint_state(system, self.cfg))
-        self.rd.epoch_checkpoint(name).unlink(missing_ok=True)
+        # The epoch checkpoint stays until the stage is marked done (RunDir.mark): stopped while the clean
+        # accuracy below is measured, a rerun resumes after the last epoch instead of training again.
         clean = clean_accuracy(system, self.splits.test, self.device, self.cfg.seed)
         return {"history": history, "clean_test_accuracy": clean, "trained": sc.train, "losses": sc.losses}
 

@@ -107,8 +107,10 @@ class RunDir:
         return read_json(p, f"stage record {stage}", expect=dict) if p.is_file() else None
 
     def mark(self, stage: str, info: dict) -> dict:
-        """Record a finished stage (written last, atomically: the stage is complete once this exists)."""
+        """Record a finished stage (written last, atomically: the stage is complete once this exists); its
+        epoch checkpoint, kept until now so that an interruption resumes, goes."""
         write_json(self.stage_record(stage), info)
+        self.epoch_checkpoint(stage).unlink(missing_ok=True)
         return info
 
     def any_done(self) -> bool:

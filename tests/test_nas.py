@@ -7,7 +7,7 @@ import torch
 
 from rkd_edge.errors import UserError
 from rkd_edge.nas.cost import count_macs, count_params, expected_cost, op_cost_table
-from rkd_edge.nas.derive import derive, derive_cell
+from rkd_edge.nas.derive import derive, derive_cell, widen
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES, build_op
 from rkd_edge.nas.search_model import SearchNetwork
@@ -78,6 +78,22 @@ def test_student_params_match_genotype_estimate(seed, stem_stride, size):
     assert count_macs(enc, (1, size, size)) == g.flops
     assert enc(torch.randn(3, 1, size, size)).shape == (3, 32)
     assert type(enc).__name__ != "SearchNetwork"
+
+
+@pytest.mark.parametrize("channels", [4, 8, 12])
+def test_widened_genotype_counts_what_it_builds(channels):
+    """search.derive_channels: the same cells at another width; its counts are the built encoder's (at the
+    searched width they equal the search's table estimate, so the two ways of counting agree)."""
+    g = _derived(1)
+    wide = widen(g, channels)
+    enc = create_encoder(wide)
+    assert wide.normal == g.normal and wide.reduce == g.reduce and wide.skeleton.init_channels == channels
+    assert count_params(enc) == wide.encoder_params and count_macs(enc, (1, 8, 8)) == wide.flops
+    assert wide.search["searched_channels"] == 8
+    if channels == 8:
+        assert (wide.params, wide.flops) == (g.params, g.flops)
+    else:
+        assert (wide.params > g.params) == (channels > 8)
 
 
 def test_genotype_json_round_trip(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from rkd_edge.runtime import BundleError, Runtime
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_overrides
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -261,6 +261,29 @@ def test_prune_killed_leaves_nothing_and_resumes(run_copy, tmp_path):
     assert not partial.exists() and not (out / "train").exists()
     assert not (out / "checkpoints" / "stage1.pt").exists()  # the unpruned weights stay with the source
     one_line_exit_2(run_cli(*args), "already exists")
+
+
+def test_stage_killed_after_its_last_epoch_resumes_there(tiny_teacher_dir, tmp_path):
+    """Killed between a stage's last epoch and its record (while the clean accuracy is measured), a rerun
+    resumes after the last epoch instead of training the stage again (the epoch checkpoint used to go
+    before the record existed)."""
+    out = tmp_path / "run"
+    args = ["distill", "--out", str(out), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    die = "import os, rkd_edge.pipeline as p; p.clean_accuracy = lambda *a, **k: os._exit(9); "
+    proc = subprocess.run(
+        [sys.executable, "-c", die + "from rkd_edge.cli import main; main()", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    ck = out / "train" / "stage1.ckpt"
+    assert ck.is_file() and not (out / "stages" / "stage1.json").exists()
+    last = torch.load(ck, weights_only=False)["epoch"]
+    again = run_cli(*args, check=True)
+    assert f"resuming after epoch {last + 1} of {last + 1}" in again.stderr, again.stderr[-2000:]
+    record = json.loads((out / "stages" / "stage1.json").read_text())
+    assert len(record["history"]) == last + 1 and not ck.exists()
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--ratio", "0.0001"), ("--ratio", "nan"), ("--epochs", "-1")])

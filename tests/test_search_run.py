@@ -43,6 +43,12 @@ def test_search_same_seed_same_genotype(tmp_path, tiny_teacher_dir):
         assert (out / "search_log.json").is_file() and (out / "arch_weights.png").stat().st_size > 1000
         assert {"params", "flops", "normal", "reduce"} <= set(genos[-1])
     assert genos[0] == genos[1]
+    # search.derive_channels: the same search, its cells built wider (counted on the built encoder)
+    search_cli(tmp_path / "wide", tiny_teacher_dir, "--set", "search.derive_channels=12")
+    wide = json.loads((tmp_path / "wide" / "genotype.json").read_text())
+    assert (wide["normal"], wide["reduce"]) == (genos[0]["normal"], genos[0]["reduce"])
+    assert wide["skeleton"]["init_channels"] == 12 and wide["search"]["searched_channels"] == 8
+    assert wide["params"] > genos[0]["params"] and wide["flops"] > genos[0]["flops"]
 
 
 def test_lambda_sweep_writes_pareto(tmp_path, tiny_teacher_dir):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from rkd_edge.nas.cost import chosen_cost, count_macs, count_params
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES
+from rkd_edge.students.network import StudentEncoder
 
 
 def derive_cell(alphas: torch.Tensor, steps: int, max_skip: int | None) -> tuple[list, dict]:
@@ -47,8 +50,6 @@ def derive_cell(alphas: torch.Tensor, steps: int, max_skip: int | None) -> tuple
 
 def skeleton_costs(sk: Skeleton) -> tuple[int, int]:
     """Parameters and MACs of everything but the searched operations (stem, preprocessing, head)."""
-    from rkd_edge.students.network import StudentEncoder
-
     empty = [("none", j) for i in range(sk.steps) for j in (0, 1)]
     concat = list(range(2, 2 + sk.steps))
     net = StudentEncoder(Genotype(empty, empty, sk, concat, concat))
@@ -81,3 +82,19 @@ def derive(
     if "latency" in tables:
         g.latency_ms = round(chosen_cost(cells, tables["latency"], sk.steps, reductions), 5)
     return g
+
+
+def widen(g: Genotype, init_channels: int) -> Genotype:
+    """The same cells built at another width (DARTS searches a narrow network and trains its cells wider).
+
+    Params and FLOPs are counted on the built encoder (the search's tables price the search width only);
+    the search record is kept and notes the width it ran at.
+    """
+    sk = dataclasses.replace(g.skeleton, init_channels=init_channels)
+    wide = dataclasses.replace(g, skeleton=sk, search={**g.search, "searched_channels": g.skeleton.init_channels})
+    net = StudentEncoder(wide)
+    wide.encoder_params = count_params(net)
+    wide.params = wide.encoder_params + sk.feature_dim * sk.num_classes + sk.num_classes
+    wide.flops = count_macs(net, (sk.in_channels, sk.image_size, sk.image_size))
+    wide.latency_ms = None  # a latency table prices the searched width only
+    return wide

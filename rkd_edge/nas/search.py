@@ -17,7 +17,7 @@ from rkd_edge.distill.loop import autocast
 from rkd_edge.distill.losses import kd_kl
 from rkd_edge.nas.architect import Architect
 from rkd_edge.nas.cost import build_latency_table, expected_cost, load_latency_table, op_cost_table
-from rkd_edge.nas.derive import derive
+from rkd_edge.nas.derive import derive, widen
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES
 from rkd_edge.nas.search_model import SearchNetwork
@@ -173,7 +173,10 @@ def search(
         "alphas_normal": model.alphas_normal.detach().cpu().tolist(),
         "alphas_reduce": model.alphas_reduce.detach().cpu().tolist(),
     }
-    return derive(model, s.max_skip, {k: v.cpu() for k, v in tables.items()}, reductions, info), log
+    genotype = derive(model, s.max_skip, {k: v.cpu() for k, v in tables.items()}, reductions, info)
+    if s.derive_channels is not None and s.derive_channels != s.init_channels:
+        genotype = widen(genotype, s.derive_channels)
+    return genotype, log
 
 
 def _mean_weights(alphas: torch.Tensor) -> dict[str, float]:
