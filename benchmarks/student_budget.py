@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import md_table, record  # noqa: E402
 
 from rkd_edge.distill.stages import validate  # noqa: E402
-from rkd_edge.nas.cost import count_params  # noqa: E402
-from rkd_edge.rundir import RunDir, load_splits  # noqa: E402
+from rkd_edge.nas.genotypes import Genotype  # noqa: E402
+from rkd_edge.rundir import RunDir, load_splits, student_costs  # noqa: E402
 
 PARAM_SHARE, ACCURACY_SHARE = 0.025, 0.985  # issue 15: at most 2.5 % of the teacher at 98.5 % or more
 
@@ -30,21 +30,22 @@ def student(run: Path) -> dict:
     rd = RunDir(run)
     teacher = rd.done("teacher")
     stage1 = rd.done("stage1")
-    cfg, system, _ = rd.load()
-    params = count_params(system.encoder) + count_params(system.classifier)
+    cfg, system, spec = rd.load()
+    params = student_costs(system, spec["input_shape"])["params"]
     if stage1 is not None:
         acc, source = stage1["clean_test_accuracy"], "stage-1 record"
     else:
         acc, source = validate(system, load_splits(cfg).test, "cpu", cfg.seed), "measured from the checkpoint"
-    s1, genotype = cfg.stage1, json.loads(rd.genotype.read_text())
+    s1, genotype = cfg.stage1, Genotype.load(rd.genotype)
+    width = genotype.skeleton.init_channels
     return {
         "params": params,
         "param_share": round(params / teacher["params"], 5),
         "clean_accuracy": acc,
         "accuracy_share": round(acc / teacher["accuracy"], 5),
         "accuracy_source": source,
-        "width": genotype["skeleton"]["init_channels"],
-        "searched_width": genotype["search"].get("searched_channels", genotype["skeleton"]["init_channels"]),
+        "width": width,
+        "searched_width": genotype.search.get("searched_channels", width),
         "stage1_epochs": s1.epochs,
         "stage1_batches": s1.limit_batches,
         "augment": cfg.data.augment,

@@ -48,12 +48,23 @@ def derive_cell(alphas: torch.Tensor, steps: int, max_skip: int | None) -> tuple
     return [(op, j) for op, j, _ in chosen], {"none_argmax": none_argmax, "skips_replaced": replaced}
 
 
+def built_costs(g: Genotype) -> tuple[int, int]:
+    """Parameters and MACs of the encoder built from ``g``, counted on the module."""
+    sk = g.skeleton
+    net = StudentEncoder(g)
+    return count_params(net), count_macs(net, (sk.in_channels, sk.image_size, sk.image_size))
+
+
+def head_params(sk: Skeleton) -> int:
+    """Parameters of the classifier on the student's features (part of the student's count)."""
+    return sk.feature_dim * sk.num_classes + sk.num_classes
+
+
 def skeleton_costs(sk: Skeleton) -> tuple[int, int]:
     """Parameters and MACs of everything but the searched operations (stem, preprocessing, head)."""
     empty = [("none", j) for i in range(sk.steps) for j in (0, 1)]
     concat = list(range(2, 2 + sk.steps))
-    net = StudentEncoder(Genotype(empty, empty, sk, concat, concat))
-    return count_params(net), count_macs(net, (sk.in_channels, sk.image_size, sk.image_size))
+    return built_costs(Genotype(empty, empty, sk, concat, concat))
 
 
 def derive(
@@ -67,14 +78,13 @@ def derive(
     cells = {False: normal, True: reduce}
     skel_params, skel_macs = skeleton_costs(sk)
     enc_params = skel_params + int(chosen_cost(cells, tables["params"], sk.steps, reductions))
-    classifier = sk.feature_dim * sk.num_classes + sk.num_classes
     g = Genotype(
         normal,
         reduce,
         sk,
         concat,
         list(concat),
-        params=enc_params + classifier,
+        params=enc_params + head_params(sk),
         encoder_params=enc_params,
         flops=skel_macs + int(chosen_cost(cells, tables["flops"], sk.steps, reductions)),
         search={**search_info, "safeguards": {"normal": info_n, "reduce": info_r}},
@@ -92,9 +102,7 @@ def widen(g: Genotype, init_channels: int) -> Genotype:
     """
     sk = dataclasses.replace(g.skeleton, init_channels=init_channels)
     wide = dataclasses.replace(g, skeleton=sk, search={**g.search, "searched_channels": g.skeleton.init_channels})
-    net = StudentEncoder(wide)
-    wide.encoder_params = count_params(net)
-    wide.params = wide.encoder_params + sk.feature_dim * sk.num_classes + sk.num_classes
-    wide.flops = count_macs(net, (sk.in_channels, sk.image_size, sk.image_size))
+    wide.encoder_params, wide.flops = built_costs(wide)
+    wide.params = wide.encoder_params + head_params(sk)
     wide.latency_ms = None  # a latency table prices the searched width only
     return wide
