@@ -3,7 +3,8 @@ same rate, and the CSI receiver against ZF equalisation (issue 15), all on one s
 
 Runs are made with ``rkd-edge pipeline --from SOURCE`` (benchmarks/codec_sweep.py shows how); this script
 evaluates every run at the same points (``rkd-edge evaluate RUN --out RUN/rates``: the whole test split,
-one noise draw per image, 95 % intervals) and compares.
+``--trials`` noise draws per image, 95 % intervals) and compares. Every run of a comparison is evaluated
+on the same images, so more draws narrow the noise part of each difference, not the choice of images.
 
     python benchmarks/codec_rates.py --adaptive runs/codec-sweep/d32-l1-h4 \\
         --dedicated 16:runs/codec-sweep/d32-l1-h4-k16,32:runs/codec-sweep/d32-l1-h4-k32 \\
@@ -25,14 +26,17 @@ SNRS = "-10,-4,0,10"
 CHANNELS = ("awgn", "rayleigh")
 
 
-def curves(run: Path, symbols: list[int], channels: tuple[str, ...] = CHANNELS) -> dict:
-    """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` of ``run`` at :data:`SNRS`, evaluated once."""
+def curves(run: Path, symbols: list[int], channels: tuple[str, ...] = CHANNELS, trials: int = 1) -> dict:
+    """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` of ``run`` at :data:`SNRS`, evaluated once
+    (again when the points or ``trials`` change)."""
     out = run / "rates"
     want = {"channels": list(channels), "symbols": symbols, "snr": SNRS}
+    if trials != 1:  # points.json files written before the option said nothing of it: they mean 1
+        want["trials"] = trials
     points = out / "points.json"
     if not points.is_file() or json.loads(points.read_text()) != want:
         cmd = ["rkd-edge", "-q", "evaluate", str(run), "--channel", ",".join(channels), f"--snr={SNRS}"]
-        cmd += ["--symbols", ",".join(map(str, symbols)), "--trials", "1", "--out", str(out)]
+        cmd += ["--symbols", ",".join(map(str, symbols)), "--trials", str(trials), "--out", str(out)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         points.write_text(json.dumps(want))
     return evaluation_points(out / "evaluation.json", channels)
@@ -62,10 +66,13 @@ def main() -> None:
     ap.add_argument(
         "--fast", default="", help="CODEC_RUN:UNCODED_RUN trained / evaluated with codec.rayleigh_mode=fast."
     )
+    ap.add_argument("--trials", type=int, default=1, help="Noise draws per test image at every point.")
     args = ap.parse_args()
+    if args.trials < 1:
+        ap.error("--trials must be at least 1")
     adaptive = Path(args.adaptive)
     ks = json.loads((adaptive / "system.json").read_text())["codec"]["symbols"]
-    ad = curves(adaptive, ks)
+    ad = curves(adaptive, ks, trials=args.trials)
     data: dict = {"adaptive": {"run": args.adaptive, "curves": ad}}
     sections = []
     head = ["comparison", "channel", "k", "SNR dB", "accuracy %", "against %", "difference (points)"]
@@ -75,7 +82,7 @@ def main() -> None:
         rows, worst = [], float("inf")
         data["dedicated"] = {}
         for k, run in dedicated.items():
-            cur = curves(Path(run), [int(k)])
+            cur = curves(Path(run), [int(k)], trials=args.trials)
             data["dedicated"][k] = {"run": run, "curves": cur}
             r, w = pairs(f"adaptive - dedicated k={k}", ad, cur)
             rows += r
@@ -87,7 +94,7 @@ def main() -> None:
         )
     if args.uncoded:
         k = int(json.loads((Path(args.uncoded) / "report.json").read_text())["noiseless_symbols"])
-        un = curves(Path(args.uncoded), [k])
+        un = curves(Path(args.uncoded), [k], trials=args.trials)
         data["uncoded"] = {"run": args.uncoded, "k": k, "curves": un}
         rows, worst = pairs(f"adaptive - uncoded (k={k})", ad, un)
         for name, d in data.get("dedicated", {}).items():
@@ -104,7 +111,7 @@ def main() -> None:
         rows = []
         data["csi"] = {}
         for name, run in csi.items():
-            cur = curves(Path(run), ks, ("rayleigh",))
+            cur = curves(Path(run), ks, ("rayleigh",), args.trials)
             data["csi"][name] = {"run": run, "curves": cur}
             r, _ = pairs(f"{name} - zf", cur, {"rayleigh": ad["rayleigh"]})
             rows += r
@@ -112,7 +119,8 @@ def main() -> None:
     if args.fast:
         coded, uncoded = args.fast.split(":", 1)
         k = int(json.loads((Path(uncoded) / "report.json").read_text())["noiseless_symbols"])
-        cur, un = curves(Path(coded), ks, ("rayleigh",)), curves(Path(uncoded), [k], ("rayleigh",))
+        cur = curves(Path(coded), ks, ("rayleigh",), args.trials)
+        un = curves(Path(uncoded), [k], ("rayleigh",), args.trials)
         data["fast"] = {"run": coded, "uncoded": uncoded, "curves": cur, "uncoded_curves": un}
         rows, worst = pairs(f"adaptive - uncoded (k={k})", cur, un)
         data["fast"]["adaptive_minus_uncoded_min_points"] = round(worst, 2)
@@ -121,8 +129,8 @@ def main() -> None:
             "evaluated on it\n\n" + md_table(head, rows)
         )
     md = (
-        "Accuracy on the whole fashion-mnist test split, one noise draw per image (95 % intervals in the JSON, "
-        "about +-0.6 point near 90 %).\n\n" + "\n\n".join(sections)
+        f"Accuracy on the whole fashion-mnist test split, {args.trials} noise draw(s) per image (95 % intervals "
+        "in the JSON, about +-0.6 point near 90 % with one draw).\n\n" + "\n\n".join(sections)
     )
     cmd = " ".join(["python benchmarks/codec_rates.py", *sys.argv[1:]])
     print(record("codec_rates_fashion-mnist", data, md, cmd))

@@ -2,8 +2,9 @@
 
     python benchmarks/fashion_mnist.py --teacher runs/fmnist-teacher --runs runs/fm
 
-Runs ``rkd-sc`` first (its searched genotype is reused by ``deepjscc`` and ``no-stage2``), then the
-others; each run is resumable, so an interrupted benchmark continues where it stopped.
+Runs ``rkd-sc`` first (``deepjscc`` starts from its search, ``no-stage2`` from its search and stage-1
+student, through ``rkd-edge pipeline --from``), then the others; each run is resumable, so an interrupted
+benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def run_method(method: str, teacher: str, runs: Path, extra: list[str]) -> Path:
         *extra,
     ]
     if method in ("deepjscc", "no-stage2"):
-        cmd += ["--set", f"search.genotype={runs / 'rkd-sc' / 'genotype.json'}"]
+        # The stages whose settings agree with rkd-sc's are copied from it (deepjscc: the search; no-stage2:
+        # the search and the stage-1 student too), so the baselines differ from ours only where they should.
+        cmd += ["--from", str(runs / "rkd-sc")]
     subprocess.run(cmd, check=True)
     return out
 

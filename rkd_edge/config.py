@@ -113,6 +113,9 @@ class CodecConfig:
     # SNR-, channel- and length-conditioned gains on the codec's linear paths: a learned power allocation
     # across the feature dimensions (tx) and its inverse (rx) that moves with the SNR and k.
     gains: bool = False
+    # The transmitter feeds the class posterior of its own copy of the task head to the linear path beside
+    # the features (CATCodec, posterior_classes): a non-linear code for low SNR.
+    posterior: bool = False
     csi: str = "zf"  # zf | mmse | decoder (fading channels)
     rayleigh_mode: str = "block"
     rician_k: float = 3.0

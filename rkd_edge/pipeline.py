@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from rkd_edge import env, progress
+from rkd_edge.codec.cat import CATCodec
 from rkd_edge.config import RunConfig, validate
 from rkd_edge.distill import ddp
 from rkd_edge.distill.loop import load_checkpoint, save_checkpoint
@@ -241,9 +242,12 @@ class Pipeline:
         state = saved.get("model")
         if not isinstance(state, dict):
             raise UserError(f"checkpoint {ck} holds no model state; rerun stage {previous}")
-        if not trained_codec(self.done(previous)):
+        fresh_codec = not trained_codec(self.done(previous))
+        if fresh_codec:
             state = with_own_codec(system, state)
         load_state(system, state, ck, stage=previous, channel_ids=saved.get("channel_ids"))
+        if fresh_codec and isinstance(system.codec, CATCodec):
+            system.codec.start_task_head(system.classifier)
 
     def stage_stage1(self) -> dict:
         return self._train("stage1", self.cfg.stage1, self._system(), False, None)

@@ -319,6 +319,8 @@ def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
     }
     if cc.gains:  # only when on: a system.json written before the option rebuilds as it was
         codec["gains"] = True
+    if cc.posterior and cc.name == "cat":  # the other codecs have no linear path to feed
+        codec["posterior_classes"] = splits.num_classes
     return {
         "encoder": encoder,
         "codec": codec,

@@ -221,3 +221,26 @@ def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir,
     (linked / "cache" / "elsewhere").symlink_to(tmp_path)
     proc = run_cli(*base, "--out", str(tmp_path / "refused"), "--from", str(linked))
     assert proc.returncode == 2 and "symbolic link" in proc.stderr and not (tmp_path / "refused").exists()
+
+
+def test_task_head_at_the_transmitter_starts_from_the_stage1_classifier(tiny_run, tiny_teacher_dir, tmp_path):
+    """``codec.posterior``: stage 2 starts the transmitter's task head from the stage-1 classifier (here
+    stage 2 trains the classifier only, so the head must still be exactly that copy), and the run exports
+    to a bundle whose transmitter graph ONNX Runtime runs."""
+    import torch
+
+    out = tmp_path / "posterior"
+    sets = ["--set", "codec.posterior=true", "--set", "stage2.train=[classifier]"]
+    base = ["-q", "pipeline", "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    run_cli(*base, "--out", str(out), "--from", str(tiny_run), *sets, check=True)
+    stage1 = torch.load(out / "checkpoints/stage1.pt", weights_only=True)["model"]
+    stage2 = torch.load(out / "checkpoints/stage2.pt", weights_only=True)["model"]
+    torch.testing.assert_close(stage2["codec.tx_head.weight"], stage1["classifier.weight"])
+    torch.testing.assert_close(stage2["codec.tx_head.bias"], stage1["classifier.bias"])
+    assert not torch.equal(stage2["classifier.weight"], stage1["classifier.weight"])  # stage 2 did train
+    spec = json.loads((out / "system.json").read_text())["codec"]
+    assert spec["posterior_classes"] == stage1["classifier.weight"].shape[0]
+    bundle = tmp_path / "bundle"
+    run_cli("-q", "export", str(out), "--out", str(bundle), check=True)
+    proc = run_cli("-q", "evaluate", str(bundle), "--channel", "awgn", "--snr", "10", check=True)
+    assert "Traceback" not in proc.stderr

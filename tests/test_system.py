@@ -25,17 +25,23 @@ def small_genotype(c_in=1, size=8) -> Genotype:
     return Genotype(cell, cell, sk, [2, 3], [2, 3])
 
 
-def make_system(codec="cat", csi=False, gains=False) -> SemanticSystem:
+def make_system(codec="cat", csi=False, gains=False, posterior=False) -> SemanticSystem:
     torch.manual_seed(0)
     enc = create_encoder(small_genotype())
     kwargs = {"max_symbols": 8, "symbols": [2, 4, 8], "dim": 16, "heads": 2, "csi": csi} if codec == "cat" else {}
     if gains:
         kwargs["gains"] = True
+    if posterior:
+        kwargs["posterior_classes"] = 10
     return SemanticSystem(enc, 10, 24, create_codec(codec, 16, **kwargs))
 
 
 # Every codec of the registry, and the CAT codec's optional parts.
-VARIANTS = [(c, {}) for c in CODECS] + [("cat", {"gains": True}), ("cat", {"gains": True, "csi": True})]
+VARIANTS = [(c, {}) for c in CODECS] + [
+    ("cat", {"gains": True}),
+    ("cat", {"gains": True, "csi": True}),
+    ("cat", {"gains": True, "posterior": True}),
+]
 
 
 @pytest.mark.parametrize("codec,options", VARIANTS)
@@ -49,7 +55,11 @@ def test_every_codec_builds_and_runs(codec, options):
     torch.testing.assert_close(active_power(out["symbols"], out["mask"]), torch.ones(4))
 
 
-@pytest.mark.parametrize("codec,options", [(c, {"csi": c == "cat"}) for c in CODECS] + [("cat", {"gains": True})])
+@pytest.mark.parametrize(
+    "codec,options",
+    [(c, {"csi": c == "cat"}) for c in CODECS]
+    + [("cat", {"gains": True}), ("cat", {"gains": True, "posterior": True})],
+)
 def test_sample_output_independent_of_batch(codec, options):
     system = make_system(codec, **options).eval()
     if options.get("gains"):  # trained gains are not 1: give them weights so that the test can fail
@@ -82,6 +92,22 @@ def test_gains_start_at_one():
         b = plain(x, create_channel("identity"), snr, k)
     torch.testing.assert_close(a["symbols"], b["symbols"])
     torch.testing.assert_close(a["logits"], b["logits"])
+
+
+def test_task_head_starts_from_the_classifier_and_moves_the_symbols():
+    """The transmitter's task head is a copy of the classifier it is started from, and its posterior
+    reaches the symbols (a head that fed nothing would leave them unchanged)."""
+    system = make_system(gains=True, posterior=True).eval()
+    codec = system.codec
+    codec.start_task_head(system.classifier)
+    torch.testing.assert_close(codec.tx_head.weight, system.classifier.weight)
+    torch.testing.assert_close(codec.tx_head.bias, system.classifier.bias)
+    f, snr, k, ch = torch.randn(4, 16), torch.zeros(4), torch.full((4,), 8), torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        before, _ = codec.tx(f, snr, k, ch)
+        codec.tx_head.bias.add_(torch.arange(10.0))  # another posterior, same features
+        after, _ = codec.tx(f, snr, k, ch)
+    assert not torch.allclose(before, after)
 
 
 def test_copies_send_each_image_through_every_condition():

@@ -42,6 +42,11 @@ class CATCodec(nn.Module):
             fading block the SNR it was told is not the one it got, and after ZF nothing else says how
             deep the fade was. The gains start at 1, so training starts from the plain linear code.
         source_tokens: Tokens the features are split into at the transmitter.
+        posterior_classes: N > 0 gives the transmitter a copy of the task head (``tx_head``: D -> N, started
+            from the stage-1 classifier by :meth:`start_task_head`) and feeds its class posterior, the
+            softmax, to the linear path beside the features. The posterior is a non-linear, near-digital
+            summary of the message: at low SNR the gains can move the power onto it, where an analog code
+            of the features spends most of it on spread within a class that the task does not need.
     """
 
     name = "cat"
@@ -57,6 +62,7 @@ class CATCodec(nn.Module):
         csi: bool = False,
         gains: bool = False,
         source_tokens: int = 4,
+        posterior_classes: int = 0,
     ) -> None:
         super().__init__()
         self.feature_dim, self.max_symbols = feature_dim, max_symbols
@@ -69,7 +75,9 @@ class CATCodec(nn.Module):
         self.tx_queries = nn.Parameter(torch.randn(1, max_symbols, dim) * 0.02)
         self.tx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
         self.tx_out = nn.Linear(dim, 2)
-        self.tx_lin = nn.Linear(feature_dim, 2 * max_symbols)
+        self.tx_head = nn.Linear(feature_dim, posterior_classes) if posterior_classes else None
+        lin_in = feature_dim + posterior_classes
+        self.tx_lin = nn.Linear(lin_in, 2 * max_symbols)
         self.power = PowerNormalize()
         self.rx_cond = Conditioning(dim, n_types, CHANNEL_CAPACITY, lengths, measured=gains)
         self.rx_in = nn.Linear(4 if csi else 2, dim)
@@ -79,7 +87,7 @@ class CATCodec(nn.Module):
         self.rx_norm = nn.LayerNorm(dim)
         self.rx_out = nn.Linear(dim, feature_dim)
         self.rx_lin = nn.Linear(2 * max_symbols, feature_dim)
-        self.tx_gain = nn.Linear(dim, feature_dim) if gains else None
+        self.tx_gain = nn.Linear(dim, lin_in) if gains else None
         self.rx_gain = nn.Linear(dim, feature_dim) if gains else None
         # The transformer outputs and the gains' offsets start at zero: training starts from the linear code.
         for head in (self.tx_out, self.rx_out, self.tx_gain, self.rx_gain):
@@ -111,9 +119,22 @@ class CATCodec(nn.Module):
         key_mask = torch.cat([torch.ones(b, self.source_tokens, device=f.device), mask], dim=1)
         for blk in self.tx_blocks:
             tokens = blk(tokens, cond, key_mask)
-        f_lin = f if self.tx_gain is None else f * (1.0 + self.tx_gain(cond))
-        x = self.tx_out(tokens[:, self.source_tokens :]) + self.tx_lin(f_lin).view(b, self.max_symbols, 2)
+        if self.tx_head is not None:
+            # At sqrt(D) a sure posterior has the norm of the features (about 1 per dimension): the two
+            # start with comparable power, and the gains move it to the posterior at low SNR.
+            f = torch.cat([f, self.tx_head(f).softmax(-1) * self.feature_dim**0.5], dim=-1)
+        if self.tx_gain is not None:
+            f = f * (1.0 + self.tx_gain(cond))
+        x = self.tx_out(tokens[:, self.source_tokens :]) + self.tx_lin(f).view(b, self.max_symbols, 2)
         return self.power(x, mask), mask
+
+    @torch.no_grad()
+    def start_task_head(self, classifier: nn.Linear) -> None:
+        """Start the transmitter's task head from the receiver's classifier (the stage-1 one: before stage
+        2 the student's decision is the best posterior there is). A codec without a head is left as it is."""
+        if self.tx_head is not None and self.tx_head.weight.shape == classifier.weight.shape:
+            self.tx_head.weight.copy_(classifier.weight)
+            self.tx_head.bias.copy_(classifier.bias)
 
     def rx(
         self,
