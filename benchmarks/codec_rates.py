@@ -26,16 +26,23 @@ SNRS = "-10,-4,0,10"
 CHANNELS = ("awgn", "rayleigh")
 
 
-def curves(run: Path, symbols: list[int], channels: tuple[str, ...] = CHANNELS, trials: int = 1) -> dict:
-    """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` of ``run`` at :data:`SNRS`, evaluated once
-    (again when the points or ``trials`` change)."""
-    out = run / "rates"
-    want = {"channels": list(channels), "symbols": symbols, "snr": SNRS}
+def curves(
+    run: Path,
+    symbols: list[int],
+    channels: tuple[str, ...] = CHANNELS,
+    trials: int = 1,
+    snrs: str = SNRS,
+    folder: str = "rates",
+) -> dict:
+    """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` of ``run`` at ``snrs``, evaluated once into
+    ``RUN/FOLDER`` (again when the points or ``trials`` change)."""
+    out = run / folder
+    want = {"channels": list(channels), "symbols": symbols, "snr": snrs}
     if trials != 1:  # points.json files written before the option said nothing of it: they mean 1
         want["trials"] = trials
     points = out / "points.json"
     if not points.is_file() or json.loads(points.read_text()) != want:
-        cmd = ["rkd-edge", "-q", "evaluate", str(run), "--channel", ",".join(channels), f"--snr={SNRS}"]
+        cmd = ["rkd-edge", "-q", "evaluate", str(run), "--channel", ",".join(channels), f"--snr={snrs}"]
         cmd += ["--symbols", ",".join(map(str, symbols)), "--trials", str(trials), "--out", str(out)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         points.write_text(json.dumps(want))
@@ -67,6 +74,7 @@ def main() -> None:
         "--fast", default="", help="CODEC_RUN:UNCODED_RUN trained / evaluated with codec.rayleigh_mode=fast."
     )
     ap.add_argument("--trials", type=int, default=1, help="Noise draws per test image at every point.")
+    ap.add_argument("--name", default="fashion-mnist", help="Results go to codec_rates_NAME.{json,md}.")
     args = ap.parse_args()
     if args.trials < 1:
         ap.error("--trials must be at least 1")
@@ -133,7 +141,7 @@ def main() -> None:
         "in the JSON, about +-0.6 point near 90 % with one draw).\n\n" + "\n\n".join(sections)
     )
     cmd = " ".join(["python benchmarks/codec_rates.py", *sys.argv[1:]])
-    print(record("codec_rates_fashion-mnist", data, md, cmd))
+    print(record(f"codec_rates_{args.name}", data, md, cmd))
 
 
 if __name__ == "__main__":
