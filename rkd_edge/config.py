@@ -210,6 +210,8 @@ def _check_consistency(cfg: RunConfig) -> None:
         )
     if c.dim % c.heads:
         raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
+    if c.posterior and c.name != "cat":
+        raise UserError(f"codec.posterior needs the cat codec, not {c.name!r}; set codec.posterior=false")
     if not c.symbols:
         raise UserError("codec.symbols must list at least one length")
     for name in ("stage1", "stage2"):

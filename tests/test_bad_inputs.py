@@ -209,6 +209,7 @@ SET_CASES = [
     ("codec.name=nope", "codec.name"),
     ("codec.rician_k=-1", "codec.rician_k"),
     ("codec.gains=maybe", "codec.gains"),
+    ("codec.posterior=maybe", "codec.posterior"),
     ("stage2.lengths=some", "stage2.lengths"),
     ("method=nope", "method"),
     ("device=tpu", "device"),
@@ -257,6 +258,10 @@ for cmd in CONFIG_COMMANDS[1:] + ["teacher train --out {out}"]:
     for s, n in [("seed.x=1", "seed"), ("teacher.lr=.nan", "teacher.lr"), ("data.batch_size=0", "batch_size")]:
         SET_PARAMS.append(case(f"{name}-set-{s}", [*cmd.split(), "--set", s], n))
 SET_PARAMS.append(case("lut-set-seed.x", "devices lut --out {out} --set seed.x=1", "seed"))
+# The fashion-mnist preset turns codec.posterior on: a codec without a linear path to feed is refused.
+SET_PARAMS.append(
+    case("posterior-needs-cat", "pipeline --out {out} --preset fashion-mnist --set codec.name=plain", "codec.posterior")
+)
 SET_PARAMS.append(
     case("val+test-fraction", "pipeline --out {out} --set data.val_fraction=0.5 --set data.test_fraction=0.5", "data")
 )
