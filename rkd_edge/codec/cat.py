@@ -46,7 +46,9 @@ class CATCodec(nn.Module):
             from the stage-1 classifier by :meth:`start_task_head`) and feeds its class posterior, the
             softmax, to the linear path beside the features. The posterior is a non-linear, near-digital
             summary of the message: at low SNR the gains can move the power onto it, where an analog code
-            of the features spends most of it on spread within a class that the task does not need.
+            of the features spends most of it on spread within a class that the task does not need. On
+            fashion-mnist the gains put 4x on it at -10 dB, +1.2 points at k = 32 over the same codec
+            without it (benchmarks/results/codec_ablation_fashion-mnist-earlier-student.md).
     """
 
     name = "cat"
