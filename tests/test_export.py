@@ -8,10 +8,13 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from rkd_edge.export.onnx_export import DEFAULT_OPSET
+import torch
+from rkd_edge.export.graphs import graph_io
+from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
 
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import run_cli
+from tests.test_system import make_system
 
 
 def test_manifest_and_fp32_parity(tiny_bundle):
@@ -212,3 +215,17 @@ def test_jetson_nano_refuses_int8():
 def test_existing_bundle_not_overwritten(tiny_run, tiny_bundle):
     proc = run_cli("export", str(tiny_run), "--out", str(tiny_bundle))
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def test_transmitter_with_task_head_exports_with_parity(tmp_path):
+    """The CAT transmitter with the task head (``codec.posterior``: a softmax inside the tx graph) exports
+    to ONNX and ONNX Runtime sends what PyTorch sends, at every length."""
+    system = make_system(gains=True, posterior=True).eval()
+    torch.nn.init.normal_(system.codec.tx_gain.weight, std=0.3)  # trained gains are not 1
+    g = graph_io(system, (1, 8, 8))["tx"]
+    path = tmp_path / "tx.onnx"
+    export_onnx(g["module"], g["inputs"], g["input_names"], g["output_names"], path)
+    feats = torch.randn(6, 16) * 2
+    feeds = [(feats, torch.linspace(-10, 20, 6), torch.tensor([2, 4, 8, 8, 4, 2]), torch.zeros(6, dtype=torch.long))]
+    p = parity(g["module"], ort_session(path), feeds, g["input_names"])
+    assert p["max_abs_error"] < 1e-4 and p["cosine"] > 0.9999, p
