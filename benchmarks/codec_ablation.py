@@ -49,7 +49,7 @@ def main() -> None:
                 line.append(f"{100 * a:.2f} ({100 * (a - u):+.2f})")
             rows.append(line)
     data = {"k": k, "uncoded_k": un_k, "trials": args.trials, "runs": runs, "uncoded": args.uncoded}
-    data["curves"] = {name: c for name, c in cur.items()} | {"uncoded": un}
+    data["curves"] = {**cur, "uncoded": un}
     md = (
         f"Accuracy (%) at k = {k} on the whole fashion-mnist test split, {args.trials} noise draw(s) per image, "
         f"every run on the same images; in brackets the difference to the uncoded analog code at k = {un_k} "

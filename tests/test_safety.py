@@ -279,7 +279,7 @@ def test_stage_killed_after_its_last_epoch_resumes_there(tiny_teacher_dir, tmp_p
     assert proc.returncode == 9, proc.stderr[-2000:]
     ck = out / "train" / "stage1.ckpt"
     assert ck.is_file() and not (out / "stages" / "stage1.json").exists()
-    last = torch.load(ck, weights_only=False)["epoch"]
+    last = torch.load(ck, weights_only=True)["epoch"]
     again = run_cli(*args, check=True)
     assert f"resuming after epoch {last + 1} of {last + 1}" in again.stderr, again.stderr[-2000:]
     record = json.loads((out / "stages" / "stage1.json").read_text())

@@ -134,7 +134,7 @@ class CATCodec(nn.Module):
     def start_task_head(self, classifier: nn.Linear) -> None:
         """Start the transmitter's task head from the receiver's classifier (the stage-1 one: before stage
         2 the student's decision is the best posterior there is). A codec without a head is left as it is."""
-        if self.tx_head is not None and self.tx_head.weight.shape == classifier.weight.shape:
+        if self.tx_head is not None:  # built with the classifier's shape (posterior_classes = its classes)
             self.tx_head.weight.copy_(classifier.weight)
             self.tx_head.bias.copy_(classifier.bias)
 
