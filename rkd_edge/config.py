@@ -100,6 +100,9 @@ class StageConfig:
     # each step (the encoder runs once), so a rate-adaptive codec gets as much training per k as a
     # dedicated one.
     lengths: str = "draw"
+    # Augment this stage's batches (None: follow data.augment). With augmentation the teacher runs online on
+    # the same augmented batch (consistent teaching) instead of reading its cached outputs.
+    augment: bool | None = None
 
 
 @dataclass

@@ -237,6 +237,24 @@ def test_stage_changes_exactly_declared_parameters(digits, train, robust, length
         assert any(_in_groups(n, [g]) for n in changed), f"declared group {g} did not change"
 
 
+@pytest.mark.parametrize("data_augment", [False, True])
+def test_a_stage_augments_as_its_own_setting_says(digits, data_augment):
+    """``sc.augment`` overrides ``data.augment`` for its stage; unset, the stage follows the data section."""
+
+    def trained(stage_augment: bool | None, data: bool) -> dict:
+        system = make_system()
+        sc = StageConfig(epochs=1, lr=1e-2, losses={"ce": 1.0}, train=["encoder", "classifier"], limit_batches=2)
+        sc.augment = stage_augment
+        run_stage("t", sc, system, digits, None, None, seed=0, batch_size=32, augment=data, device="cpu")
+        return _snapshot(system)
+
+    own = trained(not data_augment, data_augment)
+    follows = trained(None, not data_augment)
+    other = trained(None, data_augment)
+    assert all(torch.equal(own[n], follows[n]) for n in own)
+    assert any(not torch.equal(own[n], other[n]) for n in own)
+
+
 def test_resume_matches_uninterrupted(digits, tmp_path):
     sc = StageConfig(
         epochs=3,

@@ -103,7 +103,8 @@ def run_stage(
     """Train the groups ``sc.train`` of ``system`` with ``sc.losses``; everything else stays frozen.
 
     With a ``codec_cfg`` the stage runs through codec and channels (stage 2). Under torchrun each rank
-    takes its share of every batch and DDP averages the gradients.
+    takes its share of every batch and DDP averages the gradients. ``augment`` is ``data.augment``; the
+    stage's own ``sc.augment`` overrides it where set.
     """
     unknown = set(sc.losses) - set(LOSS_TERMS)
     if unknown:
@@ -116,6 +117,7 @@ def run_stage(
     model = ddp.wrap(system, device)
     rank, world = ddp.world()
     opt, sched = make_optimizer(system.parameters(), sc.lr, sc.weight_decay, sc.epochs)
+    augment = augment if sc.augment is None else sc.augment
     teach = TeacherSource(teacher, splits.train, cache, augment, device)
     channels = build_channels(sc.channels, codec_cfg) if robust else None
     symbol_set = torch.tensor(system.codec.symbol_set, device=device) if robust else None
