@@ -119,6 +119,9 @@ class CodecConfig:
     # The transmitter feeds the class posterior of its own copy of the task head to the linear path beside
     # the features (CATCodec, posterior_classes): a non-linear code for low SNR.
     posterior: bool = False
+    # The receiver's linear path has one map per trained length (CATCodec, rx_per_length): a rate-adaptive
+    # codec's read-out of a prefix need not be the prefix of the longest read-out. Receiver only.
+    rx_per_length: bool = False
     csi: str = "zf"  # zf | mmse | decoder (fading channels)
     rayleigh_mode: str = "block"
     rician_k: float = 3.0
@@ -213,8 +216,9 @@ def _check_consistency(cfg: RunConfig) -> None:
         )
     if c.dim % c.heads:
         raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
-    if c.posterior and c.name != "cat":
-        raise UserError(f"codec.posterior needs the cat codec, not {c.name!r}; set codec.posterior=false")
+    for key in ("posterior", "rx_per_length"):
+        if getattr(c, key) and c.name != "cat":
+            raise UserError(f"codec.{key} needs the cat codec, not {c.name!r}; set codec.{key}=false")
     if not c.symbols:
         raise UserError("codec.symbols must list at least one length")
     for name in ("stage1", "stage2"):

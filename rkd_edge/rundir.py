@@ -321,6 +321,8 @@ def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
         codec["gains"] = True
     if cc.posterior and cc.name == "cat":  # the other codecs have no linear path to feed
         codec["posterior_classes"] = splits.num_classes
+    if cc.rx_per_length and cc.name == "cat":
+        codec["rx_per_length"] = True
     return {
         "encoder": encoder,
         "codec": codec,

@@ -210,6 +210,8 @@ SET_CASES = [
     ("codec.rician_k=-1", "codec.rician_k"),
     ("codec.gains=maybe", "codec.gains"),
     ("codec.posterior=maybe", "codec.posterior"),
+    ("codec.rx_per_length=maybe", "codec.rx_per_length"),
+    ("stage1.augment=maybe", "stage1.augment"),
     ("stage2.lengths=some", "stage2.lengths"),
     ("method=nope", "method"),
     ("device=tpu", "device"),
@@ -261,6 +263,13 @@ SET_PARAMS.append(case("lut-set-seed.x", "devices lut --out {out} --set seed.x=1
 # The fashion-mnist preset turns codec.posterior on: a codec without a linear path to feed is refused.
 SET_PARAMS.append(
     case("posterior-needs-cat", "pipeline --out {out} --preset fashion-mnist --set codec.name=plain", "codec.posterior")
+)
+SET_PARAMS.append(
+    case(
+        "rx-per-length-needs-cat",
+        "pipeline --out {out} --set codec.name=plain --set codec.rx_per_length=true",
+        "codec.rx_per_length",
+    )
 )
 SET_PARAMS.append(
     case("val+test-fraction", "pipeline --out {out} --set data.val_fraction=0.5 --set data.test_fraction=0.5", "data")

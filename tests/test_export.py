@@ -12,6 +12,7 @@ import torch
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
 
+from rkd_edge.codec.blocks import length_mask
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import run_cli
 from tests.test_system import make_system
@@ -217,15 +218,23 @@ def test_existing_bundle_not_overwritten(tiny_run, tiny_bundle):
     assert proc.returncode == 2 and "already exists" in proc.stderr
 
 
-def test_transmitter_with_task_head_exports_with_parity(tmp_path):
-    """The CAT transmitter with the task head (``codec.posterior``: a softmax inside the tx graph) exports
-    to ONNX and ONNX Runtime sends what PyTorch sends, at every length."""
-    system = make_system(gains=True, posterior=True).eval()
-    torch.nn.init.normal_(system.codec.tx_gain.weight, std=0.3)  # trained gains are not 1
-    g = graph_io(system, (1, 8, 8))["tx"]
-    path = tmp_path / "tx.onnx"
+@pytest.mark.parametrize("part", ["tx-task-head", "rx-per-length"])
+def test_codec_options_export_with_parity(part, tmp_path):
+    """The CAT codec's options export to ONNX and ONNX Runtime computes what PyTorch does, at every length:
+    the transmitter's task head (``codec.posterior``: a softmax inside the tx graph) and the receiver's map
+    per length (``codec.rx_per_length``: a gather by the length each sample's mask holds)."""
+    system = make_system(gains=True, posterior=part == "tx-task-head", rx_per_length=part == "rx-per-length").eval()
+    codec = system.codec
+    torch.nn.init.normal_(codec.tx_gain.weight, std=0.3)  # trained gains are not 1
+    if part == "rx-per-length":  # trained maps differ
+        torch.nn.init.normal_(codec.rx_lin_w, std=0.3)
+    g = graph_io(system, (1, 8, 8))[part[:2]]
+    path = tmp_path / "graph.onnx"
     export_onnx(g["module"], g["inputs"], g["input_names"], g["output_names"], path)
-    feats = torch.randn(6, 16) * 2
-    feeds = [(feats, torch.linspace(-10, 20, 6), torch.tensor([2, 4, 8, 8, 4, 2]), torch.zeros(6, dtype=torch.long))]
+    snr, k, ch = torch.linspace(-10, 20, 6), torch.tensor([2, 4, 8, 8, 3, 1]), torch.zeros(6, dtype=torch.long)
+    if part == "tx-task-head":
+        feeds = [(torch.randn(6, 16) * 2, snr, k, ch)]
+    else:
+        feeds = [(torch.randn(6, 8, 2), length_mask(k, 8), snr, ch)]
     p = parity(g["module"], ort_session(path), feeds, g["input_names"])
     assert p["max_abs_error"] < 1e-4 and p["cosine"] > 0.9999, p

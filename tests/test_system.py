@@ -25,7 +25,7 @@ def small_genotype(c_in=1, size=8) -> Genotype:
     return Genotype(cell, cell, sk, [2, 3], [2, 3])
 
 
-def make_system(codec="cat", csi=False, gains=False, posterior=False) -> SemanticSystem:
+def make_system(codec="cat", csi=False, gains=False, posterior=False, rx_per_length=False) -> SemanticSystem:
     torch.manual_seed(0)
     enc = create_encoder(small_genotype())
     kwargs = {"max_symbols": 8, "symbols": [2, 4, 8], "dim": 16, "heads": 2, "csi": csi} if codec == "cat" else {}
@@ -33,6 +33,8 @@ def make_system(codec="cat", csi=False, gains=False, posterior=False) -> Semanti
         kwargs["gains"] = True
     if posterior:
         kwargs["posterior_classes"] = 10
+    if rx_per_length:
+        kwargs["rx_per_length"] = True
     return SemanticSystem(enc, 10, 24, create_codec(codec, 16, **kwargs))
 
 
@@ -41,6 +43,7 @@ VARIANTS = [(c, {}) for c in CODECS] + [
     ("cat", {"gains": True}),
     ("cat", {"gains": True, "csi": True}),
     ("cat", {"gains": True, "posterior": True}),
+    ("cat", {"gains": True, "rx_per_length": True}),
 ]
 
 
@@ -58,7 +61,8 @@ def test_every_codec_builds_and_runs(codec, options):
 @pytest.mark.parametrize(
     "codec,options",
     [(c, {"csi": c == "cat"}) for c in CODECS]
-    + [("cat", {"gains": True}), ("cat", {"gains": True, "posterior": True})],
+    + [("cat", {"gains": True}), ("cat", {"gains": True, "posterior": True})]
+    + [("cat", {"rx_per_length": True})],
 )
 def test_sample_output_independent_of_batch(codec, options):
     system = make_system(codec, **options).eval()
@@ -108,6 +112,22 @@ def test_task_head_starts_from_the_classifier_and_moves_the_symbols():
         codec.tx_head.bias.add_(torch.arange(10.0))  # another posterior, same features
         after, _ = codec.tx(f, snr, k, ch)
     assert not torch.allclose(before, after)
+
+
+def test_receiver_reads_each_length_with_its_own_map():
+    """``rx_per_length``: the maps start equal (the codec starts as the shared one would), and a sample of
+    length k is read by the map of the smallest trained length >= k, and only by it."""
+    codec = make_system(rx_per_length=True).eval().codec  # trained lengths 2, 4, 8
+    torch.testing.assert_close(codec.rx_lin_w[0], codec.rx_lin_w[2])
+    k = torch.tensor([1, 2, 3, 4, 6, 8])
+    y, mask = torch.randn(6, 8, 2), length_mask(k, 8)
+    snr, ch = torch.zeros(6), torch.zeros(6, dtype=torch.long)
+    with torch.no_grad():
+        before = codec.rx(y, mask, snr, ch)
+        codec.rx_lin_w[1].add_(1.0)  # the map of length 4: read by k = 3 and 4
+        after = codec.rx(y, mask, snr, ch)
+    changed = (before - after).abs().amax(-1) > 1e-4
+    assert changed.tolist() == [False, False, True, True, False, False]
 
 
 def test_copies_send_each_image_through_every_condition():

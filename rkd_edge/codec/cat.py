@@ -49,6 +49,11 @@ class CATCodec(nn.Module):
             of the features spends most of it on spread within a class that the task does not need. On
             fashion-mnist the gains put 4x on it at -10 dB, +1.2 points at k = 32 over the same codec
             without it (benchmarks/results/codec_ablation_fashion-mnist-earlier-student.md).
+        rx_per_length: Give the receiver's linear path one map per trained length (``rx_lin_w: [S, D, 2K]``,
+            S = len(symbols)) instead of one map restricted to the active symbols. The best linear read-out of
+            a prefix is not the prefix of the best read-out of all K symbols (the symbols are correlated),
+            and a rate-adaptive codec shares everything else; the receiver runs off the device, so the
+            transmitter is unchanged. A length between two trained ones uses the next longer one's map.
     """
 
     name = "cat"
@@ -65,6 +70,7 @@ class CATCodec(nn.Module):
         gains: bool = False,
         source_tokens: int = 4,
         posterior_classes: int = 0,
+        rx_per_length: bool = False,
     ) -> None:
         super().__init__()
         self.feature_dim, self.max_symbols = feature_dim, max_symbols
@@ -88,7 +94,12 @@ class CATCodec(nn.Module):
         self.rx_blocks = nn.ModuleList(Block(dim, heads, dim) for _ in range(depth))
         self.rx_norm = nn.LayerNorm(dim)
         self.rx_out = nn.Linear(dim, feature_dim)
-        self.rx_lin = nn.Linear(2 * max_symbols, feature_dim)
+        self.rx_lin = None if rx_per_length else nn.Linear(2 * max_symbols, feature_dim)
+        if rx_per_length:  # every length's map starts as the same default linear map
+            start = nn.Linear(2 * max_symbols, feature_dim)
+            self.rx_lin_w = nn.Parameter(start.weight.detach().repeat(len(self.symbol_set), 1, 1))
+            self.rx_lin_b = nn.Parameter(start.bias.detach().repeat(len(self.symbol_set), 1))
+            self.register_buffer("rx_lengths", torch.tensor(self.symbol_set, dtype=torch.float32), persistent=False)
         self.tx_gain = nn.Linear(dim, lin_in) if gains else None
         self.rx_gain = nn.Linear(dim, feature_dim) if gains else None
         # The transformer outputs and the gains' offsets start at zero: training starts from the linear code.
@@ -170,11 +181,11 @@ class CATCodec(nn.Module):
             inp = torch.cat([y, gain, gain.sqrt()], dim=-1)
         else:
             inp = y
-        linear = self.rx_lin((y * mask.unsqueeze(-1)).reshape(b, -1))
+        k = mask.sum(-1)
+        linear = self._rx_linear((y * mask.unsqueeze(-1)).reshape(b, -1), k)
         tokens = (self.rx_in(inp) + self.rx_pos) * mask.unsqueeze(-1)
         tokens = torch.cat([self.rx_readout.expand(b, -1, -1), tokens], dim=1)
         key_mask = torch.cat([torch.ones(b, 1, device=y.device), mask], dim=1)
-        k = mask.sum(-1)
         measured = None
         if self.rx_gain is not None:  # received power per active symbol, dB
             power = (y.pow(2).sum(-1) * mask).sum(-1) / k.clamp_min(1.0)
@@ -185,3 +196,20 @@ class CATCodec(nn.Module):
         for blk in self.rx_blocks:
             tokens = blk(tokens, cond, key_mask)
         return linear + self.rx_out(self.rx_norm(tokens[:, 0]))
+
+    def _rx_linear(self, flat: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The receiver's linear path.
+
+        Args:
+            flat: ``[B, 2K] float32`` received I/Q, zero beyond each sample's length.
+            k: ``[B] float32`` active symbols per sample.
+
+        Returns:
+            ``[B, D] float32``.
+        """
+        if self.rx_lin is not None:
+            return self.rx_lin(flat)
+        # Every length's map, then each sample's: the smallest trained length >= k (the longest beyond it).
+        every = torch.einsum("bi,sdi->bsd", flat, self.rx_lin_w) + self.rx_lin_b
+        idx = (k.unsqueeze(-1) > self.rx_lengths).sum(-1).clamp_max(len(self.symbol_set) - 1)
+        return every.gather(1, idx.view(-1, 1, 1).expand(-1, 1, every.shape[-1])).squeeze(1)
