@@ -225,12 +225,13 @@ def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir,
 
 def test_task_head_at_the_transmitter_starts_from_the_stage1_classifier(tiny_run, tiny_teacher_dir, tmp_path):
     """``codec.posterior``: stage 2 starts the transmitter's task head from the stage-1 classifier (here
-    stage 2 trains the classifier only, so the head must still be exactly that copy). Its ONNX export:
-    ``tests/test_export.py::test_transmitter_with_task_head_exports_with_parity``."""
+    stage 2 trains the classifier only, so the head must still be exactly that copy). The run also has the
+    receiver's map per length (``codec.rx_per_length``): the spec rebuilds it for stage 2 and evaluation.
+    ONNX export of both: ``tests/test_export.py::test_codec_options_export_with_parity``."""
     import torch
 
     out = tmp_path / "posterior"
-    sets = ["--set", "codec.posterior=true", "--set", "stage2.train=[classifier]"]
+    sets = ["--set", "codec.posterior=true", "--set", "codec.rx_per_length=true", "--set", "stage2.train=[classifier]"]
     base = ["-q", "pipeline", "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
     run_cli(*base, "--out", str(out), "--from", str(tiny_run), *sets, check=True)
     stage1 = torch.load(out / "checkpoints/stage1.pt", weights_only=True)["model"]
@@ -240,3 +241,4 @@ def test_task_head_at_the_transmitter_starts_from_the_stage1_classifier(tiny_run
     assert not torch.equal(stage2["classifier.weight"], stage1["classifier.weight"])  # stage 2 did train
     spec = json.loads((out / "system.json").read_text())["codec"]
     assert spec["posterior_classes"] == stage1["classifier.weight"].shape[0]
+    assert spec["rx_per_length"] and stage2["codec.rx_lin_w"].shape[0] == len(spec["symbols"])
