@@ -48,7 +48,7 @@ def student(run: Path) -> dict:
         "searched_width": genotype.search.get("searched_channels", width),
         "stage1_epochs": s1.epochs,
         "stage1_batches": s1.limit_batches,
-        "augment": cfg.data.augment,
+        "augment": cfg.data.augment if s1.augment is None else s1.augment,  # what stage 1 trained with
         "teacher": {"params": teacher["params"], "accuracy": teacher["accuracy"], "identity": teacher["identity"]},
         "meets_budget": params <= PARAM_SHARE * teacher["params"] and acc >= ACCURACY_SHARE * teacher["accuracy"],
     }
