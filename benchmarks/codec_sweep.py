@@ -30,6 +30,8 @@ from rkd_edge.rundir import load_run, load_splits  # noqa: E402
 from rkd_edge.runtime import Runtime  # noqa: E402
 
 SNRS = (-10.0, 0.0, 10.0)
+# The CAT codec's options as the table names them, and the system.json key that says each is on.
+OPTIONS = {"gains": "gains", "task head": "posterior_classes", "rx per k": "rx_per_length"}
 CHANNELS = ("awgn", "rayleigh")
 
 
@@ -58,6 +60,20 @@ def sizes(run: Path) -> dict:
     _, system, _ = load_run(run)
     tx = sum(p.numel() for _, p in system.group_parameters("codec.tx"))
     return {"encoder_params": count_params(system.encoder), "tx_params": tx, "codec_params": count_params(system.codec)}
+
+
+def worst_against(run: Path, source: dict) -> dict:
+    """The largest loss of ``run`` against the source at every channel, k and SNR both were evaluated at."""
+    mine = evaluation_points(run / "evaluation.json", CHANNELS)
+    diffs = [
+        (round(100 * (acc - source[c][k][s][0]), 2), c, k, s)
+        for c in mine
+        for k in mine[c]
+        for s, (acc, *_) in mine[c][k].items()
+        if s in source.get(c, {}).get(k, {})
+    ]
+    points, channel, k, snr = min(diffs)
+    return {"points": points, "channel": channel, "k": k, "snr_db": snr, "compared": len(diffs)}
 
 
 def latency(bundles: dict[str, Path], images: np.ndarray, seconds: float) -> dict:
@@ -105,6 +121,7 @@ def main() -> None:
     timed = latency(bundles, images, args.seconds)
 
     rows, data, k_max = [], {}, {}
+    source_points = evaluation_points(runs["source"] / "evaluation.json", CHANNELS)
     base = timed["variants"]["source"]["two"]  # the reference: the source as it ran, two calls
     for name, run in runs.items():
         spec = json.loads((run / "system.json").read_text())["codec"]
@@ -114,7 +131,8 @@ def main() -> None:
         best = lat.get("fused", lat["two"])  # what Runtime.send runs for this bundle
         mean = float(np.mean([acc[c][k][s][0] for c in CHANNELS for s in SNRS]))
         data[name] = {
-            "codec": {key: spec[key] for key in ("dim", "depth", "heads")} | {"gains": spec.get("gains", False)},
+            "codec": {key: spec[key] for key in ("dim", "depth", "heads")}
+            | {option: bool(spec.get(key)) for option, key in OPTIONS.items()},
             **sizes(run),
             "latency": lat,
             "latency_vs_source": {
@@ -124,6 +142,7 @@ def main() -> None:
             "send_vs_source": {n: round(best[n]["p50_per_reference"] / base[n]["p50_per_reference"], 3) for n in best},
             "accuracy": {c: {str(kk): {str(s): v for s, v in pts.items()} for kk, pts in acc[c].items()} for c in acc},
             "mean_accuracy_k_max": round(mean, 4),
+            "worst_vs_source": worst_against(run, source_points),
         }
     for name, d in data.items():
         better = [
@@ -139,10 +158,11 @@ def main() -> None:
         cells = [f"{100 * d['accuracy'][ch][str(k)][str(s)][0]:.2f}" for ch in CHANNELS for s in SNRS]
         vs = d["latency_vs_source"]
         fused = vs.get("fused")
+        w = d["worst_vs_source"]
         rows.append(
             [
                 name,
-                f"{c['dim']}/{c['depth']}/{c['heads']}" + (" +gains" if c["gains"] else ""),
+                f"{c['dim']}/{c['depth']}/{c['heads']}" + "".join(f" +{o}" for o in OPTIONS if c[o]),
                 f"{d['tx_params']:,}",
                 f"{d['encoder_params']:,}",
                 f"{d['latency']['two'][1]['p50_ms']:.3f}",
@@ -150,12 +170,13 @@ def main() -> None:
                 f"{fused[1]:.2f} / {fused[32]:.2f}" if fused else "-",
                 *cells,
                 f"{100 * d['mean_accuracy_k_max']:.2f}",
+                f"{w['points']:+.2f} ({w['channel']} k={w['k']} {w['snr_db']:g} dB; {w['compared']} points)",
                 "yes" if d["pareto"] else "",
             ]
         )
     head = ["variant", "dim/depth/heads", "tx params", "encoder params", "enc+tx ms (b1, two calls)"]
     head += ["vs source b1 / b32, two calls", "fused graph b1 / b32"]
-    head += [f"{ch} {s:g} dB" for ch in CHANNELS for s in SNRS] + ["mean", "Pareto"]
+    head += [f"{ch} {s:g} dB" for ch in CHANNELS for s in SNRS] + ["mean", "worst vs source", "Pareto"]
     md = md_table(head, rows)
     md += (
         f"\n\nAccuracy (%) at the largest k on the whole test split (1 noise draw per image; 95 % intervals in the "
@@ -164,7 +185,8 @@ def main() -> None:
         f"it, the fused transmitter graph (one call, what Runtime.send runs); both compared with the source's "
         f"two calls, p50 in units of the machine reference kernel (p50 {timed['reference_p50_ms']} ms) timed "
         f"beside each. Pareto: no other variant has at most the tx parameters, at most the batch-1 latency of "
-        f"what it runs and a higher mean accuracy.\n"
+        f"what it runs and a higher mean accuracy. Worst vs source: the largest loss against the source at every "
+        f"channel, k and SNR both runs were evaluated at (1 draw per image each).\n"
     )
     cmd = (
         f"python benchmarks/codec_sweep.py --source {args.source} --teacher {args.teacher} --preset {args.preset} "
