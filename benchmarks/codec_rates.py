@@ -35,18 +35,26 @@ def curves(
     folder: str = "rates",
 ) -> dict:
     """``{channel: {k: {snr: [accuracy, ci_low, ci_high]}}}`` of ``run`` at ``snrs``, evaluated once into
-    ``RUN/FOLDER`` (again when the points or ``trials`` change)."""
+    ``RUN/FOLDER`` (again, replacing it, when its rows hold other points or another ``trials``)."""
     out = run / folder
-    want = {"channels": list(channels), "symbols": symbols, "snr": snrs}
-    if trials != 1:  # points.json files written before the option said nothing of it: they mean 1
-        want["trials"] = trials
-    points = out / "points.json"
-    if not points.is_file() or json.loads(points.read_text()) != want:
+    want = {(c, k, float(s)) for c in channels for k in symbols for s in snrs.split(",")}
+    if not evaluated(out / "evaluation.json", want, trials):
         cmd = ["rkd-edge", "-q", "evaluate", str(run), "--channel", ",".join(channels), f"--snr={snrs}"]
         cmd += ["--symbols", ",".join(map(str, symbols)), "--trials", str(trials), "--out", str(out)]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        points.write_text(json.dumps(want))
+        subprocess.run(cmd + (["--force"] if out.exists() else []), check=True, stdout=subprocess.DEVNULL)
     return evaluation_points(out / "evaluation.json", channels)
+
+
+def evaluated(path: Path, want: set, trials: int) -> bool:
+    """Whether the ``evaluation.json`` at ``path`` holds exactly the points ``want`` ``{(channel, k, snr)}``,
+    each from ``trials`` noise draws (the evaluation folder holds only what ``rkd-edge evaluate`` wrote, so
+    a run with it inside stays resumable)."""
+    if not path.is_file():
+        return False
+    channels = {c for c, _, _ in want}  # evaluate adds a noiseless (identity) row of its own
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["channel"] in channels]
+    have = {(r["channel"], r["k"], float(r["snr_db"])) for r in rows}
+    return have == want and all(r.get("trials", 1) == trials for r in rows)
 
 
 def pairs(name: str, a: dict, b: dict) -> tuple[list[list], float]:

@@ -4,7 +4,8 @@ Every folder the toolkit creates carries a small marker file, ``.rkd-edge.json``
 (``run``, ``bundle``, ``teacher``, ``evaluation``). ``--force`` replaces a folder only when it is an
 artefact of the same kind that the toolkit wrote and holds nothing else: never the command's source, a
 parent of it, or a folder with a user's files in it. Folders written before markers existed are
-recognised by their structure (a bundle by its manifest, a run by ``config.json`` and ``stages/``).
+recognised by their structure (a bundle by its manifest, a run by ``config.json`` and ``stages/``). A run
+may hold evaluations and bundles the toolkit wrote into it (marked, holding nothing else).
 """
 
 from __future__ import annotations
@@ -77,7 +78,17 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
         extra = {f for f in files - listed - {MARKER} if f.split("/")[0] not in BUNDLE_EXTRA}
         return sorted(extra)
     allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
-    return sorted(n for n in names if n not in allowed and not n.startswith(".") and not n.endswith(".lock"))
+    extra = (n for n in names if n not in allowed and not n.startswith(".") and not n.endswith(".lock"))
+    return sorted(n for n in extra if not (kind == "run" and _nested_artefact(folder / n)))
+
+
+def _nested_artefact(path: Path) -> bool:
+    """Whether ``path`` is an evaluation or bundle that rkd-edge wrote inside a run (``evaluate RUN --out
+    RUN/eval``, ``export RUN --out RUN/bundle``) holding nothing else: the run stays the toolkit's."""
+    if path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
+        return False
+    kind = kind_of(path)
+    return kind in ("evaluation", "bundle") and not foreign_entries(path, kind)
 
 
 def _inside(path: Path, folder: Path) -> bool:

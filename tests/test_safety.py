@@ -82,6 +82,22 @@ def test_export_force_replaces_a_bundle_but_not_a_bundle_with_user_files(tiny_ru
     assert tree_digest(out) == before
 
 
+def test_a_run_holding_an_evaluation_it_wrote_resumes_but_not_one_with_user_files(run_copy, tiny_teacher_dir):
+    """``evaluate RUN --out RUN/eval`` writes a marked evaluation inside the run: the run stays the toolkit's
+    and a rerun resumes it (was refused as 'files rkd-edge did not write'). A user's file in that
+    evaluation makes it foreign again: one line, nothing changed."""
+    eval_args = ["--snr", "0", "--channel", "awgn", "--symbols", "4"]
+    run_cli("-q", "evaluate", str(run_copy), *eval_args, "--out", str(run_copy / "eval"), check=True)
+    rerun = ["pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    before = tree_digest(run_copy / "checkpoints")
+    assert "done earlier, skipped" in run_cli(*rerun, check=True).stderr
+    assert tree_digest(run_copy / "checkpoints") == before
+    (run_copy / "eval" / "notes.md").write_text("mine\n")
+    before = tree_digest(run_copy)
+    one_line_exit_2(run_cli("-q", *rerun), "eval")
+    assert tree_digest(run_copy) == before
+
+
 def test_out_under_a_file_is_one_line(tiny_run, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
