@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import md_table, record  # noqa: E402
 
+from rkd_edge.config import augmenting  # noqa: E402
 from rkd_edge.distill.stages import validate  # noqa: E402
 from rkd_edge.nas.genotypes import Genotype  # noqa: E402
 from rkd_edge.rundir import RunDir, load_splits, student_costs  # noqa: E402
@@ -48,7 +49,7 @@ def student(run: Path) -> dict:
         "searched_width": genotype.search.get("searched_channels", width),
         "stage1_epochs": s1.epochs,
         "stage1_batches": s1.limit_batches,
-        "augment": cfg.data.augment if s1.augment is None else s1.augment,  # what stage 1 trained with
+        "augment": augmenting(s1.augment, cfg.data.augment),  # what stage 1 trained with
         "teacher": {"params": teacher["params"], "accuracy": teacher["accuracy"], "identity": teacher["identity"]},
         "meets_budget": params <= PARAM_SHARE * teacher["params"] and acc >= ACCURACY_SHARE * teacher["accuracy"],
     }

@@ -170,6 +170,11 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
+def augmenting(own: bool | None, data_augment: bool) -> bool:
+    """Whether a teacher or stage augments its batches: its own ``augment`` where set, else ``data.augment``."""
+    return data_augment if own is None else own
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check names against the registries before any work starts (one clear line if wrong)."""
     # The registries of channels, codecs and cost metrics live with their torch code: imported here, when

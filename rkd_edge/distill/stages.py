@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rkd_edge.channel import create_channel
-from rkd_edge.config import CodecConfig, StageConfig
+from rkd_edge.config import CodecConfig, StageConfig, augmenting
 from rkd_edge.data import DataSplits, Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.distill import ddp
@@ -117,7 +117,7 @@ def run_stage(
     model = ddp.wrap(system, device)
     rank, world = ddp.world()
     opt, sched = make_optimizer(system.parameters(), sc.lr, sc.weight_decay, sc.epochs)
-    augment = augment if sc.augment is None else sc.augment
+    augment = augmenting(sc.augment, augment)
     teach = TeacherSource(teacher, splits.train, cache, augment, device)
     channels = build_channels(sc.channels, codec_cfg) if robust else None
     symbol_set = torch.tensor(system.codec.symbol_set, device=device) if robust else None

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from rkd_edge import env
-from rkd_edge.config import RunConfig
+from rkd_edge.config import RunConfig, augmenting
 from rkd_edge.data import DataSplits
 from rkd_edge.distill import ddp
 from rkd_edge.distill.loop import autocast, fit, make_optimizer
@@ -31,7 +31,7 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
         for p in teacher.head().parameters():
             p.requires_grad_(True)
     opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs)
-    augment = cfg.data.augment if tc.augment is None else tc.augment
+    augment = augmenting(tc.augment, cfg.data.augment)
 
     ddp.init_from_env(device)
     model = ddp.wrap(teacher, device)
