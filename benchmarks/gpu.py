@@ -11,10 +11,16 @@ python benchmarks/gpu.py      (on a machine with CUDA; see benchmarks/README.md 
 
 Writes ``benchmarks/results/gpu-<device>.json`` and ``.md``. Without CUDA it exits 2 with one line and
 writes nothing.
+
+Options: ``--logs DIR`` keeps the pytest output, the quickstart logs, each fashion-mnist run's ``run.log``
+and a ``partial.json`` updated after every part (so that a run cut short still says what it measured);
+``--bf16`` also runs the preset with bf16 autocast in every training stage (accuracy effect, speed),
+last, and only while the whole script is under ``--budget-s``.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -31,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs"
 COMMAND = "python benchmarks/gpu.py"
-LIMIT_S = {"tests": 240, "quickstart": 180}  # caps on the subprocess parts (the fashion run is in-process)
+LIMIT_S = {"tests": 240, "quickstart": 150}  # caps on the subprocess parts (the fashion run is in-process)
 
 
 def fail(msg: str) -> None:
@@ -94,17 +100,21 @@ def commit() -> str:
     return os.environ.get("RKD_EDGE_COMMIT", "unknown")  # a copied tree without .git: say it here
 
 
-def run_gpu_tests() -> dict:
-    """``pytest -m gpu tests/test_gpu.py``: counts from its JUnit XML."""
+def run_gpu_tests(logs: Path | None = None) -> dict:
+    """``pytest -m gpu tests/test_gpu.py``: counts from its JUnit XML (the output kept in ``logs``)."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", f"--junitxml={xml}", "-x"]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", f"--junitxml={xml}", "-rfE",
+               "--durations=20", "-p", "no:cacheprovider"]  # fmt: skip
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_S["tests"])
-            tail = proc.stdout[-3000:]
+            tail = proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as exc:
-            tail = f"timed out after {LIMIT_S['tests']} s\n{(exc.stdout or b'')[-2000:]!r}"
+            tail = f"timed out after {LIMIT_S['tests']} s\n{(exc.stdout or b'')[-20000:]!r}"
+        if logs is not None:
+            (logs / "tests.log").write_text(tail)
+        tail = tail[-3000:]
         counts = {"passed": 0, "failed": 0, "skipped": 0}
         if xml.is_file():
             suite = ET.parse(xml).getroot()
@@ -129,28 +139,41 @@ def stages(run: Path) -> dict | None:
     return json.loads(rep.read_text())["timings_s"] if rep.is_file() else None
 
 
-def run_fashion() -> dict:
-    """The fashion-mnist preset on the GPU in this process (so that its peak CUDA memory is known)."""
+def run_fashion(name: str = "gpu-fashion-mnist", amp: str = "off", logs: Path | None = None) -> dict:
+    """The fashion-mnist preset on the GPU in this process (so that its peak CUDA memory is known);
+    ``amp="bf16"`` autocasts every training stage."""
     import torch
 
     from rkd_edge import progress
     from rkd_edge.config import load_config
     from rkd_edge.pipeline import Pipeline
 
-    out = RUNS / "gpu-fashion-mnist"
+    out = RUNS / name
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config("fashion-mnist")
     cfg.device = "cuda"
+    for section in (cfg.teacher, cfg.search, cfg.stage1, cfg.stage2):
+        section.amp = amp
     progress.set_quiet(True)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    with UtilSampler() as util:
-        Pipeline(cfg, out).run()
+    try:
+        with UtilSampler() as util:
+            Pipeline(cfg, out).run()
+    finally:
+        if logs is not None and (out / "run.log").is_file():
+            shutil.copy(out / "run.log", logs / f"{name}.log")
     total = time.time() - t0
     rep = json.loads((out / "report.json").read_text())
+    epochs = {}  # seconds of each epoch per stage: where the time goes
+    for f in sorted((out / "stages").glob("*.json")):
+        hist = json.loads(f.read_text()).get("history") or []
+        epochs[f.stem] = [h["seconds"] for h in hist if isinstance(h, dict) and "seconds" in h]
     return {
+        "amp": amp,
         "total_s": round(total, 1),
         "stages_s": rep["timings_s"],
+        "epoch_s": epochs,
         "gpu_util_mean_pct": util.mean,
         "gpu_util_source": util.source,
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
@@ -159,7 +182,24 @@ def run_fashion() -> dict:
     }
 
 
+def guarded(part: str, fn, *args, **kwargs) -> dict:
+    """Run one part; a failure is recorded (one line and the traceback on stderr), not fatal."""
+    import traceback
+
+    t0 = time.time()
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the other parts still run and the failure is in the record
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": round(time.time() - t0, 1)}
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--logs", type=Path, help="keep logs and partial.json here")
+    ap.add_argument("--bf16", action="store_true", help="also run the preset under bf16 autocast")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="start the bf16 run only under this")
+    args = ap.parse_args()
     try:
         import torch
     except ImportError:
@@ -172,10 +212,22 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from common import md_table, record
 
+    from rkd_edge.io import write_json
+
+    logs = args.logs
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(0)
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
     cores = sorted(os.sched_getaffinity(0))
     RUNS.mkdir(exist_ok=True)
+    data: dict = {"device": device, "commit": commit(), "torch": torch.__version__}
+
+    def part_done(key: str, value) -> None:
+        data[key] = value
+        print(f"[gpu.py {time.time() - t_start:.0f} s] {key}: {json.dumps(value)[:600]}", file=sys.stderr)
+        if logs is not None:
+            write_json(logs / "partial.json", data)
 
     # The 2-core CPU quickstart runs alongside everything else, on two cores the GPU jobs leave alone.
     cpu_cores, gpu_cores = (cores[:2], cores[2:]) if len(cores) >= 6 else (cores, cores)
@@ -183,30 +235,38 @@ def main() -> None:
     for d in (cpu_out, gpu_out):
         shutil.rmtree(d, ignore_errors=True)
     env2 = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}
+    cpu_log = open(logs / "quickstart-cpu.log", "w") if logs is not None else subprocess.DEVNULL  # noqa: SIM115
     cpu_proc = subprocess.Popen(
         pipeline_cmd(cpu_out, "cpu"),
         cwd=ROOT,
         env=env2,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=cpu_log,
         preexec_fn=lambda: os.sched_setaffinity(0, cpu_cores),
     )
     os.sched_setaffinity(0, gpu_cores)
     t_start = time.time()
 
-    # The acceptance numbers first, then the tests (capped: a hang costs its cap, not the budget).
-    fashion = run_fashion()
+    # The tests first (capped: a hang costs its cap, not the budget), then the acceptance numbers.
+    tests = run_gpu_tests(logs)
+    part_done("tests", tests)
+    fashion = guarded("fashion", run_fashion, logs=logs)
+    part_done("fashion_mnist", fashion)
     try:
-        gpu_qs = subprocess.run(
+        proc = subprocess.run(
             pipeline_cmd(gpu_out, "cuda"), cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_S["quickstart"]
-        ).returncode
+        )
+        gpu_qs = proc.returncode
+        if gpu_qs != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
     except subprocess.TimeoutExpired:
         gpu_qs = -1
-    tests = run_gpu_tests()
+    part_done("quickstart_gpu_s", stages(gpu_out))
     try:
         cpu_proc.wait(timeout=max(30, LIMIT_S["quickstart"] - (time.time() - t_start) + 240))
     except subprocess.TimeoutExpired:
         cpu_proc.kill()
+        cpu_proc.wait()
     quick = {
         "gpu_stages_s": stages(gpu_out),
         "cpu_stages_s": stages(cpu_out),
@@ -215,23 +275,27 @@ def main() -> None:
     }
     g, c = quick["gpu_stages_s"] or {}, quick["cpu_stages_s"] or {}
     quick["gpu_over_cpu"] = {k: round(g[k] / c[k], 3) for k in g if c.get(k)}
-    data = {
-        "device": device,
-        "commit": commit(),
-        "tests": {"passed": tests["passed"], "failed": tests["failed"], "skipped": tests["skipped"]},
-        "fashion_mnist": fashion,
-        "quickstart": quick,
-        "wall_s": round(time.time() - t_start, 1),
-    }
-    rows = [
-        ["GPU tests passed / failed", f"{tests['passed']} / {tests['failed']}"],
-        ["fashion-mnist total (s)", fashion["total_s"]],
-        ["fashion-mnist stages (s)", ", ".join(f"{k} {v}" for k, v in fashion["stages_s"].items())],
-        ["GPU utilisation mean (%)", fashion["gpu_util_mean_pct"]],
-        ["peak CUDA memory (MiB)", fashion["peak_cuda_mb"]],
-        ["clean / AWGN 0 dB", f"{fashion['clean']:.4f} / {fashion['awgn_0db']:.4f}"],
-        *[[f"quickstart {k}: GPU / 2-core CPU (s)", f"{g[k]} / {c.get(k)}"] for k in g],
-    ]
+    part_done("quickstart", quick)
+    if args.bf16 and time.time() - t_start < args.budget_s:
+        part_done("fashion_mnist_bf16", guarded("bf16", run_fashion, "gpu-fashion-mnist-bf16", "bf16", logs))
+    data["tests"] = {k: tests[k] for k in ("passed", "failed", "skipped")}
+    data["wall_s"] = round(time.time() - t_start, 1)
+    rows = [["GPU tests passed / failed", f"{tests['passed']} / {tests['failed']}"]]
+    for key in ("fashion_mnist", "fashion_mnist_bf16"):
+        f = data.get(key)
+        if not f:
+            continue
+        if "error" in f:
+            rows.append([key, f["error"]])
+            continue
+        rows += [
+            [f"{key} total (s)", f["total_s"]],
+            [f"{key} stages (s)", ", ".join(f"{k} {v}" for k, v in f["stages_s"].items())],
+            [f"{key} GPU utilisation mean (%)", f["gpu_util_mean_pct"]],
+            [f"{key} peak CUDA memory (MiB)", f["peak_cuda_mb"]],
+            [f"{key} clean / AWGN 0 dB", f"{f['clean']:.4f} / {f['awgn_0db']:.4f}"],
+        ]
+    rows += [[f"quickstart {k}: GPU / 2-core CPU (s)", f"{g[k]} / {c.get(k)}"] for k in g]
     print(record(f"gpu-{slug}", data, md_table(["", "value"], rows), COMMAND))
 
 

@@ -173,10 +173,12 @@ def cuda_teacher(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cuda_run(tmp_path_factory, cuda_teacher) -> Path:
     """rkd-sc on CUDA with ``--device cuda`` recorded in its config, over AWGN, Rayleigh and Rician with the
-    CSI at the decoder."""
+    CSI at the decoder, with every codec option on (gains, the transmitter's task head, a receiver map per
+    length, every length each step)."""
     out = tmp_path_factory.mktemp("cuda-runs") / "rkd"
     chans = "[awgn,rayleigh,rician]"
-    extra = sets(f"stage2.channels={chans}", f"evaluate.channels={chans}", "codec.csi=decoder")
+    extra = sets(f"stage2.channels={chans}", f"evaluate.channels={chans}", "codec.csi=decoder", "stage2.lengths=all")
+    extra += sets("codec.gains=true", "codec.posterior=true", "codec.rx_per_length=true", "codec.symbols=[4,8,16]")
     cli("-q", "pipeline", "--out", str(out), "--teacher", f"local:{cuda_teacher}", "--device", "cuda", *TINY, *extra)
     return out
 
