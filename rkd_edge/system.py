@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -103,7 +105,7 @@ class SemanticSystem(nn.Module):
         channels = channel if isinstance(channel, list | tuple) else [channel]
         if channel_idx is None:
             channel_idx = torch.zeros(len(f), dtype=torch.long, device=x.device)
-        ctype = torch.tensor([CHANNEL_TYPES.index(c.name) for c in channels], device=x.device)[channel_idx]
+        ctype = channel_type_ids(tuple(c.name for c in channels), x.device)[channel_idx]
         symbols, mask = self.codec.tx(f, snr_db, k, ctype)
         out = apply_channels(channels, channel_idx, symbols, snr_db, mask, generator)
         f_hat = self.codec.rx(out.y, mask, snr_db, ctype, out.csi)
@@ -117,12 +119,26 @@ class SemanticSystem(nn.Module):
         }
 
 
+@functools.lru_cache(maxsize=64)
+def channel_type_ids(names: tuple[str, ...], device: torch.device) -> torch.Tensor:
+    """``int64 [len(names)]`` type ids of the channels named, made once per device (a tensor built from a
+    list on a GPU is a blocking copy: once per step it would stall the host)."""
+    return torch.tensor([CHANNEL_TYPES.index(n) for n in names], device=device)
+
+
 def apply_channels(
     channels: list, idx: torch.Tensor, x: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor, generator
 ) -> ChannelOutput:
-    """Send each sample through its own channel type (``idx [B]``); one call per type present."""
+    """Send each sample through its own channel type (``idx [B]``): :func:`gathered` on the CPU,
+    :func:`selected` on a GPU."""
     if len(channels) == 1:
         return channels[0](x, snr_db, mask, generator)
+    send = gathered if x.device.type == "cpu" else selected
+    return send(channels, idx, x, snr_db, mask, generator)
+
+
+def gathered(channels, idx, x, snr_db, mask, generator) -> ChannelOutput:
+    """Each type's samples gathered and sent, one call per type present (no work wasted)."""
     y, csi = torch.zeros_like(x), torch.zeros_like(x)
     for i, ch in enumerate(channels):
         sel = (idx == i).nonzero().flatten()
@@ -130,4 +146,16 @@ def apply_channels(
             o = ch(x[sel], snr_db[sel], mask[sel], generator)
             y = y.index_copy(0, sel, o.y)
             csi = csi.index_copy(0, sel, o.csi)
+    return ChannelOutput(y, csi)
+
+
+def selected(channels, idx, x, snr_db, mask, generator) -> ChannelOutput:
+    """Every type sends the whole batch and each sample keeps its own type's output. On a GPU gathering
+    reads each type's sample count back to the host, a synchronisation per step; this draws more noise
+    and never waits (the CPU and CUDA noise streams differ anyway)."""
+    y, csi = torch.zeros_like(x), torch.zeros_like(x)
+    for i, ch in enumerate(channels):
+        o = ch(x, snr_db, mask, generator)
+        keep = (idx == i).view(-1, *([1] * (x.dim() - 1)))
+        y, csi = torch.where(keep, o.y, y), torch.where(keep, o.csi, csi)
     return ChannelOutput(y, csi)

@@ -145,6 +145,30 @@ def test_copies_send_each_image_through_every_condition():
     assert both["f"].shape == (6, 16) and both["mask"].sum(-1).tolist() == [2, 2, 2, 8, 8, 8]
 
 
+@pytest.mark.parametrize("csi", ["zf", "decoder"])
+def test_mixed_channel_batch_both_ways_give_each_sample_its_own_type(csi):
+    """A batch of mixed channel types, sent the CPU way (each type's samples gathered) and the GPU way
+    (every type sends the whole batch, each sample keeps its own): at 200 dB both return every sample
+    through its own type (fading CSI where the sample is Rayleigh, h = 1 where it is AWGN)."""
+    from rkd_edge.system import gathered, selected
+
+    chans = [create_channel("awgn"), create_channel("rayleigh", csi=csi, mode="fast")]
+    x, mask = torch.randn(64, 8, 2), length_mask(torch.randint(1, 9, (64,)), 8)
+    x = x * mask.unsqueeze(-1)
+    idx, snr = torch.randint(0, 2, (64,)), torch.full((64,), 200.0)
+    a = gathered(chans, idx, x, snr, mask, torch.Generator().manual_seed(0))
+    b = selected(chans, idx, x, snr, mask, torch.Generator().manual_seed(0))
+    fading = idx == 1
+    for out in (a, b):
+        one = torch.tensor([1.0, 0.0])  # h = 1 + 0j
+        assert torch.all(out.csi[~fading] == one) and not torch.all(out.csi[fading] == one)
+        want = x if csi == "zf" else None  # equalised at the receiver, or raw h * x for a CSI decoder
+        if want is not None:
+            torch.testing.assert_close(out.y, want, atol=1e-4, rtol=0)
+        torch.testing.assert_close(out.y[~fading], x[~fading], atol=1e-4, rtol=0)
+    assert a.y.shape == b.y.shape == x.shape
+
+
 def test_prefix_mask_and_power_over_active_symbols():
     system = make_system().eval()
     f = torch.randn(3, 16)

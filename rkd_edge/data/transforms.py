@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,9 +39,14 @@ class ImageTransform:
             x = F.interpolate(
                 x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.size
             )
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return (x - per_channel(self.mean, x.device)) / per_channel(self.std, x.device)
+
+
+@functools.lru_cache(maxsize=64)
+def per_channel(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """``[1, C, 1, 1] float32`` of ``values`` on ``device``, made once: a tensor built from a list on a GPU
+    is a blocking host-to-device copy, which in the step loop would stall the host on every batch."""
+    return torch.tensor(values, device=device).view(1, -1, 1, 1)
 
 
 def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
