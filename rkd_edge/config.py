@@ -48,6 +48,8 @@ class TeacherConfig:
     probe_only: bool = False  # train only the head (linear probe of a pretrained model)
     augment: bool | None = None  # None: follow data.augment
     amp: str = "off"  # off | bf16: autocast of the training forward pass (GPU speed; accuracy measured)
+    # Replay each training step from a CUDA graph (GPU only, one process; rkd_edge/distill/graphs.py)
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -103,6 +105,7 @@ class StageConfig:
     # Augment this stage's batches (None: follow data.augment). With augmentation the teacher runs online on
     # the same augmented batch (consistent teaching) instead of reading its cached outputs.
     augment: bool | None = None
+    cuda_graph: bool = False  # see teacher.cuda_graph
 
 
 @dataclass

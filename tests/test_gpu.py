@@ -257,6 +257,30 @@ def test_distill_robust_on_cuda_same_seed_same_run(cuda_run, cuda_teacher, tmp_p
 
 @pytest.mark.gpu
 @needs_cuda
+def test_cuda_graph_steps_train_as_eager_steps(cuda_run, cuda_teacher, tmp_path):
+    """``cuda_graph``: stage 1 replayed from a graph takes the same steps as eager (same batches, no noise:
+    losses within float tolerance, so no batch is skipped or stepped twice); stage 2 and the teacher train
+    under it, and the same seed repeats the same run."""
+    common = ["--teacher", f"local:{cuda_teacher}", "--device", "cuda", *TINY]
+    common += sets(f"search.genotype={cuda_run / 'genotype.json'}", "stage1.epochs=2", "stage2.epochs=2")
+    graph = sets("stage1.cuda_graph=true", "stage2.cuda_graph=true")
+    eager, g1, g2 = tmp_path / "eager", tmp_path / "g1", tmp_path / "g2"
+    cli("-q", "distill", "--out", str(eager), *common)
+    for out in (g1, g2):
+        cli("-q", "robust", "--out", str(out), *common, *graph)
+    e, a, b = (records(r)["stage1.json"]["history"] for r in (eager, g1, g2))
+    for he, ha in zip(e, a, strict=True):
+        assert abs(he["loss"] - ha["loss"]) <= 1e-3 * abs(he["loss"]), (he, ha)
+    assert records(g1)["stage2.json"] == records(g2)["stage2.json"]
+    assert np.isfinite(records(g1)["stage2.json"]["history"][-1]["loss"])
+    teacher = tmp_path / "teacher"
+    args = ["--dataset", "digits", "--arch", "cnn-base", "--epochs", "2", "--device", "cuda"]
+    cli("-q", "teacher", "train", "--out", str(teacher), *args, *sets("teacher.cuda_graph=true"))
+    assert json.loads((teacher / "teacher.json").read_text())["accuracy"] > 0.3
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_cpu_cuda_forward_parity(cuda_run, digits):
     """Encoder, codec and classifier of a CUDA-trained run: CPU and CUDA agree within ATOL + RTOL * scale;
     identity channel exactly; every channel returns the sent symbols at 200 dB on both (equalised)."""

@@ -124,17 +124,21 @@ def fit(
     return history
 
 
-def make_optimizer(params, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int = 1):
+def make_optimizer(
+    params, lr: float, weight_decay: float, epochs: int, steps_per_epoch: int = 1, capturable: bool = False
+):
     """AdamW with a cosine schedule stepped per epoch: the default for every stage.
 
-    Parameters on a GPU get the fused AdamW kernel (one launch per step instead of several per tensor);
-    on CPU the optimiser is the one it always was.
+    Parameters on a GPU get the fused AdamW kernel (one launch per step instead of several per tensor),
+    ``capturable`` (its step count on the GPU) when its steps are replayed from a CUDA graph; on CPU the
+    optimiser is the one it always was.
     """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise UserError("this stage trains no parameters; check its 'train' list in the config")
     fused = all(p.is_cuda for p in params) or None
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    capturable = bool(capturable and fused)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused, capturable=capturable)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.02)
     return opt, sched
 

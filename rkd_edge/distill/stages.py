@@ -17,6 +17,7 @@ from rkd_edge.config import CodecConfig, StageConfig, augmenting
 from rkd_edge.data import DataSplits, Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.distill import ddp
+from rkd_edge.distill.graphs import graphed
 from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.distill.losses import feature_regression, kd_kl, weighted_sum
 from rkd_edge.env import eval_batch_size
@@ -116,7 +117,8 @@ def run_stage(
     system.set_trainable(sc.train)
     model = ddp.wrap(system, device)
     rank, world = ddp.world()
-    opt, sched = make_optimizer(system.parameters(), sc.lr, sc.weight_decay, sc.epochs)
+    use_graph = sc.cuda_graph and world == 1  # DDP's gradient hooks are not captured: eager under torchrun
+    opt, sched = make_optimizer(system.parameters(), sc.lr, sc.weight_decay, sc.epochs, capturable=use_graph)
     augment = augmenting(sc.augment, augment)
     teach = TeacherSource(teacher, splits.train, cache, augment, device)
     channels = build_channels(sc.channels, codec_cfg) if robust else None
@@ -149,11 +151,8 @@ def run_stage(
         # The loss is summed on the device in float64 (the sum a Python float made before) and read once
         # per epoch: no host synchronisation inside the step loop.
         total, n = torch.zeros((), dtype=torch.float64, device=device), 0
-        batches = train_split.batches(batch_size, True, seed, epoch, augment, rank, world)
-        for b, (x, y, pos) in enumerate(batches):
-            if sc.limit_batches and b >= sc.limit_batches:
-                break
-            x, y = x.to(device), y.to(device)
+
+        def step(x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
             with autocast(device, sc.amp):
                 out = forward(x, epoch, g)
                 loss = weighted_sum(stage_losses(out, *targets(x, y, pos), sc), sc.losses)
@@ -161,7 +160,16 @@ def run_stage(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 5.0)
             opt.step()
-            total += loss.detach().double() * len(y)
+            return loss.detach()
+
+        # One graph per epoch: the learning rate and an epoch's fixed SNR are frozen into it.
+        train_step = graphed(step, device, use_graph, (g,))
+        batches = train_split.batches(batch_size, True, seed, epoch, augment, rank, world)
+        for b, (x, y, pos) in enumerate(batches):
+            if sc.limit_batches and b >= sc.limit_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            total += train_step(x, y, pos).double() * len(y)
             n += len(y)
         return {
             "loss": ddp.all_mean(float(total) / max(n, 1)),

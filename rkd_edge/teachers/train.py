@@ -13,6 +13,7 @@ from rkd_edge import env
 from rkd_edge.config import RunConfig, augmenting
 from rkd_edge.data import DataSplits
 from rkd_edge.distill import ddp
+from rkd_edge.distill.graphs import graphed
 from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.io import atomic_path, write_json
 from rkd_edge.teachers.base import accuracy, count_params
@@ -30,12 +31,12 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
             p.requires_grad_(False)
         for p in teacher.head().parameters():
             p.requires_grad_(True)
-    opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs)
     augment = augmenting(tc.augment, cfg.data.augment)
-
     ddp.init_from_env(device)
     model = ddp.wrap(teacher, device)
     rank, world = ddp.world()
+    use_graph = tc.cuda_graph and world == 1  # DDP's gradient hooks are not captured: eager under torchrun
+    opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs, capturable=use_graph)
 
     # Batches are made where the model is (uint8 images held on a GPU, augmented there); the loss is
     # summed on the device and read once per epoch.
@@ -47,14 +48,19 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
         batches = train_split.batches(
             cfg.data.batch_size, True, cfg.seed, epoch, augment_data=augment, rank=rank, world=world
         )
-        for x, y, _ in batches:
-            x, y = x.to(device), y.to(device)
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with autocast(device, tc.amp):
                 loss = F.cross_entropy(model(x)[1], y, label_smoothing=tc.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.detach().double() * len(y)
+            return loss.detach()
+
+        train_step = graphed(step, device, use_graph)  # one graph per epoch: its learning rate is frozen in
+        for x, y, _ in batches:
+            x, y = x.to(device), y.to(device)
+            total += train_step(x, y).double() * len(y)
             n += len(y)
         return {
             "loss": ddp.all_mean(float(total) / max(n, 1)),
