@@ -14,7 +14,7 @@ import torch
 from rkd_edge.config import CodecConfig, from_dict, parse_range
 from rkd_edge.evaluate.plots import plot_snr
 from rkd_edge.evaluate.run import commit_evaluation, evaluation_folder
-from rkd_edge.evaluate.snr import Grid, curves, noiseless_grid, sweep, write_rows
+from rkd_edge.evaluate.snr import NOISE_BATCH, Grid, curves, noiseless_grid, sweep, write_rows
 from rkd_edge.io import json_text, read_json
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
@@ -71,7 +71,8 @@ def evaluate_bundle(
 
 def evaluate_runtime(rt: Runtime, split, grid: Grid, cc: CodecConfig, source_dim: int, method: str) -> list[dict]:
     """Accuracy of a bundle through ONNX Runtime; the same loop and noise as the PyTorch evaluation."""
-    feats = [(rt.encode(split.images[i : i + 512]), split.labels[i : i + 512]) for i in range(0, len(split), 512)]
+    nb = NOISE_BATCH
+    feats = [(rt.encode(split.images[i : i + nb]), split.labels[i : i + nb]) for i in range(0, len(split), nb)]
 
     def link(f, snr, k, name, ch, g):
         sym, mask = rt.transmit(f, snr, k, name)

@@ -242,3 +242,23 @@ def test_task_head_at_the_transmitter_starts_from_the_stage1_classifier(tiny_run
     spec = json.loads((out / "system.json").read_text())["codec"]
     assert spec["posterior_classes"] == stage1["classifier.weight"].shape[0]
     assert spec["rx_per_length"] and stage2["codec.rx_lin_w"].shape[0] == len(spec["symbols"])
+
+
+def test_evaluation_passes_grouped_for_a_gpu_give_the_batch_by_batch_rows(tiny_run, monkeypatch):
+    """Several noise batches through the codec in one pass (what a GPU does) and batch by batch (the CPU):
+    the channel draws the same noise in the same order, so every point's accuracy agrees (up to a
+    decision flipped by float rounding in a larger matrix product)."""
+    from rkd_edge.evaluate import snr
+    from rkd_edge.evaluate.snr import Grid, evaluate_torch
+    from rkd_edge.rundir import RunDir, load_splits
+
+    cfg, system, _ = RunDir(tiny_run).load()
+    splits = load_splits(cfg)
+    monkeypatch.setattr(snr, "NOISE_BATCH", 64)  # the tiny test split holds 359 images: 6 noise batches
+    grid = Grid(["awgn", "rayleigh"], [-5.0, 5.0], list(system.codec.symbol_set), 2, cfg.seed)
+    one = evaluate_torch(system, splits.test, grid, cfg.codec, splits.source_dim)
+    grouped = evaluate_torch(system, splits.test, grid, cfg.codec, splits.source_dim, group=3)
+    assert len(one) == len(grouped) == 2 * 2 * len(system.codec.symbol_set)
+    for a, b in zip(one, grouped, strict=True):
+        assert (a["channel"], a["snr_db"], a["k"]) == (b["channel"], b["snr_db"], b["k"])
+        assert abs(a["accuracy"] - b["accuracy"]) <= 1 / a["n"], (a, b)
