@@ -9,7 +9,8 @@ For the run's student and codec, with random data of the preset's shapes (speed 
    float32, eager under bf16 autocast, and captured whole in a CUDA graph and replayed;
 3. a stage-2 step (every length each step, AWGN and Rayleigh, noise from a device generator) eager and
    as a CUDA graph;
-4. the teacher's step (cnn-base) eager and as a CUDA graph;
+4. the teacher's step (cnn-base) eager and as a CUDA graph, and a KDL-DARTS supernet step (the run's
+   search settings) eager, with its validation pass over 6,000 images;
 5. the evaluation's link (tx, channel, rx, decision on a batch of 512) with the channel on the host (as
    ``rkd-edge evaluate`` runs it) and on the device;
 6. ``torch.compile`` of the stage-1 step (compile seconds and step time), last, while under ``--budget-s``.
@@ -36,6 +37,8 @@ from common import md_table, record  # noqa: E402
 
 from rkd_edge.channel import CHANNEL_TYPES, create_channel  # noqa: E402
 from rkd_edge.distill.losses import feature_regression, kd_kl  # noqa: E402
+from rkd_edge.nas.genotypes import Skeleton  # noqa: E402
+from rkd_edge.nas.search_model import SearchNetwork  # noqa: E402
 from rkd_edge.rundir import build_system  # noqa: E402
 from rkd_edge.teachers import create_teacher  # noqa: E402
 
@@ -240,9 +243,27 @@ def main() -> None:
 
             return {"host_channel_ms": timed(host, 100, device), "device_channel_ms": timed(dev, 100, device)}
 
+    def supernet():
+        cfg = json.loads((args.run / "config.json").read_text())["search"]
+        spec = json.loads((args.run / "system.json").read_text())
+        c, h, _ = spec["input_shape"]
+        keys = ("layers", "steps", "init_channels", "stem_multiplier", "feature_dim", "stem_stride")
+        sk = Skeleton(in_channels=c, image_size=h, num_classes=10, **{k: cfg[k] for k in keys})
+        model = SearchNetwork(sk, cfg.get("partial_channels", 1)).to(device).train()
+        x = torch.randn(cfg["batch_size"], c, h, h, device=device)
+        y = torch.randint(0, 10, (len(x),), device=device)
+        params = model.weight_parameters()
+        out = {"eager_step_ms": timed(train_step(lambda: F.cross_entropy(model(x)[1], y), params), 20, device)}
+        model.eval()
+        xv = torch.randn(2048, c, h, h, device=device)
+        with torch.no_grad():
+            out["val_6000_images_ms"] = round(timed(lambda: model(xv), 3, device, warmup=1) * 6000 / 2048, 1)
+        return out
+
     part("stage1", stage1)
     part("stage2", stage2)
     part("teacher", teacher)
+    part("supernet", supernet)
     part("evaluate_link", link)
 
     def compiled():

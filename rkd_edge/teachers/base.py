@@ -46,16 +46,18 @@ def count_params(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
-    """Argmax predictions ``[N] int64`` of a ``(emb, logits)`` model over a split."""
+def predict(
+    model: nn.Module, split, batch_size: int = 256, device: str = "cpu", limit: int | None = None
+) -> torch.Tensor:
+    """Argmax predictions ``[N] int64`` of a ``(emb, logits)`` model over a split (its first ``limit``)."""
     model.eval()
     preds = []
-    for x, _, _ in split.batches(batch_size):
+    for x, _, _ in split.batches(batch_size, limit=limit):
         preds.append(model(x.to(device))[1].argmax(-1).cpu())
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
-def accuracy(model: nn.Module, split, batch_size: int = 256, device: str = "cpu") -> float:
-    """Top-1 accuracy in [0, 1] of a ``(emb, logits)`` model over a split."""
-    preds = predict(model, split, batch_size, device)
-    return float((preds.numpy() == split.labels).mean()) if len(preds) else 0.0
+def accuracy(model: nn.Module, split, batch_size: int = 256, device: str = "cpu", limit: int | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of a ``(emb, logits)`` model over a split (its first ``limit`` images)."""
+    preds = predict(model, split, batch_size, device, limit)
+    return float((preds.numpy() == split.labels[: len(preds)]).mean()) if len(preds) else 0.0
