@@ -14,8 +14,9 @@ writes nothing.
 
 Options: ``--logs DIR`` keeps the pytest output, the quickstart logs, each fashion-mnist run's ``run.log``
 and a ``partial.json`` updated after every part (so that a run cut short still says what it measured);
-``--bf16`` also runs the preset with bf16 autocast in every training stage (accuracy effect, speed),
-last, and only while the whole script is under ``--budget-s``.
+``--variants graph,bf16`` also runs the preset with every training step replayed from a CUDA graph
+(``cuda_graph``), or under bf16 autocast (accuracy effect, speed), last, each only while the whole script
+is under ``--budget-s``.
 """
 
 from __future__ import annotations
@@ -141,9 +142,12 @@ def stages(run: Path) -> dict | None:
     return json.loads(rep.read_text())["timings_s"] if rep.is_file() else None
 
 
-def run_fashion(name: str = "gpu-fashion-mnist", amp: str = "off", logs: Path | None = None) -> dict:
-    """The fashion-mnist preset on the GPU in this process (so that its peak CUDA memory is known);
-    ``amp="bf16"`` autocasts every training stage."""
+VARIANTS = {"graph": {"cuda_graph": True}, "bf16": {"amp": "bf16"}}  # set in the teacher and every stage
+
+
+def run_fashion(name: str = "gpu-fashion-mnist", variant: str | None = None, logs: Path | None = None) -> dict:
+    """The fashion-mnist preset on the GPU in this process (so that its peak CUDA memory is known), as it
+    is or with a :data:`VARIANTS` entry set in the teacher and every training stage."""
     import torch
 
     from rkd_edge import progress
@@ -154,8 +158,10 @@ def run_fashion(name: str = "gpu-fashion-mnist", amp: str = "off", logs: Path | 
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config("fashion-mnist")
     cfg.device = "cuda"
-    for section in (cfg.teacher, cfg.search, cfg.stage1, cfg.stage2):
-        section.amp = amp
+    for key, value in VARIANTS.get(variant, {}).items():
+        for section in (cfg.teacher, cfg.search, cfg.stage1, cfg.stage2):
+            if hasattr(section, key):
+                setattr(section, key, value)
     progress.set_quiet(True)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
@@ -172,7 +178,7 @@ def run_fashion(name: str = "gpu-fashion-mnist", amp: str = "off", logs: Path | 
         hist = json.loads(f.read_text()).get("history") or []
         epochs[f.stem] = [h["seconds"] for h in hist if isinstance(h, dict) and "seconds" in h]
     return {
-        "amp": amp,
+        "variant": variant,
         "total_s": round(total, 1),
         "stages_s": rep["timings_s"],
         "epoch_s": epochs,
@@ -192,6 +198,7 @@ def guarded(part: str, fn, *args, **kwargs) -> dict:
     try:
         return fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the other parts still run and the failure is in the record
+        print(f"[gpu.py] part {part} failed:", file=sys.stderr)
         traceback.print_exc()
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": round(time.time() - t0, 1)}
 
@@ -199,9 +206,12 @@ def guarded(part: str, fn, *args, **kwargs) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--logs", type=Path, help="keep logs and partial.json here")
-    ap.add_argument("--bf16", action="store_true", help="also run the preset under bf16 autocast")
-    ap.add_argument("--budget-s", type=float, default=480.0, help="start the bf16 run only under this")
+    ap.add_argument("--variants", default="", help="also run the preset as: graph, bf16 (comma-separated)")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="start a variant's run only under this")
     args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    if any(v not in VARIANTS for v in variants):
+        fail(f"unknown variant in {args.variants!r}; use {', '.join(VARIANTS)}")
     try:
         import torch
     except ImportError:
@@ -281,12 +291,13 @@ def main() -> None:
     g, c = quick["gpu_stages_s"] or {}, quick["cpu_stages_s"] or {}
     quick["gpu_over_cpu"] = {k: round(g[k] / c[k], 3) for k in g if c.get(k)}
     part_done("quickstart", quick)
-    if args.bf16 and time.time() - t_start < args.budget_s:
-        part_done("fashion_mnist_bf16", guarded("bf16", run_fashion, "gpu-fashion-mnist-bf16", "bf16", logs))
+    for v in variants:
+        if time.time() - t_start < args.budget_s:
+            part_done(f"fashion_mnist_{v}", guarded(v, run_fashion, f"gpu-fashion-mnist-{v}", v, logs))
     data["tests"] = {k: tests[k] for k in ("passed", "failed", "skipped")}
     data["wall_s"] = round(time.time() - t_start, 1)
     rows = [["GPU tests passed / failed", f"{tests['passed']} / {tests['failed']}"]]
-    for key in ("fashion_mnist", "fashion_mnist_bf16"):
+    for key in ("fashion_mnist", *(f"fashion_mnist_{v}" for v in variants)):
         f = data.get(key)
         if not f:
             continue
