@@ -59,8 +59,9 @@ def timed(fn, steps: int, device: str, warmup: int = 5) -> float:
     return round((time.perf_counter() - t0) * 1e3 / steps, 4)
 
 
-def graphed(step, device: str):
-    """``step`` captured whole in a CUDA graph (after warm-up on a side stream): returns its replay."""
+def graphed(step, generator: torch.Generator | None = None):
+    """``step`` captured whole in a CUDA graph (after warm-up on a side stream; a custom ``generator`` the
+    step draws from registered with it): returns its replay."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -68,6 +69,8 @@ def graphed(step, device: str):
             step()
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
+    if generator is not None:
+        g.register_generator_state(generator)
     with torch.cuda.graph(g):
         step()
     return g.replay
@@ -173,7 +176,7 @@ def main() -> None:
         out = {"eager_fp32_ms": timed(train_step(loss1, params), steps, device)}
         if cuda:
             out["eager_bf16_ms"] = timed(train_step(loss1, params, amp=True), steps, device)
-            out["graph_fp32_ms"] = timed(graphed(train_step(loss1, params, capturable=True), device), steps, device)
+            out["graph_fp32_ms"] = timed(graphed(train_step(loss1, params, capturable=True)), steps, device)
         return out
 
     def stage2():
@@ -184,23 +187,10 @@ def main() -> None:
         if cuda:
             step = train_step(loss2, params, capturable=True)
             if hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
-                out["graph_fp32_ms"] = timed(graphed_with(step, g), steps // 2, device)
+                out["graph_fp32_ms"] = timed(graphed(step, g), steps // 2, device)
             else:
                 out["graph_fp32_ms"] = "this torch cannot capture a custom generator"
         return out
-
-    def graphed_with(step, gen):
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(gen)
-        with torch.cuda.graph(graph):
-            step()
-        return graph.replay
 
     def teacher():
         spec = json.loads((args.run / "system.json").read_text())
@@ -214,7 +204,7 @@ def main() -> None:
         params = [p for p in t.parameters() if p.requires_grad]
         out = {"eager_fp32_ms": timed(train_step(loss, params), steps, device)}
         if cuda:
-            out["graph_fp32_ms"] = timed(graphed(train_step(loss, params, capturable=True), device), steps, device)
+            out["graph_fp32_ms"] = timed(graphed(train_step(loss, params, capturable=True)), steps, device)
         return out
 
     def link():
