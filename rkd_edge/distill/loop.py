@@ -157,4 +157,6 @@ def autocast(device: str, amp: str = "off") -> contextlib.AbstractContextManager
         return contextlib.nullcontext()
     if amp != "bf16":
         raise UserError(f"unknown amp mode {amp!r}; use one of {', '.join(AMP_MODES)}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    # No cast cache: a step captured in a CUDA graph must not keep casts made during capture (PyTorch's
+    # CUDA-graph notes), and a training step casts each weight once anyway.
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
