@@ -287,6 +287,11 @@ def main() -> None:
         "cpu_stages_s": stages(cpu_out),
         "cpu_threads": 2,
         "errors": [p for p, ok in (("gpu", gpu_qs == 0), ("cpu", cpu_proc.returncode == 0)) if not ok],
+        # Stage start times, also of a run cut short by its cap.
+        "run_logs": {
+            dev: (d / "run.log").read_text().splitlines() if (d / "run.log").is_file() else None
+            for dev, d in (("gpu", gpu_out), ("cpu", cpu_out))
+        },
     }
     g, c = quick["gpu_stages_s"] or {}, quick["cpu_stages_s"] or {}
     quick["gpu_over_cpu"] = {k: round(g[k] / c[k], 3) for k in g if c.get(k)}
