@@ -174,7 +174,8 @@ def main() -> None:
     if gaps:
         md += "\n\n## rkd-sc's one rate-adaptive codec against codecs trained for one k each\n\n"
         md += md_table(["k", "channel", "SNR dB", "adaptive", "dedicated", "difference (points)"], gaps)
-    cmd = "python benchmarks/fashion_mnist.py" + (f" --dedicated {args.dedicated}" if args.dedicated else "")
+    cmd = f"python benchmarks/fashion_mnist.py --teacher {args.teacher} --runs {args.runs}"
+    cmd += f" --dedicated {args.dedicated}" if args.dedicated else ""
     print(record("fashion_mnist_methods", summary, md, cmd))
 
 
