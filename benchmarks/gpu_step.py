@@ -150,6 +150,9 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=120.0, help="start torch.compile only under this")
     args = ap.parse_args()
     device = args.device
+    if args.steps < 2:
+        print(f"error: --steps {args.steps}: time at least 2 steps", file=sys.stderr)
+        sys.exit(2)
     if device == "cuda" and not torch.cuda.is_available():
         print("error: benchmarks/gpu_step.py needs a CUDA GPU and none is visible; use --device cpu for a dry run",
               file=sys.stderr)  # fmt: skip
