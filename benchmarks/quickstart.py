@@ -34,13 +34,13 @@ def pipeline(out: Path, code: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     cmd = [sys.executable, "-c", "from rkd_edge.cli import main; main()", "-q", "pipeline", "--out", str(out)]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
-    recs = {}
-    for f in sorted((out / "stages").glob("*.json")):
-        rec = json.loads(f.read_text())
-        recs[f.stem] = {k: v for k, v in rec.items() if k not in ("seconds", "timings_s", "history", "teacher")}
-        recs[f.stem]["history"] = [
-            {k: v for k, v in h.items() if k != "seconds"} for h in rec.get("history", []) if isinstance(h, dict)
-        ]
+
+    def timeless(o):  # a record without its timings (what must repeat for the same code and seed)
+        if isinstance(o, dict):
+            return {k: timeless(v) for k, v in o.items() if "second" not in k and k != "timings_s"}
+        return [timeless(v) for v in o] if isinstance(o, list) else o
+
+    recs = {f.stem: timeless(json.loads(f.read_text())) for f in sorted((out / "stages").glob("*.json"))}
     return {"timings_s": json.loads((out / "report.json").read_text())["timings_s"], "records": recs}
 
 
@@ -60,7 +60,7 @@ def against(rev: str, rounds: int) -> None:
             for i in range(rounds):
                 for which in ("old", "new") if i % 2 == 0 else ("new", "old"):
                     code = wt if which == "old" else ROOT
-                    runs[which].append(pipeline(Path(tmp) / f"run-{which}", code))
+                    runs[which].append(pipeline(Path(tmp) / "run", code))  # one path: records name it
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
     stages = list(runs["new"][0]["timings_s"])
