@@ -382,3 +382,25 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert results[0]["hash"] == results[1]["hash"]  # replicas stay identical
     loss = results[0]["loss"]
     assert loss[-1] < loss[0]
+
+
+def test_resumed_optimizer_keeps_its_own_step_mode():
+    """A checkpoint written by an optimiser that was not capturable (an eager run) resumes into one that
+    is (a run with cuda_graph): the flags and where the step counts live are this optimiser's, not the
+    file's (otherwise the first graph capture fails)."""
+    from rkd_edge.distill.loop import restore_optimizer
+
+    w = torch.nn.Parameter(torch.randn(4))
+    eager = torch.optim.AdamW([w], lr=0.1)
+    w.grad = torch.ones(4)
+    eager.step()
+    saved = copy.deepcopy(eager.state_dict())
+    graphed = torch.optim.AdamW([w], lr=0.1, capturable=True)
+    restore_optimizer(graphed, saved)
+    group = graphed.param_groups[0]
+    assert group["capturable"] is True and group["fused"] is None
+    step = graphed.state[w]["step"]
+    assert step.dtype == torch.float32 and step.device == w.device and float(step) == 1.0
+    back = torch.optim.AdamW([w], lr=0.1)
+    restore_optimizer(back, graphed.state_dict())
+    assert back.param_groups[0]["capturable"] is False

@@ -62,7 +62,7 @@ class StepGraph:
         for buf, t in zip(self.inputs, inputs, strict=True):
             buf.copy_(t)
         self.graph.replay()
-        return self.loss
+        return self.loss.clone()  # the graph's own output is overwritten by the next replay
 
 
 def graphed(step: Step, device: str, enabled: bool, generators: tuple[torch.Generator, ...] = ()) -> Step:

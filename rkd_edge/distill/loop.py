@@ -80,7 +80,7 @@ def fit(
     if checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_optimizer(optimizer, state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
@@ -122,6 +122,26 @@ def fit(
     if select is not None and best[1] is not None:
         model.load_state_dict(best[1])
     return history
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpointed optimiser state, keeping how this run steps it.
+
+    ``load_state_dict`` takes each group's ``capturable`` and ``fused`` flags from the file: a checkpoint
+    made without CUDA graphs, resumed with them, would come back not capturable and its first capture would
+    fail. The flags are set back to this optimiser's, with the step counts where a capturable step wants
+    them (on the parameter's device, float32).
+    """
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for key in ("capturable", "fused"):
+            if key in optimizer.defaults:
+                group[key] = optimizer.defaults[key]
+        if group.get("capturable"):
+            for p in group["params"]:
+                st = optimizer.state.get(p, {})
+                if torch.is_tensor(st.get("step")):
+                    st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
 
 
 def make_optimizer(
