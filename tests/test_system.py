@@ -404,3 +404,15 @@ def test_resumed_optimizer_keeps_its_own_step_mode():
     back = torch.optim.AdamW([w], lr=0.1)
     restore_optimizer(back, graphed.state_dict())
     assert back.param_groups[0]["capturable"] is False
+
+
+def test_equal_weights_save_to_equal_bytes(tmp_path):
+    """Checkpoints are written through a temporary file; the bytes must not carry its random name, so a
+    teacher retrained to the same weights keeps the same identity (its hash) and its cached outputs."""
+    from rkd_edge.distill.loop import save_checkpoint
+
+    state = make_system().state_dict()
+    (tmp_path / "b").mkdir()
+    save_checkpoint(tmp_path / "a.pt", state)
+    save_checkpoint(tmp_path / "b" / "c.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "c.pt").read_bytes()

@@ -25,8 +25,10 @@ from rkd_edge.io import atomic_path
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """``torch.save`` atomically. Through a file handle: saved to a path, the archive's inner folder would be
+    named after the random temporary file, so equal weights would not make equal bytes (nor equal hashes)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path) -> dict:

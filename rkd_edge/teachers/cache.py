@@ -14,8 +14,8 @@ import torch
 
 from rkd_edge import progress
 from rkd_edge.data import Split
+from rkd_edge.distill.loop import save_checkpoint
 from rkd_edge.env import eval_batch_size
-from rkd_edge.io import atomic_path
 from rkd_edge.teachers.base import Teacher
 
 
@@ -62,8 +62,7 @@ class TeacherCache:
         self.misses += 1
         out = run_teacher(teacher, split, device, batch_size)
         if path is not None:
-            with atomic_path(path) as tmp:
-                torch.save({"key": key, "embedding": out[0], "logits": out[1]}, tmp)
+            save_checkpoint(path, {"key": key, "embedding": out[0], "logits": out[1]})
         self._memo[key] = out
         return out
 

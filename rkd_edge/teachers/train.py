@@ -14,8 +14,8 @@ from rkd_edge.config import RunConfig, augmenting
 from rkd_edge.data import DataSplits
 from rkd_edge.distill import ddp
 from rkd_edge.distill.graphs import graphed
-from rkd_edge.distill.loop import autocast, fit, make_optimizer
-from rkd_edge.io import atomic_path, write_json
+from rkd_edge.distill.loop import autocast, fit, make_optimizer, save_checkpoint
+from rkd_edge.io import write_json
 from rkd_edge.teachers.base import accuracy, count_params
 from rkd_edge.teachers.registry import create_teacher
 
@@ -92,8 +92,7 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
     }
     if not ddp.is_main():
         return record
-    with atomic_path(out / "teacher.pt") as tmp:
-        torch.save(teacher.state_dict(), tmp)
+    save_checkpoint(out / "teacher.pt", teacher.state_dict())
     write_json(out / "teacher.json", record)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return record
