@@ -65,8 +65,12 @@ class StepGraph:
         return self.loss.clone()  # the graph's own output is overwritten by the next replay
 
 
-def graphed(step: Step, device: str, enabled: bool, generators: tuple[torch.Generator, ...] = ()) -> Step:
-    """``step`` itself, or a :class:`StepGraph` of it when ``enabled`` and ``device`` is a GPU."""
-    if not enabled or torch.device(device).type != "cuda":
-        return step
-    return StepGraph(step, generators)
+def use_graphs(requested: bool, device: str, world: int) -> bool:
+    """Whether steps are replayed from CUDA graphs: when ``requested``, on a GPU, in one process (DDP's
+    gradient hooks are not captured: eager under torchrun)."""
+    return requested and torch.device(device).type == "cuda" and world == 1
+
+
+def graphed(step: Step, enabled: bool, generators: tuple[torch.Generator, ...] = ()) -> Step:
+    """``step`` itself, or a :class:`StepGraph` of it when ``enabled`` (see :func:`use_graphs`)."""
+    return StepGraph(step, generators) if enabled else step

@@ -17,7 +17,7 @@ from rkd_edge.config import CodecConfig, StageConfig, augmenting
 from rkd_edge.data import DataSplits, Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.distill import ddp
-from rkd_edge.distill.graphs import graphed
+from rkd_edge.distill.graphs import graphed, use_graphs
 from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.distill.losses import feature_regression, kd_kl, weighted_sum
 from rkd_edge.env import eval_batch_size
@@ -117,7 +117,7 @@ def run_stage(
     system.set_trainable(sc.train)
     model = ddp.wrap(system, device)
     rank, world = ddp.world()
-    use_graph = sc.cuda_graph and world == 1  # DDP's gradient hooks are not captured: eager under torchrun
+    use_graph = use_graphs(sc.cuda_graph, device, world)
     opt, sched = make_optimizer(system.parameters(), sc.lr, sc.weight_decay, sc.epochs, capturable=use_graph)
     augment = augmenting(sc.augment, augment)
     teach = TeacherSource(teacher, splits.train, cache, augment, device)
@@ -163,7 +163,7 @@ def run_stage(
             return loss.detach()
 
         # One graph per epoch: the learning rate and an epoch's fixed SNR are frozen into it.
-        train_step = graphed(step, device, use_graph, (g,))
+        train_step = graphed(step, use_graph, (g,))
         batches = train_split.batches(batch_size, True, seed, epoch, augment, rank, world)
         for b, (x, y, pos) in enumerate(batches):
             if sc.limit_batches and b >= sc.limit_batches:

@@ -13,7 +13,7 @@ from rkd_edge import env
 from rkd_edge.config import RunConfig, augmenting
 from rkd_edge.data import DataSplits
 from rkd_edge.distill import ddp
-from rkd_edge.distill.graphs import graphed
+from rkd_edge.distill.graphs import graphed, use_graphs
 from rkd_edge.distill.loop import autocast, fit, make_optimizer, save_checkpoint
 from rkd_edge.io import write_json
 from rkd_edge.teachers.base import accuracy, count_params
@@ -35,7 +35,7 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
     ddp.init_from_env(device)
     model = ddp.wrap(teacher, device)
     rank, world = ddp.world()
-    use_graph = tc.cuda_graph and world == 1  # DDP's gradient hooks are not captured: eager under torchrun
+    use_graph = use_graphs(tc.cuda_graph, device, world)
     opt, sched = make_optimizer(teacher.parameters(), tc.lr, tc.weight_decay, tc.epochs, capturable=use_graph)
 
     # Batches are made where the model is (uint8 images held on a GPU, augmented there); the loss is
@@ -57,7 +57,7 @@ def train_teacher(cfg: RunConfig, splits: DataSplits, out: Path, device: str) ->
             opt.step()
             return loss.detach()
 
-        train_step = graphed(step, device, use_graph)  # one graph per epoch: its learning rate is frozen in
+        train_step = graphed(step, use_graph)  # one graph per epoch: its learning rate is frozen in
         for x, y, _ in batches:
             x, y = x.to(device), y.to(device)
             total += train_step(x, y).double() * len(y)
