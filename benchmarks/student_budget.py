@@ -49,6 +49,10 @@ def student(run: Path) -> dict:
         "searched_width": genotype.search.get("searched_channels", width),
         "stage1_epochs": s1.epochs,
         "stage1_batches": s1.limit_batches,
+        "stage1_temperature": s1.temperature,
+        "stage1_losses": s1.losses,
+        # The epoch stage 1 kept was picked on the validation split: its score, beside the test accuracy.
+        "best_val_accuracy": max((h["val_acc"] for h in (stage1 or {}).get("history", [])), default=None),
         "augment": augmenting(s1.augment, cfg.data.augment),  # what stage 1 trained with
         "teacher": {"params": teacher["params"], "accuracy": teacher["accuracy"], "identity": teacher["identity"]},
         "meets_budget": params <= PARAM_SHARE * teacher["params"] and acc >= ACCURACY_SHARE * teacher["accuracy"],
@@ -72,15 +76,28 @@ def main() -> None:
             name,
             f"{r['width']} (searched {r['searched_width']})",
             f"{r['stage1_epochs']} x {r['stage1_batches'] or 'all'}" + (" aug" if r["augment"] else ""),
+            f"T={r['stage1_temperature']:g} " + " ".join(f"{k}={v:g}" for k, v in r["stage1_losses"].items()),
             f"{r['params']:,}",
             f"{100 * r['param_share']:.2f} %",
+            "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.4f}",
             f"{r['clean_accuracy']:.4f}",
             f"{100 * r['accuracy_share']:.2f} %",
             "yes" if r["meets_budget"] else "no",
         ]
         for name, r in results.items()
     ]
-    header = ["student", "width", "stage-1 epochs x batches", "params", "of teacher", "clean", "of teacher", "meets"]
+    header = [
+        "student",
+        "width",
+        "stage-1 epochs x batches",
+        "KD temperature, loss weights",
+        "params",
+        "of teacher",
+        "best val",
+        "clean (test)",
+        "of teacher",
+        "meets",
+    ]
     t = next(iter(results.values()))["teacher"]
     md = (
         f"Teacher {t['params']:,} params, clean {t['accuracy']:.4f}. Budget (issue 15): at most "
