@@ -10,6 +10,9 @@ from rkd_edge.env import environment
 from rkd_edge.io import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Issue 15's bar for the stage-1 student: at most this share of the teacher's parameters at this share or
+# more of its clean accuracy (benchmarks/student_budget.py, benchmarks/fashion_mnist.py).
+PARAM_SHARE, ACCURACY_SHARE = 0.025, 0.985
 
 
 def record(name: str, data: dict, markdown: str, command: str) -> Path:

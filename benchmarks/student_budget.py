@@ -16,14 +16,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_table, record  # noqa: E402
+from common import ACCURACY_SHARE, PARAM_SHARE, md_table, record  # noqa: E402
 
 from rkd_edge.config import augmenting  # noqa: E402
 from rkd_edge.distill.stages import validate  # noqa: E402
 from rkd_edge.nas.genotypes import Genotype  # noqa: E402
 from rkd_edge.rundir import RunDir, load_splits, student_costs  # noqa: E402
-
-PARAM_SHARE, ACCURACY_SHARE = 0.025, 0.985  # issue 15: at most 2.5 % of the teacher at 98.5 % or more
 
 
 def student(run: Path) -> dict:
