@@ -54,7 +54,7 @@ def read_table(path: str | Path) -> dict:
         table = json.loads(path.read_text())
     except OSError as exc:
         raise UserError(f"latency table {path} cannot be read ({exc.strerror or exc}); {_rebuild_hint()}") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UserError(f"{path} is not JSON, so not a latency table; {_rebuild_hint()}") from None
     if not isinstance(table, dict) or not isinstance(table.get("entries"), dict) or "device" not in table:
         raise UserError(f"{path} is not a latency table (no 'device' and 'entries'); {_rebuild_hint()}")

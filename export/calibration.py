@@ -26,6 +26,8 @@ def check_count(count: int, minimum: int = MIN_SAMPLES, available: int | None = 
         minimum: The floor (``--calib-min``; 128 unless lowered explicitly).
         available: Real samples the split holds, where known.
     """
+    if count < 1:
+        raise UserError(f"--calib-samples must be at least 1 real sample, got {count}")
     if minimum < 1:
         raise UserError(f"--calib-min must be at least 1, got {minimum}")
     if count < minimum:

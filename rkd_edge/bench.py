@@ -41,6 +41,7 @@ from rkd_edge.errors import UserError
 from rkd_edge.evaluate.snr import Grid
 from rkd_edge.export.evaluate import evaluate_runtime
 from rkd_edge.io import read_json, write_json
+from rkd_edge.limits import check_batches, check_seconds, check_snr_db, check_threads
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
 from rkd_edge.runtime import Bundle, Runtime
@@ -99,6 +100,25 @@ class Settings:
     memory: bool = True
     select: bool = False
     tolerance: float = 0.01
+
+    def check(self) -> None:
+        """Refuse values that need no bundle to be wrong (before anything is loaded or sent over SSH)."""
+        if not self.backends or self.precisions == []:
+            raise UserError("--backend and --precision each need at least one value; leave one out for its default")
+        for name in self.backends:
+            if name not in BACKENDS:
+                raise UserError(f"unknown back end {name!r}; choose from {', '.join(BACKENDS)} (or all)")
+        if unknown := [p for p in self.precisions or [] if p not in PRECISIONS]:
+            raise UserError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+        check_batches(self.batches)
+        check_snr_db(self.snr_db, "--snr-db")
+        check_threads(self.threads)
+        check_seconds(self.seconds, "--seconds")
+        check_seconds(self.warmup, "--warmup", positive=False)
+        if self.trials is not None and self.trials < 1:
+            raise UserError(f"--trials must be at least 1 noise draw, got {self.trials}")
+        if not 0 <= self.tolerance <= 1:
+            raise UserError(f"--tolerance is an accuracy difference from 0 to 1, got {self.tolerance}")
 
 
 # -- environment -----------------------------------------------------------------------------------------
@@ -261,23 +281,13 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     """Measure every (back end, precision, batch, stage) of ``bundle``; returns the bench JSON."""
     b = Bundle.open(bundle)
     m = b.manifest
-    for name in s.backends:
-        if name not in BACKENDS:
-            raise UserError(f"unknown back end {name!r}; choose from {', '.join(BACKENDS)} (or all)")
+    s.check()
     precisions = s.precisions or list(m["precisions"])
-    if unknown := [p for p in precisions if p not in PRECISIONS]:
-        raise UserError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
-    if any(n < 1 for n in s.batches):
-        raise UserError(f"--batch values must be at least 1, got {s.batches}")
-    if not np.isfinite(s.snr_db):
-        raise UserError(f"--snr-db must be a finite number of dB, got {s.snr_db}")
     k = m["symbols"]["max"] if s.symbols is None else s.symbols
     if not 1 <= k <= m["symbols"]["max"]:
         raise UserError(f"--symbols must be from 1 to {m['symbols']['max']} (the bundle's K), got {k}")
     if s.channel not in m["channel_types"] or s.channel == "identity":
         raise UserError(f"--channel {s.channel!r} is not one of {[c for c in m['channel_types'] if c != 'identity']}")
-    if s.seconds <= 0 or s.warmup < 0:
-        raise UserError("--seconds must be positive and --warmup not negative")
     cfg = method_config(from_dict(read_json(b.root / "config.json", "bundle config")))
     trials = cfg.evaluate.trials if s.trials is None else s.trials
     if trials < 1:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from rkd_edge.errors import UserError
+from rkd_edge.limits import SNR_LIMIT_DB
 
 # The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
 METHODS = ("rkd-sc", "authors-2025", "deepjscc", "no-stage2")
@@ -237,11 +238,19 @@ def _check_consistency(cfg: RunConfig) -> None:
         for group in sc.train:
             if group not in MODULE_GROUPS:
                 raise UserError(f"{name}.train: unknown module group {group!r}; use {', '.join(MODULE_GROUPS)}")
+        if not sc.train:
+            raise UserError(f"{name}.train lists no module group, so the stage would train nothing; e.g. [encoder]")
+        if not any(w > 0 for w in sc.losses.values()):
+            raise UserError(f"{name}.losses gives no term a weight above 0; e.g. --set '{name}.losses={{ce: 1.0}}'")
+        if not sc.channels:
+            raise UserError(f"{name}.channels lists no channel to train over; e.g. [awgn, rayleigh]")
         if sc.lengths not in STAGE_LENGTHS:
             raise UserError(f"{name}.lengths: unknown value {sc.lengths!r}; choose one of {', '.join(STAGE_LENGTHS)}")
         if len(sc.snr_db) != 2 or sc.snr_db[0] > sc.snr_db[1]:
             raise UserError(f"{name}.snr_db must be [low, high] in dB with low <= high, got {sc.snr_db}")
     ev = cfg.evaluate
+    if not ev.channels:
+        raise UserError("evaluate.channels lists no channel to evaluate over; e.g. [awgn, rayleigh]")
     bad = [k for k in ev.symbols or [] if k > c.max_symbols]
     if bad:
         raise UserError(f"evaluate.symbols {bad} exceed codec.max_symbols {c.max_symbols}")
@@ -362,8 +371,8 @@ RANGES: dict[str, tuple] = {
     "limit_batches": (1, None, False, False),
     "dim": (1, 1 << 14, False, False),
     "heads": (1, 256, False, False),
-    "snr_db": (-100.0, 100.0, False, False),
-    "snr_schedule": (-100.0, 100.0, False, False),
+    "snr_db": (-SNR_LIMIT_DB, SNR_LIMIT_DB, False, False),
+    "snr_schedule": (-SNR_LIMIT_DB, SNR_LIMIT_DB, False, False),
     "symbols": (1, 4096, False, False),
     "report_symbols": (1, 4096, False, False),
 }
@@ -418,6 +427,8 @@ def load_config(
             loaded = yaml.safe_load(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0][:80]})") from None
+        except RecursionError:
+            raise UserError(f"config file {file} is nested too deeply to be a config; replace it") from None
         if not isinstance(loaded, dict):
             raise UserError(f"config file {file} must hold a mapping of sections, not a {type(loaded).__name__}")
         _merge(data, loaded)
@@ -433,7 +444,7 @@ def load_config(
                 node[p] = {}
             node = node[p]
         node[parts[-1]] = raw if _wants_text(hint) and raw not in ("null", "~") else _yaml_value(raw, key)
-    return _build(RunConfig, data, "")
+    return from_dict(data)
 
 
 def _hint_at(parts: list[str], key: str):
@@ -457,8 +468,8 @@ def _wants_text(hint) -> bool:
 def _yaml_value(raw: str, key: str):
     try:
         return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise UserError(f"--set {key}: {raw!r} is not a valid value") from None
+    except (yaml.YAMLError, RecursionError):
+        raise UserError(f"--set {key}: {raw[:40]!r} is not a valid value") from None
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -471,7 +482,14 @@ def _merge(base: dict, new: dict) -> None:
 
 def from_dict(data: dict) -> RunConfig:
     """Rebuild a :class:`RunConfig` from its saved dict (``config.json`` in a run)."""
-    return _build(RunConfig, data, "")
+    try:
+        return _build(RunConfig, data, "")
+    except RecursionError:  # lists nested hundreds deep: a hostile file, not a config
+        raise UserError("the config is nested too deeply to be a config; replace the file") from None
+
+
+# An evaluation grid is a plot's x axis: beyond this many points a range is a typo (a step of 1e-9), not a grid.
+MAX_RANGE_POINTS = 1000
 
 
 def parse_range(text: str) -> list[float]:
@@ -487,10 +505,14 @@ def parse_range(text: str) -> list[float]:
                 raise ValueError
             start, stop, step = parts
             n = int(round((stop - start) / step)) + 1
+            if n > MAX_RANGE_POINTS:
+                raise UserError(f"range {text!r} has {n:,} points, more than {MAX_RANGE_POINTS:,}; use a larger step")
             return [round(start + i * step, 6) for i in range(n) if start + i * step <= stop + 1e-9]
         values = [float(p) for p in text.split(",") if p.strip()]
         if not values or not all(math.isfinite(v) for v in values):
             raise ValueError
+        if len(values) > MAX_RANGE_POINTS:
+            raise UserError(f"{len(values):,} values, more than {MAX_RANGE_POINTS:,}; give fewer")
         return values
     except ValueError:
         raise UserError(f"malformed range {text!r}; use start:stop:step (e.g. -10:24:2) or a,b,c") from None

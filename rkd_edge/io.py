@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -88,8 +89,28 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def json_text(obj: Any) -> str:
-    """``obj`` as the indented, key-sorted JSON text that :func:`write_json` writes."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    """``obj`` as the indented, key-sorted JSON text that :func:`write_json` writes.
+
+    Non-finite floats become ``null``: ``NaN`` and ``Infinity`` are not JSON, and other readers refuse them.
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    return text + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (also inside lists, tuples, dicts and arrays) replaced by ``None``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -115,6 +136,8 @@ def read_json(path: str | os.PathLike, what: str = "file", expect: type | None =
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{what} {path} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    except RecursionError:  # [[[[...]]]] a hundred thousand deep: not a file rkd-edge wrote
+        raise UserError(f"{what} {path} is nested too deeply to be a file rkd-edge wrote; replace it") from None
     if expect is not None and not isinstance(obj, expect):
         raise UserError(f"{what} {path} holds a JSON {type(obj).__name__}, expected a {expect.__name__}")
     return obj

@@ -48,13 +48,13 @@ def kind_of(folder: Path) -> str | None:
     if marker.is_file():
         try:
             kind = json.loads(marker.read_text()).get("kind")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             return None
         return kind if kind in KINDS else None
     if (folder / MANIFEST).is_file():
         try:
             return "bundle" if json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT else None
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             return None
     if (folder / "config.json").is_file() and (folder / "stages").is_dir():
         return "run"
@@ -72,7 +72,7 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
     if kind == "bundle":
         try:
             listed = set(json.loads((folder / MANIFEST).read_text()).get("files", {}))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             return sorted(names)
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         extra = {f for f in files - listed - {MARKER} if f.split("/")[0] not in BUNDLE_EXTRA}
@@ -97,14 +97,19 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_output(
-    out: Path, kind: str, force: bool, sources: tuple[Path, ...] = (), action: str = "--force replaces"
+    out: Path,
+    kind: str,
+    force: bool | None,
+    sources: tuple[Path, ...] = (),
+    action: str = "--force replaces",
 ) -> bool:
     """Decide whether a command may write a new ``kind`` artefact at ``out``.
 
     Args:
         out: The ``--out`` path.
         kind: What the command writes there.
-        force: Whether ``--force`` was given.
+        force: Whether ``--force`` was given; ``None`` for a command that has no ``--force`` (the message
+            then does not offer it).
         sources: What the command reads (never replaced, nor any folder that holds them).
         action: What the command does to an existing artefact, for the message.
 
@@ -118,6 +123,11 @@ def check_output(
     out = Path(out)
     if (blocker := file_in_the_way([out, *out.parents])) is not None:
         raise UserError(f"{blocker} is a file, not a folder; choose another --out")
+    for src in sources:  # an evaluation may live in what it evaluates (RUN/eval); a new run or bundle may not
+        if kind != "evaluation" and out.resolve() != Path(src).resolve() and _inside(out, Path(src)):
+            raise UserError(f"--out {out} lies inside the source {src}; choose a folder outside it")
+    if (bundle := next((p for p in out.parents if p.is_dir() and kind_of(p) == "bundle"), None)) is not None:
+        raise UserError(f"--out {out} lies inside the bundle {bundle}, which holds only what its manifest lists")
     if not out.exists() and not out.is_symlink():
         return False
     if out.is_symlink():
@@ -127,6 +137,8 @@ def check_output(
     for src in sources:
         if _inside(Path(src), out):
             raise UserError(f"--out {out} holds the source {src}; it is never replaced: choose another --out")
+    if force is None:
+        raise UserError(f"{out} already exists and is not empty; choose a new --out")
     if not force:
         raise UserError(f"{out} already exists; choose another --out, or pass --force to replace a {kind} there")
     found = kind_of(out)

@@ -50,7 +50,7 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     if epochs < 0:
         raise UserError(f"--epochs must be 0 or more, got {epochs}")
     run, out = Path(run), Path(out)
-    check_output(out, "run", force=False, sources=(run,))
+    check_output(out, "run", force=None, sources=(run,))
     src = RunDir(run)
     cfg, system, spec = src.load()
     src.require_complete(cfg, "pruning it")
@@ -104,7 +104,9 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     )
     pruner.step()
     if count_params(system.encoder) >= before["params"]:
-        raise UserError(f"--ratio {ratio} removes no channel of this encoder; give a larger ratio")
+        # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
+        hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
+        raise UserError(f"--ratio {ratio} removes no channel of this encoder; {hint}")
     progress.log(f"pruned encoder: {before['params']:,} -> {count_params(system.encoder):,} parameters")
     finetune = (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)) if epochs > 0 else ()
     for name, sc in finetune:

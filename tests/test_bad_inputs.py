@@ -829,6 +829,124 @@ DEVICES_PARAMS = [
     case("devices-lut-dataset", "devices lut --out {out} --dataset nope", "unknown dataset"),
 ]
 
+# --- found by a hostile pass (session 12): each case was a traceback, a hang or a silent acceptance -------------
+
+DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON and YAML, deeper than Python's recursion limit
+MANIFEST, TEACHER_JSON = "manifest.json", "teacher.json"
+
+
+def deep_file(key: str, rel: str):
+    return lambda env: _write(Path(env[key]) / rel, DEEP)
+
+
+def png_bomb(env) -> None:
+    """A PNG header announcing 20000 x 20000 pixels (Pillow's decompression-bomb limit), with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    _write(Path(env["tmp"]) / "bomb.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def manifest_edit(**changes):
+    def setup(env) -> None:
+        path = Path(env["mybundle"]) / "manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    return setup
+
+
+def linked_models(env) -> None:
+    root = Path(env["mybundle"])
+    (root / "models").rename(root.parent / "models-elsewhere")
+    (root / "models").symlink_to(root.parent / "models-elsewhere")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+BENCH_FAST = "bench {bundle} --warmup 0 --no-memory --trials 1"
+HOSTILE_PARAMS = [
+    case("evaluate-snr-step-tiny", "evaluate {bundle} --snr 0:1e9:1e-9 --trials 1 --out {out}", "points"),
+    case("pipeline-snr-step-tiny", "pipeline --out {out} --set evaluate.snr_db=0:100:1e-6", "points"),
+    case("estimate-batch-huge", "devices estimate {bundle} --device nano --batch 1000000000000", "batch"),
+    case("estimate-batch-overflow", "devices estimate {bundle} --device nano --batch 99999999999999999999", "batch"),
+    case("estimate-batch-blank", ["devices", "estimate", "{bundle}", "--device", "nano", "--batch", ""], "batch"),
+    case("bench-seconds-inf", f"{BENCH_FAST} --seconds inf", "seconds"),
+    case("bench-seconds-nan", f"{BENCH_FAST} --seconds nan", "seconds"),
+    case("bench-warmup-nan", f"{BENCH} --warmup nan", "warmup"),
+    case("bench-threads-huge", f"{BENCH} --threads 100000", "threads"),
+    case("bench-snr-huge", f"{BENCH} --snr-db 1e308", "snr"),
+    case("bench-batch-blank", [*BENCH.split(), "--batch", ""], "batch"),
+    case("bench-batch-huge", f"{BENCH} --batch 1000000000", "batch"),
+    case("bench-backend-comma", [*BENCH.split(), "--backend", ","], "backend"),
+    case("bench-port-without-host", f"{BENCH} --port 22", "--host"),
+    case("bench-host-blank", [*BENCH.split(), "--host", ""], "host"),
+    case("bench-manifest-deep", BENCH.replace("{bundle}", "{mybundle}"), "JSON", deep_file("mybundle", MANIFEST)),
+    case("estimate-manifest-deep", "devices estimate {mybundle} -d nano", "JSON", deep_file("mybundle", MANIFEST)),
+    case(
+        "bench-default-precision-bogus",
+        BENCH.replace("{bundle}", "{mybundle}"),
+        "default_precision",
+        manifest_edit(default_precision="bogus"),
+    ),
+    case("bench-models-folder-linked", BENCH.replace("{bundle}", "{mybundle}"), "plain file", linked_models),
+    case("teacher-eval-record-deep", "teacher eval local:{myteacher}", "nested", deep_file("myteacher", TEACHER_JSON)),
+    case("lut-config-deep", "devices lut --out {out} --config {cfg}", "nested", cfg_file(DEEP)),
+    case("pipeline-config-deep", "pipeline --out {out} --config {cfg}", "nested", cfg_file(DEEP)),
+    case("teacher-eval-timm-text-weights", "teacher eval timm:resnet18@{file}", "cannot be loaded"),
+    case(
+        "teacher-eval-timm-bad-safetensors",
+        "teacher eval timm:resnet18@{tmp}/w.safetensors",
+        "cannot be loaded",
+        lambda env: _write(Path(env["tmp"]) / "w.safetensors", "garbage"),
+    ),
+    case(
+        "teacher-eval-timm-empty-pth",
+        "teacher eval timm:resnet18@{tmp}/w.pth",
+        "cannot be loaded",
+        lambda env: _write(Path(env["tmp"]) / "w.pth", b""),
+    ),
+    case("teacher-eval-untrained", "teacher eval cnn-base", "untrained"),
+    case("teacher-eval-random-timm", "teacher eval timm:resnet18@random", "untrained"),
+    case("tx-image-bomb", "tx {bundle} {tmp}/bomb.png --to 127.0.0.1:9 --snr-db 10", "cannot read image", png_bomb),
+    case("tx-snr-overflow", f"{TX} --snr-db 1e39", "snr"),
+    case("tx-snr-huge", f"{TX} --snr-db 1e6", "snr"),
+    case("tx-threads-huge", f"{TX} --snr-db 10 --threads 1000", "threads"),
+    case("tx-source-device-file", "tx {bundle} /dev/zero --to 127.0.0.1:9 --snr-db 10", "not a regular file"),
+    case("rx-seed-negative", f"{RX} --seed -1", "seed"),
+    case("rx-snr-without-channel", f"{RX} --snr-db 10", "--channel"),
+    case("rx-snr-huge", f"{RX} --channel awgn --snr-db 1e308", "snr"),
+    case("stage2-channels-empty", "pipeline --out {out} --set stage2.channels=[]", "stage2.channels"),
+    case("stage1-losses-empty", "pipeline --out {out} --set stage1.losses={}", "stage1.losses"),
+    case("stage1-losses-all-zero", ["pipeline", "--out", "{out}", "--set", "stage1.losses={ce: 0}"], "stage1.losses"),
+    case("stage1-train-empty", "pipeline --out {out} --set stage1.train=[]", "stage1.train"),
+    case("evaluate-channels-empty", "pipeline --out {out} --set evaluate.channels=[]", "evaluate.channels"),
+    case("evaluate-bundle-into-a-run", "evaluate {bundle} --snr 0 --trials 1 --out {myrun}", "another"),
+    case("evaluate-bundle-into-a-bundle", "evaluate {bundle} --snr 0 --trials 1 --out {mybundle}", "another"),
+    case("export-fp16-without-trt", "export {run} --out {out} --fp16", "--fp16"),
+    case("export-calibration-without-int8", "export {run} --out {out} --calibration entropy", "--int8"),
+    case("export-calib-samples-without-int8", "export {run} --out {out} --calib-samples 5", "--int8"),
+    case("export-second-folder", "export {run} extra --out {out}", "one folder"),
+    case("export-calib-samples-negative", "export {run} --out {out} --int8 --calib-samples -5", "calib-samples"),
+    case("export-out-inside-a-bundle", "export {run} --out {mybundle}/inner", "inside the bundle"),
+    case("export-out-inside-the-run", "export {myrun} --out {myrun}/sub", "inside the source"),
+    case("data-dir-missing", "data info fashion-mnist --data-dir {missing}", "data-dir"),
+    pytest.param(
+        ["evaluate", "{bundle}", "--device", "cuda", "--snr", "0", "--trials", "1", "--out", "{out}"],
+        "CUDA",
+        None,
+        id="evaluate-bundle-cuda-without-cuda",
+        marks=pytest.mark.skipif(_has_cuda(), reason="CUDA is present here"),
+    ),
+]
+
 ALL_CLI = (
     SET_PARAMS
     + CONFIG_FILE_PARAMS
@@ -842,6 +960,7 @@ ALL_CLI = (
     + BUNDLE_PARAMS
     + LINK_PARAMS
     + DEVICES_PARAMS
+    + HOSTILE_PARAMS
 )
 
 
@@ -1085,3 +1204,15 @@ def test_case_count():
     """The issue asks for at least 250 bad inputs across the commands and the runtime."""
     n = len(ALL_CLI) + len(API_CALLS) + len(OPEN_CASES) + 1
     assert n >= 250, n
+
+
+@pytest.mark.parametrize("command", ["evaluate {bundle} --snr 0 --trials 1", "prune {run} --epochs 0"])
+def test_no_force_advice_from_a_command_without_force(command, tiny_run, tiny_bundle, tmp_path, capsys):
+    """A command that has no ``--force`` does not advise it when ``--out`` is taken (it once did)."""
+    mine = tmp_path / "mine"
+    _write(mine / "notes.md", "mine\n")
+    args = [*command.format(bundle=tiny_bundle, run=tiny_run).split(), "--out", str(mine)]
+    code, _out, err = run_in_process(capsys, args)
+    assert_one_line(code, err, "already exists", args)
+    assert "--force" not in err
+    assert (mine / "notes.md").read_text() == "mine\n" and len(list(mine.iterdir())) == 1

@@ -291,6 +291,37 @@ def test_duplicates_and_reordering_of_frames(runtime):
     assert {"frame", "pred", "confidence", "k", "snr_db", "latency_ms", "label"} <= set(lines[0])
 
 
+def test_hostile_headers_with_valid_crc(runtime):
+    """Frames a forger built with a correct CRC: an SNR beyond +-100 dB and a label that is no class are
+    dropped as malformed; a timestamp from an unset clock is decoded without a latency; the output stays JSON."""
+    rx, out = receiver(runtime)
+    sym = real_frames(runtime, 1)[0]
+    good = wire.decode_frame(sym, runtime.bundle.bundle_id, runtime.max_symbols)
+
+    def forged(fid, **kw):
+        args = dict(
+            frame_id=fid, timestamp_ns=time.time_ns(), bundle_id=runtime.bundle.bundle_id, snr_db=10.0,
+            channel="awgn", symbols=good.symbols, dtype="float16", label=1,
+        )  # fmt: skip
+        args.update(kw)
+        return wire.encode_frame(**args)
+
+    for fid, kw in enumerate([{"snr_db": 3e38}, {"snr_db": -101.0}, {"label": 12345}, {"label": len(runtime.classes)}]):
+        rx.ingest_frame(forged(fid, **kw), "peer")
+    assert rx.counters["malformed"] == 4 and rx.counters["frames"] == 0
+    rx.ingest_frame(forged(10, timestamp_ns=0), "peer")
+    rx.ingest_frame(forged(11, timestamp_ns=2**64 - 1), "peer")
+    rx.ingest_frame(forged(12), "peer")
+    rx.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]  # json.loads refuses NaN only if asked:
+    assert "NaN" not in out.getvalue() and "Infinity" not in out.getvalue()
+    assert [r["frame"] for r in lines] == [10, 11, 12]
+    assert lines[0]["latency_ms"] is None and lines[1]["latency_ms"] is None and lines[2]["latency_ms"] >= 0
+    s = rx.summary()
+    assert s["counters"]["unsynced"] == 2 and s["latency_ms"]["window"] == 1
+    assert 0 <= s["latency_ms"]["mean_ms"] < 60_000
+
+
 def test_fragment_loss_reordering_duplication_and_timeout():
     frames = [frame_bytes(fid=i, k=16, seed=i) for i in range(20)]
     frags = [(i, d) for i, f in enumerate(frames) for d in wire.fragment(f, i, max_datagram=40)]

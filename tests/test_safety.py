@@ -384,3 +384,22 @@ def test_outputs_follow_the_umask(tiny_run, tiny_bundle):
             mode = stat.S_IMODE(p.stat().st_mode)
             want = 0o755 if p.is_dir() else 0o644  # pytest runs under the default umask 022
             assert mode == want, f"{p}: {oct(mode)}"
+
+
+def test_an_evaluation_folder_holds_one_evaluation(tiny_run, tiny_bundle, tmp_path):
+    """Re-evaluating into an evaluation folder replaces the whole set: a plot the new evaluation does not
+    draw (the bundle's has no accuracy-vs-symbols plot) goes with the rest, rather than outliving it. A run
+    or bundle named as ``--out`` is refused: its own evaluation would be overwritten."""
+    out = tmp_path / "eval"
+    args = ["--snr", "0", "--channel", "awgn", "--trials", "1", "--out", str(out)]
+    run_cli("-q", "evaluate", str(tiny_run), *args, check=True)
+    assert (out / "accuracy_vs_symbols.png").is_file()
+    run_cli("-q", "evaluate", str(tiny_bundle), *args, check=True)
+    summary = json.loads((out / "evaluation_summary.json").read_text())
+    assert not (out / "accuracy_vs_symbols.png").exists()
+    assert {p.name for p in out.iterdir()} == {*summary["files"], "evaluation_summary.json", ".rkd-edge.json"}
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = tree_digest(run)
+    one_line_exit_2(run_cli("-q", "evaluate", str(tiny_bundle), *args[:-1], str(run)), "another rkd-edge run")
+    assert tree_digest(run) == before

@@ -60,8 +60,10 @@ def bench(
     check_new_file(json_out, "--json")
 
     backends = list(BACKENDS) if backend.strip() == "all" else parse_list(backend, str, "back end")
-    if not 0 <= tolerance <= 1:
-        raise UserError(f"--tolerance is an accuracy difference from 0 to 1, got {tolerance}")
+    if host is not None and not host.strip():
+        raise UserError("--host is empty; give USER@HOST, or leave --host out to measure here")
+    if host is None and (port is not None or identity is not None or ssh_option):
+        raise UserError("--port, --identity and --ssh-option are for --host; add --host USER@HOST or drop them")
     settings = Settings(
         backends=backends,
         precisions=parse_list(precision, str, "precision"),
@@ -78,6 +80,7 @@ def bench(
         select=select,
         tolerance=tolerance,
     )
+    settings.check()
     if host:
         from rkd_edge.devices.remote import Target, remote_bench
 

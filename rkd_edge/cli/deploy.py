@@ -19,14 +19,29 @@ def export(
     target_device: str = typer.Option(
         None, "--target", help="Device profile to export for (rkd-edge devices list): opset and INT8 follow it."
     ),
-    calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
-    calib_samples: int = typer.Option(256, "--calib-samples", help="Real calibration samples (>= --calib-min)."),
-    calib_min: int = typer.Option(128, "--calib-min", help="Floor on real calibration samples (lower it explicitly)."),
+    calibration: str = typer.Option(None, "--calibration", help="--int8: minmax (default), entropy or percentile."),
+    calib_samples: int = typer.Option(
+        None, "--calib-samples", help="--int8: real calibration samples (>= --calib-min; default 256)."
+    ),
+    calib_min: int = typer.Option(
+        None, "--calib-min", help="--int8: floor on real calibration samples (default 128; lower it explicitly)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
 ):
     """Export a run to a bundle (ONNX + manifest), or build TensorRT engines: export trt BUNDLE."""
     from rkd_edge.errors import UserError
 
+    # Options that would do nothing are refused rather than silently ignored.
+    if target != "trt" and bundle is not None:
+        raise UserError(f"'export RUN' takes one folder, got a second one ({bundle}); only 'export trt BUNDLE' has two")
+    if target != "trt" and fp16:
+        raise UserError("--fp16 allows TensorRT FP16 kernels, for 'export trt BUNDLE'; drop it from 'export RUN'")
+    calib = {"--calibration": calibration, "--calib-samples": calib_samples, "--calib-min": calib_min}
+    if not int8 and (given := [name for name, value in calib.items() if value is not None]):
+        raise UserError(f"{', '.join(given)}: INT8 calibration options, used only with --int8; add --int8 or drop them")
+    calibration = calibration or "minmax"
+    calib_samples = 256 if calib_samples is None else calib_samples
+    calib_min = 128 if calib_min is None else calib_min
     opset = _target_opset(target_device, opset, int8)
     if target == "trt":
         if bundle is None:

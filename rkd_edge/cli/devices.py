@@ -10,6 +10,7 @@ import typer
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, echo_json, resolve
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_file, file_in_the_way
+from rkd_edge.limits import check_batches
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
 
@@ -104,11 +105,9 @@ def estimate_cmd(
     from rkd_edge.io import write_json
 
     try:
-        batches = tuple(int(b) for b in _csv(batch))
+        batches = tuple(check_batches([int(b) for b in _csv(batch) or []]))
     except ValueError:
         raise UserError(f"--batch takes a comma list of integers, got {batch!r}") from None
-    if not batches or min(batches) < 1:
-        raise UserError(f"--batch needs positive integers, got {batch!r}")
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not a bundle (no manifest.json); make one with rkd-edge export RUN --out BUNDLE")
     if out:
@@ -171,7 +170,7 @@ def lut_cmd(
     if out.exists():
         try:
             old = json.loads(out.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             old = None
         if not (isinstance(old, dict) and "entries" in old):
             raise UserError(f"{out} is not a latency table; --force replaces only a table this command wrote")

@@ -93,6 +93,7 @@ def evaluate(
     from rkd_edge import env
     from rkd_edge.config import parse_range
     from rkd_edge.errors import UserError
+    from rkd_edge.limits import check_snr_db
 
     check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU evaluates here too
@@ -111,12 +112,15 @@ def evaluate(
                 f"--symbols takes whole numbers of complex symbols, 1 or more (e.g. 4,8,16), got {symbols!r}"
             )
         ks = [int(v) for v in values]
-    if snr is not None and any(abs(v) > 100 for v in parse_range(snr)):
-        raise UserError(f"--snr values lie within -100..100 dB, got {snr!r}")
+    if snr is not None:
+        for v in parse_range(snr):
+            check_snr_db(v, "--snr")
     if trials is not None and trials < 1:
         raise UserError(f"--trials is the number of noise draws per point, 1 or more, got {trials}")
     if (target / "manifest.json").is_file():
         from rkd_edge.export.evaluate import evaluate_bundle
+
+        env.pick_device(device)  # ONNX Runtime on the CPU decodes a bundle, but --device cuda without CUDA is an error
 
         summary = evaluate_bundle(target, channels, snr, ks, trials, out)
     elif target.is_dir():

@@ -81,8 +81,8 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 def load_fashion_mnist(data_dir: str | None) -> RawData:
     """Fashion-MNIST from IDX files: ``data_dir``, the Debian package, or a torchvision download."""
-    candidates = [Path(data_dir)] if data_dir else []
-    candidates += [Path(FASHION_DEBIAN_DIR)]
+    # A --data-dir that lacks the files is an error, not a cue to read another copy from elsewhere.
+    candidates = [Path(data_dir)] if data_dir else [Path(FASHION_DEBIAN_DIR)]
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     for folder in candidates:
         for sub in (folder, folder / "FashionMNIST" / "raw"):
@@ -94,6 +94,11 @@ def load_fashion_mnist(data_dir: str | None) -> RawData:
                 return RawData(images, labels, FASHION_CLASSES, _portable(sub), test_start=len(tr_x))
     if data_dir and os.environ.get("RKD_EDGE_DOWNLOAD") == "1":
         return _torchvision_set("FashionMNIST", data_dir, FASHION_CLASSES)
+    if data_dir:
+        raise UserError(
+            f"--data-dir {data_dir} holds no fashion-mnist IDX files ({stems[0]}, ...); give the folder with the "
+            "four files, or leave --data-dir out to read the Debian package dataset-fashion-mnist"
+        )
     raise UserError(
         "fashion-mnist not found: install the Debian package dataset-fashion-mnist, or pass "
         "--data-dir with the four IDX files (set RKD_EDGE_DOWNLOAD=1 to download there)"
@@ -165,7 +170,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
                     size = size or min(im.size)  # default: the first image's shorter side
                     im = im.convert("RGB").resize((size, size), Image.BILINEAR)
                     images.append(np.asarray(im, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError):
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
                 raise UserError(f"cannot read image {f}; remove or replace it") from None
             labels.append(ci)
     if not images:

@@ -11,15 +11,16 @@ from rkd_edge.evaluate.plots import plot_snr, plot_symbols
 from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
 from rkd_edge.io import FileSet, OutputLock, json_text
 from rkd_edge.methods import method_config
-from rkd_edge.outputs import check_output, kind_of, write_marker
+from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, kind_of, write_marker
 from rkd_edge.rundir import RunDir, load_splits
 
 EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"]
 
 
 def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]) -> tuple[Path, bool]:
-    """Where an evaluation writes: ``default`` (the run or bundle itself), or ``--out`` when it is free or
-    already an rkd-edge evaluation, run or bundle folder (whose evaluation files are replaced).
+    """Where an evaluation writes: ``default`` (the run itself, or the bundle's ``evaluation`` folder), or
+    ``--out`` when it is free or already an rkd-edge evaluation folder (whose evaluation files are replaced).
+    Another run or bundle is refused: its own evaluation would be replaced by this one's.
 
     Returns:
         The folder, and whether it is a fresh evaluation folder that needs a marker.
@@ -27,9 +28,14 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
     if out is None or Path(out).resolve() == Path(default).resolve():
         return Path(default), False
     out = Path(out)
-    if kind_of(out) in ("evaluation", "run", "bundle") and out.is_dir():
+    found = kind_of(out) if out.is_dir() else None
+    if found == "evaluation":
         return out, False
-    check_output(out, "evaluation", force=False, sources=sources)
+    if found in ("run", "bundle"):
+        raise UserError(
+            f"--out {out} is another rkd-edge {found}, whose own evaluation this would replace; choose a new folder"
+        )
+    check_output(out, "evaluation", force=None, sources=sources)
     return out, True
 
 
@@ -43,6 +49,9 @@ def commit_evaluation(out: Path, fresh: bool, write) -> None:
     """
     with OutputLock(out), FileSet(out) as fs:
         write(fs.dir)
+        # A set is whole or absent: a plot the new evaluation does not draw must not outlive the old one.
+        for name in EVALUATION_ENTRIES - {p.name for p in fs.dir.iterdir()}:
+            (out / name).unlink(missing_ok=True)
     if fresh:
         write_marker(out, "evaluation")
 

@@ -32,6 +32,7 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path, check_new_file
+from rkd_edge.limits import check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
@@ -40,6 +41,9 @@ from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
 from rkd_edge.runtime.channel import NumpyChannel
 from rkd_edge.stats import wilson
 
+# A frame whose timestamp is further than this from the receiver's clock (either way) is decoded, but its
+# latency is not counted ("unsynced"): clocks an hour apart are not synchronised, and the mean would be noise.
+MAX_CLOCK_OFFSET_MS = 3_600_000.0
 MAX_CONNECTIONS = 64  # TCP senders served at once; more are closed (counted) so descriptors cannot run out
 DROP_REASONS = (
     "truncated",
@@ -96,7 +100,7 @@ class Receiver:
         self.max_frame = max_frame_bytes(runtime.max_symbols)
         self.reassembler = Reassembler(reassembly_timeout_s, max_frame_bytes=self.max_frame)
         self.log = log or RateLimitedLog("rx")
-        self.counters = {"datagrams": 0, "bytes": 0, "frames": 0, "decoded": 0, "reordered": 0}
+        self.counters = {"datagrams": 0, "bytes": 0, "frames": 0, "decoded": 0, "reordered": 0, "unsynced": 0}
         self.counters.update({r: 0 for r in DROP_REASONS})
         self.queue: list[tuple[Frame, object]] = []
         self.seen: OrderedDict[tuple, None] = OrderedDict()  # recent (peer, frame id): duplicates
@@ -148,6 +152,9 @@ class Receiver:
             return
         except Exception as exc:
             self.drop("internal", f"{type(exc).__name__}: {exc}", peer)
+            return
+        if f.label is not None and not 0 <= f.label < len(self.rt.classes):
+            self.drop("malformed", f"frame {f.frame_id}: label {f.label} is not a class of this bundle", peer)
             return
         key = (peer, f.frame_id)
         if key in self.seen:
@@ -219,14 +226,17 @@ class Receiver:
         lines = []
         for i, f in enumerate(frames):
             lat = (now_ns - f.timestamp_ns) / 1e6
-            self.latency.add(lat)
+            if abs(lat) <= MAX_CLOCK_OFFSET_MS:
+                self.latency.add(lat)
+            else:  # a clock that is not set, or a forged header: no latency, rather than a poisoned mean
+                self.counters["unsynced"] += 1
             rec = {
                 "frame": f.frame_id,
                 "pred": int(pred[i]),
-                "confidence": round(float(conf[i]), 6),
+                "confidence": round(float(conf[i]), 6) if np.isfinite(conf[i]) else None,
                 "k": f.k,
                 "snr_db": float(snr[i]),
-                "latency_ms": round(lat, 4),
+                "latency_ms": round(lat, 4) if abs(lat) <= MAX_CLOCK_OFFSET_MS else None,
             }
             if f.label is not None:
                 rec["label"] = f.label
@@ -277,6 +287,7 @@ def check_options(
     idle_timeout_s: float | None = None,
     reassembly_timeout_s: float = 1.0,
     max_age_ms: float | None = None,
+    seed: int = 0,
 ) -> tuple:
     """Refuse bad options before anything is loaded; returns the parsed ``(host, port)``.
 
@@ -288,8 +299,14 @@ def check_options(
         raise UserError(f"--count must be at least 1, got {count}")
     if channel is not None and channel not in CHANNEL_NAMES:
         raise UserError(f"unknown --channel {channel!r}; choose one of {', '.join(CHANNEL_NAMES)}")
-    if snr_db is not None and not math.isfinite(snr_db):
-        raise UserError(f"--snr-db must be a finite number of dB, got {snr_db}")
+    if snr_db is not None:
+        check_snr_db(snr_db, "--snr-db")
+        if channel is None:
+            raise UserError(
+                "--snr-db is the simulated channel's SNR; add --channel, or leave both out to decode at each frame's"
+            )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UserError(f"--seed is a whole number from 0 to 2**32 - 1, got {seed!r}")
     if channel not in (None, "identity") and snr_db is None:
         raise UserError(f"--channel {channel} needs --snr-db S (the simulated channel's SNR in dB)")
     if batch < 1:
@@ -405,7 +422,9 @@ def run_rx(
     Args: see :class:`Receiver`; ``listen`` is ``HOST:PORT`` (port 0: any free one, printed on stderr),
     ``out`` the JSON-lines file (stdout when ``None``; written aside and renamed into place at the end).
     """
-    host, port = check_options(listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms)
+    host, port = check_options(
+        listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms, seed
+    )
     check_new_file(summary_path, "--summary")
     check_new_file(out, "--out")
     from rkd_edge.runtime import Runtime

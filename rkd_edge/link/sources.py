@@ -137,8 +137,13 @@ def read_image(path: Path) -> np.ndarray:
         if data[:2] in (b"P5", b"P6"):
             return read_pnm(data)
         raise ValueError("without Pillow only PNG, PGM/PPM and .npy images can be read (pip install pillow)")
-    except (OSError, ValueError, zlib.error, struct.error, IndexError) as exc:
+    except (OSError, ValueError, zlib.error, struct.error, IndexError, *_pillow_errors(Image)) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
+
+
+def _pillow_errors(image_module) -> tuple[type[Exception], ...]:
+    """Pillow's refusals that are not OSError: an image over its pixel limit (a decompression bomb)."""
+    return (image_module.DecompressionBombError,) if image_module is not None else ()
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -183,7 +188,8 @@ def _files(paths: list[Path], classes: list[str]) -> list[tuple[Path, int | None
         elif p.is_file():
             out.append((p, index.get(p.parent.name)))
         else:
-            raise UserError(f"source {p} does not exist; give image files, a folder, split:test or - for stdin")
+            what = "is not a regular file or folder" if p.exists() else "does not exist"
+            raise UserError(f"source {p} {what}; give image files, a folder, split:test or - for stdin")
     return out
 
 

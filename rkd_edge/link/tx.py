@@ -19,6 +19,7 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_file
+from rkd_edge.limits import check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import Sender, parse_hostport
@@ -34,8 +35,7 @@ def check_options(
         UserError: one line saying what is wrong.
     """
     host, port = parse_hostport(to, "--to")
-    if not math.isfinite(snr_db):
-        raise UserError(f"--snr-db must be a finite number of dB, got {snr_db}")
+    check_snr_db(snr_db, "--snr-db")
     if count is not None and count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
     if dtype not in DTYPES:

@@ -67,6 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rkd_edge.channel_ids import CHANNEL_IDS
+from rkd_edge.limits import SNR_LIMIT_DB, snr_in_range
 
 MAGIC = b"RKDF"
 FRAGMENT_MAGIC = b"RKDU"
@@ -231,8 +232,8 @@ def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) 
         raise WireError("malformed", f"unknown flags 0x{flags:02x}")
     if channel not in CHANNEL_NAMES:
         raise WireError("malformed", f"unknown channel id {channel}")
-    if not math.isfinite(snr):
-        raise WireError("malformed", "SNR is not a finite number")
+    if not snr_in_range(snr):
+        raise WireError("malformed", f"SNR {snr!r} dB is not a finite number within +-{SNR_LIMIT_DB:g} dB")
     if not (math.isfinite(scale) and scale > 0):
         raise WireError("malformed", f"bad int8 scale {scale}")
     if k > max_k:

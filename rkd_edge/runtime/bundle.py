@@ -38,7 +38,7 @@ def load_manifest(root: str | Path) -> dict:
         raise BundleError(f"no {MANIFEST} in {root}; export a bundle with rkd-edge export RUN --out DIR")
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise BundleError(f"{path} is not valid JSON; re-export the bundle") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest; re-export the bundle")
@@ -75,6 +75,10 @@ def check_manifest(m: dict, path: Path) -> None:
     files = m["files"]
     if not files:
         raise _fail(path, "'files' lists no file (a manifest must hash every file the runtime loads)")
+    default = m.get("default_precision", "fp32")
+    chosen = default.values() if isinstance(default, dict) else [default]
+    if not all(isinstance(p, str) and p in m["precisions"] for p in chosen):
+        raise _fail(path, f"default_precision {default!r} is not among the bundle's precisions {m['precisions']}")
     for rel, rec in files.items():
         ok = isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and isinstance(rec.get("bytes"), int)
         if not ok or rel.startswith("/") or ".." in Path(rel).parts:
@@ -134,7 +138,7 @@ def channel_kwargs(root: Path, manifest: dict) -> dict:
     if k_factor is None and (root / "config.json").is_file():
         try:
             k_factor = json.loads((root / "config.json").read_text()).get("codec", {}).get("rician_k")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             k_factor = None
     return {
         "mode": ch.get("rayleigh_mode", "block"),
@@ -162,7 +166,9 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
     manifest = manifest or load_manifest(root)
     for rel, rec in manifest["files"].items():
         path = root / rel
-        if path.is_symlink() or not path.is_file():
+        # No link anywhere on the way (a linked models/ folder too): what is verified is what is loaded.
+        linked = any((root / Path(*Path(rel).parts[: i + 1])).is_symlink() for i in range(len(Path(rel).parts)))
+        if linked or not path.is_file():
             raise BundleError(f"bundle file missing or not a plain file: {rel}; re-export the bundle")
         if path.stat().st_size != rec["bytes"]:
             raise BundleError(

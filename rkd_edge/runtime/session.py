@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from rkd_edge.limits import MAX_THREADS
 from rkd_edge.runtime.bundle import Bundle, BundleError
 from rkd_edge.runtime.runners import BACKENDS, Runner, create_runner
 from rkd_edge.runtime.runners.device import fingerprint
@@ -34,13 +35,22 @@ def resolve_precisions(manifest: dict, precision: str | dict | None, fp: str | N
     if chosen is None:
         chosen, source = manifest.get("default_precision", "fp32"), "default_precision"
     if isinstance(chosen, str):
-        return dict.fromkeys(MODELS, chosen)
+        return _held(dict.fromkeys(MODELS, chosen), manifest, source)
     if not isinstance(chosen, dict) or not all(isinstance(v, str) for v in chosen.values()):
         raise BundleError(f"{source} must be a precision or {{model: precision}}, got {chosen!r}")
     unknown = set(chosen) - set(MODELS)
     if unknown:
         raise BundleError(f"{source} names unknown models {sorted(unknown)}; the models are {list(MODELS)}")
-    return {m: chosen.get(m, "fp32") for m in MODELS}
+    return _held({m: chosen.get(m, "fp32") for m in MODELS}, manifest, source)
+
+
+def _held(per_model: dict[str, str], manifest: dict, source: str) -> dict[str, str]:
+    """``per_model``, if the manifest's own choice (``default_precision``, ``selection``) names precisions the
+    bundle holds; a value the caller passed is checked where its model is loaded, with its own message."""
+    bad = sorted({p for p in per_model.values() if p not in manifest.get("precisions", [])})
+    if source != "argument" and bad:
+        raise BundleError(f"the manifest's {source} names {bad}, but the bundle holds {manifest.get('precisions')}")
+    return per_model
 
 
 def _dims_agree(declared, actual) -> bool:
@@ -101,8 +111,8 @@ class Runtime:
         fused: bool = True,
     ) -> None:
         self.fused: Runner | None = None
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
-            raise BundleError(f"threads is 0 (the back end's choice) or a positive count, got {threads!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= MAX_THREADS:
+            raise BundleError(f"threads is 0 (the back end's choice) or a count up to {MAX_THREADS}, got {threads!r}")
         self.bundle = Bundle.open(bundle)
         m = self.bundle.manifest
         if backend is None:

@@ -42,13 +42,23 @@ class TimmTeacher(Teacher):
             self._weights_id = "pretrained"
         try:
             self.model = _create(timm, name, image_size, kwargs)
-        except (RuntimeError, OSError, ValueError) as exc:
-            if weights in (None, "") or "pretrained" in str(exc).lower() or "hub" in str(exc).lower():
+        except UserError:
+            raise
+        # A weights file from elsewhere fails in many ways (a bad safetensors header, a pickle that is not a
+        # state dict, missing keys, an empty file's EOFError): each is one line, never a traceback.
+        except Exception as exc:
+            detail = (str(exc).splitlines() or [""])[0][:120] or type(exc).__name__
+            if weights not in (None, "", "random"):
+                raise UserError(
+                    f"teacher weights {weights} cannot be loaded into {name} ({type(exc).__name__}: {detail}); "
+                    "give a .safetensors/.pth state dict saved from this timm model"
+                ) from None
+            if weights is None or "pretrained" in str(exc).lower() or "hub" in str(exc).lower():
                 raise UserError(
                     f"pretrained weights for {name} are not available offline; download them "
                     f"once, or use timm:{name}@/path/to/weights"
                 ) from None
-            raise UserError(f"cannot load timm model {name}: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"cannot load timm model {name}: {detail}") from None
         patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", (1, 1))
         if image_size < max(patch):
             raise UserError(

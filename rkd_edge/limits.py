@@ -1,0 +1,54 @@
+"""Bounds on numbers a user gives, shared by the config, the link, the bench and the runtime (torch-free).
+
+One place, so that ``evaluate --snr``, ``tx --snr-db``, ``rx --snr-db``, ``bench --snr-db`` and a frame's
+header field refuse the same values with the same words.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rkd_edge.errors import UserError
+
+# |SNR| beyond 100 dB is a typo, not a channel: 10**10 in linear power, and float32 noise of 0 or inf.
+SNR_LIMIT_DB = 100.0
+# Images per model call in a measurement or estimate: beyond this a batch is a typo (and its buffers would
+# not fit in a Jetson's memory, or this machine's).
+MAX_BATCH = 1 << 16
+# Intra-op threads: past this, a count starts threads that only contend (no board has this many cores).
+MAX_THREADS = 256
+
+
+def snr_in_range(value: float) -> bool:
+    """Whether ``value`` (dB) is a finite SNR within +-:data:`SNR_LIMIT_DB`."""
+    return isinstance(value, int | float) and math.isfinite(value) and abs(value) <= SNR_LIMIT_DB
+
+
+def check_snr_db(value: float, option: str) -> float:
+    """``value`` (dB, Es/N0) if it is a finite SNR within +-:data:`SNR_LIMIT_DB`, else one line naming ``option``."""
+    if not snr_in_range(value):
+        raise UserError(f"{option} is a finite SNR from {-SNR_LIMIT_DB:g} to {SNR_LIMIT_DB:g} dB, got {value!r}")
+    return float(value)
+
+
+def check_threads(value: int, option: str = "--threads") -> int:
+    """``value`` if it is 0 (the back end's choice) or a count up to :data:`MAX_THREADS`, else one line."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THREADS:
+        raise UserError(f"{option} is 0 (the back end's choice) or a thread count up to {MAX_THREADS}, got {value!r}")
+    return value
+
+
+def check_seconds(value: float, option: str, *, positive: bool = True) -> float:
+    """``value`` if it is a finite number of seconds (above 0, or at least 0 with ``positive=False``)."""
+    ok = isinstance(value, int | float) and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "above 0" if positive else "of at least 0"
+        raise UserError(f"{option} is a finite number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+def check_batches(values: list[int] | tuple[int, ...], option: str = "--batch") -> list[int]:
+    """``values`` if there is at least one and each is from 1 to :data:`MAX_BATCH`, else one line."""
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_BATCH for v in values):
+        raise UserError(f"{option} takes batch sizes from 1 to {MAX_BATCH}, e.g. 1,32; got {list(values)}")
+    return list(values)
