@@ -15,7 +15,7 @@ from rkd_edge.export.calibration import MIN_SAMPLES, build_feeds, check_count, f
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.int8 import select_precisions
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
-from rkd_edge.export.quantize import CPU_RECIPES, qdq_summary, quantize_model, quantize_qdq
+from rkd_edge.export.quantize import cpu_recipe, qdq_summary, quantize_model, quantize_qdq
 
 from rkd_edge import env, progress
 from rkd_edge.channel import CHANNEL_TYPES, create_channel
@@ -120,7 +120,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
             # the ONNX Runtime CPU form beside the Q/DQ record (DESIGN.md 5); kept only if it measures faster
             cpu = work / "models" / f"{name}.int8-cpu.onnx"
             src = work / "models" / f"{name}.onnx"
-            rec["cpu_form"] = quantize_model(src, cpu, calib[name], preset, calibration, CPU_RECIPES[preset])
+            rec["cpu_form"] = quantize_model(src, cpu, calib[name], preset, calibration, cpu_recipe(preset))
             rec.update(
                 count=feeds_count(calib[name]),
                 sha256=feeds_digest(calib[name]),
@@ -146,7 +146,11 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
             calib_rec[name]["cpu_form"]["kept"] = r["form"] == "int8-cpu"
             if r["form"] == "int8-cpu":  # ONNX Runtime on a CPU loads this one; TensorRT the Q/DQ file
                 fmt = calib_rec[name]["cpu_form"]["format"]
-                models[name]["int8"]["onnxruntime_cpu"] = {"file": f"models/{name}.int8-cpu.onnx", "format": fmt}
+                models[name]["int8"]["onnxruntime_cpu"] = {
+                    "file": f"models/{name}.int8-cpu.onnx",
+                    "format": fmt,
+                    "reduce_range": calib_rec[name]["cpu_form"]["recipe"]["reduce_range"],
+                }
     write_json(work / "config.json", cfg.to_dict())
     t = splits.transform
     manifest = {

@@ -11,6 +11,7 @@ import torch
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path
+from rkd_edge.runtime.runners.ort import cpu_session_options
 
 DEFAULT_OPSET = 17  # LayerNormalization
 # The newest opset the TorchScript exporter (dynamo=False, used here) writes.
@@ -79,11 +80,7 @@ def describe_io(model: onnx.ModelProto) -> dict:
 def ort_session(path: Path, threads: int = 0):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), cpu_session_options(path, threads), providers=["CPUExecutionProvider"])
 
 
 def parity(module: torch.nn.Module, session, feeds: list[tuple], input_names: list[str]) -> dict:

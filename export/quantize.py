@@ -22,6 +22,7 @@ import numpy as np
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path
+from rkd_edge.runtime.runners.device import int8_saturates
 
 METHODS = ("minmax", "entropy", "percentile")
 OP_PRESETS = {"encoder": ["Conv", "MatMul", "Gemm"], "linear-only": ["MatMul", "Gemm"]}
@@ -73,6 +74,13 @@ CPU_RECIPES = {
     "linear-only": Recipe(format="qoperator", activations="u8"),
 }
 CPU_RECIPE = CPU_RECIPES["encoder"]
+
+
+def cpu_recipe(preset: str) -> Recipe:
+    """The CPU form's recipe for this machine: :data:`CPU_RECIPES`, with 7-bit weights (``reduce_range``)
+    where the CPU's INT8 kernels saturate (x86 without VNNI), as ONNX Runtime's quantization guide advises."""
+    recipe = CPU_RECIPES[preset]
+    return replace(recipe, reduce_range=True) if int8_saturates() else recipe
 
 
 class _Reader:

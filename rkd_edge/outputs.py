@@ -128,6 +128,8 @@ def check_output(
             raise UserError(f"--out {out} lies inside the source {src}; choose a folder outside it")
     if (bundle := next((p for p in out.parents if p.is_dir() and kind_of(p) == "bundle"), None)) is not None:
         raise UserError(f"--out {out} lies inside the bundle {bundle}, which holds only what its manifest lists")
+    if kind == "teacher" and (run := next((p for p in out.parents if p.is_dir() and kind_of(p) == "run"), None)):
+        raise UserError(f"--out {out} lies inside the run {run}, whose stages were trained with its own teacher")
     if not out.exists() and not out.is_symlink():
         return False
     if out.is_symlink():

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rkd_edge import progress
+from rkd_edge.config import RANGES
 from rkd_edge.distill.loop import save_checkpoint
 from rkd_edge.distill.stages import run_stage, validate
 from rkd_edge.errors import UserError
@@ -42,13 +43,16 @@ def _import_torch_pruning():
     return tp
 
 
+MAX_EPOCHS = int(RANGES["epochs"][1])  # the config's own ceiling on a stage's epochs
+
+
 def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     """Prune ``ratio`` of the encoder's channels (L2 group magnitude), fine-tune, evaluate. Returns a record."""
     tp = _import_torch_pruning()
     if not (math.isfinite(ratio) and 0.0 < ratio < 1.0):
         raise UserError(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
-    if epochs < 0:
-        raise UserError(f"--epochs must be 0 or more, got {epochs}")
+    if not 0 <= epochs <= MAX_EPOCHS:
+        raise UserError(f"--epochs must be from 0 to {MAX_EPOCHS:,} fine-tune epochs per stage, got {epochs}")
     run, out = Path(run), Path(out)
     check_output(out, "run", force=None, sources=(run,))
     src = RunDir(run)

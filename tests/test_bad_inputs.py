@@ -865,6 +865,17 @@ def linked_models(env) -> None:
     (root / "models").symlink_to(root.parent / "models-elsewhere")
 
 
+def folder_with_empty_class(env) -> None:
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        for i in range(3):
+            path = Path(env["tmp"]) / "imgs" / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), 40 * i).save(path)
+    (Path(env["tmp"]) / "imgs" / "c").mkdir()
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -938,6 +949,11 @@ HOSTILE_PARAMS = [
     case("export-out-inside-a-bundle", "export {run} --out {mybundle}/inner", "inside the bundle"),
     case("export-out-inside-the-run", "export {myrun} --out {myrun}/sub", "inside the source"),
     case("data-dir-missing", "data info fashion-mnist --data-dir {missing}", "data-dir"),
+    case("evaluate-identity-only", "evaluate {run} --channel identity --trials 1 --snr 0 --out {out}", "identity"),
+    case("evaluate-trials-huge", "evaluate {bundle} --trials 100000000 --snr 0 --out {out}", "evaluate.trials"),
+    case("prune-epochs-huge", "prune {run} --out {out} --epochs 100000000", "epochs"),
+    case("teacher-train-into-a-run", "teacher train --out {myrun}/teacher --force --epochs 1", "inside the run"),
+    case("imagefolder-empty-class", "data info imagefolder:{tmp}/imgs", "holds no images", folder_with_empty_class),
     pytest.param(
         ["evaluate", "{bundle}", "--device", "cuda", "--snr", "0", "--trials", "1", "--out", "{out}"],
         "CUDA",

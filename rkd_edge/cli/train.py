@@ -115,8 +115,10 @@ def evaluate(
     if snr is not None:
         for v in parse_range(snr):
             check_snr_db(v, "--snr")
-    if trials is not None and trials < 1:
-        raise UserError(f"--trials is the number of noise draws per point, 1 or more, got {trials}")
+    if trials is not None:
+        check_values({"evaluate.trials": trials})  # the config's range: 1 .. 10,000 draws per point
+    if channels is not None and set(channels) <= {"identity"}:
+        raise UserError("--channel identity alone has no SNR axis (the noiseless point is always evaluated); add awgn")
     if (target / "manifest.json").is_file():
         from rkd_edge.export.evaluate import evaluate_bundle
 

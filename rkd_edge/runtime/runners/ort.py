@@ -13,6 +13,7 @@ import numpy as np
 
 from rkd_edge.runtime.bundle import Bundle, BundleError
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
+from rkd_edge.runtime.runners.device import int8_saturates
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -30,6 +31,25 @@ _DTYPES = {
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }
+
+
+def cpu_session_options(model_path: str | Path, threads: int = 0):
+    """``onnxruntime.SessionOptions`` for one model on the CPU provider.
+
+    A Q/DQ INT8 model (``*.int8.onnx``) on a CPU whose fused INT8 kernels saturate
+    (:func:`~rkd_edge.runtime.runners.device.int8_saturates`) keeps its Q/DQ pairs unfused
+    (``ORT_ENABLE_BASIC``): the quantized arithmetic then runs as written, exact and slower, so an
+    accuracy or a speed measured there is the model's, not an overflow's.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if Path(model_path).name.endswith(".int8.onnx") and int8_saturates():
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return opts
 
 
 class OnnxRuntimeRunner(Runner):
@@ -71,7 +91,9 @@ class OnnxRuntimeRunner(Runner):
             return bundle.model_path(model, "fp32")
         path = bundle.model_path(model, precision)
         cpu_form = bundle.manifest["models"][model][precision].get("onnxruntime_cpu")
-        if self.provider == "cpu" and isinstance(cpu_form, dict) and cpu_form.get("file"):
+        # A full-range CPU form overflows on a CPU without VNNI; the Q/DQ model then runs unfused instead.
+        fits = isinstance(cpu_form, dict) and (cpu_form.get("reduce_range") or not int8_saturates())
+        if self.provider == "cpu" and fits and cpu_form.get("file"):
             return bundle.root / cpu_form["file"]
         return path
 
@@ -81,10 +103,13 @@ class OnnxRuntimeRunner(Runner):
         self.check_precision(precision)
         if why := self.available():
             raise BundleError(f"cannot run {self.model} on {self.backend}: {why}")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
+        if self.provider == "cpu":
+            opts = cpu_session_options(model_path, self.threads)
+        else:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
         providers: list = list(PROVIDERS[self.provider])
         if self.provider == "tensorrt":
             cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rkd-edge" / "trt-ep"
