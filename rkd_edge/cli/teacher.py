@@ -109,12 +109,12 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; use train, val or test")
     check_values({"seed": seed, "device": device, "data.image_size": image_size, "data.channels": channels})
+    splits = create_dataset(dataset or "digits", data_dir, image_size, channels, seed)
     if ":" not in spec or spec.endswith("@random"):  # an architecture name alone builds untrained weights
         raise UserError(
             f"{spec} names untrained weights, whose accuracy is chance; evaluate a trained teacher: local:DIR "
             "(rkd-edge teacher train --out DIR) or timm:NAME[@FILE]"
         )
-    splits = create_dataset(dataset or "digits", data_dir, image_size, channels, seed)
     dev = env.pick_device(device)
     teacher = create_teacher(spec, splits.input_shape, splits.num_classes).to(dev).freeze()
     acc = accuracy(teacher, getattr(splits, split), device=dev)
