@@ -18,7 +18,7 @@ import numpy as np
 from rkd_edge.devices.latency import interleaved
 
 from rkd_edge import progress
-from rkd_edge.runtime.runners.ort import cpu_session_options
+from rkd_edge.runtime.runners.ort import session_options
 
 MODELS = ("encoder", "tx", "rx")
 BATCHES = (1, 32)
@@ -28,7 +28,7 @@ WIN_MARGIN = 0.97
 
 
 def session(path: Path, threads: int = 1, profile: str | None = None):
-    """An ONNX Runtime CPU session as a deployment gets it (:func:`cpu_session_options`: all graph
+    """An ONNX Runtime CPU session as a deployment gets it (:func:`session_options`: all graph
     optimisations, except that a Q/DQ model stays unfused on a CPU whose INT8 kernels saturate).
 
     Args:
@@ -38,7 +38,7 @@ def session(path: Path, threads: int = 1, profile: str | None = None):
     """
     import onnxruntime as ort
 
-    opts = cpu_session_options(path, threads)
+    opts = session_options(path, threads)
     opts.inter_op_num_threads = 1
     if profile:
         opts.enable_profiling = True

@@ -11,7 +11,7 @@ import torch
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path
-from rkd_edge.runtime.runners.ort import cpu_session_options
+from rkd_edge.runtime.runners.ort import session_options
 
 DEFAULT_OPSET = 17  # LayerNormalization
 # The newest opset the TorchScript exporter (dynamo=False, used here) writes.
@@ -80,7 +80,7 @@ def describe_io(model: onnx.ModelProto) -> dict:
 def ort_session(path: Path, threads: int = 0):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), cpu_session_options(path, threads), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(path, threads), providers=["CPUExecutionProvider"])
 
 
 def parity(module: torch.nn.Module, session, feeds: list[tuple], input_names: list[str]) -> dict:

@@ -289,9 +289,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     if s.channel not in m["channel_types"] or s.channel == "identity":
         raise UserError(f"--channel {s.channel!r} is not one of {[c for c in m['channel_types'] if c != 'identity']}")
     cfg = method_config(from_dict(read_json(b.root / "config.json", "bundle config")))
-    trials = cfg.evaluate.trials if s.trials is None else s.trials
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1 noise draw, got {trials}")
+    trials = cfg.evaluate.trials if s.trials is None else s.trials  # both checked: Settings.check, the config
     splits = load_splits(cfg)
     point = {"channel": s.channel, "snr_db": float(s.snr_db), "k": int(k), "trials": int(trials), "seed": cfg.seed}
     grid = Grid([s.channel], [float(s.snr_db)], [int(k)], int(trials), cfg.seed)

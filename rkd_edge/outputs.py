@@ -126,10 +126,12 @@ def check_output(
     for src in sources:  # an evaluation may live in what it evaluates (RUN/eval); a new run or bundle may not
         if kind != "evaluation" and out.resolve() != Path(src).resolve() and _inside(out, Path(src)):
             raise UserError(f"--out {out} lies inside the source {src}; choose a folder outside it")
-    if (bundle := next((p for p in out.parents if p.is_dir() and kind_of(p) == "bundle"), None)) is not None:
-        raise UserError(f"--out {out} lies inside the bundle {bundle}, which holds only what its manifest lists")
-    if kind == "teacher" and (run := next((p for p in out.parents if p.is_dir() and kind_of(p) == "run"), None)):
-        raise UserError(f"--out {out} lies inside the run {run}, whose stages were trained with its own teacher")
+    for parent in out.parents:
+        found = kind_of(parent) if parent.is_dir() else None
+        if found == "bundle":
+            raise UserError(f"--out {out} lies inside the bundle {parent}, which holds only what its manifest lists")
+        if found == "run" and kind == "teacher":
+            raise UserError(f"--out {out} lies inside the run {parent}, whose stages were trained with its own teacher")
     if not out.exists() and not out.is_symlink():
         return False
     if out.is_symlink():

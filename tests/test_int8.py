@@ -209,6 +209,6 @@ def test_a_full_range_cpu_form_is_not_run_where_int8_saturates(monkeypatch):
         monkeypatch.setattr(ort_runner, "int8_saturates", lambda s=saturates: s)
         FakeBundle.manifest["models"]["encoder"]["int8"]["onnxruntime_cpu"]["reduce_range"] = reduce_range
         assert runner.locate(FakeBundle(), "encoder", "int8").name == f"encoder.{want}.onnx"
-        opts = ort_runner.cpu_session_options(Path("/b/models/encoder.int8.onnx"))
+        opts = ort_runner.session_options(Path("/b/models/encoder.int8.onnx"))
         basic = opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         assert basic == saturates

@@ -176,6 +176,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
     if not images:
         raise UserError(f"imagefolder {path!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     # A class with no image of its own (an empty folder, or images only in subfolders) cannot be learned.
-    if empty := [c for i, c in enumerate(classes) if i not in set(labels)]:
+    held = set(labels)
+    if empty := [c for i, c in enumerate(classes) if i not in held]:
         raise UserError(f"imagefolder class folder {empty[0]!r} holds no images directly; fill it or remove it")
     return RawData(np.stack(images), np.asarray(labels, dtype=np.int64), classes, _portable(root))

@@ -226,7 +226,8 @@ class Receiver:
         lines = []
         for i, f in enumerate(frames):
             lat = (now_ns - f.timestamp_ns) / 1e6
-            if abs(lat) <= MAX_CLOCK_OFFSET_MS:
+            synced = abs(lat) <= MAX_CLOCK_OFFSET_MS
+            if synced:
                 self.latency.add(lat)
             else:  # a clock that is not set, or a forged header: no latency, rather than a poisoned mean
                 self.counters["unsynced"] += 1
@@ -236,7 +237,7 @@ class Receiver:
                 "confidence": round(float(conf[i]), 6) if np.isfinite(conf[i]) else None,
                 "k": f.k,
                 "snr_db": float(snr[i]),
-                "latency_ms": round(lat, 4) if abs(lat) <= MAX_CLOCK_OFFSET_MS else None,
+                "latency_ms": round(lat, 4) if synced else None,
             }
             if f.label is not None:
                 rec["label"] = f.label

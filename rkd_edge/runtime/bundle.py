@@ -167,7 +167,8 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
     for rel, rec in manifest["files"].items():
         path = root / rel
         # No link anywhere on the way (a linked models/ folder too): what is verified is what is loaded.
-        linked = any((root / Path(*Path(rel).parts[: i + 1])).is_symlink() for i in range(len(Path(rel).parts)))
+        parts = Path(rel).parts
+        linked = any(root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts) + 1))
         if linked or not path.is_file():
             raise BundleError(f"bundle file missing or not a plain file: {rel}; re-export the bundle")
         if path.stat().st_size != rec["bytes"]:

@@ -20,15 +20,26 @@ from pathlib import Path
 _LIBRARY = {"tensorrt": "tensorrt", "pytorch": "torch"}
 
 
-def _cpu_model() -> str:
+@functools.cache
+def _cpuinfo_text() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine()
+        return ""
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key: value`` of ``/proc/cpuinfo`` (``None`` where it is absent or unreadable)."""
+    for line in _cpuinfo_text().splitlines():
+        if line.split(":", 1)[0].strip() == key:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _cpu_model() -> str:
     for key in ("model name", "Model", "Hardware", "CPU part"):  # x86, then the ARM spellings
-        for line in text.splitlines():
-            if line.split(":", 1)[0].strip() == key:
-                return line.split(":", 1)[1].strip()
+        if value := _cpuinfo(key):
+            return value
     return platform.processor() or platform.machine()
 
 
@@ -47,12 +58,8 @@ def int8_saturates() -> bool:
     """
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    return flags is not None and not (_VNNI_FLAGS & set(flags))
+    flags = _cpuinfo("flags")
+    return flags is not None and not (_VNNI_FLAGS & set(flags.split()))
 
 
 def _read(path: str) -> str | None:

@@ -33,10 +33,10 @@ _DTYPES = {
 }
 
 
-def cpu_session_options(model_path: str | Path, threads: int = 0):
-    """``onnxruntime.SessionOptions`` for one model on the CPU provider.
+def session_options(model_path: str | Path, threads: int = 0, provider: str = "cpu"):
+    """``onnxruntime.SessionOptions`` for one model (every session the toolkit opens starts here).
 
-    A Q/DQ INT8 model (``*.int8.onnx``) on a CPU whose fused INT8 kernels saturate
+    On the CPU provider, a Q/DQ INT8 model (``*.int8.onnx``) on a CPU whose fused INT8 kernels saturate
     (:func:`~rkd_edge.runtime.runners.device.int8_saturates`) keeps its Q/DQ pairs unfused
     (``ORT_ENABLE_BASIC``): the quantized arithmetic then runs as written, exact and slower, so an
     accuracy or a speed measured there is the model's, not an overflow's.
@@ -47,7 +47,7 @@ def cpu_session_options(model_path: str | Path, threads: int = 0):
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    if Path(model_path).name.endswith(".int8.onnx") and int8_saturates():
+    if provider == "cpu" and Path(model_path).name.endswith(".int8.onnx") and int8_saturates():
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return opts
 
@@ -103,13 +103,7 @@ class OnnxRuntimeRunner(Runner):
         self.check_precision(precision)
         if why := self.available():
             raise BundleError(f"cannot run {self.model} on {self.backend}: {why}")
-        if self.provider == "cpu":
-            opts = cpu_session_options(model_path, self.threads)
-        else:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
+        opts = session_options(model_path, self.threads, self.provider)
         providers: list = list(PROVIDERS[self.provider])
         if self.provider == "tensorrt":
             cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rkd-edge" / "trt-ep"
