@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 from rkd_edge.config import METHODS, RunConfig, StageConfig
 from rkd_edge.errors import UserError
@@ -61,6 +63,26 @@ def reusable_stages(cfg: RunConfig, source: RunConfig) -> tuple[list[str], str |
             return stages, differ
         stages.append(stage)
     return stages, None
+
+
+def stage_inputs(cfg: RunConfig, stage: str) -> dict[str, str]:
+    """A short sha256 of each config section ``stage`` reads, with those the stages before it read.
+
+    A stage record keeps them, so that a finished stage is never taken for one trained with the settings
+    ``config.json`` holds now (a hand-edited config would otherwise resume past stages trained otherwise).
+
+    Args:
+        cfg: The run's config as the user gave it (the method's changes are applied here).
+        stage: One of the method's stages; ``evaluate`` reads every section but ``device``.
+    """
+    d = method_config(cfg).to_dict()
+    sections = ["seed"]
+    for s in METHOD_STAGES[cfg.method]:
+        sections += STAGE_INPUTS.get(s, [k for k in d if k != "device"])
+        if s == stage:
+            break
+    text = {sec: json.dumps(d[sec], sort_keys=True) for sec in dict.fromkeys(sections)}
+    return {sec: hashlib.sha256(t.encode()).hexdigest()[:16] for sec, t in text.items()}
 
 
 def method_config(cfg: RunConfig) -> RunConfig:

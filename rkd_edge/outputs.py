@@ -29,7 +29,7 @@ RUN_ENTRIES = frozenset(
         "accuracy_vs_symbols.png", "prune.json", "prune-job.json", "sweep", "latency_table.json",
     }
 )  # fmt: skip
-TEACHER_ENTRIES = frozenset({"teacher.pt", "teacher.json", "checkpoint.pt", "history.png"})
+TEACHER_ENTRIES = frozenset({"teacher.pt", "teacher.json", "teacher-job.json", "checkpoint.pt", "history.png"})
 EVALUATION_ENTRIES = frozenset(
     {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
 )

@@ -23,7 +23,7 @@ from rkd_edge.distill.stages import validate as clean_accuracy
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run
 from rkd_edge.io import OutputLock, read_json, write_json
-from rkd_edge.methods import METHOD_STAGES, method_config, probe_stage, reusable_stages
+from rkd_edge.methods import METHOD_STAGES, method_config, probe_stage, reusable_stages, stage_inputs
 from rkd_edge.nas.cost import count_params
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.sweep import run_sweep
@@ -35,11 +35,11 @@ from rkd_edge.rundir import (
     checkpoint_state,
     load_splits,
     load_state,
-    system_spec,
     trained_codec,
     with_own_codec,
 )
 from rkd_edge.system import SemanticSystem
+from rkd_edge.system_spec import system_spec
 from rkd_edge.teachers import create_teacher
 from rkd_edge.teachers.base import accuracy
 from rkd_edge.teachers.cache import TeacherCache
@@ -122,7 +122,19 @@ class Pipeline:
         return self.rd.done(stage)
 
     def mark(self, stage: str, info: dict) -> dict:
-        return self.rd.mark(stage, info)
+        return self.rd.mark(stage, {**info, "inputs": stage_inputs(self.user_cfg, stage)})
+
+    def _check_inputs(self, stage: str, record: dict) -> None:
+        """Refuse to resume past a stage whose record says it read other settings than the config's."""
+        recorded = record.get("inputs")
+        if not isinstance(recorded, dict):  # written before records kept them
+            return
+        differ = [sec for sec, h in stage_inputs(self.user_cfg, stage).items() if recorded.get(sec) != h]
+        if differ:
+            raise UserError(
+                f"stage {stage} of {self.out} was trained with other {differ[0]} settings than its "
+                f"config.json holds (was it edited?); train with these settings into a new --out"
+            )
 
     def run(self, stop_after: str | None = None) -> dict:
         """Run the method's stages in order, skipping finished ones.
@@ -143,6 +155,8 @@ class Pipeline:
         results = {}
         for stage in METHOD_STAGES[self.cfg.method]:
             prev = self.done(stage)
+            if prev is not None:
+                self._check_inputs(stage, prev)
             if prev is not None and stage != "teacher":
                 progress.log(f"[{stage}] done earlier, skipped")
                 results[stage] = prev

@@ -39,6 +39,7 @@ from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.outputs import kind_of
 from rkd_edge.students import create_encoder
 from rkd_edge.system import SemanticSystem
+from rkd_edge.system_spec import check_spec
 
 # Stages whose checkpoint holds the trained system, latest first.
 TRAINED_STAGES = ("stage2", "probe", "stage1")
@@ -166,11 +167,7 @@ class RunDir:
         return from_dict(read_json(self.config, "run config", expect=dict))
 
     def load_spec(self) -> dict:
-        spec = read_json(self.system, "system spec", expect=dict)
-        for key in ("encoder", "codec", "num_classes", "teacher_dim", "input_shape"):
-            if key not in spec:
-                raise UserError(f"{self.system} lacks {key!r}; rerun the pipeline into a new folder")
-        return spec
+        return check_spec(read_json(self.system, "system spec", expect=dict), str(self.system))
 
     def missing_stages(self, cfg: RunConfig) -> list[str]:
         """Stages of the run's method that have no record yet."""
@@ -298,38 +295,6 @@ def load_splits(cfg: RunConfig) -> DataSplits:
     """The data splits of a config (same seed, same split)."""
     d = cfg.data
     return create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
-
-
-def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
-    """What it takes to rebuild the system of a run (``RUN/system.json``)."""
-    cc = cfg.codec
-    encoder = (
-        {"kind": "resnet-like", "feature_dim": cfg.search.feature_dim}
-        if cfg.method == "authors-2025"
-        else {"kind": "genotype", "file": "genotype.json"}
-    )
-    codec = {
-        "name": cc.name,
-        "max_symbols": cc.max_symbols,
-        "symbols": cc.symbols,
-        "dim": cc.dim,
-        "depth": cc.depth,
-        "heads": cc.heads,
-        "csi": cc.csi == "decoder",
-    }
-    if cc.gains:  # only when on: a system.json written before the option rebuilds as it was
-        codec["gains"] = True
-    if cc.posterior and cc.name == "cat":  # the other codecs have no linear path to feed
-        codec["posterior_classes"] = splits.num_classes
-    if cc.rx_per_length and cc.name == "cat":
-        codec["rx_per_length"] = True
-    return {
-        "encoder": encoder,
-        "codec": codec,
-        "num_classes": splits.num_classes,
-        "teacher_dim": teacher_dim,
-        "input_shape": list(splits.input_shape),
-    }
 
 
 def build_system(spec: dict, run: Path) -> SemanticSystem:

@@ -414,6 +414,9 @@ GENOTYPE_DAMAGE = {
     ),
     "negative-node": genotype(normal=[["skip_connect", -1], ["sep_conv_3x3", 1], ["skip_connect", 0], ["none", 1]]),
     "unknown-op": genotype(normal=[["conv_99", 0], ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 1]]),
+    "node-fraction": genotype(normal=[["skip_connect", 0], ["sep_conv_3x3", 1.5], ["skip_connect", 0], ["none", 1]]),
+    "node-bool": genotype(normal=[["skip_connect", 0], ["sep_conv_3x3", True], ["skip_connect", 0], ["none", 1]]),
+    "op-number": genotype(normal=[["skip_connect", 0], [7, 1], ["skip_connect", 0], ["none", 1]]),
     "edge-not-pair": genotype(normal=[["skip_connect"], ["sep_conv_3x3", 1], ["skip_connect", 0], ["none", 1]]),
     "skeleton-unknown-key": genotype(skeleton_colour=1),
     "skeleton-missing": {k: v for k, v in genotype().items() if k != "skeleton"},
@@ -589,6 +592,36 @@ def _shape_changed_ckpt(run: Path, env) -> None:
     torch.save(saved, ck)
 
 
+def _spec_edit(field: str, value):
+    """Set ``field`` (``a.b``) of the run's system.json to ``value``."""
+
+    def edit(spec: dict) -> dict:
+        *path, last = field.split(".")
+        holder = spec
+        for key in path:
+            holder = holder[key]
+        holder[last] = value
+        return spec
+
+    return lambda r, e: _edit_json(r / "system.json", edit)
+
+
+# Hand-edited system.json fields: each was a traceback or a huge allocation before the spec was checked.
+SPEC_DAMAGE = {
+    "encoder-kind": ("encoder.kind", "bogus"),
+    "genotype-outside": ("encoder.file", "../../genotype.json"),
+    "classes-huge": ("num_classes", 10**12),
+    "classes-float": ("num_classes", 10.0),
+    "teacher-dim-text": ("teacher_dim", "x"),
+    "codec-name": ("codec.name", "turbo"),
+    "codec-dim-negative": ("codec.dim", -3),
+    "codec-heads-0": ("codec.heads", 0),
+    "codec-heads-uneven": ("codec.heads", 3),
+    "max-symbols-huge": ("codec.max_symbols", 10**9),
+    "symbols-bool": ("codec.symbols", [True]),
+    "csi-text": ("codec.csi", "yes"),
+    "input-shape-short": ("input_shape", [1, 8]),
+}
 RUN_DAMAGE = {
     "ckpt-list": lambda r, e: _torch_save([1, 2, 3], r / "checkpoints" / "stage2.pt"),
     "ckpt-empty": lambda r, e: (r / "checkpoints" / "stage2.pt").write_bytes(b""),
@@ -600,6 +633,7 @@ RUN_DAMAGE = {
     "config-missing": lambda r, e: (r / "config.json").unlink(),
     "system-garbage": lambda r, e: (r / "system.json").write_text("garbage{"),
     "system-list": lambda r, e: (r / "system.json").write_text("[]"),
+    **{f"system-{name}": _spec_edit(field, value) for name, (field, value) in SPEC_DAMAGE.items()},
     "genotype-missing": lambda r, e: (r / "genotype.json").unlink(),
     "genotype-negative": lambda r, e: (r / "genotype.json").write_text(json.dumps(genotype(skeleton_init_channels=-4))),
 }

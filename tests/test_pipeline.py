@@ -96,6 +96,22 @@ def test_changed_config_refused(tiny_run, tiny_teacher_dir):
     assert proc.returncode == 2 and "different config" in proc.stderr
 
 
+def test_edited_config_does_not_resume_past_stages_trained_otherwise(tiny_run, tiny_teacher_dir, tmp_path):
+    """config.json edited to agree with a new --set: the stage records still say what stage 2 read."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["stage2"]["lr"] = 0.123
+    (run / "config.json").write_text(json.dumps(cfg))
+    args = ["pipeline", "--out", str(run), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    proc = run_cli(*args, "--set", "stage2.lr=0.123")
+    assert proc.returncode == 2 and "stage stage2" in proc.stderr and "stage2 settings" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the records name each section a stage read, with those of the stages before it
+    inputs = json.loads((run / "stages" / "stage1.json").read_text())["inputs"]
+    assert sorted(inputs) == ["data", "search", "seed", "stage1", "teacher"]
+
+
 def test_evaluate_cli_on_run(tiny_run, tmp_path):
     run_cli(
         "-q",

@@ -129,6 +129,25 @@ def test_teacher_train_never_overwrites_a_trained_teacher(tiny_teacher_dir, tmp_
     assert rec["history"][-1]["epoch"] == 0 and ".partial" not in rec["load_spec"]
 
 
+def test_unfinished_teacher_resumes_only_with_its_own_settings(tiny_teacher_dir, tmp_path):
+    """An unfinished teacher is resumed only by the options that started it: other ones would load its
+    checkpoint into another model or schedule (a size-mismatch traceback, or a silent mix of two configs)."""
+    out = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_dir, out)
+    (out / "teacher.json").unlink()  # as if it were stopped before the end
+    job = json.loads((out / "teacher-job.json").read_text())
+    assert job["teacher"]["epochs"] == 2 and "device" not in job
+    args = ["-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--out", str(out)]
+    before = tree_digest(out)
+    one_line_exit_2(run_cli(*args, "--epochs", "1"), "other settings")
+    other_arch = [a if a != "cnn-base" else "cnn-large" for a in args]
+    one_line_exit_2(run_cli(*other_arch, "--epochs", "2"), "other settings")
+    assert tree_digest(out) == before
+    run_cli(*args, "--epochs", "1", "--force", check=True)  # starts it over with the new settings
+    assert json.loads((out / "teacher-job.json").read_text())["teacher"]["epochs"] == 1
+    assert json.loads((out / "teacher.json").read_text())["history"][-1]["epoch"] == 0
+
+
 # --- exclusive creation ----------------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ def train(
     from rkd_edge import env
     from rkd_edge.config import validate
     from rkd_edge.errors import UserError
-    from rkd_edge.io import OutputLock, staged_dir, write_json
+    from rkd_edge.io import OutputLock, read_json, staged_dir, write_json
     from rkd_edge.outputs import check_output, kind_of, write_marker
     from rkd_edge.rundir import load_splits
     from rkd_edge.teachers.registry import check_arch
@@ -63,6 +63,16 @@ def train(
     check_arch(cfg.teacher.arch)
     finished = (out / "teacher.json").is_file()
     resume = out.is_dir() and kind_of(out) == "teacher" and not finished
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "device"}  # a resume may move to a GPU
+    job = out / "teacher-job.json"
+    if resume and job.is_file() and read_json(job, "teacher job", expect=dict) != settings:
+        # its checkpoint holds another model, optimiser or schedule: resuming would mix the two
+        if not force:
+            raise UserError(
+                f"{out} holds an unfinished teacher started with other settings; resume it with the same "
+                "options, or give --force to start it over"
+            )
+        resume = False
     replace = False if resume else check_output(out, "teacher", force)
     splits, dev = load_splits(cfg), env.pick_device(cfg.device)
     existed = out.exists()  # (then an empty folder: check_output refuses anything else)
@@ -70,12 +80,15 @@ def train(
         if replace:  # a forced retrain is built aside: the old teacher stays until the new one is done
             with staged_dir(out, replace=True) as work:
                 write_marker(work, "teacher")
+                write_json(work / job.name, settings)
                 rec = train_teacher(cfg, splits, work, dev)
                 rec["load_spec"] = f"local:{Path(os.path.relpath(out)).as_posix()}"
                 write_json(work / "teacher.json", rec)
         else:
             try:
                 write_marker(out, "teacher")
+                if not job.is_file():
+                    write_json(job, settings)
                 rec = train_teacher(cfg, splits, out, dev)
             except UserError:
                 if not resume and not any(out.glob("*.pt")):  # refused before an epoch was saved: as it was

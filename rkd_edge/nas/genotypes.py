@@ -51,6 +51,14 @@ class Skeleton:
         return tuple(sorted({self.layers // 3, 2 * self.layers // 3})) if self.layers >= 3 else (1,)
 
 
+def _edge(e) -> tuple[str, int]:
+    """One ``[operation, input node]`` pair, read strictly: a node 1.5 or ``true`` is not node 1."""
+    op, node = e
+    if not isinstance(op, str) or isinstance(node, bool) or not isinstance(node, int):
+        raise ValueError(f"edge {e!r} is not [operation name, whole node number]")
+    return op, node
+
+
 @dataclass
 class Genotype:
     """Two cell types, each a list of ``(operation, input node)`` pairs, two per intermediate node.
@@ -85,8 +93,8 @@ class Genotype:
         try:
             sk = Skeleton(**d["skeleton"])
             g = cls(
-                normal=[(str(o), int(i)) for o, i in d["normal"]],
-                reduce=[(str(o), int(i)) for o, i in d["reduce"]],
+                normal=[_edge(e) for e in d["normal"]],
+                reduce=[_edge(e) for e in d["reduce"]],
                 skeleton=sk,
                 normal_concat=list(d["normal_concat"]),
                 reduce_concat=list(d["reduce_concat"]),
