@@ -24,6 +24,7 @@ from rkd_edge.devices.estimate import estimate_model, host_profile, measure_host
 from rkd_edge.devices.latency import interleaved  # noqa: E402
 
 from rkd_edge.runtime.bundle import Bundle  # noqa: E402
+from rkd_edge.runtime.runners.ort import cpu_session  # noqa: E402
 
 
 def synthetic_feeds(io: dict, manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -56,7 +57,6 @@ def main() -> None:
     ap.add_argument("--probe-s", type=float, default=1.0, help="seconds per host-rate probe")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (0: its default)")
     args = ap.parse_args()
-    import onnxruntime as ort
 
     b = Bundle.open(args.bundle)
     m = b.manifest
@@ -64,17 +64,10 @@ def main() -> None:
     batches = [int(x) for x in args.batch.split(",")]
     rates = measure_host(args.probe_s, args.threads)
     prof = host_profile(rates=rates)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if args.threads:
-        opts.intra_op_num_threads = args.threads
     rows, md_rows = [], []
     for name in ("encoder", "tx", "rx"):
         io = m["models"][name]["fp32"]
-        sessions = {
-            p: ort.InferenceSession(str(b.model_path(name, p)), opts, providers=["CPUExecutionProvider"])
-            for p in precisions
-        }
+        sessions = {p: cpu_session(b.model_path(name, p), args.threads) for p in precisions}
         for batch in batches:
             feeds = synthetic_feeds(io, m, batch)
             fns = {p: (lambda s=s, f=feeds: s.run(None, f)) for p, s in sessions.items()}

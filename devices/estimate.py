@@ -35,6 +35,7 @@ from rkd_edge.devices.latency import measure
 from rkd_edge.devices.profiles import DeviceProfile, get_profile
 
 from rkd_edge.errors import UserError
+from rkd_edge.runtime.runners.ort import cpu_session
 
 PRECISIONS = ("fp32", "fp16", "int8")
 METHOD = (
@@ -339,16 +340,6 @@ def estimate_bundle(
 # ---- the host profile: measured on this machine with the one timing protocol ----------------------------
 
 
-def _session(model_bytes: bytes, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-
-
 def _graph(nodes, inputs, outputs, inits=()) -> bytes:
     from onnx import helper
 
@@ -383,7 +374,7 @@ def measure_host(seconds: float = 1.0, threads: int = 0) -> dict:
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
         [onnx.numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "b")],
     )
-    t = _probe(_session(mm, threads), {"a": rng.standard_normal((n, n)).astype(np.float32)}, seconds)
+    t = _probe(cpu_session(mm, threads), {"a": rng.standard_normal((n, n)).astype(np.float32)}, seconds)
     fp32 = 2 * n**3 / (t * 1e-3)
     mmi = _graph(
         [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
@@ -391,7 +382,7 @@ def measure_host(seconds: float = 1.0, threads: int = 0) -> dict:
         [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
         [onnx.numpy_helper.from_array(rng.integers(-127, 127, (n, n), dtype=np.int8), "b")],
     )
-    t = _probe(_session(mmi, threads), {"a": rng.integers(0, 255, (n, n), dtype=np.uint8)}, seconds)
+    t = _probe(cpu_session(mmi, threads), {"a": rng.integers(0, 255, (n, n), dtype=np.uint8)}, seconds)
     int8 = 2 * n**3 / (t * 1e-3)
     m = 8 * 2**20
     add = _graph(
@@ -400,7 +391,7 @@ def measure_host(seconds: float = 1.0, threads: int = 0) -> dict:
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, [m])],
     )
     feeds = {v: np.ones(m, np.float32) for v in ("x", "y")}
-    t = _probe(_session(add, threads), feeds, seconds)
+    t = _probe(cpu_session(add, threads), feeds, seconds)
     bw = 3 * 4 * m / (t * 1e-3)
     mc = 128 * 1024
     addc = _graph(
@@ -408,7 +399,7 @@ def measure_host(seconds: float = 1.0, threads: int = 0) -> dict:
         [helper.make_tensor_value_info(v, TensorProto.FLOAT, [mc]) for v in ("x", "y")],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, [mc])],
     )
-    t = _probe(_session(addc, threads), {v: np.ones(mc, np.float32) for v in ("x", "y")}, seconds)
+    t = _probe(cpu_session(addc, threads), {v: np.ones(mc, np.float32) for v in ("x", "y")}, seconds)
     cache_bw = 3 * 4 * mc / (t * 1e-3)
     k = 64
     chain = [helper.make_node("Add", [f"t{i}", "one"], [f"t{i + 1}"]) for i in range(k)]
@@ -418,7 +409,7 @@ def measure_host(seconds: float = 1.0, threads: int = 0) -> dict:
         [helper.make_tensor_value_info(f"t{k}", TensorProto.FLOAT, [1, 16])],
         [onnx.numpy_helper.from_array(np.ones((1, 16), np.float32), "one")],
     )
-    t = _probe(_session(ov, threads), {"t0": np.zeros((1, 16), np.float32)}, seconds)
+    t = _probe(cpu_session(ov, threads), {"t0": np.zeros((1, 16), np.float32)}, seconds)
     return {
         "fp32_tflops": fp32 / 1e12,
         "int8_dense_tops": int8 / 1e12,

@@ -30,6 +30,7 @@ from rkd_edge.devices.latency import measure
 from rkd_edge import env
 from rkd_edge.errors import UserError
 from rkd_edge.io import write_json
+from rkd_edge.runtime.runners.ort import cpu_session
 
 FORMAT = "rkd-edge-latency-table"
 VERSION = 2
@@ -140,16 +141,6 @@ def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
     return dst
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def measure_entries(
     keys: list[tuple[str, int, int, int]],
     make_op: Callable[[str, int, int], object],
@@ -174,7 +165,7 @@ def measure_entries(
         for i, (op, c, size, stride) in enumerate(keys):
             key = latency_key(op, c, size, stride)
             path = export_op(make_op(op, c, stride), c, size, Path(tmp) / f"op{i}.onnx", precision)
-            sess = _session(path, threads)
+            sess = cpu_session(path, threads)
             feeds = {"x": np.random.default_rng(i).standard_normal((1, c, size, size)).astype(np.float32)}
             r = measure(lambda s=sess, f=feeds: s.run(None, f), 1, **proto)
             out[key] = round(r["p50_ms"], 6)

@@ -14,7 +14,7 @@ import torch
 from rkd_edge.export.calibration import MIN_SAMPLES, build_feeds, check_count, feeds_count, feeds_digest
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.int8 import select_precisions
-from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
+from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
 from rkd_edge.export.quantize import cpu_recipe, qdq_summary, quantize_model, quantize_qdq
 
 from rkd_edge import env, progress
@@ -26,6 +26,7 @@ from rkd_edge.methods import method_config
 from rkd_edge.outputs import check_output
 from rkd_edge.rundir import RunDir, load_splits
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
+from rkd_edge.runtime.runners.ort import cpu_session
 
 PARITY_TOLERANCE = 1e-4
 # INT8 forms are made of the three stage models; the fused transmitter graph stays FP32 (the runtime runs
@@ -98,7 +99,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
         progress.log(f"export {name}")
         path = work / "models" / f"{name}.onnx"
         io = export_onnx(g["module"], g["inputs"], g["input_names"], g["output_names"], path, opset)
-        p = parity(g["module"], ort_session(path), feeds[name], g["input_names"])
+        p = parity(g["module"], cpu_session(path), feeds[name], g["input_names"])
         parities[name] = p
         if p["max_abs_error"] > PARITY_TOLERANCE:
             raise UserError(

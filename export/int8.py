@@ -18,7 +18,7 @@ import numpy as np
 from rkd_edge.devices.latency import interleaved
 
 from rkd_edge import progress
-from rkd_edge.runtime.runners.ort import session_options
+from rkd_edge.runtime.runners.ort import cpu_session
 
 MODELS = ("encoder", "tx", "rx")
 BATCHES = (1, 32)
@@ -36,14 +36,8 @@ def session(path: Path, threads: int = 1, profile: str | None = None):
         threads: Intra-op threads (0 = ONNX Runtime's default, all cores).
         profile: Prefix for a profiling JSON file; ``None`` for no profiling.
     """
-    import onnxruntime as ort
-
-    opts = session_options(path, threads)
-    opts.inter_op_num_threads = 1
-    if profile:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    profiling = {"enable_profiling": True, "profile_file_prefix": profile} if profile else {}
+    return cpu_session(path, threads, inter_op_num_threads=1, **profiling)
 
 
 def model_feeds(models: Path, batch: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:

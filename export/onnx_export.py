@@ -11,7 +11,6 @@ import torch
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path
-from rkd_edge.runtime.runners.ort import session_options
 
 DEFAULT_OPSET = 17  # LayerNormalization
 # The newest opset the TorchScript exporter (dynamo=False, used here) writes.
@@ -75,12 +74,6 @@ def describe_io(model: onnx.ModelProto) -> dict:
         return {"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}
 
     return {"inputs": [rec(v) for v in model.graph.input], "outputs": [rec(v) for v in model.graph.output]}
-
-
-def ort_session(path: Path, threads: int = 0):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), session_options(path, threads), providers=["CPUExecutionProvider"])
 
 
 def parity(module: torch.nn.Module, session, feeds: list[tuple], input_names: list[str]) -> dict:

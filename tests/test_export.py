@@ -10,10 +10,11 @@ import onnx
 import pytest
 import torch
 from rkd_edge.export.graphs import graph_io
-from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, ort_session, parity
+from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
 
 from rkd_edge.codec.blocks import length_mask
 from rkd_edge.runtime import BundleError, Runtime
+from rkd_edge.runtime.runners.ort import cpu_session
 from tests.conftest import run_cli
 from tests.test_system import make_system
 
@@ -236,5 +237,5 @@ def test_codec_options_export_with_parity(part, tmp_path):
         feeds = [(torch.randn(6, 16) * 2, snr, k, ch)]
     else:
         feeds = [(torch.randn(6, 8, 2), length_mask(k, 8), snr, ch)]
-    p = parity(g["module"], ort_session(path), feeds, g["input_names"])
+    p = parity(g["module"], cpu_session(path), feeds, g["input_names"])
     assert p["max_abs_error"] < 1e-4 and p["cosine"] > 0.9999, p

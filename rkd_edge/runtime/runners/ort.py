@@ -52,6 +52,22 @@ def session_options(model_path: str | Path, threads: int = 0, provider: str = "c
     return opts
 
 
+def cpu_session(model: str | Path | bytes, threads: int = 0, **options):
+    """An ``onnxruntime.InferenceSession`` on the CPU provider, opened with :func:`session_options`.
+
+    Args:
+        model: An ONNX file, or a model's serialised bytes (an FP32 probe graph).
+        threads: Intra-op threads (0 = ONNX Runtime's default, all cores).
+        **options: ``SessionOptions`` attributes set on top (e.g. ``enable_profiling=True``).
+    """
+    import onnxruntime as ort
+
+    opts = session_options("" if isinstance(model, bytes) else model, threads)
+    for key, value in options.items():
+        setattr(opts, key, value)
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=PROVIDERS["cpu"])
+
+
 class OnnxRuntimeRunner(Runner):
     """One ONNX model in an ``onnxruntime.InferenceSession``.
 
