@@ -1,10 +1,12 @@
 """The semantic system and its stages: batch independence, freeze lists, resume, power, DDP."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,8 +17,10 @@ from rkd_edge.codec.blocks import length_mask
 from rkd_edge.config import StageConfig, load_config
 from rkd_edge.distill.stages import run_stage
 from rkd_edge.nas.genotypes import Genotype, Skeleton
+from rkd_edge.rundir import build_system
 from rkd_edge.students import create_encoder
 from rkd_edge.system import SemanticSystem
+from rkd_edge.system_spec import CODEC_NAMES, check_spec, system_spec
 
 
 def small_genotype(c_in=1, size=8) -> Genotype:
@@ -414,3 +418,16 @@ def test_equal_weights_save_to_equal_bytes(tmp_path):
     save_checkpoint(tmp_path / "a.pt", state)
     save_checkpoint(tmp_path / "b" / "c.pt", state)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "c.pt").read_bytes()
+
+
+@pytest.mark.parametrize("method", ["rkd-sc", "authors-2025"])
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_spec_check_accepts_what_the_pipeline_writes_for_every_codec(codec, method, tmp_path):
+    """The system.json checker knows every registered codec and passes every spec the pipeline writes."""
+    assert set(CODEC_NAMES) == set(CODECS)
+    cfg = load_config("quickstart", None, [f"codec.name={codec}", f"method={method}"])
+    spec = json.loads(json.dumps(system_spec(cfg, SimpleNamespace(num_classes=10, input_shape=(1, 8, 8)), 24)))
+    small_genotype().save(tmp_path / "genotype.json")
+    assert check_spec(spec, "system.json") is spec
+    system = build_system(spec, tmp_path)
+    assert system.codec.__class__ is CODECS[codec]
