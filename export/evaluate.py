@@ -64,7 +64,7 @@ def evaluate_bundle(
         )
         (staging / "evaluation_summary.json").write_text(json_text(summary))
 
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # as for a run's evaluation: --out a/b makes a
     commit_evaluation(out, fresh, write)
     return summary
 

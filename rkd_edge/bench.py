@@ -37,7 +37,7 @@ from rkd_edge.channel import create_channel
 from rkd_edge.config import from_dict
 from rkd_edge.devices.detect import detect
 from rkd_edge.devices.latency import REFERENCE, REFERENCE_KERNEL, cpu_times, drift, interleaved, steal_fraction
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.evaluate.snr import Grid
 from rkd_edge.export.evaluate import evaluate_runtime
 from rkd_edge.io import read_json, write_json
@@ -273,10 +273,6 @@ def _status(backend: str, precision: str, bundle: Bundle, s: Settings) -> str | 
     return None
 
 
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def run_bench(bundle: Path, s: Settings) -> dict:
     """Measure every (back end, precision, batch, stage) of ``bundle``; returns the bench JSON."""
     b = Bundle.open(bundle)
@@ -315,7 +311,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
             try:
                 rt = Runtime(str(b.root), precision=prec, backend=backend, threads=s.threads, run=s.run)
             except UserError as exc:  # a BundleError (not a UserError) goes up: the bundle's files are at fault
-                rows(backend, prec, f"failed: {_one_line(exc)}")
+                rows(backend, prec, f"failed: {first_sentence(exc)}")
                 continue
             runtimes[(backend, prec)] = rt
             for n in s.batches:
@@ -336,7 +332,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 except Exception as exc:  # noqa: BLE001 - a back end's failure becomes its row's status
                     for stage in STAGES:
                         fns.pop((backend, prec, n, stage), None)
-                    where[(backend, prec, n)] = f"failed: {_one_line(exc)}"
+                    where[(backend, prec, n)] = f"failed: {first_sentence(exc)}"
 
     if not fns and (
         failed := [r["status"] for r in results if r["status"].startswith("failed")] + list(where.values())
@@ -367,7 +363,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 "ci": [acc["ci_low"], acc["ci_high"]],
             }
         except Exception as exc:  # noqa: BLE001 - recorded, the latency rows stay
-            accuracy[(backend, prec)] = {"accuracy": None, "error": _one_line(exc)}
+            accuracy[(backend, prec)] = {"accuracy": None, "error": first_sentence(exc)}
         if s.memory:
             for n in s.batches:
                 memory[(backend, prec, n)] = fresh_process_memory(b.root, backend, prec, n, s.threads, s.run)

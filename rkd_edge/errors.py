@@ -12,3 +12,13 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message.strip().splitlines()[0] if message.strip() else "invalid input")
+
+
+def first_sentence(exc: BaseException, limit: int = 160) -> str:
+    """The first sentence of a library's error (its first line, cut at a word if still long): the part a
+    one-line message can quote. The exception's type when it says nothing."""
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    head = text.split(". ")[0].rstrip(".")
+    if len(head) > limit:
+        head = head[:limit].rsplit(" ", 1)[0] + " ..."
+    return head or type(exc).__name__

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -50,6 +51,87 @@ def check_new_file(path: str | os.PathLike | None, option: str = "--out") -> Non
         raise UserError(f"{option} {path}: {blocker} is a file, not a folder; choose another path")
     if path.exists() or path.is_symlink():
         raise UserError(f"{option} {path} already exists; choose another path or remove it (it is never replaced)")
+    if (part := partial_of(path)).exists() or part.is_symlink():
+        raise _busy(part, option, path)
+
+
+def check_new_files(named: dict[str, str | os.PathLike | None]) -> None:
+    """:func:`check_new_file` for each ``{option: path}`` given, and no two options naming one file."""
+    seen: dict[Path, str] = {}
+    for option, path in named.items():
+        if path is None:
+            continue
+        check_new_file(path, option)
+        key = Path(path).absolute()
+        if key in seen:
+            raise UserError(f"{seen[key]} and {option} both name {path}; give each its own file")
+        seen[key] = option
+
+
+def partial_of(path: Path) -> Path:
+    """Where :func:`new_file` writes ``path`` until it is complete (next to it, visible)."""
+    return path.with_name(f"{path.name}.partial")
+
+
+def _busy(part: Path, option: str, path: Path) -> UserError:
+    return UserError(
+        f"{part} exists: another rkd-edge process is writing {option} {path}, or one was stopped and left "
+        "what it wrote there; move or remove it"
+    )
+
+
+def _appeared(part: Path, option: str, path: Path) -> UserError:
+    return UserError(f"{option} {path} appeared while this ran; the result is kept in {part}")
+
+
+@contextlib.contextmanager
+def new_file(path: str | os.PathLike, option: str = "--out", keep_partial: bool = False) -> Iterator[Path]:
+    """Create the file ``path`` exclusively, with what the block writes to the path it yields.
+
+    The content goes to ``PATH.partial``, created exclusively on entry: a second process writing the same
+    file, or what an interrupted one left there, stops with one line instead of one result silently
+    replacing the other. On success it is linked to ``path``, which fails if ``path`` appeared meanwhile
+    (the result then stays in the ``.partial`` file, and the line says so).
+
+    Args:
+        path: The file to create.
+        option: The option that named it, for messages.
+        keep_partial: Keep ``PATH.partial`` when the block fails (a log of results the user may want).
+    """
+    path = Path(path)
+    _check_parent(path)
+    part = partial_of(path)
+    try:
+        os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+    except FileExistsError:
+        raise _busy(part, option, path) from None
+    done = False
+    try:
+        yield part
+        try:
+            os.link(part, path)
+        except FileExistsError:
+            done = True  # the result is the user's now: never removed
+            raise _appeared(part, option, path) from None
+        except OSError:  # a filesystem without hard links: exclusive creation, then the content over it
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+            except FileExistsError:
+                done = True
+                raise _appeared(part, option, path) from None
+            os.replace(part, path)
+        done = True
+        part.unlink(missing_ok=True)
+    finally:
+        if not done and not (keep_partial and part.is_file() and part.stat().st_size):
+            part.unlink(missing_ok=True)
+
+
+def write_new_json(path: str | os.PathLike, obj: Any, option: str = "--out") -> Path:
+    """Write ``obj`` as :func:`write_json` does, to a file that must not exist (:func:`new_file`)."""
+    with new_file(path, option) as part:
+        part.write_text(json_text(obj))
+    return Path(path)
 
 
 def _check_parent(path: Path) -> None:
@@ -182,6 +264,25 @@ class FileSet:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _clear_leftovers(out: Path) -> None:
+    """What a killed command left beside ``out``, cleared by the next holder of its lock (no one else can be
+    writing them): :func:`staged_dir` folders go; an artefact :func:`commit_dir` moved aside to replace it
+    goes too, unless ``out`` itself is missing (the kill fell between the two renames): then it is put back.
+    """
+    partial = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}\.partial")
+    old = re.compile(rf"\.{re.escape(out.name)}\.\d+\.old")
+    for p in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
+        if partial.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif old.fullmatch(p.name):
+            if not out.exists() and not out.is_symlink():
+                os.rename(p, out)
+            elif p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+
+
 class OutputLock:
     """An exclusive, non-blocking lock on an output path, held by one rkd-edge process at a time.
 
@@ -228,6 +329,7 @@ class OutputLock:
             if same:
                 OutputLock._held[key] = 1
                 self._fd = fd
+                _clear_leftovers(self.target)
                 with contextlib.suppress(OSError):  # the holder's pid, for people; a full disk may refuse it
                     os.ftruncate(fd, 0)
                     os.write(fd, f"{os.getpid()}\n".encode())

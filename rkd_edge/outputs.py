@@ -33,7 +33,6 @@ TEACHER_ENTRIES = frozenset({"teacher.pt", "teacher.json", "teacher-job.json", "
 EVALUATION_ENTRIES = frozenset(
     {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
 )
-BUNDLE_EXTRA = frozenset({MANIFEST, "evaluation"})
 
 
 def write_marker(folder: Path, kind: str) -> None:
@@ -75,11 +74,17 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             return sorted(names)
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-        extra = {f for f in files - listed - {MARKER} if f.split("/")[0] not in BUNDLE_EXTRA}
-        return sorted(extra)
+        return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(f))
     allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
     extra = (n for n in names if n not in allowed and not n.startswith(".") and not n.endswith(".lock"))
     return sorted(n for n in extra if not (kind == "run" and _nested_artefact(folder / n)))
+
+
+def _bundle_evaluation_file(rel: str) -> bool:
+    """Whether ``rel`` (a path in a bundle) is a file ``rkd-edge evaluate BUNDLE`` writes: only those, so
+    that a user's notes kept in ``BUNDLE/evaluation`` stop ``--force`` instead of going with it."""
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0] == "evaluation" and parts[1] in EVALUATION_ENTRIES | {MARKER}
 
 
 def _nested_artefact(path: Path) -> bool:

@@ -48,6 +48,21 @@ from rkd_edge.teachers.train import train_teacher
 DISTRIBUTED_STAGES = ("stage1", "probe", "stage2")
 
 
+def _check_same_config(stored: RunConfig, cfg: RunConfig, out: Path) -> None:
+    """Refuse to resume a run with another config; a ``local:`` teacher given from another folder is named."""
+    old, new = stored.to_dict(), cfg.to_dict()
+    if old == new:
+        return
+    old_spec, new_spec = old["teacher"].get("spec") or "", new["teacher"].get("spec") or ""
+    old["teacher"]["spec"] = new["teacher"]["spec"] = None
+    if old == new and old_spec.startswith("local:") and new_spec.startswith("local:"):
+        raise UserError(
+            f"{out} was started with --teacher {old_spec}, not {new_spec}; a local: path is relative to the folder "
+            "a command runs in: resume it from the folder it was started in, with the same --teacher"
+        )
+    raise UserError(f"{out} holds a run with a different config; use a new --out")
+
+
 class Pipeline:
     """One run directory, its config, data, teacher and the stages of its method.
 
@@ -65,8 +80,8 @@ class Pipeline:
         self.source, self.reuse = self._reusable(cfg, source)
         resume = check_resumable(self.out, "run")
         # Compare resolved configs, so that a run made before a new config key existed still resumes.
-        if resume and self.rd.config.is_file() and self.rd.load_config().to_dict() != cfg.to_dict():
-            raise UserError(f"{out} holds a run with a different config; use a new --out")
+        if resume and self.rd.config.is_file():
+            _check_same_config(self.rd.load_config(), cfg, self.out)
         self.device = env.pick_device(cfg.device)
         self.splits = load_splits(self.cfg)
         # One process writes a run (rank 0 under torchrun): a second pipeline on the same --out stops here.

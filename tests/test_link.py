@@ -559,6 +559,75 @@ def test_existing_out_is_not_replaced(bundle, tmp_path, capsys):
     assert os.path.exists(tmp_path / "o.jsonl")
 
 
+def test_rx_outputs_are_created_exclusively_and_a_killed_rx_leaves_its_lines_in_view(bundle, tmp_path, capsys):
+    from rkd_edge.cli import main
+
+    same = tmp_path / "same.json"
+    with pytest.raises(SystemExit) as e:
+        main(["rx", str(bundle), "--listen", "127.0.0.1:0", "--out", str(same), "--summary", str(same)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "both name" in err[0], err
+    # a receiver killed while it writes: what it decoded is in OUT.partial, and the next one does not start over it
+    out = tmp_path / "o.jsonl"
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--out", str(out))
+    wait_listening(rx)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8).tobytes()
+    tx = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
+        input=frames, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert tx.returncode == 0, tx.stderr
+    deadline = time.monotonic() + 60
+    while len((tmp_path / "o.jsonl.partial").read_text().splitlines()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    rx.kill()
+    rx.communicate(timeout=60)
+    assert not out.exists() and len((tmp_path / "o.jsonl.partial").read_text().splitlines()) == 5
+    with pytest.raises(SystemExit) as e:
+        main(["rx", str(bundle), "--listen", "127.0.0.1:0", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "o.jsonl.partial exists" in err[0], err
+
+
+def test_idle_connections_do_not_lock_senders_out_and_a_closed_link_is_one_line(bundle, tmp_path):
+    from rkd_edge.link.rx import EVICT_IDLE_S, MAX_CONNECTIONS
+
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "3", "--idle-timeout", "60")
+    wait_listening(rx)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS + 5)]
+    try:
+        time.sleep(EVICT_IDLE_S + 1)
+        frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
+        tx = subprocess.run(
+            [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}",
+             "--snr-db", "5"],
+            input=frames, capture_output=True, timeout=120,
+        )  # fmt: skip
+        _, rx_err = rx.communicate(timeout=120)
+    finally:
+        for c in idle:
+            c.close()
+    assert tx.returncode == 0 and rx.returncode == 0, tx.stderr.decode() + rx_err
+    assert summary_of(rx_err, "rx")["counters"]["decoded"] == 3
+    # the receiver gone mid-stream: tx says so in one line after its summary, exit 2
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "2")
+    wait_listening(rx)
+    frames = np.random.default_rng(1).integers(0, 256, (3000, 8, 8, 1), dtype=np.uint8).tobytes()
+    tx = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--rate", "300", "--to", f"127.0.0.1:{port}",
+         "--snr-db", "5"],
+        input=frames, capture_output=True, timeout=120,
+    )  # fmt: skip
+    rx.communicate(timeout=60)
+    tx.stderr = tx.stderr.decode()
+    errors = [line for line in tx.stderr.splitlines() if line.startswith("error:")]
+    assert tx.returncode == 2 and len(errors) == 1 and "receiver closed the connection" in errors[0], tx.stderr
+    assert "Traceback" not in tx.stderr and summary_of(tx.stderr, "tx")["frames_sent"] >= 2
+
+
 @pytest.mark.slow
 def test_rx_accuracy_agrees_with_evaluate_bundle(tiny_bundle, tmp_path):
     """A trained bundle: split:test tx -> rx over an AWGN channel at 5 dB agrees with evaluate BUNDLE."""

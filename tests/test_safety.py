@@ -80,6 +80,14 @@ def test_export_force_replaces_a_bundle_but_not_a_bundle_with_user_files(tiny_ru
     before = tree_digest(out)
     one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(out), "--force"), "my-notes.md")
     assert tree_digest(out) == before
+    # BUNDLE/evaluation holds what evaluate wrote there and nothing else of the toolkit's
+    (out / "my-notes.md").unlink()
+    run_cli("-q", "evaluate", str(out), "--snr", "0", "--trials", "1", check=True)
+    (out / "evaluation" / "mine").mkdir()
+    (out / "evaluation" / "mine" / "results.csv").write_text("mine\n")
+    before = tree_digest(out)
+    one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(out), "--force"), "results.csv")
+    assert tree_digest(out) == before
 
 
 def test_a_run_holding_an_evaluation_it_wrote_resumes_but_not_one_with_user_files(run_copy, tiny_teacher_dir):
@@ -146,6 +154,34 @@ def test_unfinished_teacher_resumes_only_with_its_own_settings(tiny_teacher_dir,
     run_cli(*args, "--epochs", "1", "--force", check=True)  # starts it over with the new settings
     assert json.loads((out / "teacher-job.json").read_text())["teacher"]["epochs"] == 1
     assert json.loads((out / "teacher.json").read_text())["history"][-1]["epoch"] == 0
+
+
+def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path):
+    """typer turns Ctrl-C into exit 130 inside the app: the line must still reach the user."""
+    proc = _cli_popen(
+        "-q", "evaluate", str(tiny_run), "--snr", "0:20:1", "--trials", "1000", "--out", str(tmp_path / "e")
+    )
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().startswith("interrupted:") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "e").exists()
+
+
+def test_the_next_holder_of_an_output_clears_what_a_killed_command_left(tmp_path):
+    from rkd_edge.io import OutputLock
+
+    for name in (".b.k1l2m3n4.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial", ".b.4242.old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".b.4242.old" / "manifest.json").write_text("{}")
+    with OutputLock(tmp_path / "b"):  # b is missing: the kill fell between commit_dir's two renames
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial", "b"]
+    assert (tmp_path / "b" / "manifest.json").read_text() == "{}"  # the replaced artefact is back
+    (tmp_path / ".b.4243.old").mkdir()
+    with OutputLock(tmp_path / "b"):  # b exists: the moved-aside copy was garbage
+        pass
+    assert not (tmp_path / ".b.4243.old").exists() and (tmp_path / "b" / "manifest.json").is_file()
 
 
 # --- exclusive creation ----------------------------------------------------------------------------------

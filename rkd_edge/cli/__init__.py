@@ -44,6 +44,9 @@ def _register() -> None:
 _register()
 
 
+INTERRUPTED = 130  # the shell's code for SIGINT; no command exits with it otherwise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
@@ -64,14 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: completed stages and checkpoints are kept; rerun the command to resume", file=sys.stderr)
-        sys.exit(130)
+        code = INTERRUPTED
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: the environment, said in one line. Outputs are
         # committed whole or not at all, so what was there before is intact.
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; nothing was changed by the failed write", file=sys.stderr)
+        print(
+            f"error: {exc.strerror or exc}{where}; check that path and its permissions (outputs are written whole "
+            "or not at all: nothing was left half-written)",
+            file=sys.stderr,
+        )
         sys.exit(2)
+    if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) inside app(): the line is said here
+        print(
+            "interrupted: finished stages and checkpoints are kept, nothing half-written is left; "
+            "rerun the command to resume",
+            file=sys.stderr,
+        )
     if isinstance(code, int) and code:  # typer.Exit(n) and --help come back as a code outside standalone mode
         sys.exit(code)
     return 0

@@ -48,7 +48,7 @@ def bench(
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
     from rkd_edge import __version__
     from rkd_edge.bench import SCHEMA, Settings, check_schema, parse_list, run_bench, table, write_selection
-    from rkd_edge.io import check_new_file, write_json
+    from rkd_edge.io import check_new_file, write_new_json
 
     if schema:
         typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
@@ -94,7 +94,7 @@ def bench(
         result = run_bench(bundle, settings)
     typer.echo(table(result))
     if json_out:
-        write_json(json_out, result)
+        write_new_json(json_out, result, "--json")
         typer.echo(f"wrote {json_out}")
 
 

@@ -102,7 +102,7 @@ def estimate_cmd(
 ):
     """Roofline ESTIMATE of latency and memory per model (encoder, tx, rx) and precision on a profile."""
     from rkd_edge.devices.estimate import estimate_bundle, resolve_profile
-    from rkd_edge.io import write_json
+    from rkd_edge.io import write_new_json
 
     try:
         batches = tuple(check_batches([int(b) for b in _csv(batch) or []]))
@@ -115,7 +115,7 @@ def estimate_cmd(
     prof = resolve_profile(device)
     res = estimate_bundle(bundle, prof, _csv(precision), batches)
     if out:
-        write_json(out, res)
+        write_new_json(out, res)
     if as_json:
         echo_json(res)
         return

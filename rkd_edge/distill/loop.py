@@ -20,7 +20,7 @@ from torch import nn
 
 from rkd_edge import progress
 from rkd_edge.distill import ddp
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import atomic_path
 
 
@@ -42,7 +42,7 @@ def load_checkpoint(path: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        reason = first_sentence(exc)
         raise UserError(
             f"checkpoint {path} is unreadable or not plain weights ({reason}); delete it to restart this stage"
         ) from None

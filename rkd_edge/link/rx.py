@@ -31,7 +31,7 @@ import numpy as np
 
 from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.io import atomic_path, check_new_file
+from rkd_edge.io import check_new_files, new_file
 from rkd_edge.limits import check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
@@ -45,6 +45,7 @@ from rkd_edge.stats import wilson
 # latency is not counted ("unsynced"): clocks an hour apart are not synchronised, and the mean would be noise.
 MAX_CLOCK_OFFSET_MS = 3_600_000.0
 MAX_CONNECTIONS = 64  # TCP senders served at once; more are closed (counted) so descriptors cannot run out
+EVICT_IDLE_S = 2.0  # when all are taken, one silent this long makes room for a new sender
 DROP_REASONS = (
     "truncated",
     "malformed",
@@ -322,11 +323,32 @@ def check_options(
     return host, port
 
 
+def _close(rx: Receiver, conns: dict, sel: selectors.BaseSelector, conn: socket.socket) -> None:
+    """Forget a TCP connection; a frame it left half-sent is counted as truncated."""
+    splitter, peer, _ = conns.pop(conn)
+    if splitter.buf:
+        rx.drop("truncated", f"the connection closed {len(splitter.buf)} bytes into a frame", peer)
+    sel.unregister(conn)
+    conn.close()
+
+
+def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> bool:
+    """Make room for a new sender by closing the connection that has sent nothing for longest, if that is at
+    least :data:`EVICT_IDLE_S`: idle connections cannot lock real senders out. Returns whether it did."""
+    conn, (_, peer, last) = min(conns.items(), key=lambda item: item[1][2])
+    idle = time.monotonic() - last
+    if idle < EVICT_IDLE_S:
+        return False
+    rx.drop("connection", f"all {MAX_CONNECTIONS} connections open; closed one idle for {idle:.1f} s", peer)
+    _close(rx, conns, sel, conn)
+    return True
+
+
 def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle_timeout_s: float | None) -> str:
     """The receive loop over a bound socket until ``count``, a signal or idleness; returns why it stopped."""
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "listen")
-    conns: dict[socket.socket, tuple[StreamSplitter, object]] = {}
+    conns: dict[socket.socket, list] = {}  # connection -> [splitter, peer, last time it sent bytes]
     last_data = time.monotonic()
     try:
         while True:
@@ -348,12 +370,12 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                     except OSError as exc:  # e.g. out of file descriptors: keep serving the open connections
                         rx.drop("connection", f"cannot accept: {exc}")
                         continue
-                    if len(conns) >= MAX_CONNECTIONS:
+                    if len(conns) >= MAX_CONNECTIONS and not _evict_idlest(rx, conns, sel):
                         conn.close()
-                        rx.drop("connection", f"more than {MAX_CONNECTIONS} open connections; closed", peer)
+                        rx.drop("connection", f"more than {MAX_CONNECTIONS} busy connections; closed", peer)
                         continue
                     conn.setblocking(False)
-                    conns[conn] = (StreamSplitter(rx.max_frame), peer)
+                    conns[conn] = [StreamSplitter(rx.max_frame), peer, time.monotonic()]
                     sel.register(conn, selectors.EVENT_READ, "conn")
                 elif key.data == "listen":
                     for _ in range(4096):  # drain what is queued, then decode it in batches
@@ -371,7 +393,8 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                                 break
                 else:
                     conn = key.fileobj
-                    splitter, peer = conns[conn]
+                    splitter, peer, _ = conns[conn]
+                    conns[conn][2] = time.monotonic()
                     try:
                         data = conn.recv(1 << 16)
                     except (BlockingIOError, InterruptedError):
@@ -389,9 +412,7 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                             rx.drop(exc.reason, f"{exc.detail}; closing the connection", peer)
                             closed = True
                     if closed:
-                        sel.unregister(conn)
-                        conn.close()
-                        del conns[conn]
+                        _close(rx, conns, sel, conn)
                 rx.flush()
             rx.expire()
             rx.flush()
@@ -426,35 +447,39 @@ def run_rx(
     host, port = check_options(
         listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms, seed
     )
-    check_new_file(summary_path, "--summary")
-    check_new_file(out, "--out")
+    check_new_files({"--summary": summary_path, "--out": out})
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)
     rx = Receiver(rt, sys.stdout, channel, snr_db, seed, count, batch, reassembly_timeout_s, max_age_ms)
-    sock = bind(host, port, tcp)
-    try:
-        bound = sock.getsockname()
-        with StopOnSignal() as stop, contextlib.ExitStack() as stack:
-            if out is not None:
-                rx.out = stack.enter_context(open(stack.enter_context(atomic_path(out)), "w"))
-            if not progress.is_quiet() or port == 0:  # with port 0 the line is the only way to learn the port
-                print(
-                    f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle {rx.bundle_id} "
-                    f"({rt.precision}), channel {channel or 'none'}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            try:
-                why = serve(rx, sock, tcp, stop, idle_timeout_s)
-            except ForcedStopError as exc:
-                why = f"{exc} (second signal)"
-            rx.flush()
-    finally:
-        sock.close()
-    summary = rx.summary()
-    summary.update(transport="tcp" if tcp else "udp", listen=f"{bound[0]}:{bound[1]}", seed=seed, stopped_by=why)
-    if out is not None:
-        summary["out"] = str(out)
-    report(summary, summary_path, "rx")
+    with contextlib.ExitStack() as files:
+        # Both files are taken before the first frame: a second rx naming either stops now, not at the end.
+        # The decoded lines stay in OUT.partial when rx is killed, where the user can see them.
+        lines = files.enter_context(new_file(out, "--out", keep_partial=True)) if out is not None else None
+        summary_file = files.enter_context(new_file(summary_path, "--summary")) if summary_path else None
+        sock = bind(host, port, tcp)
+        try:
+            bound = sock.getsockname()
+            with StopOnSignal() as stop, contextlib.ExitStack() as stack:
+                if lines is not None:
+                    rx.out = stack.enter_context(open(lines, "w", buffering=1))  # line-buffered: a kill keeps them
+                if not progress.is_quiet() or port == 0:  # with port 0 the line is the only way to learn the port
+                    print(
+                        f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle "
+                        f"{rx.bundle_id} ({rt.precision}), channel {channel or 'none'}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                try:
+                    why = serve(rx, sock, tcp, stop, idle_timeout_s)
+                    rx.flush()
+                except ForcedStopError as exc:
+                    why = f"{exc} (second signal)"
+        finally:
+            sock.close()
+        summary = rx.summary()
+        summary.update(transport="tcp" if tcp else "udp", listen=f"{bound[0]}:{bound[1]}", seed=seed, stopped_by=why)
+        if out is not None:
+            summary["out"] = str(out)
+        report(summary, summary_file, "rx")
     return summary

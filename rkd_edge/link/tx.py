@@ -9,6 +9,7 @@ handed to the kernel) and throughput, as one JSON line on stderr and optionally 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_file
+from rkd_edge.io import check_new_files, new_file
 from rkd_edge.limits import check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
@@ -49,6 +50,9 @@ def check_options(
     if not 64 <= mtu <= 65507:
         raise UserError(f"--mtu must be between 64 and 65507 bytes per UDP datagram, got {mtu}")
     return host, port
+
+
+RECEIVER_CLOSED = "receiver closed the connection"
 
 
 def run_tx(
@@ -90,7 +94,7 @@ def run_tx(
         summary_path: Also write the summary to this JSON file.
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu)
-    check_new_file(summary_path, "--summary")
+    check_new_files({"--summary": summary_path})
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)
@@ -112,20 +116,21 @@ def run_tx(
         "dtype": dtype,
         "batch": batch,
     }
-    with StopOnSignal() as stop:
-        images, summary["source"] = open_source(source, bundle, rt.bundle.manifest, lambda: bool(stop), repeat)
-        sender = Sender(host, port, tcp=tcp, max_datagram=mtu)
-        if not progress.is_quiet():
-            print(
-                f"tx: bundle {bundle_id} ({rt.precision}) -> {summary['transport']} {host}:{port}, k={k}, "
-                f"{snr_db:g} dB, {dtype} payload",
-                file=sys.stderr,
-                flush=True,
-            )
-        latency = Window()
-        sent = labelled = 0
-        stopped_by, first, last = "end of source", None, None
-        try:
+    latency = Window()
+    sent = labelled = 0
+    stopped_by, first, last, sender = "end of source", None, None, None
+    with contextlib.ExitStack() as files, StopOnSignal() as stop:
+        summary_file = files.enter_context(new_file(summary_path, "--summary")) if summary_path else None
+        try:  # a second Ctrl-C while the source opens or the connection is made also ends here
+            images, summary["source"] = open_source(source, bundle, rt.bundle.manifest, lambda: bool(stop), repeat)
+            sender = Sender(host, port, tcp=tcp, max_datagram=mtu)
+            if not progress.is_quiet():
+                print(
+                    f"tx: bundle {bundle_id} ({rt.precision}) -> {summary['transport']} {host}:{port}, k={k}, "
+                    f"{snr_db:g} dB, {dtype} payload",
+                    file=sys.stderr,
+                    flush=True,
+                )
             while True:
                 if stop:
                     stopped_by = stop.signal
@@ -164,21 +169,27 @@ def run_tx(
         except ForcedStopError as exc:
             stopped_by = f"{exc} (second signal)"
         except (BrokenPipeError, ConnectionResetError) as exc:
-            stopped_by = f"receiver closed the connection ({exc.strerror or exc})"
+            stopped_by = f"{RECEIVER_CLOSED} ({exc.strerror or exc})"
         finally:
-            sender.close()
-    elapsed = (last - first) if sent and last is not None else 0.0
-    summary.update(
-        frames_sent=sent,
-        labelled=labelled,
-        datagrams=sender.datagrams,
-        bytes=sender.bytes,
-        send_errors=sender.send_errors,
-        elapsed_s=round(elapsed, 6),
-        throughput_fps=round(sent / elapsed, 3) if elapsed > 0 else None,
-        latency_ms=latency.summary(),
-        stopped_by=stopped_by,
-        torch_imported="torch" in sys.modules,
-    )
-    report(summary, summary_path, "tx")
+            if sender is not None:
+                sender.close()
+        elapsed = (last - first) if sent and last is not None else 0.0
+        summary.update(
+            frames_sent=sent,
+            labelled=labelled,
+            datagrams=sender.datagrams if sender else 0,
+            bytes=sender.bytes if sender else 0,
+            send_errors=sender.send_errors if sender else 0,
+            elapsed_s=round(elapsed, 6),
+            throughput_fps=round(sent / elapsed, 3) if elapsed > 0 else None,
+            latency_ms=latency.summary(),
+            stopped_by=stopped_by,
+            torch_imported="torch" in sys.modules,
+        )
+        report(summary, summary_file, "tx")
+    if stopped_by.startswith(RECEIVER_CLOSED):
+        raise UserError(
+            f"the {stopped_by} after {sent} frame(s); check that rx is running, accepts bundle {bundle_id} "
+            "and is not full (its log says why it closed it), then send again"
+        )
     return summary

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import read_json, sha256_file
 from rkd_edge.teachers.base import Teacher
 from rkd_edge.teachers.families import FAMILIES, build_family
@@ -55,6 +55,11 @@ def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: in
 def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Teacher:
     """Load a teacher written by ``rkd-edge teacher train --out DIR``."""
     root = Path(folder)
+    if not (root / "teacher.json").is_file() and not root.is_absolute():
+        raise UserError(
+            f"teacher record not found: {root / 'teacher.json'}; a local: path is relative to the folder the "
+            "command runs in (a run that names one resumes, prunes and evaluates from the folder it started in)"
+        )
     meta = read_json(root / "teacher.json", "teacher record")
     weights = root / "teacher.pt"
     if not weights.is_file():
@@ -82,8 +87,7 @@ def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num
         teacher.load_state_dict(state)
     except (RuntimeError, OSError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
         raise UserError(
-            f"teacher checkpoint {weights} is unreadable or does not match {arch} "
-            f"({(str(exc).splitlines() or [type(exc).__name__])[0][:120]}); retrain it"
+            f"teacher checkpoint {weights} is unreadable or does not match {arch} ({first_sentence(exc)}); retrain it"
         ) from None
     teacher.spec = f"local:{Path(folder).as_posix()}"
     digest = sha256_file(weights)[:16]

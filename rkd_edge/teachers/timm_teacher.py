@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import sha256_file
 from rkd_edge.teachers.base import Teacher
 
@@ -47,7 +47,7 @@ class TimmTeacher(Teacher):
         # A weights file from elsewhere fails in many ways (a bad safetensors header, a pickle that is not a
         # state dict, missing keys, an empty file's EOFError): each is one line, never a traceback.
         except Exception as exc:
-            detail = (str(exc).splitlines() or [""])[0][:120] or type(exc).__name__
+            detail = first_sentence(exc)
             if weights not in (None, "", "random"):
                 raise UserError(
                     f"teacher weights {weights} cannot be loaded into {name} ({type(exc).__name__}: {detail}); "

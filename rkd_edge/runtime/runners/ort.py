@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rkd_edge.errors import first_sentence
 from rkd_edge.runtime.bundle import Bundle, BundleError
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 from rkd_edge.runtime.runners.device import int8_saturates
@@ -134,9 +135,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
-            raise BundleError(
-                f"ONNX Runtime cannot load {Path(model_path).name}: {str(exc).splitlines()[0][:200]}"
-            ) from None
+            raise BundleError(f"ONNX Runtime cannot load {Path(model_path).name}: {first_sentence(exc)}") from None
         got = self.session.get_providers()
         want = PROVIDERS[self.provider][0]
         if got[0] != want:

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rkd_edge.errors import first_sentence
 from rkd_edge.runtime.bundle import Bundle, BundleError
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
 
 
 class CudaEventTimer:
@@ -67,7 +64,7 @@ class TensorRTRunner(Runner):
             if cuda.Device.count() == 0:
                 return "no CUDA GPU is visible"
         except Exception as exc:  # noqa: BLE001 - any CUDA failure means: no usable GPU here
-            return f"no usable CUDA GPU ({_first_line(exc)})"
+            return f"no usable CUDA GPU ({first_sentence(exc)})"
         return None
 
     def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
