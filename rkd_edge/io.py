@@ -109,22 +109,26 @@ def new_file(path: str | os.PathLike, option: str = "--out", keep_partial: bool 
     try:
         yield part
         try:
-            os.link(part, path)
+            _link_new(part, path)
         except FileExistsError:
-            done = True  # the result is the user's now: never removed
+            done = True  # the result is the user's now: kept in the .partial file, never removed
             raise _appeared(part, option, path) from None
-        except OSError:  # a filesystem without hard links: exclusive creation, then the content over it
-            try:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
-            except FileExistsError:
-                done = True
-                raise _appeared(part, option, path) from None
-            os.replace(part, path)
         done = True
         part.unlink(missing_ok=True)
     finally:
         if not done and not (keep_partial and part.is_file() and part.stat().st_size):
             part.unlink(missing_ok=True)
+
+
+def _link_new(src: Path, dst: Path) -> None:
+    """Give ``src``'s content the new name ``dst``; ``FileExistsError`` if ``dst`` exists."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: exclusive creation, then the content over it
+        os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+        os.replace(src, dst)
 
 
 def write_new_json(path: str | os.PathLike, obj: Any, option: str = "--out") -> Path:

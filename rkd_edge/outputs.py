@@ -34,6 +34,10 @@ EVALUATION_ENTRIES = frozenset(
     {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
 )
 
+# What reading a JSON file someone else may have written can raise (not JSON, not text, not an object, or
+# nested beyond the parser's recursion limit): the folder is then not the toolkit's.
+_UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError)
+
 
 def write_marker(folder: Path, kind: str) -> None:
     """Mark ``folder`` as an rkd-edge artefact of ``kind``."""
@@ -47,13 +51,13 @@ def kind_of(folder: Path) -> str | None:
     if marker.is_file():
         try:
             kind = json.loads(marker.read_text()).get("kind")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
+        except _UNREADABLE:
             return None
         return kind if kind in KINDS else None
     if (folder / MANIFEST).is_file():
         try:
             return "bundle" if json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT else None
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
+        except _UNREADABLE:
             return None
     if (folder / "config.json").is_file() and (folder / "stages").is_dir():
         return "run"
@@ -71,7 +75,7 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
     if kind == "bundle":
         try:
             listed = set(json.loads((folder / MANIFEST).read_text()).get("files", {}))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
+        except (OSError, *_UNREADABLE):
             return sorted(names)
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(f))

@@ -442,7 +442,8 @@ def run_rx(
     """Receive and decode; returns the summary (also printed on stderr as ``rx: {...}``).
 
     Args: see :class:`Receiver`; ``listen`` is ``HOST:PORT`` (port 0: any free one, printed on stderr),
-    ``out`` the JSON-lines file (stdout when ``None``; written aside and renamed into place at the end).
+    ``out`` the JSON-lines file (stdout when ``None``; written to ``OUT.partial``, linked to ``OUT`` at the
+    end, the ``.partial`` file left in view when rx is killed).
     """
     host, port = check_options(
         listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms, seed

@@ -19,7 +19,7 @@ import numpy as np
 
 from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_files, new_file
+from rkd_edge.io import check_new_file, new_file
 from rkd_edge.limits import check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
@@ -94,7 +94,7 @@ def run_tx(
         summary_path: Also write the summary to this JSON file.
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu)
-    check_new_files({"--summary": summary_path})
+    check_new_file(summary_path, "--summary")
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)
