@@ -64,6 +64,23 @@ def environment() -> dict:
     return rec
 
 
+def host(device: str) -> dict:
+    """Where a stage ran, as far as it decides the numbers: the same seed reproduces a stage exactly only
+    on the same kind of device with the same number of torch threads (another count sums in another
+    order, and a search may then pick another genotype).
+
+    Args:
+        device: what the stage ran on, as :func:`pick_device` names it (``"cpu"``, ``"cuda"``).
+    """
+    import torch
+
+    device = torch.device(device)
+    rec = {"device": device.type, "torch_threads": torch.get_num_threads(), "cpu": cpu_model()}
+    if device.type == "cuda":
+        rec["cuda_device"] = torch.cuda.get_device_name(device)
+    return rec
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch from the one seed of a run."""
     import numpy as np

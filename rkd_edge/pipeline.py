@@ -137,7 +137,8 @@ class Pipeline:
         return self.rd.done(stage)
 
     def mark(self, stage: str, info: dict) -> dict:
-        return self.rd.mark(stage, {**info, "inputs": stage_inputs(self.user_cfg, stage)})
+        inputs = stage_inputs(self.user_cfg, stage)
+        return self.rd.mark(stage, {**info, "inputs": inputs, "host": env.host(self.device)})
 
     def _check_inputs(self, stage: str, record: dict) -> None:
         """Refuse to resume past a stage whose record says it read other settings than the config's."""

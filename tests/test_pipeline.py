@@ -28,6 +28,13 @@ def test_report_has_required_fields(tiny_run):
     assert r["noiseless_symbols"] == max(r["codec"]["symbols"]) and f"at k = {r['noiseless_symbols']}." in md
 
 
+def test_stage_records_say_where_they_ran(tiny_run):
+    """What decides whether a seed repeats a stage exactly is kept beside it: device and torch threads."""
+    for stage in ("search", "stage1", "stage2", "evaluate"):
+        host = json.loads((tiny_run / "stages" / f"{stage}.json").read_text())["host"]
+        assert host["device"] == "cpu" and host["torch_threads"] >= 1 and host["cpu"]
+
+
 def test_evaluation_rows_carry_conventions(tiny_run):
     with open(tiny_run / "evaluation.csv") as fh:
         rows = list(csv.DictReader(fh))
