@@ -62,6 +62,8 @@ class SearchConfig:
     init_channels: int = 8
     # Width the derived student is built and trained at; None: init_channels (the width searched at)
     derive_channels: int | None = None
+    # Or the widest width whose student (encoder + classifier) has at most this many parameters
+    derive_max_params: int | None = None
     stem_multiplier: int = 2
     stem_stride: int = 1
     feature_dim: int = 64
@@ -223,6 +225,11 @@ def _check_consistency(cfg: RunConfig) -> None:
         raise UserError(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} leaves no training data"
         )
+    if cfg.search.derive_channels is not None and cfg.search.derive_max_params is not None:
+        raise UserError(
+            "search.derive_channels and search.derive_max_params both choose the built width; give one "
+            "(e.g. --set search.derive_max_params=null to build at search.derive_channels)"
+        )
     if c.dim % c.heads:
         raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
     for key in ("posterior", "rx_per_length"):
@@ -365,6 +372,7 @@ RANGES: dict[str, tuple] = {
     "steps": (1, 16, False, False),
     "init_channels": (1, 4096, False, False),
     "derive_channels": (1, 4096, False, False),
+    "derive_max_params": (1, 1_000_000_000, False, False),
     "stem_multiplier": (1, 64, False, False),
     "feature_dim": (1, 1 << 16, False, False),
     "partial_channels": (1, 64, False, False),

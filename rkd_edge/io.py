@@ -16,12 +16,18 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rkd_edge.errors import UserError
+
+# The file that marks a folder as the toolkit's (outputs.py says what it holds), and the tag of a folder
+# staged_dir is building: what a later command may clear after a kill, where nothing else may be removed.
+TOOL_MARKER = ".rkd-edge.json"
+STAGING_TAG = ".rkd-edge-staging"
 
 
 def _read_umask() -> int:
@@ -268,23 +274,38 @@ class FileSet:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def special_entry(root: Path) -> Path | None:
+    """The first symbolic link or special file (FIFO, device, socket) under the folder ``root``, or None:
+    what a copy must not follow (a link may lead out of the folder, to a secret or to ``/dev/zero``; a FIFO
+    blocks the reader)."""
+    for folder, dirs, files in os.walk(root):  # never follows links
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                return path
+    return None
+
+
 def _clear_leftovers(out: Path) -> None:
     """What a killed command left beside ``out``, cleared by the next holder of its lock (no one else can be
-    writing them): :func:`staged_dir` folders go; an artefact :func:`commit_dir` moved aside to replace it
-    goes too, unless ``out`` itself is missing (the kill fell between the two renames): then it is put back.
+    writing them): :func:`staged_dir` folders go (known by the tag they are created with); an artefact
+    :func:`commit_dir` moved aside to replace it goes too (known by the toolkit's marker), unless ``out``
+    itself is missing (the kill fell between the two renames): then it is put back. A folder of the same
+    name that is neither is someone else's and stays.
     """
     partial = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}\.partial")
     old = re.compile(rf"\.{re.escape(out.name)}\.\d+\.old")
     for p in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
-        if partial.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+        if not p.is_dir() or p.is_symlink():
+            continue
+        if partial.fullmatch(p.name) and ((p / STAGING_TAG).is_file() or not any(p.iterdir())):
             shutil.rmtree(p, ignore_errors=True)
-        elif old.fullmatch(p.name):
+        elif old.fullmatch(p.name) and (p / TOOL_MARKER).is_file():
             if not out.exists() and not out.is_symlink():
                 os.rename(p, out)
-            elif p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
             else:
-                p.unlink()
+                shutil.rmtree(p, ignore_errors=True)
 
 
 class OutputLock:
@@ -371,8 +392,11 @@ def staged_dir(out: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     _check_parent(out)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     os.chmod(work, DIR_MODE)
+    tag = work / STAGING_TAG
     try:
+        tag.touch()
         yield work
+        tag.unlink()
         commit_dir(work, out, replace)
     finally:
         if work.exists():

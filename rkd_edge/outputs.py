@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 from rkd_edge.errors import UserError
-from rkd_edge.io import file_in_the_way, write_json
+from rkd_edge.io import TOOL_MARKER, file_in_the_way, write_json
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 
-MARKER = ".rkd-edge.json"
+MARKER = TOOL_MARKER
 KINDS = ("run", "bundle", "teacher", "evaluation")
 
 # Top-level entries each kind of folder may hold (besides the marker): what the toolkit writes there.

@@ -25,7 +25,7 @@ from rkd_edge.distill.loop import save_checkpoint
 from rkd_edge.distill.stages import run_stage, validate
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run
-from rkd_edge.io import OutputLock, commit_dir, read_json, write_json
+from rkd_edge.io import OutputLock, commit_dir, read_json, special_entry, write_json
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.outputs import check_output
 from rkd_edge.pipeline import Pipeline
@@ -70,13 +70,18 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
         work = out.parent / f".{out.name}.prune-partial"
         job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}
         state = work / "prune-job.json"
-        if work.is_dir() and (not state.is_file() or read_json(state) != job):
-            shutil.rmtree(work)  # a partial prune of another job: start over
-        if not work.is_dir():
-            shutil.copytree(run, work, ignore=shutil.ignore_patterns(*NOT_COPIED))
-            write_json(state, job)
-        else:
+        if work.exists() or work.is_symlink():
+            recorded = _job_of(work)
+            if recorded is None:
+                raise UserError(
+                    f"{work} is in the way and was not made by rkd-edge prune; move it or choose another --out"
+                )
+            if recorded != job:
+                shutil.rmtree(work)  # a partial prune of another job, or a copy cut short: start over
+        if work.is_dir():
             progress.log(f"prune: resuming {work}")
+        else:
+            _copy_run(run, work, job)
         try:
             record = _prune(tp, work, run, cfg, system, spec, ratio, epochs)
         except UserError:
@@ -85,6 +90,31 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
         state.unlink()
         commit_dir(work, out, replace=False)
     return record
+
+
+def _job_of(work: Path) -> dict | None:
+    """The job a prune's partial folder records (None: not a prune's folder, so not ours to remove)."""
+    try:
+        job = read_json(work / "prune-job.json") if work.is_dir() and not work.is_symlink() else None
+    except (OSError, UserError):
+        return None
+    return job if isinstance(job, dict) and "source" in job else None
+
+
+def _copy_run(run: Path, work: Path, job: dict) -> None:
+    """Copy the plain files of ``run`` to ``work``; the job file says the copy is whole only at the end, so
+    a kill mid-copy makes the next prune start over."""
+    if (odd := special_entry(run)) is not None:
+        raise UserError(f"{odd} is a symbolic link or a special file; prune copies only the plain files of a run")
+    work.mkdir()
+    write_json(work / "prune-job.json", {**job, "copied": False})
+    try:
+        shutil.copytree(run, work, ignore=shutil.ignore_patterns(*NOT_COPIED, "prune-job.json"), dirs_exist_ok=True)
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        reason = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
+        raise UserError(f"cannot copy {run} to prune it ({reason}); free space or fix the run and rerun") from None
+    write_json(work / "prune-job.json", job)
 
 
 def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epochs: int) -> dict:

@@ -32,7 +32,7 @@ from rkd_edge.config import RunConfig, from_dict
 from rkd_edge.data import DataSplits, create_dataset
 from rkd_edge.distill.loop import load_checkpoint
 from rkd_edge.errors import UserError
-from rkd_edge.io import read_json, write_json
+from rkd_edge.io import read_json, special_entry, write_json
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.nas.genotypes import Genotype
@@ -126,11 +126,15 @@ class RunDir:
         return [self.checkpoint(stage)]
 
     def check_copyable(self, stages: list[str]) -> None:
-        """Refuse (one line) stage files that are or hold a symbolic link: ``--from`` copies plain files only."""
+        """Refuse (one line) stage files that are or hold a symbolic link or a special file (a FIFO blocks the
+        copy): ``--from`` copies plain files only."""
         for stage in stages:
             for src in self.stage_files(stage):
-                if src.is_symlink() or (src.is_dir() and any(p.is_symlink() for p in src.rglob("*"))):
-                    raise UserError(f"{src} is or holds a symbolic link; --from copies only plain files")
+                odd = src if src.is_symlink() else special_entry(src) if src.is_dir() else None
+                if odd is None and src.exists() and not (src.is_dir() or src.is_file()):
+                    odd = src
+                if odd is not None:
+                    raise UserError(f"{odd} is a symbolic link or a special file; --from copies only plain files")
 
     def copy_stages(self, source: RunDir, stages: list[str]) -> list[str]:
         """Copy ``stages`` finished in ``source`` into this run (their files, then their records, each

@@ -239,6 +239,8 @@ SET_CASES = [
     ("search.init_channels=0", "search.init_channels"),
     ("search.derive_channels=0", "search.derive_channels"),
     ("search.derive_channels=wide", "search.derive_channels"),
+    ("search.derive_max_params=0", "search.derive_max_params"),
+    ("search.derive_max_params=1.5", "search.derive_max_params"),
     ("search.partial_channels=0", "search.partial_channels"),
     ("search.train_fraction=1", "search.train_fraction"),
     ("search.temperature=0", "search.temperature"),
@@ -271,6 +273,18 @@ SET_PARAMS.append(
         "rx-per-length-needs-cat",
         "pipeline --out {out} --set codec.name=plain --set codec.rx_per_length=true",
         "codec.rx_per_length",
+    )
+)
+# Two ways to choose the built width at once; and a budget the network without searched cells exceeds,
+# refused before the search trains.
+SET_PARAMS.append(
+    case("derive-width-and-budget", "pipeline --out {out} --preset fashion-mnist --set search.derive_channels=9", "one")
+)
+SET_PARAMS.append(
+    case(
+        "derive-budget-below-skeleton",
+        "search --out {out} --teacher local:{teacher} --set search.derive_max_params=100",
+        "search.derive_max_params",
     )
 )
 SET_PARAMS.append(

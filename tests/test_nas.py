@@ -7,7 +7,7 @@ import torch
 
 from rkd_edge.errors import UserError
 from rkd_edge.nas.cost import count_macs, count_params, expected_cost, op_cost_table
-from rkd_edge.nas.derive import derive, derive_cell, widen
+from rkd_edge.nas.derive import derive, derive_cell, widen, widest_within
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES, build_op
 from rkd_edge.nas.search_model import SearchNetwork
@@ -94,6 +94,21 @@ def test_widened_genotype_counts_what_it_builds(channels):
         assert (wide.params, wide.flops) == (g.params, g.flops)
     else:
         assert (wide.params > g.params) == (channels > 8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_widest_within_a_budget(seed):
+    """search.derive_max_params: the widest build of the cells that fits, wherever the budget falls."""
+    g = _derived(seed)
+    assert widest_within(g, g.params) is g  # the searched width itself keeps the search's genotype
+    for budget in (g.params - 1, g.params + 1, 3 * g.params, 40 * g.params):
+        fit = widest_within(g, budget)
+        width = fit.skeleton.init_channels
+        assert (fit.normal, fit.reduce) == (g.normal, g.reduce)
+        assert fit.params <= budget < widen(g, width + 1).params
+        assert count_params(create_encoder(fit)) == fit.encoder_params
+    with pytest.raises(UserError, match="one channel wide"):
+        widest_within(g, widen(g, 1).params - 1)
 
 
 def test_genotype_json_round_trip(tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
@@ -244,6 +245,10 @@ def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir,
     (linked / "cache" / "elsewhere").symlink_to(tmp_path)
     proc = run_cli(*base, "--out", str(tmp_path / "refused"), "--from", str(linked))
     assert proc.returncode == 2 and "symbolic link" in proc.stderr and not (tmp_path / "refused").exists()
+    (linked / "cache" / "elsewhere").unlink()
+    os.mkfifo(linked / "cache" / "elsewhere")  # a FIFO would block the copy
+    proc = run_cli(*base, "--out", str(tmp_path / "refused"), "--from", str(linked))
+    assert proc.returncode == 2 and "special file" in proc.stderr and not (tmp_path / "refused").exists()
 
 
 def test_task_head_at_the_transmitter_starts_from_the_stage1_classifier(tiny_run, tiny_teacher_dir, tmp_path):

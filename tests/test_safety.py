@@ -169,16 +169,26 @@ def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path):
 
 
 def test_the_next_holder_of_an_output_clears_what_a_killed_command_left(tmp_path):
-    from rkd_edge.io import OutputLock
+    """Only what the toolkit left goes: a staged folder (tagged, or empty: killed right after mkdtemp) and a
+    replaced artefact (marked); folders of the same names with a user's files stay."""
+    from rkd_edge.io import STAGING_TAG, TOOL_MARKER, OutputLock
 
-    for name in (".b.k1l2m3n4.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial", ".b.4242.old"):
+    names = (".b.k1l2m3n4.partial", ".b.emptyxyz.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial")
+    for name in (*names, ".b.4242.old", ".b.user1234.partial", ".b.77.old"):
         (tmp_path / name).mkdir()
+    for tagged in (".b.k1l2m3n4.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial"):
+        (tmp_path / tagged / STAGING_TAG).touch()
     (tmp_path / ".b.4242.old" / "manifest.json").write_text("{}")
+    (tmp_path / ".b.4242.old" / TOOL_MARKER).write_text("{}")
+    (tmp_path / ".b.user1234.partial" / "thesis.txt").write_text("mine")  # no tag: not ours
+    (tmp_path / ".b.77.old" / "thesis.txt").write_text("mine")  # no marker: not ours
     with OutputLock(tmp_path / "b"):  # b is missing: the kill fell between commit_dir's two renames
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial", "b"]
+    left = [".b.77.old", ".b.user1234.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
     assert (tmp_path / "b" / "manifest.json").read_text() == "{}"  # the replaced artefact is back
     (tmp_path / ".b.4243.old").mkdir()
+    (tmp_path / ".b.4243.old" / TOOL_MARKER).write_text("{}")
     with OutputLock(tmp_path / "b"):  # b exists: the moved-aside copy was garbage
         pass
     assert not (tmp_path / ".b.4243.old").exists() and (tmp_path / "b" / "manifest.json").is_file()
@@ -332,6 +342,31 @@ def test_prune_killed_leaves_nothing_and_resumes(run_copy, tmp_path):
     assert not partial.exists() and not (out / "train").exists()
     assert not (out / "checkpoints" / "stage1.pt").exists()  # the unpruned weights stay with the source
     one_line_exit_2(run_cli(*args), "already exists")
+
+
+def test_prune_keeps_a_user_folder_in_its_partial_place(run_copy, tmp_path):
+    """A folder at ``.OUT.prune-partial`` that no prune made is refused, never removed."""
+    (tmp_path / ".mine.prune-partial").mkdir()
+    (tmp_path / ".mine.prune-partial" / "thesis.txt").write_text("mine")
+    args = ["-q", "prune", str(run_copy), "--out", str(tmp_path / "mine"), "--ratio", "0.5", "--epochs", "0"]
+    one_line_exit_2(run_cli(*args), "not made by rkd-edge prune")
+    assert (tmp_path / ".mine.prune-partial" / "thesis.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["link-out", "fifo"])
+def test_prune_copies_only_plain_files(run_copy, tmp_path, kind):
+    """A link in the run could copy a secret or /dev/zero into the pruned run; a FIFO would block the copy."""
+    odd = run_copy / "run.log"
+    odd.unlink()
+    if kind == "link-out":
+        (tmp_path / "secret").write_text("key")
+        odd.symlink_to(tmp_path / "secret")
+    else:
+        os.mkfifo(odd)
+    out = tmp_path / "pruned"
+    proc = run_cli("-q", "prune", str(run_copy), "--out", str(out), "--ratio", "0.5", "--epochs", "0")
+    one_line_exit_2(proc, "run.log")
+    assert not out.exists() and not (tmp_path / ".pruned.prune-partial").exists()
 
 
 def test_stage_killed_after_its_last_epoch_resumes_there(tiny_teacher_dir, tmp_path):

@@ -49,6 +49,12 @@ def test_search_same_seed_same_genotype(tmp_path, tiny_teacher_dir):
     assert (wide["normal"], wide["reduce"]) == (genos[0]["normal"], genos[0]["reduce"])
     assert wide["skeleton"]["init_channels"] == 12 and wide["search"]["searched_channels"] == 8
     assert wide["params"] > genos[0]["params"] and wide["flops"] > genos[0]["flops"]
+    # search.derive_max_params: the same cells at the widest width within the budget
+    budget = 2 * genos[0]["params"]
+    search_cli(tmp_path / "budget", tiny_teacher_dir, "--set", f"search.derive_max_params={budget}")
+    fit = json.loads((tmp_path / "budget" / "genotype.json").read_text())
+    assert (fit["normal"], fit["reduce"]) == (genos[0]["normal"], genos[0]["reduce"])
+    assert genos[0]["params"] < fit["params"] <= budget and fit["skeleton"]["init_channels"] > 8
 
 
 def test_lambda_sweep_writes_pareto(tmp_path, tiny_teacher_dir):

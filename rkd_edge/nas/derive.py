@@ -7,6 +7,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from rkd_edge.errors import UserError
 from rkd_edge.nas.cost import chosen_cost, count_macs, count_params
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES
@@ -106,3 +107,49 @@ def widen(g: Genotype, init_channels: int) -> Genotype:
     wide.params = wide.encoder_params + head_params(sk)
     wide.latency_ms = None  # a latency table prices the searched width only
     return wide
+
+
+def check_budget(sk: Skeleton, max_params: int) -> None:
+    """Refuse, before a search, a budget that the network without searched operations already exceeds
+    one channel wide (stem, preprocessing and classifier alone).
+    """
+    least = skeleton_costs(dataclasses.replace(sk, init_channels=1))[0] + head_params(sk)
+    if least > max_params:
+        raise UserError(
+            f"search.derive_max_params {max_params:,} is below the {least:,} parameters of this student's stem, "
+            f"feature layer and classifier alone; raise it or lower search.feature_dim"
+        )
+
+
+def widest_within(g: Genotype, max_params: int) -> Genotype:
+    """The same cells at the widest width whose student (encoder + classifier) has at most ``max_params``
+    parameters: a budget that holds whichever cells the search picked.
+
+    Widths are tried doubling, then halving the last step, so no network far above the budget is built.
+
+    Raises:
+        UserError: the cells exceed the budget even one channel wide.
+    """
+
+    def fits(width: int) -> Genotype | None:
+        cand = widen(g, width)  # counted on the built encoder, also at the searched width
+        if cand.params > max_params:
+            return None
+        return g if width == g.skeleton.init_channels else cand  # the searched width keeps its estimates
+
+    best = fits(1)
+    if best is None:
+        raise UserError(
+            f"search.derive_max_params {max_params:,}: the searched cells have more parameters even one channel "
+            f"wide ({widen(g, 1).params:,}); raise the budget or search with a larger lambda"
+        )
+    lo, hi = 1, 2
+    while (cand := fits(hi)) is not None:  # params grow with width: double until over the budget
+        best, lo, hi = cand, hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (cand := fits(mid)) is not None:
+            best, lo = cand, mid
+        else:
+            hi = mid
+    return best

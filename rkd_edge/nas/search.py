@@ -17,7 +17,7 @@ from rkd_edge.distill.loop import autocast
 from rkd_edge.distill.losses import kd_kl
 from rkd_edge.nas.architect import Architect
 from rkd_edge.nas.cost import build_latency_table, expected_cost, load_latency_table, op_cost_table
-from rkd_edge.nas.derive import derive, widen
+from rkd_edge.nas.derive import check_budget, derive, widen, widest_within
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES
 from rkd_edge.nas.search_model import SearchNetwork
@@ -83,8 +83,10 @@ def search(
     ``None`` chooses: online for a proxy search that reads fewer images than the split holds.
     """
     s = cfg.search
-    env.seed_everything(cfg.seed)
     sk = make_skeleton(cfg, splits)
+    if s.derive_max_params is not None:
+        check_budget(sk, s.derive_max_params)  # before seeding: it builds a network, which draws weights
+    env.seed_everything(cfg.seed)
     model = SearchNetwork(sk, s.partial_channels).to(device)
     tables, latency_source = cost_tables(sk, cfg, out)
     table = tables[s.cost].to(device)
@@ -180,7 +182,9 @@ def search(
         "alphas_reduce": model.alphas_reduce.detach().cpu().tolist(),
     }
     genotype = derive(model, s.max_skip, {k: v.cpu() for k, v in tables.items()}, reductions, info)
-    if s.derive_channels is not None and s.derive_channels != s.init_channels:
+    if s.derive_max_params is not None:
+        genotype = widest_within(genotype, s.derive_max_params)
+    elif s.derive_channels is not None and s.derive_channels != s.init_channels:
         genotype = widen(genotype, s.derive_channels)
     return genotype, log
 
