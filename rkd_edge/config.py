@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -202,7 +203,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += [("evaluate.channels", c, CHANNELS) for c in cfg.evaluate.channels]
     for key, value, allowed in checks:
         if value not in allowed:
-            raise UserError(f"{key}: unknown value {value!r}; choose one of {', '.join(allowed)}")
+            raise UserError(f"{key}: unknown value {_show(value)}; choose one of {', '.join(allowed)}")
     bad = [k for k in cfg.codec.symbols if not 1 <= k <= cfg.codec.max_symbols]
     if bad:
         raise UserError(f"codec.symbols {bad} outside 1..{cfg.codec.max_symbols} (codec.max_symbols)")
@@ -234,17 +235,17 @@ def _check_consistency(cfg: RunConfig) -> None:
         raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
     for key in ("posterior", "rx_per_length"):
         if getattr(c, key) and c.name != "cat":
-            raise UserError(f"codec.{key} needs the cat codec, not {c.name!r}; set codec.{key}=false")
+            raise UserError(f"codec.{key} needs the cat codec, not {_show(c.name)}; set codec.{key}=false")
     if not c.symbols:
         raise UserError("codec.symbols must list at least one length")
     for name in ("stage1", "stage2"):
         sc: StageConfig = getattr(cfg, name)
         for term in sc.losses:
             if term not in LOSS_TERMS:
-                raise UserError(f"{name}.losses: unknown term {term!r}; choose from {', '.join(LOSS_TERMS)}")
+                raise UserError(f"{name}.losses: unknown term {_show(term)}; choose from {', '.join(LOSS_TERMS)}")
         for group in sc.train:
             if group not in MODULE_GROUPS:
-                raise UserError(f"{name}.train: unknown module group {group!r}; use {', '.join(MODULE_GROUPS)}")
+                raise UserError(f"{name}.train: unknown module group {_show(group)}; use {', '.join(MODULE_GROUPS)}")
         if not sc.train:
             raise UserError(f"{name}.train lists no module group, so the stage would train nothing; e.g. [encoder]")
         if not any(w > 0 for w in sc.losses.values()):
@@ -252,7 +253,8 @@ def _check_consistency(cfg: RunConfig) -> None:
         if not sc.channels:
             raise UserError(f"{name}.channels lists no channel to train over; e.g. [awgn, rayleigh]")
         if sc.lengths not in STAGE_LENGTHS:
-            raise UserError(f"{name}.lengths: unknown value {sc.lengths!r}; choose one of {', '.join(STAGE_LENGTHS)}")
+            choices = ", ".join(STAGE_LENGTHS)
+            raise UserError(f"{name}.lengths: unknown value {_show(sc.lengths)}; choose one of {choices}")
         if len(sc.snr_db) != 2 or sc.snr_db[0] > sc.snr_db[1]:
             raise UserError(f"{name}.snr_db must be [low, high] in dB with low <= high, got {sc.snr_db}")
     ev = cfg.evaluate
@@ -306,30 +308,30 @@ def _typed(value, hint, key: str):
         elif isinstance(value, str):  # --set evaluate.channels=rayleigh, --set codec.symbols=16,32
             value = [v.strip() if args[0] is str else _yaml_value(v.strip(), key) for v in value.split(",")]
         if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list, got {value!r}")
+            raise UserError(f"{key}: expected a list, got {_show(value)}")
         return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{key}: expected a mapping, got {value!r}")
+            raise UserError(f"{key}: expected a mapping, got {_show(value)}")
         return {_typed(k, args[0], key): _typed(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{key}: expected true or false, got {value!r}")
+            raise UserError(f"{key}: expected true or false, got {_show(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= _INT_LIMIT:
-            raise UserError(f"{key}: expected an integer, got {value!r}")
+            raise UserError(f"{key}: expected an integer, got {_show(value)}")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
             with contextlib.suppress(ValueError):
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise UserError(f"{key}: expected a finite number, got {value!r}")
+            raise UserError(f"{key}: expected a finite number, got {_show(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str) or not value.strip():
-            raise UserError(f"{key}: expected a non-empty string, got {value!r}")
+            raise UserError(f"{key}: expected a non-empty string, got {_show(value)}")
         return value
     return value
 
@@ -394,7 +396,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 def _in_range(key: str, value) -> None:
     section_key = ".".join(key.split(".")[:2]).split("[")[0]
     if section_key in CHOICES and value not in CHOICES[section_key]:
-        raise UserError(f"{key}: {value!r} is not allowed; choose one of {', '.join(CHOICES[section_key])}")
+        raise UserError(f"{key}: {_show(value)} is not allowed; choose one of {', '.join(CHOICES[section_key])}")
     rng = RANGES.get(section_key) or RANGES.get(_leaf(key))
     if rng is None or value is None or isinstance(value, str | bool):
         return
@@ -409,7 +411,7 @@ def _in_range(key: str, value) -> None:
             lo_s = "-inf" if lo is None else f"{lo:g}"
             hi_s = "inf" if hi is None else f"{hi:g}"
             span = f"{'(' if lo_open else '['}{lo_s}, {hi_s}{')' if hi_open else ']'}"
-            raise UserError(f"{key}: {v!r} is outside the allowed range {span}")
+            raise UserError(f"{key}: {_show(v)} is outside the allowed range {span}")
 
 
 def preset_names() -> list[str]:
@@ -429,8 +431,12 @@ def load_config(
         data = yaml.safe_load(resources.files("rkd_edge.presets").joinpath(f"{preset}.yaml").read_text())
     if file:
         path = Path(file)
+        if path.is_dir():
+            raise UserError(f"config file {file} is a folder; give a YAML file")
         if not path.is_file():
             raise UserError(f"config file not found: {file}")
+        if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
+            raise UserError(f"config file {file} has {size:,} bytes; a config is a few KB, check the file")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -488,8 +494,36 @@ def _merge(base: dict, new: dict) -> None:
             base[k] = v
 
 
+# A config is a few hundred values: far beyond that it is hostile (YAML aliases nested nine deep expand a
+# 300-byte file to 10^9 items) or a mistake, refused before anything walks or prints it.
+MAX_CONFIG_ITEMS = 100_000
+MAX_CONFIG_BYTES = 1 << 20
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 4, 40, 40
+
+
+def _show(value) -> str:
+    """A value for a message, cut short (a hostile value may be huge)."""
+    return _SHORT.repr(value)
+
+
+def _check_items(data) -> None:
+    """Refuse a config of more than MAX_CONFIG_ITEMS values, counting an alias each time it is used."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_ITEMS:
+            raise UserError(f"the config holds more than {MAX_CONFIG_ITEMS:,} values; a config is a few hundred")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def from_dict(data: dict) -> RunConfig:
     """Rebuild a :class:`RunConfig` from its saved dict (``config.json`` in a run)."""
+    _check_items(data)
     try:
         return _build(RunConfig, data, "")
     except RecursionError:  # lists nested hundreds deep: a hostile file, not a config

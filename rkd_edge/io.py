@@ -24,10 +24,10 @@ from typing import Any
 
 from rkd_edge.errors import UserError
 
-# The file that marks a folder as the toolkit's (outputs.py says what it holds), and the tag of a folder
-# staged_dir is building: what a later command may clear after a kill, where nothing else may be removed.
+# The file that marks a folder as the toolkit's (outputs.py says what it holds), and the suffix of the file
+# beside a folder staged_dir is building: what a later command may clear after a kill, and nothing else.
 TOOL_MARKER = ".rkd-edge.json"
-STAGING_TAG = ".rkd-edge-staging"
+STAGING_TAG = ".tag"
 
 
 def _read_umask() -> int:
@@ -287,6 +287,11 @@ def special_entry(root: Path) -> Path | None:
     return None
 
 
+def _staging_tag(work: Path) -> Path:
+    """The file that says :func:`staged_dir` made the folder ``work`` (``.NAME.XXXXXXXX.partial.tag``)."""
+    return work.with_name(work.name + STAGING_TAG)
+
+
 def _clear_leftovers(out: Path) -> None:
     """What a killed command left beside ``out``, cleared by the next holder of its lock (no one else can be
     writing them): :func:`staged_dir` folders go (known by the tag they are created with); an artefact
@@ -299,8 +304,9 @@ def _clear_leftovers(out: Path) -> None:
     for p in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
         if not p.is_dir() or p.is_symlink():
             continue
-        if partial.fullmatch(p.name) and ((p / STAGING_TAG).is_file() or not any(p.iterdir())):
+        if partial.fullmatch(p.name) and (_staging_tag(p).is_file() or not any(p.iterdir())):
             shutil.rmtree(p, ignore_errors=True)
+            _staging_tag(p).unlink(missing_ok=True)
         elif old.fullmatch(p.name) and (p / TOOL_MARKER).is_file():
             if not out.exists() and not out.is_symlink():
                 os.rename(p, out)
@@ -392,15 +398,15 @@ def staged_dir(out: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     _check_parent(out)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     os.chmod(work, DIR_MODE)
-    tag = work / STAGING_TAG
+    tag = _staging_tag(work)  # beside the folder, not in it: the folder holds exactly what is committed
     try:
         tag.touch()
         yield work
-        tag.unlink()
         commit_dir(work, out, replace)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+        tag.unlink(missing_ok=True)
 
 
 def commit_dir(work: Path, out: Path, replace: bool) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -37,6 +38,8 @@ def snapshot(root: Path) -> dict[str, str]:
             out[rel] = f"link:{p.readlink()}"
         elif p.is_dir():
             out[rel] = "dir"
+        elif not p.is_file():  # a FIFO: reading it would block
+            out[rel] = "special"
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -303,7 +306,7 @@ CONFIG_FILE_PARAMS = [
     case("config-bad-value", "pipeline --out {out} --config {cfg}", "batch_size", cfg_file("data: {batch_size: 0}\n")),
     case("config-unknown-key", "pipeline --out {out} --config {cfg}", "unknown", cfg_file("nosuch: {a: 1}\n")),
     case("config-missing", "pipeline --out {out} --config {missing}", "not found"),
-    case("config-is-a-dir", "pipeline --out {out} --config {dir}", "config"),
+    case("config-is-a-dir", "pipeline --out {out} --config {dir}", "is a folder"),
     case("config-nan-lr", "pipeline --out {out} --config {cfg}", "teacher.lr", cfg_file("teacher: {lr: .nan}\n")),
     case("config-genotype-int", "pipeline --out {out} --config {cfg}", "genotype", cfg_file("search: {genotype: 3}\n")),
     case("preset-unknown", "pipeline --out {out} --preset nope", "unknown preset"),
@@ -924,6 +927,23 @@ def folder_with_empty_class(env) -> None:
     (Path(env["tmp"]) / "imgs" / "c").mkdir()
 
 
+def folder_with_a_fifo(env) -> None:
+    folder_with_empty_class(env)
+    os.mkfifo(Path(env["tmp"]) / "imgs" / "b" / "3.png")
+
+
+def _alias_bomb(levels: int) -> str:
+    """A YAML file of a few hundred bytes whose aliases expand to 9**levels values."""
+    rows, prev = ["&a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"], "a"
+    for name in "bcdefghij"[: levels - 1]:
+        rows.append(f"&{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+        prev = name
+    return "seed: [" + ", ".join(rows) + "]\n"
+
+
+SET_BOMB = _alias_bomb(6).strip().replace(": ", "=", 1)  # the same through --set seed=[...]
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -1002,6 +1022,10 @@ HOSTILE_PARAMS = [
     case("prune-epochs-huge", "prune {run} --out {out} --epochs 100000000", "epochs"),
     case("teacher-train-into-a-run", "teacher train --out {myrun}/teacher --force --epochs 1", "inside the run"),
     case("imagefolder-empty-class", "data info imagefolder:{tmp}/imgs", "holds no images", folder_with_empty_class),
+    case("imagefolder-fifo", "data info imagefolder:{tmp}/imgs", "not a regular file", folder_with_a_fifo),
+    case("config-alias-bomb", "pipeline --out {out} --config {cfg}", "100,000 values", cfg_file(_alias_bomb(9))),
+    case("set-alias-bomb", ["pipeline", "--out", "{out}", "--set", SET_BOMB], "values"),
+    case("config-too-big", "pipeline --out {out} --config {cfg}", "bytes", cfg_file("# x\n" * 300_000)),
     pytest.param(
         ["evaluate", "{bundle}", "--device", "cuda", "--snr", "0", "--trials", "1", "--out", "{out}"],
         "CUDA",

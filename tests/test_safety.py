@@ -177,14 +177,15 @@ def test_the_next_holder_of_an_output_clears_what_a_killed_command_left(tmp_path
     for name in (*names, ".b.4242.old", ".b.user1234.partial", ".b.77.old"):
         (tmp_path / name).mkdir()
     for tagged in (".b.k1l2m3n4.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial"):
-        (tmp_path / tagged / STAGING_TAG).touch()
+        (tmp_path / (tagged + STAGING_TAG)).touch()
     (tmp_path / ".b.4242.old" / "manifest.json").write_text("{}")
     (tmp_path / ".b.4242.old" / TOOL_MARKER).write_text("{}")
     (tmp_path / ".b.user1234.partial" / "thesis.txt").write_text("mine")  # no tag: not ours
     (tmp_path / ".b.77.old" / "thesis.txt").write_text("mine")  # no marker: not ours
     with OutputLock(tmp_path / "b"):  # b is missing: the kill fell between commit_dir's two renames
         pass
-    left = [".b.77.old", ".b.user1234.partial", ".b.x.k1l2m3n4.partial", ".bb.k1l2m3n4.partial", "b"]
+    left = [".b.77.old", ".b.user1234.partial", ".b.x.k1l2m3n4.partial", ".b.x.k1l2m3n4.partial.tag"]
+    left += [".bb.k1l2m3n4.partial", ".bb.k1l2m3n4.partial.tag", "b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == left
     assert (tmp_path / "b" / "manifest.json").read_text() == "{}"  # the replaced artefact is back
     (tmp_path / ".b.4243.old").mkdir()

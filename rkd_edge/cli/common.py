@@ -9,7 +9,9 @@ import typer
 from rkd_edge.config import RunConfig, from_dict, load_config
 
 PRESET = typer.Option(None, "--preset", "-p", help="Config preset (quickstart, fashion-mnist, cifar100-clip).")
-CONFIG = typer.Option(None, "--config", "-c", help="YAML file merged over the preset.")
+CONFIG = typer.Option(
+    None, "--config", "-c", help="YAML file merged over --preset (with no --preset: over the built-in defaults)."
+)
 SET = typer.Option(None, "--set", help="Override a config key, e.g. --set stage1.epochs=5 (repeatable).")
 DATASET = typer.Option(
     None, "--dataset", "-d", help="Dataset: digits, fashion-mnist, cifar10, cifar100, imagefolder:PATH."

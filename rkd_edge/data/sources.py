@@ -165,6 +165,8 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
         for f in sorted((root / cname).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            if not f.is_file():  # a FIFO would block the read forever
+                raise UserError(f"{f} is not a regular file (a FIFO, device or folder); remove it from the dataset")
             try:
                 with Image.open(f) as im:
                     size = size or min(im.size)  # default: the first image's shorter side
