@@ -344,7 +344,7 @@ def _leaf(key: str) -> str:
 # outside is refused before anything runs. (lo, hi, lo_open, hi_open); None = unbounded.
 RANGES: dict[str, tuple] = {
     "seed": (0, 2**32 - 1, False, False),
-    "data.val_fraction": (0.0, 1.0, False, True),
+    "data.val_fraction": (0.0, 1.0, True, True),  # 0: no validation split to pick the kept epoch
     "data.test_fraction": (0.0, 1.0, True, True),
     "data.image_size": (4, 1024, False, False),
     "data.channels": (1, 4, False, False),

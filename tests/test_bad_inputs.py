@@ -196,6 +196,7 @@ SET_CASES = [
     ("teacher.lr=abc", "teacher.lr"),
     ("data.val_fraction=1.5", "data.val_fraction"),
     ("data.val_fraction=-0.1", "data.val_fraction"),
+    ("data.val_fraction=0", "data.val_fraction"),
     ("data.test_fraction=0", "data.test_fraction"),
     ("data.val_fraction=0.9", "training data"),  # with the default test_fraction 0.2
     ("teacher.epochs=0", "teacher.epochs"),
@@ -1022,6 +1023,7 @@ HOSTILE_PARAMS = [
     case("prune-epochs-huge", "prune {run} --out {out} --epochs 100000000", "epochs"),
     case("teacher-train-into-a-run", "teacher train --out {myrun}/teacher --force --epochs 1", "inside the run"),
     case("imagefolder-empty-class", "data info imagefolder:{tmp}/imgs", "holds no images", folder_with_empty_class),
+    case("val-split-empty", "distill --out {out} --set data.val_fraction=0.0001", "no validation images"),
     case("imagefolder-fifo", "data info imagefolder:{tmp}/imgs", "not a regular file", folder_with_a_fifo),
     case("config-alias-bomb", "pipeline --out {out} --config {cfg}", "100,000 values", cfg_file(_alias_bomb(9))),
     case("set-alias-bomb", ["pipeline", "--out", "{out}", "--set", SET_BOMB], "values"),

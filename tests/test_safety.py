@@ -156,16 +156,18 @@ def test_unfinished_teacher_resumes_only_with_its_own_settings(tiny_teacher_dir,
     assert json.loads((out / "teacher.json").read_text())["history"][-1]["epoch"] == 0
 
 
-def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path):
-    """typer turns Ctrl-C into exit 130 inside the app: the line must still reach the user."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path, sig):
+    """typer turns Ctrl-C into exit 130 inside the app: the line must still reach the user. SIGTERM (a job
+    scheduler, ``kill``) stops the same way, and its lock goes with it."""
     proc = _cli_popen(
         "-q", "evaluate", str(tiny_run), "--snr", "0:20:1", "--trials", "1000", "--out", str(tmp_path / "e")
     )
     time.sleep(6)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().startswith("interrupted:") and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "e").exists()
+    assert not (tmp_path / "e").exists() and not (tmp_path / ".e.lock").exists()
 
 
 def test_the_next_holder_of_an_output_clears_what_a_killed_command_left(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -47,8 +48,16 @@ _register()
 INTERRUPTED = 130  # the shell's code for SIGINT; no command exits with it otherwise
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM (``kill``, a job scheduler, ``timeout``) stops a command as Ctrl-C does: locks released,
+    partial work kept for the rerun to resume, one line said."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a parent that chose to ignore it is obeyed
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         code = app(args=argv, prog_name="rkd-edge", standalone_mode=False)  # usage errors reach us: one line
     except getattr(click_errors, "NoArgsIsHelpError", ()):  # bare `rkd-edge` or group: typer printed the help

@@ -57,6 +57,13 @@ def create_dataset(
     raw = loader(arg if key == "imagefolder" else data_dir, image_size)
     n = len(raw.labels)
     tr, va, te = split_indices(n, raw.labels, seed, val_fraction, test_fraction, raw.test_start)
+    # Training keeps the epoch that scores best on validation and reports test accuracy: neither may be empty.
+    for split, ix, key in (("validation", va, "data.val_fraction"), ("test", te, "data.test_fraction")):
+        if len(ix) == 0:
+            raise UserError(
+                f"{key} {val_fraction if split == 'validation' else test_fraction:g} leaves no "
+                f"{split} images of {name}'s {n:,}; raise it"
+            )
     out_c = channels or raw.images.shape[-1]
     out_s = image_size or raw.images.shape[1]
     mean, std = channel_stats(raw.images[tr], out_c)
