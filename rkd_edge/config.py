@@ -550,8 +550,8 @@ def parse_range(text: str) -> list[float]:
             if n > MAX_RANGE_POINTS:
                 raise UserError(f"range {text!r} has {n:,} points, more than {MAX_RANGE_POINTS:,}; use a larger step")
             return [round(start + i * step, 6) for i in range(n) if start + i * step <= stop + 1e-9]
-        values = [float(p) for p in text.split(",") if p.strip()]
-        if not values or not all(math.isfinite(v) for v in values):
+        values = [float(p) for p in text.split(",")]  # an empty item ("1,,2", "") is a typo: refused
+        if not all(math.isfinite(v) for v in values):
             raise ValueError
         if len(values) > MAX_RANGE_POINTS:
             raise UserError(f"{len(values):,} values, more than {MAX_RANGE_POINTS:,}; give fewer")

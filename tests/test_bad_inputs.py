@@ -330,6 +330,8 @@ FLAG_PARAMS = [
     case("search-lambda-negative", ["search", "--out", "{out}", "--lambda=-1"], "lambdas"),
     case("search-lambda-nan", "search --out {out} --lambda nan", "range"),
     case("search-lambda-text", "search --out {out} --lambda abc", "range"),
+    case("search-lambda-empty-item", "search --out {out} --lambda 1,,2", "range"),
+    case("search-lambda-empty", ["search", "--out", "{out}", "--lambda", ""], "range"),
     case("search-cost-unknown", "search --out {out} --cost watts", "watts"),
     case("search-latency-missing", "search --out {out} --cost latency --latency-table {missing}", "latency table"),
     case("search-latency-no-table", "search --out {out} --cost latency", "latency"),

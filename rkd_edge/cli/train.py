@@ -196,7 +196,7 @@ def search_cmd(
 
     flags = {
         "teacher.spec": teacher,
-        "search.lambdas": parse_range(lambdas) if lambdas else None,
+        "search.lambdas": parse_range(lambdas) if lambdas is not None else None,
         "search.cost": cost,
         "search.latency_table": latency_table,
         "search.latency_precision": precision,
