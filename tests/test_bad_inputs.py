@@ -545,6 +545,9 @@ TEACHER_PARAMS = (
     ]
     + [
         case("teacher-eval-spec-unknown", "teacher eval nope:x --dataset digits", "unknown teacher spec"),
+        case("teacher-eval-name-unknown", "teacher eval nosuch --dataset digits", "unknown teacher spec"),
+        case("teacher-eval-spec-empty", ["teacher", "eval", "", "--dataset", "digits"], "unknown teacher spec"),
+        case("teacher-eval-untrained", "teacher eval cnn-base --dataset digits", "untrained"),
         case("teacher-eval-local-missing", "teacher eval local:{missing} --dataset digits", "not found"),
         case("teacher-eval-split", "teacher eval local:{teacher} --split holdout", "split"),
         case("teacher-eval-image-size-0", "teacher eval cnn-base --image-size 0", "image"),
