@@ -275,9 +275,12 @@ class FileSet:
 
 
 def special_entry(root: Path) -> Path | None:
-    """The first symbolic link or special file (FIFO, device, socket) under the folder ``root``, or None:
-    what a copy must not follow (a link may lead out of the folder, to a secret or to ``/dev/zero``; a FIFO
-    blocks the reader)."""
+    """``root`` itself or the first entry under it that is a symbolic link or a special file (FIFO, device,
+    socket), or None: what a copy must not follow (a link may lead out of the folder, to a secret or to
+    ``/dev/zero``; a FIFO blocks the reader)."""
+    mode = os.lstat(root).st_mode
+    if not stat.S_ISDIR(mode):
+        return None if stat.S_ISREG(mode) else root
     for folder, dirs, files in os.walk(root):  # never follows links
         for name in sorted(dirs + files):
             path = Path(folder) / name

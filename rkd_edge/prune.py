@@ -32,6 +32,7 @@ from rkd_edge.pipeline import Pipeline
 from rkd_edge.rundir import RunDir, checkpoint_state
 
 # What a pruned run does not take from its source: caches, epoch checkpoints and results of the source.
+JOB_FILE = "prune-job.json"  # in the partial folder: what is being pruned, written once the copy is whole
 NOT_COPIED = ("cache", "train", "report.*", "evaluation*", "*.png", "*.lock", ".staging.*", "prune.json")
 
 
@@ -69,7 +70,7 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     with OutputLock(out):
         work = out.parent / f".{out.name}.prune-partial"
         job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}
-        state = work / "prune-job.json"
+        state = work / JOB_FILE
         if work.exists() or work.is_symlink():
             recorded = _job_of(work)
             if recorded is None:
@@ -95,7 +96,7 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
 def _job_of(work: Path) -> dict | None:
     """The job a prune's partial folder records (None: not a prune's folder, so not ours to remove)."""
     try:
-        job = read_json(work / "prune-job.json") if work.is_dir() and not work.is_symlink() else None
+        job = read_json(work / JOB_FILE) if work.is_dir() and not work.is_symlink() else None
     except (OSError, UserError):
         return None
     return job if isinstance(job, dict) and "source" in job else None
@@ -107,14 +108,14 @@ def _copy_run(run: Path, work: Path, job: dict) -> None:
     if (odd := special_entry(run)) is not None:
         raise UserError(f"{odd} is a symbolic link or a special file; prune copies only the plain files of a run")
     work.mkdir()
-    write_json(work / "prune-job.json", {**job, "copied": False})
+    write_json(work / JOB_FILE, {**job, "copied": False})
     try:
-        shutil.copytree(run, work, ignore=shutil.ignore_patterns(*NOT_COPIED, "prune-job.json"), dirs_exist_ok=True)
+        shutil.copytree(run, work, ignore=shutil.ignore_patterns(*NOT_COPIED, JOB_FILE), dirs_exist_ok=True)
     except (OSError, shutil.Error) as exc:
         shutil.rmtree(work, ignore_errors=True)
         reason = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
         raise UserError(f"cannot copy {run} to prune it ({reason}); free space or fix the run and rerun") from None
-    write_json(work / "prune-job.json", job)
+    write_json(work / JOB_FILE, job)
 
 
 def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epochs: int) -> dict:

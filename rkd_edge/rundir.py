@@ -130,10 +130,7 @@ class RunDir:
         copy): ``--from`` copies plain files only."""
         for stage in stages:
             for src in self.stage_files(stage):
-                odd = src if src.is_symlink() else special_entry(src) if src.is_dir() else None
-                if odd is None and src.exists() and not (src.is_dir() or src.is_file()):
-                    odd = src
-                if odd is not None:
+                if (src.exists() or src.is_symlink()) and (odd := special_entry(src)) is not None:
                     raise UserError(f"{odd} is a symbolic link or a special file; --from copies only plain files")
 
     def copy_stages(self, source: RunDir, stages: list[str]) -> list[str]:

@@ -58,12 +58,12 @@ def create_dataset(
     n = len(raw.labels)
     tr, va, te = split_indices(n, raw.labels, seed, val_fraction, test_fraction, raw.test_start)
     # Training keeps the epoch that scores best on validation and reports test accuracy: neither may be empty.
-    for split, ix, key in (("validation", va, "data.val_fraction"), ("test", te, "data.test_fraction")):
+    for split, ix, key, fraction in (
+        ("validation", va, "data.val_fraction", val_fraction),
+        ("test", te, "data.test_fraction", test_fraction),
+    ):
         if len(ix) == 0:
-            raise UserError(
-                f"{key} {val_fraction if split == 'validation' else test_fraction:g} leaves no "
-                f"{split} images of {name}'s {n:,}; raise it"
-            )
+            raise UserError(f"{key} {fraction:g} leaves no {split} images of {name}'s {n:,}; raise it")
     out_c = channels or raw.images.shape[-1]
     out_s = image_size or raw.images.shape[1]
     mean, std = channel_stats(raw.images[tr], out_c)
