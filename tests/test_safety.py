@@ -165,7 +165,10 @@ def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path, sig):
     )
     time.sleep(6)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # no-op once it has exited; a child that ignored the signal must not outlive the test
     assert proc.returncode == 130 and err.strip().startswith("interrupted:") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "e").exists() and not (tmp_path / ".e.lock").exists()
 
@@ -200,12 +203,19 @@ def test_the_next_holder_of_an_output_clears_what_a_killed_command_left(tmp_path
 # --- exclusive creation ----------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored and Python keeps an inherited ignore: give the child
+    # the Ctrl-C a user at a terminal has, whatever started pytest.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli_popen(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
