@@ -238,6 +238,17 @@ def _check_consistency(cfg: RunConfig) -> None:
             raise UserError(f"codec.{key} needs the cat codec, not {_show(c.name)}; set codec.{key}=false")
     if not c.symbols:
         raise UserError("codec.symbols must list at least one length")
+    for key, ks in (("codec.symbols", c.symbols), ("evaluate.symbols", cfg.evaluate.symbols or [])):
+        if twice := sorted({k for k in ks if ks.count(k) > 1}):
+            raise UserError(f"{key} lists {', '.join(map(str, twice))} more than once; give each length once")
+    if cfg.evaluate.symbols == []:
+        raise UserError("evaluate.symbols lists no length; give some, or null for the codec's set")
+    s = cfg.search
+    if s.genotype is None and s.warmup_epochs >= s.epochs:
+        raise UserError(
+            f"search.warmup_epochs {s.warmup_epochs} leaves none of the search's {s.epochs} epochs to update the "
+            f"architecture; give fewer warm-up epochs or more search.epochs"
+        )
     for name in ("stage1", "stage2"):
         sc: StageConfig = getattr(cfg, name)
         for term in sc.losses:
@@ -428,7 +439,7 @@ def load_config(
     if preset:
         if preset not in preset_names():
             raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())}")
-        data = yaml.safe_load(resources.files("rkd_edge.presets").joinpath(f"{preset}.yaml").read_text())
+        data = _load_yaml(resources.files("rkd_edge.presets").joinpath(f"{preset}.yaml").read_text())
     if file:
         path = Path(file)
         if path.is_dir():
@@ -438,7 +449,7 @@ def load_config(
         if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
             raise UserError(f"config file {file} has {size:,} bytes; a config is a few KB, check the file")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = _load_yaml(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0][:80]})") from None
         except RecursionError:
@@ -479,11 +490,34 @@ def _wants_text(hint) -> bool:
     return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # unhashable keys and merges: the safe loader's own checks
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_show(key)} given twice in one mapping, line {line}; keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _yaml_value(raw: str, key: str):
     try:
-        return yaml.safe_load(raw)
-    except (yaml.YAMLError, RecursionError):
-        raise UserError(f"--set {key}: {raw[:40]!r} is not a valid value") from None
+        return _load_yaml(raw)
+    except (yaml.YAMLError, RecursionError) as exc:
+        why = f" ({exc.problem})" if isinstance(exc, yaml.constructor.ConstructorError) and exc.problem else ""
+        raise UserError(f"--set {key}: {raw[:40]!r} is not a valid value{why}") from None
 
 
 def _merge(base: dict, new: dict) -> None:
