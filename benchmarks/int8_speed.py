@@ -53,12 +53,12 @@ def accuracy(bundle: Path, forms: dict[str, str], trials: int) -> dict:
     """FP32 and all-INT8 chains on the whole test split at every SNR of the bundle's evaluation grid."""
     from rkd_edge.export.int8 import chain_accuracy
 
-    from rkd_edge.config import from_dict, parse_range
+    from rkd_edge.config import parse_range, read_config
     from rkd_edge.io import read_json
     from rkd_edge.methods import method_config
     from rkd_edge.rundir import load_splits
 
-    cfg = method_config(from_dict(read_json(bundle / "config.json", "bundle config")))
+    cfg = method_config(read_config(bundle / "config.json", "bundle config"))
     split = load_splits(cfg).test
     images, labels = split.transform(split.images).numpy(), split.labels
     k = read_json(bundle / "manifest.json")["symbols"]["max"]

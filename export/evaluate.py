@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rkd_edge.config import CodecConfig, from_dict, parse_range
+from rkd_edge.config import CodecConfig, parse_range, read_config
 from rkd_edge.evaluate.plots import plot_snr
 from rkd_edge.evaluate.run import commit_evaluation, evaluation_folder
 from rkd_edge.evaluate.snr import NOISE_BATCH, Grid, curves, noiseless_grid, sweep, write_rows
-from rkd_edge.io import json_text, read_json
+from rkd_edge.io import json_text
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
 from rkd_edge.runtime import Bundle, Runtime
@@ -33,7 +33,7 @@ def evaluate_bundle(
     """Accuracy against SNR of a verified bundle, every precision it holds; files under
     ``BUNDLE/evaluation`` (or ``out``), committed as one set."""
     manifest = Bundle.open(bundle).manifest  # refuses a bundle whose files do not match the manifest
-    cfg = method_config(from_dict(read_json(bundle / "config.json", "bundle config", expect=dict)))
+    cfg = method_config(read_config(bundle / "config.json", "bundle config"))
     out, fresh = evaluation_folder(out, bundle / "evaluation", (bundle,))
     ec = cfg.evaluate
     splits = load_splits(cfg)

@@ -34,13 +34,13 @@ import torch
 
 from rkd_edge import __version__, env, progress
 from rkd_edge.channel import create_channel
-from rkd_edge.config import from_dict
+from rkd_edge.config import read_config
 from rkd_edge.devices.detect import detect
 from rkd_edge.devices.latency import REFERENCE, REFERENCE_KERNEL, cpu_times, drift, interleaved, steal_fraction
 from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.evaluate.snr import Grid
 from rkd_edge.export.evaluate import evaluate_runtime
-from rkd_edge.io import read_json, write_json
+from rkd_edge.io import write_json
 from rkd_edge.limits import check_batches, check_seconds, check_snr_db, check_threads
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
@@ -284,7 +284,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
         raise UserError(f"--symbols must be from 1 to {m['symbols']['max']} (the bundle's K), got {k}")
     if s.channel not in m["channel_types"] or s.channel == "identity":
         raise UserError(f"--channel {s.channel!r} is not one of {[c for c in m['channel_types'] if c != 'identity']}")
-    cfg = method_config(from_dict(read_json(b.root / "config.json", "bundle config")))
+    cfg = method_config(read_config(b.root / "config.json", "bundle config"))
     trials = cfg.evaluate.trials if s.trials is None else s.trials  # both checked: Settings.check, the config
     splits = load_splits(cfg)
     point = {"channel": s.channel, "snr_db": float(s.snr_db), "k": int(k), "trials": int(trials), "seed": cfg.seed}

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from rkd_edge.errors import UserError
+from rkd_edge.io import read_json
 from rkd_edge.limits import SNR_LIMIT_DB
 
 # The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
@@ -562,6 +563,16 @@ def from_dict(data: dict) -> RunConfig:
         return _build(RunConfig, data, "")
     except RecursionError:  # lists nested hundreds deep: a hostile file, not a config
         raise UserError("the config is nested too deeply to be a config; replace the file") from None
+
+
+def read_config(path: Path, what: str) -> RunConfig:
+    """The :class:`RunConfig` saved at ``path`` (a run's or a bundle's ``config.json``); a bad one is one line
+    that names the file."""
+    data = read_json(path, what, expect=dict)
+    try:
+        return from_dict(data)
+    except UserError as exc:
+        raise UserError(f"{what} {path}: {exc}; the file was edited or damaged, restore it") from None
 
 
 # An evaluation grid is a plot's x axis: beyond this many points a range is a typo (a step of 1e-9), not a grid.

@@ -28,7 +28,7 @@ from torch import nn
 
 from rkd_edge.channel_ids import CHANNEL_CAPACITY, CHANNEL_IDS, same_ids
 from rkd_edge.codec import create_codec
-from rkd_edge.config import RunConfig, from_dict
+from rkd_edge.config import RunConfig, read_config
 from rkd_edge.data import DataSplits, create_dataset
 from rkd_edge.distill.loop import load_checkpoint
 from rkd_edge.errors import UserError
@@ -165,7 +165,7 @@ class RunDir:
             )
 
     def load_config(self) -> RunConfig:
-        return from_dict(read_json(self.config, "run config", expect=dict))
+        return read_config(self.config, "run config")
 
     def load_spec(self) -> dict:
         return check_spec(read_json(self.system, "system spec", expect=dict), str(self.system))

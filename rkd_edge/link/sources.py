@@ -234,11 +234,10 @@ def split_images(bundle: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         UserError: the bundle has no ``config.json`` or its data are not present here.
     """
-    from rkd_edge.config import from_dict
+    from rkd_edge.config import read_config
     from rkd_edge.data import create_dataset
-    from rkd_edge.io import read_json
 
-    cfg = from_dict(read_json(bundle / "config.json", "bundle config"))
+    cfg = read_config(bundle / "config.json", "bundle config")
     d = cfg.data
     splits = create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)
     split = {"test": splits.test, "val": splits.val, "train": splits.train}[which]
