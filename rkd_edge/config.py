@@ -185,11 +185,12 @@ def augmenting(own: bool | None, data_augment: bool) -> bool:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check names against the registries before any work starts (one clear line if wrong)."""
-    # The registries of channels, codecs and cost metrics live with their torch code: imported here, when
+    # The registries of channels, codecs, cost metrics and teachers live with their torch code: imported here, when
     # a config is validated, so that reading a config (the torch-free CLI paths) never loads torch.
     from rkd_edge.channel import CHANNELS
     from rkd_edge.codec import CODECS
     from rkd_edge.nas.cost import METRICS
+    from rkd_edge.teachers.registry import check_spec
 
     checks = [
         ("method", cfg.method, METHODS),
@@ -211,6 +212,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not cfg.search.lambdas or any(v < 0 for v in cfg.search.lambdas):
         raise UserError("search.lambdas must be a non-empty list of values >= 0")
     parse_range(cfg.evaluate.snr_db)
+    if cfg.teacher.spec is not None:
+        check_spec(cfg.teacher.spec)
     _check_consistency(cfg)
     return cfg
 

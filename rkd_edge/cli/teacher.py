@@ -118,14 +118,13 @@ def evaluate(
     from rkd_edge.errors import UserError
     from rkd_edge.teachers import create_teacher
     from rkd_edge.teachers.base import accuracy, count_params
-    from rkd_edge.teachers.registry import TEACHER_FAMILIES, teacher_specs
+    from rkd_edge.teachers.registry import check_spec
 
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; use train, val or test")
     check_values({"seed": seed, "device": device, "data.image_size": image_size, "data.channels": channels})
     splits = create_dataset(dataset or "digits", data_dir, image_size, channels, seed)
-    if ":" not in spec and spec not in TEACHER_FAMILIES:
-        raise UserError(f"unknown teacher spec {spec!r}; use one of {', '.join(teacher_specs())}")
+    check_spec(spec)
     if ":" not in spec or spec.endswith("@random"):  # an architecture name alone builds untrained weights
         raise UserError(
             f"{spec} names untrained weights, whose accuracy is chance; evaluate a trained teacher: local:DIR "

@@ -36,19 +36,24 @@ def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: in
         input_shape: ``(C, H, W)`` of the normalised images it will see.
         num_classes: Classes of the task.
     """
-    if not isinstance(spec, str):
-        raise UserError(f"a teacher spec is text, got {spec!r}; use one of {', '.join(teacher_specs())}")
+    check_spec(spec)
     kind, _, arg = spec.partition(":")
     c, h, _ = input_shape
     if spec in FAMILIES:
         return build_family(spec, c, h, num_classes)
-    if kind == "timm" and arg:
+    if kind == "timm":
         from rkd_edge.teachers.timm_teacher import TimmTeacher
 
         name, _, weights = arg.partition("@")
         return TimmTeacher(name, weights or None, c, h, num_classes)
-    if kind == "local" and arg:
-        return load_local(arg, input_shape, num_classes)
+    return load_local(arg, input_shape, num_classes)
+
+
+def check_spec(spec) -> None:
+    """Refuse a teacher spec of no form :func:`create_teacher` knows (one line, before it builds anything)."""
+    kind, _, arg = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if spec in FAMILIES or (kind in ("timm", "local") and arg):
+        return
     raise UserError(f"unknown teacher spec {spec!r}; use one of {', '.join(teacher_specs())}")
 
 
