@@ -190,7 +190,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     from rkd_edge.channel import CHANNELS
     from rkd_edge.codec import CODECS
     from rkd_edge.nas.cost import METRICS
-    from rkd_edge.teachers.registry import check_spec
+    from rkd_edge.teachers.registry import check_arch, check_spec
 
     checks = [
         ("method", cfg.method, METHODS),
@@ -211,9 +211,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"codec.symbols {bad} outside 1..{cfg.codec.max_symbols} (codec.max_symbols)")
     if not cfg.search.lambdas or any(v < 0 for v in cfg.search.lambdas):
         raise UserError("search.lambdas must be a non-empty list of values >= 0")
-    parse_range(cfg.evaluate.snr_db)
+    if any(abs(v) > SNR_LIMIT_DB for v in parse_range(cfg.evaluate.snr_db)):
+        raise UserError(f"evaluate.snr_db {_show(cfg.evaluate.snr_db)} goes beyond +-{SNR_LIMIT_DB:g} dB")
     if cfg.teacher.spec is not None:
         check_spec(cfg.teacher.spec)
+    else:
+        check_arch(cfg.teacher.arch)
     _check_consistency(cfg)
     return cfg
 
@@ -242,11 +245,21 @@ def _check_consistency(cfg: RunConfig) -> None:
             raise UserError(f"codec.{key} needs the cat codec, not {_show(c.name)}; set codec.{key}=false")
     if not c.symbols:
         raise UserError("codec.symbols must list at least one length")
-    for key, ks in (("codec.symbols", c.symbols), ("evaluate.symbols", cfg.evaluate.symbols or [])):
-        if twice := sorted({k for k in ks if ks.count(k) > 1}):
-            raise UserError(f"{key} lists {', '.join(map(str, twice))} more than once; give each length once")
-    if cfg.evaluate.symbols == []:
-        raise UserError("evaluate.symbols lists no length; give some, or null for the codec's set")
+    lists = {
+        "codec.symbols": c.symbols,
+        "evaluate.symbols": cfg.evaluate.symbols or [],
+        "evaluate.channels": cfg.evaluate.channels,
+        "search.lambdas": cfg.search.lambdas,
+        **{f"{n}.{k}": getattr(getattr(cfg, n), k) for n in ("stage1", "stage2") for k in ("train", "channels")},
+    }
+    for key, items in lists.items():
+        if twice := sorted({str(v) for v in items if items.count(v) > 1}):
+            raise UserError(f"{key} lists {', '.join(twice)} more than once; give each once")
+    empty = {"evaluate.symbols": cfg.evaluate.symbols, **{f"{n}.snr_schedule": getattr(cfg, n).snr_schedule
+                                                          for n in ("stage1", "stage2")}}  # fmt: skip
+    for key, value in empty.items():
+        if value == []:
+            raise UserError(f"{key} is an empty list; give values, or null for the default")
     s = cfg.search
     if s.genotype is None and s.warmup_epochs >= s.epochs:
         raise UserError(
@@ -280,6 +293,12 @@ def _check_consistency(cfg: RunConfig) -> None:
         raise UserError(f"evaluate.symbols {bad} exceed codec.max_symbols {c.max_symbols}")
     if ev.report_symbols is not None and ev.report_symbols > c.max_symbols:
         raise UserError(f"evaluate.report_symbols {ev.report_symbols} exceeds codec.max_symbols {c.max_symbols}")
+    evaluated = ev.symbols or c.symbols
+    if ev.report_symbols is not None and ev.report_symbols not in evaluated:
+        raise UserError(
+            f"evaluate.report_symbols {ev.report_symbols} is not an evaluated length "
+            f"({', '.join(map(str, evaluated))}); choose one of them"
+        )
 
 
 def _build(cls, data: dict, where: str):
@@ -291,7 +310,7 @@ def _build(cls, data: dict, where: str):
     unknown = set(data) - names
     if unknown:
         raise UserError(
-            f"unknown config key {where + '.' if where else ''}{sorted(map(str, unknown))[0]}; "
+            f"unknown config key {where + '.' if where else ''}{_show(sorted(map(str, unknown))[0])}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
     base = cls()
@@ -341,6 +360,8 @@ def _typed(value, hint, key: str):
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
             with contextlib.suppress(ValueError):
                 value = float(value)
+        if isinstance(value, int) and abs(value) >= _INT_LIMIT:
+            raise UserError(f"{key}: {_show(value)} is too large to be a number here")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise UserError(f"{key}: expected a finite number, got {_show(value)}")
         return float(value)
@@ -448,8 +469,10 @@ def load_config(
         path = Path(file)
         if path.is_dir():
             raise UserError(f"config file {file} is a folder; give a YAML file")
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"config file not found: {file}")
+        if not path.is_file():
+            raise UserError(f"config file {file} is not a regular file (a device or FIFO?); give a YAML file")
         if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
             raise UserError(f"config file {file} has {size:,} bytes; a config is a few KB, check the file")
         try:
@@ -472,6 +495,8 @@ def load_config(
             if not isinstance(node.setdefault(p, {}), dict):
                 node[p] = {}
             node = node[p]
+        if not raw.strip():
+            raise UserError(f"--set {key}= gives no value; give one, or {key}=null for none")
         node[parts[-1]] = raw if _wants_text(hint) and raw not in ("null", "~") else _yaml_value(raw, key)
     return from_dict(data)
 
@@ -481,11 +506,11 @@ def _hint_at(parts: list[str], key: str):
     cls = RunConfig
     for i, p in enumerate(parts):
         if not dataclasses.is_dataclass(cls):
-            raise UserError(f"unknown config key {key}: {'.'.join(parts[:i])} has no sub-keys")
+            raise UserError(f"unknown config key {_show(key)}: {_show('.'.join(parts[:i]))} has no sub-keys")
         hints = typing.get_type_hints(cls)
         if p not in hints:
             where = ".".join(parts[:i]) or "the config"
-            raise UserError(f"unknown config key {key}; valid keys of {where}: {', '.join(sorted(hints))}")
+            raise UserError(f"unknown config key {_show(key)}; valid keys of {where}: {', '.join(sorted(hints))}")
         cls = hints[p]
     return cls
 
@@ -494,26 +519,52 @@ def _wants_text(hint) -> bool:
     return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, stricter where plain YAML guesses: a key given twice in one mapping (plain YAML
+    keeps the last silently) and YAML 1.1 base-60 numbers (``1:30`` is 90) are errors."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+    def compose_mapping_node(self, anchor):
+        # Checked as written, before a merge (<<) flattens anchored mappings into each other.
+        node = super().compose_mapping_node(anchor)
         seen = set()
         for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # unhashable keys and merges: the safe loader's own checks
-            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # unhashable keys: the safe loader's own check
+            key = "<<" if key_node.tag == "tag:yaml.org,2002:merge" else self.construct_object(key_node)
             if key in seen:
                 line = key_node.start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {_show(key)} given twice in one mapping, line {line}; keep one"
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return node
+
+    def _no_base_60(self, node) -> None:
+        if ":" in str(node.value):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{_show(node.value)} reads as a base-60 number in YAML 1.1; quote it"
+            )
+
+    def construct_yaml_int(self, node):
+        self._no_base_60(node)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        self._no_base_60(node)
+        return super().construct_yaml_float(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
 
 
 def _load_yaml(text: str):
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    """Parse config YAML; a value no constructor can build (``!!int x``, a 13th month, 5,000 digits) is a
+    :class:`yaml.YAMLError` like any other parse error."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+        raise yaml.constructor.ConstructorError(None, None, f"a value YAML cannot build: {str(exc)[:80]}") from None
 
 
 def _yaml_value(raw: str, key: str):

@@ -226,8 +226,8 @@ def read_json(path: str | os.PathLike, what: str = "file", expect: type | None =
         raise UserError(f"{what} not found: {path}; check the path")
     try:
         obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{what} {path} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an int of 5,000 digits
+        raise UserError(f"{what} {path} is not valid JSON ({str(getattr(exc, 'msg', exc))[:80]})") from None
     except RecursionError:  # [[[[...]]]] a hundred thousand deep: not a file rkd-edge wrote
         raise UserError(f"{what} {path} is nested too deeply to be a file rkd-edge wrote; replace it") from None
     if expect is not None and not isinstance(obj, expect):

@@ -238,6 +238,24 @@ SET_CASES = [
     ("codec.symbols=[4,8,4]", "more than once"),
     ("search.warmup_epochs=8", "search.warmup_epochs"),
     ("stage1.losses={ce: 1, ce: 2}", "given twice"),
+    ("stage1.losses={<<: {ce: 1}, <<: {ce: 0}, kd: 1}", "'<<' given twice"),
+    ("seed=2001-13-45", "cannot build"),
+    ("seed=!!int x", "cannot build"),
+    ("seed=1:0", "base-60"),
+    ("stage1.epochs=1:30", "base-60"),
+    ("stage1.lr=" + "9" * 400, "too large"),
+    ("stage1.losses={ce: " + "9" * 400 + "}", "too large"),
+    ("evaluate.symbols=", "gives no value"),
+    ("evaluate.snr_db=-1e300,1e300", "beyond"),
+    ("evaluate.report_symbols=5", "not an evaluated length"),
+    ("stage1.train=encoder,encoder", "more than once"),
+    ("stage2.channels=awgn,awgn", "more than once"),
+    ("evaluate.channels=awgn,awgn", "more than once"),
+    ("search.lambdas=0.5,0.5", "more than once"),
+    ("stage2.snr_schedule=[]", "empty list"),
+    ("teacher.arch=nope", "unknown teacher arch"),
+    ("teacher.spec=timm:@random", "unknown teacher spec"),
+    ("teacher.spec=timm:resnet18@", "unknown teacher spec"),
     ("evaluate.report_symbols=64", "evaluate.report_symbols"),
     ("data.image_size=2", "data.image_size"),
     ("data.channels=5", "data.channels"),
@@ -307,6 +325,18 @@ CONFIG_FILE_PARAMS = [
     case("config-binary", "pipeline --out {out} --config {cfg}", "config", cfg_file(bytes(range(256)) * 4)),
     case("config-scalar", "pipeline --out {out} --config {cfg}", "mapping", cfg_file("42\n")),
     case("config-invalid-yaml", "pipeline --out {out} --config {cfg}", "yaml", cfg_file("data: [1, 2\n")),
+    case("config-bad-date", "pipeline --out {out} --config {cfg}", "cannot build", cfg_file("seed: 2001-13-45\n")),
+    case("config-bool-tag", "pipeline --out {out} --config {cfg}", "cannot build", cfg_file("seed: !!bool maybe\n")),
+    case("config-timestamp-tag", "pipeline --out {out} --config {cfg}", "yaml", cfg_file("seed: !!timestamp x\n")),
+    case("config-5000-digits", "pipeline --out {out} --config {cfg}", "yaml", cfg_file("seed: " + "9" * 5000 + "\n")),
+    case("config-base-60", "pipeline --out {out} --config {cfg}", "quote", cfg_file("evaluate: {snr_db: -10:24:2}\n")),
+    case(
+        "config-key-newline",
+        "pipeline --out {out} --config {cfg}",
+        "'losses\\nX'",
+        cfg_file('stage1: {"losses\\nX": {ce: 1}}\n'),
+    ),  # fmt: skip
+    case("config-fifo", "pipeline --out {out} --config {cfg}", "not a regular file", lambda env: os.mkfifo(env["cfg"])),
     case("config-key-twice", "pipeline --out {out} --config {cfg}", "line 3", cfg_file("a: 1\nb: {}\nb: {}\n")),
     case(
         "config-key-twice-nested",
@@ -663,6 +693,11 @@ def _config_key(run: Path, env) -> None:
     _edit_json(run / "config.json", lambda c: {**c, "stage1": {**c["stage1"], "epochz": 3}})
 
 
+def _config_digits(run: Path, env) -> None:
+    text = (run / "config.json").read_text()
+    (run / "config.json").write_text(re.sub(r'"seed": \d+', '"seed": ' + "9" * 5000, text, count=1))
+
+
 RUN_DAMAGE = {
     "ckpt-list": lambda r, e: _torch_save([1, 2, 3], r / "checkpoints" / "stage2.pt"),
     "ckpt-empty": lambda r, e: (r / "checkpoints" / "stage2.pt").write_bytes(b""),
@@ -687,8 +722,9 @@ RUN_PARAMS = (
     [case(f"{c}-run-{n}", cmd, None, run_damage(e)) for n, e in RUN_DAMAGE.items() for c, cmd in RUN_COMMANDS.items()]
     + [
         # A config.json that no longer reads names its file (it was a bare "unknown config key").
-        case(f"{c}-run-config-unknown-key", cmd, "config.json", run_damage(_config_key))
+        case(f"{c}-run-config-{n}", cmd, "config.json", run_damage(e))
         for c, cmd in RUN_COMMANDS.items()
+        for n, e in (("unknown-key", _config_key), ("5000-digits", _config_digits))
     ]
     + [
         case("evaluate-missing-target", "evaluate {missing}", "neither"),

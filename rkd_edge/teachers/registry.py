@@ -23,7 +23,8 @@ def teacher_specs() -> list[str]:
 def check_arch(arch: str) -> None:
     """Refuse a teacher architecture ``teacher train`` cannot build (one line, before any work)."""
     kind, _, arg = str(arch).partition(":")
-    if arch in FAMILIES or (kind == "timm" and arg.partition("@")[0]):
+    name, at, weights = arg.partition("@")
+    if arch in FAMILIES or (kind == "timm" and name and (weights or not at)):
         return
     raise UserError(f"unknown teacher arch {arch!r}; use one of {', '.join(TEACHER_FAMILIES)} or timm:NAME[@FILE]")
 
@@ -52,7 +53,8 @@ def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: in
 def check_spec(spec) -> None:
     """Refuse a teacher spec of no form :func:`create_teacher` knows (one line, before it builds anything)."""
     kind, _, arg = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if spec in FAMILIES or (kind in ("timm", "local") and arg):
+    name, at, weights = arg.partition("@")
+    if spec in FAMILIES or (kind == "local" and arg.strip()) or (kind == "timm" and name and (weights or not at)):
         return
     raise UserError(f"unknown teacher spec {spec!r}; use one of {', '.join(teacher_specs())}")
 
