@@ -22,7 +22,7 @@ import yaml
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import read_json
-from rkd_edge.limits import SNR_LIMIT_DB
+from rkd_edge.limits import SNR_LIMIT_DB, check_snr_db
 
 # The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
 METHODS = ("rkd-sc", "authors-2025", "deepjscc", "no-stage2")
@@ -211,8 +211,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"codec.symbols {bad} outside 1..{cfg.codec.max_symbols} (codec.max_symbols)")
     if not cfg.search.lambdas or any(v < 0 for v in cfg.search.lambdas):
         raise UserError("search.lambdas must be a non-empty list of values >= 0")
-    if any(abs(v) > SNR_LIMIT_DB for v in parse_range(cfg.evaluate.snr_db)):
-        raise UserError(f"evaluate.snr_db {_show(cfg.evaluate.snr_db)} goes beyond +-{SNR_LIMIT_DB:g} dB")
+    for v in parse_range(cfg.evaluate.snr_db):
+        check_snr_db(v, "evaluate.snr_db")
     if cfg.teacher.spec is not None:
         check_spec(cfg.teacher.spec)
     else:
@@ -255,9 +255,9 @@ def _check_consistency(cfg: RunConfig) -> None:
     for key, items in lists.items():
         if twice := sorted({str(v) for v in items if items.count(v) > 1}):
             raise UserError(f"{key} lists {', '.join(twice)} more than once; give each once")
-    empty = {"evaluate.symbols": cfg.evaluate.symbols, **{f"{n}.snr_schedule": getattr(cfg, n).snr_schedule
-                                                          for n in ("stage1", "stage2")}}  # fmt: skip
-    for key, value in empty.items():
+    null_or_items = {f"{n}.snr_schedule": getattr(cfg, n).snr_schedule for n in ("stage1", "stage2")}
+    null_or_items["evaluate.symbols"] = cfg.evaluate.symbols
+    for key, value in null_or_items.items():
         if value == []:
             raise UserError(f"{key} is an empty list; give values, or null for the default")
     s = cfg.search

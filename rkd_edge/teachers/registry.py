@@ -20,11 +20,16 @@ def teacher_specs() -> list[str]:
     return [*TEACHER_FAMILIES, "timm:NAME[@FILE|@random]", "local:DIR"]
 
 
+def _timm_named(arg: str) -> bool:
+    """Whether ``NAME[@FILE]`` (after ``timm:``) names a model, and a file when it has an ``@``."""
+    name, at, weights = arg.partition("@")
+    return bool(name) and (bool(weights) or not at)
+
+
 def check_arch(arch: str) -> None:
     """Refuse a teacher architecture ``teacher train`` cannot build (one line, before any work)."""
     kind, _, arg = str(arch).partition(":")
-    name, at, weights = arg.partition("@")
-    if arch in FAMILIES or (kind == "timm" and name and (weights or not at)):
+    if arch in FAMILIES or (kind == "timm" and _timm_named(arg)):
         return
     raise UserError(f"unknown teacher arch {arch!r}; use one of {', '.join(TEACHER_FAMILIES)} or timm:NAME[@FILE]")
 
@@ -52,10 +57,10 @@ def create_teacher(spec: str, input_shape: tuple[int, int, int], num_classes: in
 
 def check_spec(spec) -> None:
     """Refuse a teacher spec of no form :func:`create_teacher` knows (one line, before it builds anything)."""
-    kind, _, arg = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    name, at, weights = arg.partition("@")
-    if spec in FAMILIES or (kind == "local" and arg.strip()) or (kind == "timm" and name and (weights or not at)):
-        return
+    if isinstance(spec, str):
+        kind, _, arg = spec.partition(":")
+        if spec in FAMILIES or (kind == "local" and arg.strip()) or (kind == "timm" and _timm_named(arg)):
+            return
     raise UserError(f"unknown teacher spec {spec!r}; use one of {', '.join(teacher_specs())}")
 
 
