@@ -360,15 +360,17 @@ DDP_SCRIPT = textwrap.dedent("""
     hist = run_stage("ddp", sc, system, create_dataset("digits"), None, None, seed=0, batch_size=32,
                      augment=False, device="cpu")
     h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in system.parameters())).hexdigest()
-    print("RESULT", json.dumps({"rank": ddp.world()[0], "world": ddp.world()[1], "hash": h,
-                                "loss": [e["loss"] for e in hist]}))
+    # One file per rank: two ranks printing to one pipe can interleave ("RESULTRESULT {...").
+    result = {"rank": ddp.world()[0], "world": ddp.world()[1], "hash": h, "loss": [e["loss"] for e in hist]}
+    with open(os.path.join(os.environ["RESULTS_DIR"], f"rank{ddp.world()[0]}.json"), "w") as f:
+        json.dump(result, f)
 """)
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "TESTS_DIR": os.path.dirname(__file__), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "TESTS_DIR": os.path.dirname(__file__), "RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
         capture_output=True,
@@ -379,7 +381,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
-    results = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if "RESULT" in line]
+    results = [json.loads(f.read_text()) for f in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1] and all(r["world"] == 2 for r in results)
     assert results[0]["hash"] == results[1]["hash"]  # replicas stay identical
     loss = results[0]["loss"]
