@@ -199,7 +199,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     ]
     if cfg.search.latency_precision is not None:
         checks.append(("search.latency_precision", cfg.search.latency_precision, ("fp32", "int8")))
-    checks += [("stage2.channels", c, CHANNELS) for c in cfg.stage2.channels]
+    checks += [(f"{n}.channels", c, CHANNELS) for n in ("stage1", "stage2") for c in getattr(cfg, n).channels]
     amp_modes = ("off", "bf16")
     checks += [(f"{k}.amp", getattr(cfg, k).amp, amp_modes) for k in ("teacher", "search", "stage1", "stage2")]
     checks += [("evaluate.channels", c, CHANNELS) for c in cfg.evaluate.channels]

@@ -17,6 +17,8 @@ SNR_LIMIT_DB = 100.0
 MAX_BATCH = 1 << 16
 # Intra-op threads: past this, a count starts threads that only contend (no board has this many cores).
 MAX_THREADS = 256
+# A duration past a day (a bench's timed seconds per variant, its warm-up) is a typo, not a measurement.
+MAX_SECONDS = 86_400.0
 
 
 def snr_in_range(value: float) -> bool:
@@ -39,11 +41,11 @@ def check_threads(value: int, option: str = "--threads") -> int:
 
 
 def check_seconds(value: float, option: str, *, positive: bool = True) -> float:
-    """``value`` if it is a finite number of seconds (above 0, or at least 0 with ``positive=False``)."""
+    """``value`` if it is a number of seconds above 0 (at least 0 with ``positive=False``) up to a day."""
     ok = isinstance(value, int | float) and math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        bound = "above 0" if positive else "of at least 0"
-        raise UserError(f"{option} is a finite number of seconds {bound}, got {value!r}")
+    if not ok or value > MAX_SECONDS:
+        bound = "above 0" if positive else "from 0"
+        raise UserError(f"{option} is a number of seconds {bound} up to {MAX_SECONDS:,.0f} (a day), got {value!r}")
     return float(value)
 
 

@@ -221,6 +221,7 @@ SET_CASES = [
     ("device=tpu", "device"),
     ("search.cost=watts", "search.cost"),
     ("stage2.channels=[wifi]", "stage2.channels"),
+    ("stage1.channels=[bogus]", "stage1.channels"),
     ("evaluate.channels=[wifi]", "evaluate.channels"),
     ("teacher.amp=fp8", "teacher.amp"),
     ("stage1.cuda_graph=maybe", "stage1.cuda_graph"),
@@ -373,7 +374,7 @@ FLAG_PARAMS = [
     case("search-lambda-nan", "search --out {out} --lambda nan", "range"),
     case("search-lambda-text", "search --out {out} --lambda abc", "range"),
     case("search-lambda-empty-item", "search --out {out} --lambda 1,,2", "range"),
-    case("search-lambda-empty", ["search", "--out", "{out}", "--lambda", ""], "range"),
+    case("search-lambda-empty", ["search", "--out", "{out}", "--lambda", ""], "empty"),
     case("search-cost-unknown", "search --out {out} --cost watts", "watts"),
     case("search-latency-missing", "search --out {out} --cost latency --latency-table {missing}", "latency table"),
     case("search-latency-no-table", "search --out {out} --cost latency", "latency"),
@@ -572,6 +573,7 @@ TEACHER_DAMAGE = {
     "pt-list": lambda d: _torch_save([1, 2, 3], d / "teacher.pt"),
     "pt-garbage": lambda d: (d / "teacher.pt").write_bytes(b"\x00garbage" * 100),
     "pt-missing": lambda d: (d / "teacher.pt").unlink(),
+    "pt-passwd-like": lambda d: (d / "teacher.pt").write_bytes(b"root:x:0:0:root:/root:/bin/sh\n" * 3),
     "pt-other-arch": lambda d: _edit_json(d / "teacher.json", lambda m: {**m, "arch": "cnn-large"}),
     "pt-tensor": lambda d: _torch_save(__import__("torch").zeros(3), d / "teacher.pt"),
 }
@@ -588,7 +590,7 @@ TEACHER_PARAMS = (
     + [
         case("teacher-eval-spec-unknown", "teacher eval nope:x --dataset digits", "unknown teacher spec"),
         case("teacher-eval-name-unknown", "teacher eval nosuch --dataset digits", "unknown teacher spec"),
-        case("teacher-eval-spec-empty", ["teacher", "eval", "", "--dataset", "digits"], "unknown teacher spec"),
+        case("teacher-eval-spec-empty", ["teacher", "eval", "", "--dataset", "digits"], "empty"),
         case("teacher-eval-untrained", "teacher eval cnn-base --dataset digits", "untrained"),
         case("teacher-eval-local-missing", "teacher eval local:{missing} --dataset digits", "not found"),
         case("teacher-eval-split", "teacher eval local:{teacher} --split holdout", "split"),
@@ -622,7 +624,7 @@ DATA_PARAMS = [
     case("data-info-seed-huge", "data info digits --seed 99999999999999999999", "seed"),
     case("data-info-seed-text", "data info digits --seed x", "--seed"),
     case("data-info-missing-name", "data info", "name"),
-    case("data-info-empty-name", ["data", "info", ""], "dataset"),
+    case("data-info-empty-name", ["data", "info", ""], "empty"),
     case("data-list-extra", "data list extra", None),
     case("unknown-command", "nosuch", "nosuch"),
     case("unknown-root-option", "--bogus", "--bogus"),
@@ -701,6 +703,9 @@ def _config_digits(run: Path, env) -> None:
 RUN_DAMAGE = {
     "ckpt-list": lambda r, e: _torch_save([1, 2, 3], r / "checkpoints" / "stage2.pt"),
     "ckpt-empty": lambda r, e: (r / "checkpoints" / "stage2.pt").write_bytes(b""),
+    # arbitrary bytes make the unpickler fail with KeyError / IndexError (hostile pass, session 16)
+    "ckpt-text": lambda r, e: (r / "checkpoints" / "stage2.pt").write_bytes(b"hello\n"),
+    "ckpt-passwd-like": lambda r, e: (r / "checkpoints" / "stage2.pt").write_bytes(b"root:x:0:0:root:/root:/bin/sh\n"),
     "ckpt-other-model": _other_model_ckpt,
     "ckpt-other-shapes": _shape_changed_ckpt,
     "ckpt-missing": lambda r, e: (r / "checkpoints" / "stage2.pt").unlink(),
@@ -735,7 +740,7 @@ RUN_PARAMS = (
         case("evaluate-snr-reversed", "evaluate {run} --snr 10:0:1", "range"),
         case("evaluate-snr-step-0", "evaluate {run} --snr 0:10:0", "range"),
         case("evaluate-snr-text", "evaluate {run} --snr loud", "range"),
-        case("evaluate-snr-empty", ["evaluate", "{run}", "--snr", ""], "range"),
+        case("evaluate-snr-empty", ["evaluate", "{run}", "--snr", ""], "empty"),
         case("evaluate-snr-huge", "evaluate {run} --snr 1e9", "snr"),
         case("evaluate-symbols-nan", "evaluate {run} --symbols nan", "symbols"),
         case("evaluate-symbols-0", "evaluate {run} --symbols 0 --snr 0", "symbols"),
@@ -846,7 +851,34 @@ BUNDLE_DAMAGE = {
     "manifest-empty": lambda b: (b / "manifest.json").write_bytes(b""),
     "model-truncated": _truncate_model,
     "std-zero": lambda b: _manifest(b, lambda m: {**m, "normalisation": {**m["normalisation"], "std": [0.0]}}),
+    # found by a hostile pass (session 16): each ran, or ended in a traceback
+    "cpu-form-outside": lambda b: _manifest(b, _tx_fp32(onnxruntime_cpu={"file": "../outside.onnx"})),
+    "model-file-list": lambda b: _manifest(b, _tx_fp32(file=["models/tx.onnx"])),
+    "outputs-dict": lambda b: _manifest(b, _tx_fp32(outputs={"a": 1})),
+    "outputs-without-name": lambda b: _manifest(b, _tx_fp32(outputs=[{"shape": "x"}])),
+    "size-huge": lambda b: _manifest(b, lambda m: {**m, "normalisation": {**m["normalisation"], "size": 100_000}}),
+    "channels-3": lambda b: _manifest(b, _three_channels),
+    "unlisted-external-data": lambda b: (b / "models" / "data.bin").write_bytes(b"weights from someone else"),
+    "engine-outside": lambda b: _manifest(b, _engine_outside),
 }
+
+
+def _tx_fp32(**changes):
+    def edit(m):
+        m["models"]["tx"]["fp32"].update(changes)
+        return m
+
+    return edit
+
+
+def _three_channels(m):
+    m["normalisation"].update(channels=3, mean=[0.0] * 3, std=[1.0] * 3)
+    return m
+
+
+def _engine_outside(m):
+    m["tensorrt"] = {"engines": {"encoder": {"fp32": {"file": "../../etc/passwd", "sha256": "0" * 64}}}}
+    return m
 
 
 def bundle_damage(edit):
@@ -1033,6 +1065,14 @@ HOSTILE_PARAMS = [
     case("bench-backend-comma", [*BENCH.split(), "--backend", ","], "backend"),
     case("bench-port-without-host", f"{BENCH} --port 22", "--host"),
     case("bench-host-blank", [*BENCH.split(), "--host", ""], "host"),
+    # an empty path was the current folder: `pipeline --out ""` made a run of it (hostile pass, session 16)
+    case("pipeline-out-empty", ["pipeline", "--out", ""], "--out was given an empty value"),
+    case("pipeline-out-equals-empty", ["pipeline", "--out="], "--out was given an empty value"),
+    case("export-out-empty", ["export", "{run}", "--out", ""], "--out was given an empty value"),
+    case("tx-source-empty", ["tx", "{bundle}", "", "--to", "127.0.0.1:9", "--snr-db", "10"], "is empty"),
+    case("bench-seconds-a-lifetime", f"{BENCH_FAST} --seconds 1e9", "up to 86,400"),
+    case("tx-batch-huge", f"{TX} --snr-db 10 --batch 10000000", "batch"),
+    case("rx-batch-huge", f"{RX} --batch 10000000", "batch"),
     case("bench-manifest-deep", BENCH.replace("{bundle}", "{mybundle}"), "JSON", deep_file("mybundle", MANIFEST)),
     case("estimate-manifest-deep", "devices estimate {mybundle} -d nano", "JSON", deep_file("mybundle", MANIFEST)),
     case(

@@ -85,3 +85,41 @@ def test_cache_returns_teacher_outputs_and_misses_on_change(tmp_path, digits, ti
     other = create_teacher("cnn-base", digits.input_shape, 10).freeze()
     again.outputs(other, digits.val)
     assert again.misses == 3
+
+
+class _Payload:
+    """Pickles to a call of ``os.system``: what a cache file from someone else could try."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("content", ["text", "pickle", "other-tensors", "wrong-rows"])
+def test_cache_recomputes_a_damaged_or_foreign_file(tmp_path, digits, tiny_teacher_dir, content):
+    """A cache file that is not this cache's (text, a pickle that would run code, other tensors) is
+    recomputed and rewritten, never loaded or run (a hostile pass found text and pickles ended in tracebacks)."""
+    t = create_teacher(f"local:{tiny_teacher_dir}", digits.input_shape, 10).freeze()
+    ref = TeacherCache(tmp_path / "c").outputs(t, digits.val)
+    (path,) = (tmp_path / "c").glob("*.pt")
+    key = TeacherCache(tmp_path / "c").key(t, digits.val)
+    marker = tmp_path / "PWNED"
+    if content == "text":
+        path.write_bytes(b"hello\n")
+    elif content == "pickle":
+        torch.save(_Payload(marker), path)
+    elif content == "other-tensors":
+        torch.save({"key": key, "embedding": "x", "logits": [1]}, path)
+    else:
+        torch.save({"key": key, "embedding": ref[0][:3], "logits": ref[1][:3]}, path)
+    cache = TeacherCache(tmp_path / "c")
+    emb, logits = cache.outputs(t, digits.val)
+    assert not marker.exists()
+    assert (cache.hits, cache.misses) == (0, 1)
+    torch.testing.assert_close(emb, ref[0])
+    torch.testing.assert_close(logits, ref[1])
+    assert TeacherCache(tmp_path / "c").outputs(t, digits.val)[1].shape == ref[1].shape  # rewritten: a hit now

@@ -54,11 +54,22 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _refuse_empty(args: list[str]) -> None:
+    """An empty argument is a missing value (an unset shell variable), never a choice: as a path it would
+    mean the current folder, so ``--out ""`` would make a run of whatever folder the user stands in."""
+    for i, a in enumerate(args):
+        if a == "" or (a.startswith("--") and a.endswith("=")):
+            opt = a[:-1] if a else (args[i - 1] if i and args[i - 1].startswith("-") else "")
+            what = f"{opt} was given an empty value" if opt else f"argument {i + 1} is empty"
+            raise UserError(f"{what} (an unset shell variable?); give a value or leave it out")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a parent that chose to ignore it is obeyed
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
+        _refuse_empty(sys.argv[1:] if argv is None else argv)
         code = app(args=argv, prog_name="rkd-edge", standalone_mode=False)  # usage errors reach us: one line
     except getattr(click_errors, "NoArgsIsHelpError", ()):  # bare `rkd-edge` or group: typer printed the help
         sys.exit(2)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,20 +31,30 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, fh)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`: plain tensors and containers only.
+def read_plain(path: Path) -> Any:
+    """``torch.load`` limited to tensors, numbers, strings and containers (``weights_only=True``), so a file
+    from someone else cannot run code.
 
-    It is loaded with ``weights_only=True``, so a file from someone else cannot run code: a pickle that
-    asks for anything but tensors, numbers, strings and containers is refused with one line.
+    Raises:
+        ValueError: the file is unreadable, not a torch file, or asks for anything else; the message is
+            one sentence (arbitrary bytes make the unpickler fail with any exception type).
     """
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: we refuse them
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-        reason = first_sentence(exc)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - see Raises
+        raise ValueError(first_sentence(exc) or type(exc).__name__) from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (:func:`read_plain`): a file that is not one is
+    refused with one line."""
+    try:
+        state = read_plain(path)
+    except ValueError as exc:
         raise UserError(
-            f"checkpoint {path} is unreadable or not plain weights ({reason}); delete it to restart this stage"
+            f"checkpoint {path} is unreadable or not plain weights ({exc}); delete it to restart this stage"
         ) from None
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint; delete it")

@@ -88,8 +88,7 @@ def check_manifest(m: dict, path: Path) -> None:
         if not isinstance(variants, dict) or not variants:
             raise _fail(path, f"no {name} model")
         for prec, rec in variants.items():
-            if not isinstance(rec, dict) or rec.get("file") not in files:
-                raise _fail(path, f"the {prec} {name} model's file is not listed (with its hash) in 'files'")
+            _check_model(path, f"{prec} {name}", rec, files)
     # The position in channel_types is the id fed to the tx and rx graphs: a manifest that lists the
     # types otherwise than the stable table would give each channel another's conditioning.
     types = m["channel_types"]
@@ -121,6 +120,60 @@ def check_manifest(m: dict, path: Path) -> None:
             raise _fail(path, f"normalisation.{key} must list {c} finite numbers, got {v!r}")
     if min(norm["std"]) <= 0:
         raise _fail(path, f"normalisation.std must be positive (inputs are divided by it), got {norm['std']}")
+    for name in ("encoder", "transmitter"):
+        for prec, rec in m["models"].get(name, {}).items():
+            image = (rec.get("inputs") or [{}])[0].get("shape")
+            if isinstance(image, list) and len(image) == 4 and image[1:] != [c, norm["size"], norm["size"]]:
+                raise _fail(
+                    path,
+                    f"normalisation gives {c}x{norm['size']}x{norm['size']} images but the {prec} {name} model "
+                    f"reads {image[1]}x{image[2]}x{image[3]}",
+                )
+    _check_engines(path, m.get("tensorrt"))
+
+
+def _check_model(path: Path, what: str, rec, files: dict) -> None:
+    """One model variant: its files (the ONNX Runtime CPU form too) listed with their hashes, and its
+    declared inputs/outputs as ``[{"name": str, "dtype": str, "shape": [int | str, ...]}]``."""
+    if not isinstance(rec, dict) or not _listed(rec.get("file"), files):
+        raise _fail(path, f"the {what} model's file is not listed (with its hash) in 'files'")
+    cpu_form = rec.get("onnxruntime_cpu")
+    if cpu_form is not None and not (isinstance(cpu_form, dict) and _listed(cpu_form.get("file"), files)):
+        raise _fail(path, f"the {what} model's onnxruntime_cpu file is not listed (with its hash) in 'files'")
+    for kind in ("inputs", "outputs"):
+        metas = rec.get(kind)
+        ok = metas is None or (
+            isinstance(metas, list)
+            and all(
+                isinstance(t, dict)
+                and isinstance(t.get("name"), str)
+                and isinstance(t.get("dtype"), str)
+                and isinstance(t.get("shape"), list)
+                and all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in t["shape"])
+                for t in metas
+            )
+        )
+        if not ok:
+            raise _fail(path, f"the {what} model's {kind} must list {{name, dtype, shape}} records")
+
+
+def _listed(rel, files: dict) -> bool:
+    return isinstance(rel, str) and rel in files
+
+
+def _check_engines(path: Path, trt) -> None:
+    """``tensorrt.engines.{model}.{precision}``: a file name in ``trt/`` and its sha256 (checked on load)."""
+    if trt is None:
+        return
+    engines = trt.get("engines") if isinstance(trt, dict) else None
+    if not isinstance(engines, dict) or not all(isinstance(v, dict) for v in engines.values()):
+        raise _fail(path, "'tensorrt' needs 'engines': {model: {precision: record}}")
+    for model, precs in engines.items():
+        for prec, rec in precs.items():
+            name = rec.get("file") if isinstance(rec, dict) else None
+            plain = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            if not plain or not isinstance(rec.get("sha256"), str):
+                raise _fail(path, f"the TensorRT {prec} {model} engine needs a file name in trt/ and its 'sha256'")
 
 
 def _finite_number(x) -> bool:
@@ -181,7 +234,38 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
                 f"bundle file {rel} does not match its sha256 in the manifest (tampered or "
                 "corrupt); re-export the bundle"
             )
+    _check_unlisted(root, manifest["files"])
     return manifest
+
+
+def verified_engine(root: Path, rec: dict) -> Path:
+    """The TensorRT engine a manifest's ``tensorrt.engines`` record names, after its sha256 is checked
+    (engines are built on the device after export, so they are not in ``files``)."""
+    path = root / "trt" / rec["file"]
+    if path.is_symlink() or not path.is_file():
+        raise BundleError(
+            f"TensorRT engine trt/{rec['file']} is missing or not a plain file; rebuild it with rkd-edge export trt"
+        )
+    if _sha256(path) != rec["sha256"]:
+        raise BundleError(
+            f"TensorRT engine trt/{rec['file']} does not match its sha256 in the manifest (tampered or corrupt); "
+            "rebuild it with rkd-edge export trt"
+        )
+    return path
+
+
+def _check_unlisted(root: Path, files: dict) -> None:
+    """Refuse anything in a folder that holds models but is not in the manifest: ONNX Runtime would load a
+    model's external data from there, unhashed (and follow a link out of the bundle)."""
+    folders = {Path(rel).parent for rel in files if Path(rel).suffix == ".onnx"}
+    for folder in sorted(folders):
+        for path in sorted((root / folder).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if rel not in files and not (path.is_dir() and not path.is_symlink()):
+                raise BundleError(
+                    f"bundle file {rel} is not listed in the manifest (a model could load it as external data, "
+                    "unverified); remove it or re-export the bundle"
+                )
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 
 from rkd_edge import progress
 from rkd_edge.data import Split
-from rkd_edge.distill.loop import save_checkpoint
+from rkd_edge.distill.loop import read_plain, save_checkpoint
 from rkd_edge.env import eval_batch_size
 from rkd_edge.teachers.base import Teacher
 
@@ -52,19 +52,27 @@ class TeacherCache:
         path = self.root / f"{key[:32]}.pt" if self.root is not None else None
         if path is not None and path.is_file():
             try:
-                data = torch.load(path, map_location="cpu", weights_only=True)
-                if data.get("key") == key:
-                    self.hits += 1
-                    self._memo[key] = (data["embedding"], data["logits"])
-                    return self._memo[key]
-            except (RuntimeError, OSError, EOFError):
-                pass  # a damaged cache file is recomputed
+                data = read_plain(path)
+            except ValueError:
+                data = None  # a damaged or foreign cache file is recomputed
+            if isinstance(data, dict) and data.get("key") == key and _outputs(data, len(split)):
+                self.hits += 1
+                self._memo[key] = (data["embedding"], data["logits"])
+                return self._memo[key]
         self.misses += 1
         out = run_teacher(teacher, split, device, batch_size)
         if path is not None:
             save_checkpoint(path, {"key": key, "embedding": out[0], "logits": out[1]})
         self._memo[key] = out
         return out
+
+
+def _outputs(data: dict, n: int) -> bool:
+    """Whether a cache file holds ``embedding [n, E]`` and ``logits [n, C]`` float tensors."""
+    e, lg = data.get("embedding"), data.get("logits")
+    return all(
+        isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 2 and len(t) == n for t in (e, lg)
+    )
 
 
 @torch.no_grad()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import torch
-
+from rkd_edge.distill.loop import read_plain
 from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import read_json, sha256_file
 from rkd_edge.teachers.base import Teacher
@@ -93,11 +91,11 @@ def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num
         arch + "@random" if arch.startswith("timm:") and "@" not in arch else arch, shape, meta["num_classes"]
     )
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = read_plain(weights)
         if not isinstance(state, dict):
             raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
         teacher.load_state_dict(state)
-    except (RuntimeError, OSError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise UserError(
             f"teacher checkpoint {weights} is unreadable or does not match {arch} ({first_sentence(exc)}); retrain it"
         ) from None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.errors import first_sentence
-from rkd_edge.runtime.bundle import Bundle, BundleError
+from rkd_edge.runtime.bundle import Bundle, BundleError, verified_engine
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 
 
@@ -74,7 +74,7 @@ class TensorRTRunner(Runner):
                 f"bundle has no TensorRT {precision} engine for {model}; build it on this device with "
                 f"rkd-edge export trt {bundle.root}" + (" --int8" if precision == "int8" else "")
             )
-        return bundle.root / "trt" / rec["file"]
+        return verified_engine(bundle.root, rec)
 
     def load(self, model_path: str | Path, precision: str) -> TensorRTRunner:
         self.check_precision(precision)
