@@ -102,7 +102,8 @@ def main() -> None:
         f"{100 * PARAM_SHARE:g} % of its parameters at {100 * ACCURACY_SHARE:g} % or more of its accuracy.\n\n"
         + md_table(header, rows)
     )
-    record(args.name, {"students": results}, md, "python benchmarks/student_budget.py --runs " + args.runs)
+    named = "" if args.name == ap.get_default("name") else f" --name {args.name}"
+    record(args.name, {"students": results}, md, f"python benchmarks/student_budget.py{named} --runs {args.runs}")
     print(md)
 
 
