@@ -135,7 +135,9 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
-            raise BundleError(f"ONNX Runtime cannot load {Path(model_path).name}: {first_sentence(exc)}") from None
+            raise BundleError(
+                f"ONNX Runtime cannot load {Path(model_path).name} ({first_sentence(exc)}); re-export the bundle"
+            ) from None
         got = self.session.get_providers()
         want = PROVIDERS[self.provider][0]
         if got[0] != want:
