@@ -38,6 +38,41 @@ _CONNECT = (
 _HOSTKEY = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
 
 
+# ssh -o keys a user may pass: connection, host-key and cipher settings. Keys that run a local command or
+# load code (ProxyCommand, LocalCommand, KnownHostsCommand, Match exec, PKCS11Provider, Include, ...) are not
+# here: a copied command line must not run anything on this machine.
+SSH_OPTIONS = frozenset(
+    k.lower()
+    for k in [
+        "AddressFamily",
+        "BatchMode",
+        "BindAddress",
+        "CheckHostIP",
+        "Ciphers",
+        "Compression",
+        "ConnectionAttempts",
+        "ConnectTimeout",
+        "GlobalKnownHostsFile",
+        "HashKnownHosts",
+        "HostKeyAlgorithms",
+        "HostKeyAlias",
+        "IPQoS",
+        "KexAlgorithms",
+        "LogLevel",
+        "MACs",
+        "PubkeyAcceptedAlgorithms",
+        "PubkeyAcceptedKeyTypes",
+        "RekeyLimit",
+        "ServerAliveCountMax",
+        "ServerAliveInterval",
+        "StrictHostKeyChecking",
+        "TCPKeepAlive",
+        "UpdateHostKeys",
+        "UserKnownHostsFile",
+    ]
+)
+
+
 @dataclass
 class Target:
     """An SSH destination.
@@ -66,8 +101,13 @@ class Target:
         if identity is not None and not Path(identity).is_file():
             raise UserError(f"--identity {identity} is not a file; pass the private key of the device login")
         for opt in options:
-            if "=" not in opt or opt.startswith("-"):
+            if "=" not in opt or opt.startswith("-") or any(c.isspace() for c in opt):
                 raise UserError(f"--ssh-option {opt!r} is not KEY=VALUE (for example ConnectTimeout=5)")
+            if opt.split("=", 1)[0].strip().lower() not in SSH_OPTIONS:
+                raise UserError(
+                    f"--ssh-option {opt.split('=', 1)[0]!r} is not allowed (options that run a local command or load "
+                    f"code, like ProxyCommand, are refused); allowed: {', '.join(sorted(SSH_OPTIONS))}"
+                )
         return cls(user or None, host, port, Path(identity) if identity else None, list(options))
 
     @property

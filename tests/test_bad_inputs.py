@@ -1065,6 +1065,16 @@ HOSTILE_PARAMS = [
     case("bench-backend-comma", [*BENCH.split(), "--backend", ","], "backend"),
     case("bench-port-without-host", f"{BENCH} --port 22", "--host"),
     case("bench-host-blank", [*BENCH.split(), "--host", ""], "host"),
+    # ssh -o keys that run a local command: a copied command line ran them (hostile pass, session 16)
+    *[
+        case(f"bench-ssh-option-{k.lower()}", [*BENCH.split(), "--host", "u@127.0.0.1", "--ssh-option", f"{k}=x"], k)
+        for k in ("ProxyCommand", "LocalCommand", "PermitLocalCommand", "KnownHostsCommand", "Match", "Include")
+    ],
+    case(
+        "bench-ssh-option-spaced",
+        [*BENCH.split(), "--host", "u@127.0.0.1", "--ssh-option", "ConnectTimeout=5 x"],
+        "KEY=VALUE",
+    ),
     # an empty path was the current folder: `pipeline --out ""` made a run of it (hostile pass, session 16)
     case("pipeline-out-empty", ["pipeline", "--out", ""], "--out was given an empty value"),
     case("pipeline-out-equals-empty", ["pipeline", "--out="], "--out was given an empty value"),
