@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, same_ids
+from rkd_edge.io import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "rkd-edge/bundle@1"
@@ -21,14 +22,6 @@ class BundleError(Exception):
     """
 
     exit_code = 2
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_manifest(root: str | Path) -> dict:
@@ -213,27 +206,30 @@ def bundle_id(manifest: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _check_file(root: Path, rel: str, rec: dict, fix: str) -> Path:
+    """``root/rel`` if it is a plain file (no link anywhere on the way: what is verified is what is loaded)
+    with the record's size (where it has one) and sha256; else one line ending in ``fix``."""
+    path = root / rel
+    parts = Path(rel).parts
+    linked = any(root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts) + 1))
+    if linked or not path.is_file():
+        raise BundleError(f"bundle file missing or not a plain file: {rel}; {fix}")
+    if "bytes" in rec and path.stat().st_size != rec["bytes"]:
+        raise BundleError(
+            f"bundle file {rel} has {path.stat().st_size} bytes, the manifest says "
+            f"{rec['bytes']} (truncated or replaced); {fix}"
+        )
+    if sha256_file(path) != rec["sha256"]:
+        raise BundleError(f"bundle file {rel} does not match its sha256 in the manifest (tampered or corrupt); {fix}")
+    return path
+
+
 def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
     """Check every listed file's size and sha256; refuse the bundle on any mismatch."""
     root = Path(root)
     manifest = manifest or load_manifest(root)
     for rel, rec in manifest["files"].items():
-        path = root / rel
-        # No link anywhere on the way (a linked models/ folder too): what is verified is what is loaded.
-        parts = Path(rel).parts
-        linked = any(root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts) + 1))
-        if linked or not path.is_file():
-            raise BundleError(f"bundle file missing or not a plain file: {rel}; re-export the bundle")
-        if path.stat().st_size != rec["bytes"]:
-            raise BundleError(
-                f"bundle file {rel} has {path.stat().st_size} bytes, the manifest says "
-                f"{rec['bytes']} (truncated or replaced); re-export the bundle"
-            )
-        if _sha256(path) != rec["sha256"]:
-            raise BundleError(
-                f"bundle file {rel} does not match its sha256 in the manifest (tampered or "
-                "corrupt); re-export the bundle"
-            )
+        _check_file(root, rel, rec, "re-export the bundle")
     _check_unlisted(root, manifest["files"])
     return manifest
 
@@ -241,17 +237,7 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
 def verified_engine(root: Path, rec: dict) -> Path:
     """The TensorRT engine a manifest's ``tensorrt.engines`` record names, after its sha256 is checked
     (engines are built on the device after export, so they are not in ``files``)."""
-    path = root / "trt" / rec["file"]
-    if path.is_symlink() or not path.is_file():
-        raise BundleError(
-            f"TensorRT engine trt/{rec['file']} is missing or not a plain file; rebuild it with rkd-edge export trt"
-        )
-    if _sha256(path) != rec["sha256"]:
-        raise BundleError(
-            f"TensorRT engine trt/{rec['file']} does not match its sha256 in the manifest (tampered or corrupt); "
-            "rebuild it with rkd-edge export trt"
-        )
-    return path
+    return _check_file(root, f"trt/{rec['file']}", rec, "rebuild it with rkd-edge export trt")
 
 
 def _check_unlisted(root: Path, files: dict) -> None:
