@@ -12,13 +12,13 @@ import contextlib
 import json
 import shlex
 import subprocess
-import sys
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rkd_edge import __version__
-from rkd_edge.bench import SCHEMA
+from rkd_edge import __version__, progress
+from rkd_edge.bench import PRECISIONS, SCHEMA, STAGES, check_result
 from rkd_edge.errors import UserError
 from rkd_edge.runtime.bundle import MANIFEST, load_manifest
 
@@ -121,6 +121,7 @@ class Target:
         for opt in self.options:
             args += ["-o", opt]
         args += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "StrictHostKeyChecking=accept-new"]
+        args += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # a dead link ends in a minute
         if self.port:
             args += ["-p", str(self.port)]
         if self.identity:
@@ -151,8 +152,17 @@ def ssh_error(target: Target, stderr: str) -> UserError:
     return UserError(f"ssh to {target.name} failed ({msg})")
 
 
+# Seconds a short command (version check, mktemp, sha256sum, cat, rm) may take: a peer that accepts the
+# connection and then says nothing is given up on after this.
+SHORT_TIMEOUT = 60
+
+
 def run(
-    target: Target, command: str, stdin: bytes | None = None, timeout: float = 120, stream_stderr: bool = False
+    target: Target,
+    command: str,
+    stdin: bytes | None = None,
+    timeout: float = SHORT_TIMEOUT,
+    stream_stderr: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run a shell line on the target; ssh's own failures become one line. Returns the finished process."""
     try:
@@ -253,10 +263,52 @@ def bench_argv(settings) -> list[str]:
     return argv
 
 
-def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", timeout: float = 3600) -> dict:
+# The remote command runs beside a watcher that reads the ssh channel's stdin and stops the command when it
+# closes: without a terminal sshd sends no SIGHUP, so a Ctrl-C or a dropped link here would leave the bench
+# running on the device. ``exec 3<&0``: a background job's stdin is /dev/null unless redirected.
+_TIED = (
+    "exec 3<&0; {cmd} </dev/null & p=$!; {{ cat <&3; kill $p; }} >/dev/null 2>&1 & w=$!; "
+    "wait $p; r=$?; kill $w 2>/dev/null; exit $r"
+)
+
+
+def _run_tied(target: Target, command: str, timeout: float) -> tuple[int, str]:
+    """Run ``command`` on the target, tied to this process (see ``_TIED``); returns (exit status, stderr)."""
+    proc = subprocess.Popen(
+        target.ssh(_TIED.format(cmd=command)),
+        stdin=subprocess.PIPE,  # held open until the command ends: its closing stops the command there
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{target.name} did not finish the bench within {timeout:g} s; it was stopped") from None
+    finally:
+        proc.stdin.close()  # ends the watcher there (and the command, if it still runs)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    return proc.returncode, b"".join(err).decode(errors="replace")
+
+
+def bench_timeout(settings) -> float:
+    """Seconds the remote bench may take: ten minutes for loading and the accuracy point, plus three times
+    its timed and warm-up seconds (every back end, precision, batch and stage)."""
+    s = settings
+    variants = len(s.backends) * len(s.precisions or PRECISIONS) * len(s.batches) * len(STAGES)
+    return 600 + 3 * variants * (s.seconds + s.warmup)
+
+
+def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", timeout: float | None = None) -> dict:
     """Bench ``bundle`` on ``target`` with its own rkd-edge; returns the bench JSON (schema as a local one).
 
-    The remote bench's progress goes to this process's stderr; its temporary folder is removed after.
+    The remote bench stops when this process does (Ctrl-C, a dropped link) or after ``timeout`` seconds
+    (default :func:`bench_timeout`); its temporary folder is removed after.
     """
     bundle = Path(bundle)
     info = check_version(target, exe)
@@ -269,21 +321,22 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
         push_bundle(target, bundle, remote_bundle)
         out = f"{work}/bench.json"
         argv = [exe, "-q", "bench", remote_bundle, "--json", out, *bench_argv(settings)]
-        print(f"running on {target.name}: {' '.join(argv)}", file=sys.stderr)
-        cmd = target.ssh(" ".join(map(shlex.quote, argv)))
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
-        err = proc.stderr.decode(errors="replace")
-        if proc.returncode == 255:
+        progress.log(f"running on {target.name}: {' '.join(argv)}")
+        returncode, err = _run_tied(target, " ".join(map(shlex.quote, argv)), timeout or bench_timeout(settings))
+        if returncode == 255:
             raise ssh_error(target, err)
-        if proc.returncode:
+        if returncode:
             raise UserError(f"the bench on {target.name} failed: {_last_line(err).removeprefix('error: ')}")
         proc = run(target, f"cat {shlex.quote(out)}")
         try:
             result = json.loads(proc.stdout.decode())
         except ValueError:
             raise UserError(f"the bench on {target.name} wrote no readable JSON at {out}") from None
+        check_result(result, target.name)
     finally:
         with contextlib.suppress(UserError):  # the connection went away: the folder stays in /tmp
             run(target, f"rm -rf {shlex.quote(work)}", timeout=60)
+    # the bundle as named here (the device's copy lived in a temporary folder, removed above)
     result["remote"] = {"host": target.name, "rkd_edge": info["rkd_edge"], "bundle": remote_bundle}
+    result["bundle"] = str(bundle)
     return result

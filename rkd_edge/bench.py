@@ -527,8 +527,10 @@ def table(result: dict) -> str:
     fmt = "  ".join(f"{{:{'<' if i < 5 else '>'}{w}}}" for i, w in enumerate(widths))
     p = result["accuracy_point"]
     env_ = result["environment"]
+    remote = result.get("remote")
+    on = f" on {remote['host']}" if isinstance(remote, dict) and isinstance(remote.get("host"), str) else ""
     out = [
-        f"bundle {result['bundle']} ({result['bundle_id']}), accuracy on the test split through {p['channel']} at "
+        f"bundle {result['bundle']} ({result['bundle_id']}){on}, accuracy on the test split through {p['channel']} at "
         f"{p['snr_db']:g} dB, k={p['k']}, {p['trials']} trial(s); {env_.get('cpu', '?')}, {env_.get('cpu_count')} CPUs",
         fmt.format(*head),
         fmt.format(*("-" * w for w in widths)),
@@ -562,6 +564,72 @@ def check_schema(result: dict) -> None:
     if not isinstance(result, dict) or result.get("schema") != SCHEMA:
         got = result.get("schema") if isinstance(result, dict) else type(result).__name__
         raise UserError(f"bench result has schema {got!r}, this rkd-edge reads {SCHEMA}; install the same version")
+
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+# field -> accepted types, for what :func:`table` and ``--select`` read from a bench JSON
+_TOP = {"bundle": str, "bundle_id": str, "accuracy_point": dict, "environment": dict, "results": list}
+_POINT = {"channel": str, "snr_db": _NUM, "k": int, "trials": int}
+_ROW = {"backend": str, "precision": str, "batch": int, "stage": str, "status": str}
+_ROW_OPTIONAL = {
+    "size_mb": _OPT_NUM,
+    "accuracy": _OPT_NUM,
+    "throughput_per_s": _OPT_NUM,
+    "latency_ms": (dict, type(None)),
+}
+_LATENCY = {"p50": _NUM, "p99": _NUM, "mean": _NUM}
+_MACHINE = {"p50_ms": _NUM, "drift": _NUM, "steady": bool}
+_WRITTEN = {"fingerprint": str, "choice": dict, "accuracy": _NUM, "reference_accuracy": _NUM}
+
+
+def _fields(obj, spec: dict, what: str, optional: bool = False) -> None:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} is {type(obj).__name__}, not an object")
+    for key, kind in spec.items():
+        if key not in obj and optional:
+            continue
+        value = obj.get(key)
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise ValueError(f"{what}.{key} is {value!r}")
+
+
+def check_result(result, source: str) -> dict:
+    """``result`` if it is a bench JSON of this schema with every field the table and ``--select`` read,
+    else one line naming ``source`` (a device's bench JSON is data from elsewhere)."""
+    check_schema(result)
+    try:
+        _fields(result, _TOP, "result")
+        _fields(result["accuracy_point"], _POINT, "accuracy_point")
+        for i, row in enumerate(result["results"]):
+            _fields(row, _ROW, f"results[{i}]")
+            _fields(row, _ROW_OPTIONAL, f"results[{i}]", optional=True)
+            if row.get("latency_ms") is not None:
+                _fields(row["latency_ms"], _LATENCY, f"results[{i}].latency_ms")
+            if row["stage"] not in STAGES:
+                raise ValueError(f"results[{i}].stage is {row['stage']!r}")
+            memory = row.get("memory") or {}
+            _fields(memory, {"peak_rss_mb": _OPT_NUM}, f"results[{i}].memory", optional=True)
+        if result.get("machine_reference") is not None:
+            _fields(result["machine_reference"], _MACHINE, "machine_reference")
+            _fields(result["machine_reference"], {"cpu_steal": _OPT_NUM}, "machine_reference", optional=True)
+        _fields(result, {"selection": (dict, type(None))}, "result", optional=True)
+        for backend, sel in (result.get("selection") or {}).items():
+            _fields(sel, {"written": bool}, f"selection.{backend}")
+            if sel["written"]:
+                _fields(sel, _WRITTEN, f"selection.{backend}")
+                check_choice(sel["choice"], f"selection.{backend}.choice")
+                if not re.fullmatch(r"[0-9a-f]{16}", sel["fingerprint"]):
+                    raise ValueError(f"selection.{backend}.fingerprint is {sel['fingerprint']!r}")
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"the bench result from {source} is malformed ({exc}); rerun it there") from None
+    return result
+
+
+def check_choice(choice, what: str) -> None:
+    """A ``--select`` choice is ``{model: precision}`` over :data:`MODELS` and :data:`PRECISIONS`."""
+    if not isinstance(choice, dict) or set(choice) != set(MODELS) or not all(p in PRECISIONS for p in choice.values()):
+        raise ValueError(f"{what} is {choice!r}, not a precision for each of {', '.join(MODELS)}")
 
 
 def parse_list(text: str | None, kind=str, what: str = "value") -> list | None:

@@ -270,3 +270,74 @@ def test_remote_failures_are_one_line(sshd, tiny_bundle, tmp_path):
     model.write_bytes(bytes(data))
     line = _one_error_line(run_cli("bench", str(damaged), *FAST, "--batch", "1", "--no-memory", *args))
     assert "does not match its hashes there" in line
+
+
+def _fake_remote(tmp_path: Path, body: str) -> Path:
+    """A device-side rkd-edge that speaks this schema and version, then runs ``body`` for the bench
+    (``$5`` is the --json path the caller reads back)."""
+    from rkd_edge import __version__
+    from rkd_edge.bench import SCHEMA
+
+    exe = tmp_path / "fake-rkd-edge"
+    info = json.dumps({"rkd_edge": __version__, "schema": SCHEMA})
+    exe.write_text(f"#!/bin/sh\nif [ \"$2\" = --schema ]; then echo '{info}'; exit 0; fi\n{body}\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bundle, tmp_path):
+    result_local, _ = local
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = (copy / "manifest.json").read_bytes()
+    args = [str(copy), *FAST, "--batch", "1", "--no-memory", *sshd["args"], "--identity", str(sshd["key"])]
+    args = ["-q", "bench", *args]  # -q: the error is the only line
+    choice = {"encoder": "fp32", "tx": "fp32", "rx": "fp32"}
+    written = {"written": True, "fingerprint": "0123456789abcdef", "choice": choice}
+    written |= {"accuracy": 0.5, "reference_accuracy": 0.5}
+    cases = {
+        "no-results": {"schema": result_local["schema"]},
+        "results-not-a-list": {**result_local, "results": 7},
+        "row-without-stage": {**result_local, "results": [{"backend": "onnxruntime"}]},
+        "selection-a-list": {**result_local, "selection": []},
+        "selection-bad-choice": {**result_local, "selection": {"onnxruntime": {**written, "choice": {"rx": "fp64"}}}},
+        "selection-bad-fingerprint": {**result_local, "selection": {"onnxruntime": {**written, "fingerprint": "../x"}}},
+    }
+    for name, payload in cases.items():
+        (tmp_path / name).write_text(json.dumps(payload))
+        exe = _fake_remote(tmp_path, f'cp {tmp_path / name} "$5"')
+        proc = run_cli(*args, "--remote-rkd-edge", str(exe))
+        assert proc.returncode == 2, name
+        line = _one_error_line(proc)
+        assert "malformed" in line and "127.0.0.1" in line, (name, line)
+    # a well-formed selection the device made is recorded here only when --select asked for one
+    (tmp_path / "selected").write_text(json.dumps({**result_local, "selection": {"onnxruntime": written}}))
+    exe = _fake_remote(tmp_path, f'cp {tmp_path / "selected"} "$5"')
+    proc = run_cli(*args, "--remote-rkd-edge", str(exe))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (copy / "manifest.json").read_bytes() == manifest
+    assert f"{tiny_bundle.name} " not in proc.stdout.splitlines()[0] and str(copy) in proc.stdout.splitlines()[0]
+    assert "on " in proc.stdout.splitlines()[0] and "127.0.0.1" in proc.stdout.splitlines()[0]
+    proc = run_cli(*args, "--select", "--remote-rkd-edge", str(exe))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((copy / "manifest.json").read_text())["selection"] == {"0123456789abcdef": choice}
+
+
+def test_ctrl_c_here_stops_the_bench_on_the_device(sshd, tiny_bundle, tmp_path):
+    pidfile = tmp_path / "remote.pid"
+    exe = _fake_remote(tmp_path, f"echo $$ > {pidfile}\nexec sleep 300")
+    args = [str(tiny_bundle), *FAST, "--batch", "1", "--no-memory", *sshd["args"], "--identity", str(sshd["key"])]
+    cmd = [sys.executable, "-c", "from rkd_edge.cli import main; main()", "bench", *args, "--remote-rkd-edge", str(exe)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    remote_pid = int(pidfile.read_text())
+    os.kill(proc.pid, 2)  # SIGINT, as Ctrl-C sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted:"), err
+    deadline = time.time() + 20
+    while Path(f"/proc/{remote_pid}").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{remote_pid}").exists(), "the remote bench still runs after Ctrl-C here"

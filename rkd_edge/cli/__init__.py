@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) inside app(): the line is said here
         print(
-            "interrupted: finished stages and checkpoints are kept, nothing half-written is left; "
-            "rerun the command to resume",
+            "interrupted: nothing half-written is left (a training command keeps its finished stages and "
+            "checkpoints: rerun it to resume; a remote bench was stopped on the device)",
             file=sys.stderr,
         )
     if isinstance(code, int) and code:  # typer.Exit(n) and --help come back as a code outside standalone mode

@@ -47,8 +47,9 @@ def bench(
     """Profile a bundle: per stage and end to end latency (mean, p50..p99, max), throughput, accuracy
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
     from rkd_edge import __version__
-    from rkd_edge.bench import SCHEMA, Settings, check_schema, parse_list, run_bench, table, write_selection
+    from rkd_edge.bench import SCHEMA, Settings, parse_list, run_bench, table, write_selection
     from rkd_edge.io import check_new_file, write_new_json
+    from rkd_edge.runtime.bundle import load_manifest
 
     if schema:
         typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
@@ -85,10 +86,12 @@ def bench(
         from rkd_edge.devices.remote import Target, remote_bench
 
         target = Target.parse(host, port, identity, ssh_option or [])
-        result = remote_bench(bundle, target, settings, remote_rkd_edge)
-        check_schema(result)
-        for sel in (result.get("selection") or {}).values():
-            if sel.get("written"):  # the device measured it: record it in the local bundle too
+        result = remote_bench(bundle, target, settings, remote_rkd_edge)  # checked: bench.check_result
+        held = set(load_manifest(bundle)["precisions"])
+        for sel in (result.get("selection") or {}).values() if select else ():
+            if sel["written"]:  # the device measured it: record it in the local bundle too
+                if not set(sel["choice"].values()) <= held:
+                    raise UserError(f"the selection from {target.name} names precisions this bundle lacks: {sel}")
                 write_selection(bundle, sel["fingerprint"], sel["choice"])
     else:
         result = run_bench(bundle, settings)
