@@ -260,9 +260,7 @@ def get_profile(name: str) -> DeviceProfile:
     """Profile by key or alias; an unknown name is a :class:`~rkd_edge.errors.UserError` naming the known ones."""
     key = ALIASES.get(name.lower(), name.lower())
     if key not in PROFILES:
-        raise UserError(f"unknown device {name!r}; known: {', '.join(known_names())}")
+        raise UserError(
+            f"unknown device {name!r}; profiles: {', '.join(PROFILES)} (estimates also take 'host', measured now)"
+        )
     return PROFILES[key]
-
-
-def known_names() -> list[str]:
-    return list(PROFILES) + ["host"]

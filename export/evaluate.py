@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from rkd_edge.config import CodecConfig, parse_range, read_config
+from rkd_edge.errors import UserError
 from rkd_edge.evaluate.plots import plot_snr
 from rkd_edge.evaluate.run import commit_evaluation, evaluation_folder
 from rkd_edge.evaluate.snr import NOISE_BATCH, Grid, curves, noiseless_grid, sweep, write_rows
@@ -33,6 +34,11 @@ def evaluate_bundle(
     """Accuracy against SNR of a verified bundle, every precision it holds; files under
     ``BUNDLE/evaluation`` (or ``out``), committed as one set."""
     manifest = Bundle.open(bundle).manifest  # refuses a bundle whose files do not match the manifest
+    k_max = manifest["symbols"]["max"]
+    if bad := [k for k in symbols or [] if not 1 <= k <= k_max]:  # before the features are encoded
+        raise UserError(f"symbol lengths {bad} outside 1..{k_max} supported by this bundle")
+    if bad := [c for c in channels or [] if c not in manifest["channel_types"]]:
+        raise UserError(f"channel {bad[0]!r} is not one this bundle knows: {', '.join(manifest['channel_types'])}")
     cfg = method_config(read_config(bundle / "config.json", "bundle config"))
     out, fresh = evaluation_folder(out, bundle / "evaluation", (bundle,))
     ec = cfg.evaluate

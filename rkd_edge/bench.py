@@ -630,14 +630,3 @@ def check_choice(choice, what: str) -> None:
     """A ``--select`` choice is ``{model: precision}`` over :data:`MODELS` and :data:`PRECISIONS`."""
     if not isinstance(choice, dict) or set(choice) != set(MODELS) or not all(p in PRECISIONS for p in choice.values()):
         raise ValueError(f"{what} is {choice!r}, not a precision for each of {', '.join(MODELS)}")
-
-
-def parse_list(text: str | None, kind=str, what: str = "value") -> list | None:
-    """``a,b,c`` -> list (``None`` stays ``None``); a malformed item is one line."""
-    if text is None:
-        return None
-    items = [t.strip() for t in re.split(r"[,\s]+", text) if t.strip()]
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise UserError(f"malformed {what} list {text!r}; use comma-separated values like 1,8,32") from None

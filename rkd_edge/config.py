@@ -444,8 +444,8 @@ def _in_range(key: str, value) -> None:
         if (lo is not None and (v < lo or (lo_open and v == lo))) or (
             hi is not None and (v > hi or (hi_open and v == hi))
         ):
-            lo_s = "-inf" if lo is None else f"{lo:g}"
-            hi_s = "inf" if hi is None else f"{hi:g}"
+            lo_s = "-inf" if lo is None else _bound(lo)
+            hi_s = "inf" if hi is None else _bound(hi)
             span = f"{'(' if lo_open else '['}{lo_s}, {hi_s}{')' if hi_open else ']'}"
             raise UserError(f"{key}: {_show(v)} is outside the allowed range {span}")
 
@@ -591,23 +591,34 @@ _SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 4, 40, 40
 
 
+def _bound(x: float) -> str:
+    """A range bound as a person writes it: 4294967295 in full, 0.5 as is."""
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
 def _show(value) -> str:
     """A value for a message, cut short (a hostile value may be huge)."""
     return _SHORT.repr(value)
 
 
 def _check_items(data) -> None:
-    """Refuse a config of more than MAX_CONFIG_ITEMS values, counting an alias each time it is used."""
-    stack, seen = [data], 0
+    """Refuse a config of more than MAX_CONFIG_ITEMS values, counting an alias each time it is used, and one
+    that contains itself (an alias inside its own anchor, ``a: &x [*x]``)."""
+    stack, seen, open_ = [(data, False)], 0, set()  # open_: ids of the containers on the current path
     while stack:
-        node = stack.pop()
+        node, leaving = stack.pop()
+        if leaving:
+            open_.discard(id(node))
+            continue
         seen += 1
         if seen > MAX_CONFIG_ITEMS:
             raise UserError(f"the config holds more than {MAX_CONFIG_ITEMS:,} values; a config is a few hundred")
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+        if isinstance(node, dict | list):
+            if id(node) in open_:
+                raise UserError("the config contains itself (a YAML alias inside its own anchor); remove the alias")
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in (node.values() if isinstance(node, dict) else node))
 
 
 def from_dict(data: dict) -> RunConfig:
@@ -654,6 +665,8 @@ def parse_range(text: str) -> list[float]:
             raise ValueError
         if len(values) > MAX_RANGE_POINTS:
             raise UserError(f"{len(values):,} values, more than {MAX_RANGE_POINTS:,}; give fewer")
+        if len(set(values)) != len(values):
+            raise UserError(f"range {text!r} repeats a value; give each once")
         return values
     except ValueError:
         raise UserError(f"malformed range {text!r}; use start:stop:step (e.g. -10:24:2) or a,b,c") from None

@@ -141,7 +141,12 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     if count_params(system.encoder) >= before["params"]:
         # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
         hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
-        raise UserError(f"--ratio {ratio} removes no channel of this encoder; {hint}")
+        why = (
+            "it would empty every layer, and torch-pruning keeps a layer whole rather than empty it"
+            if ratio > 0.5
+            else "it is under one channel of every prunable layer"
+        )
+        raise UserError(f"--ratio {ratio} removes no channel of this encoder ({why}); {hint}")
     progress.log(f"pruned encoder: {before['params']:,} -> {count_params(system.encoder):,} parameters")
     finetune = (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)) if epochs > 0 else ()
     for name, sc in finetune:

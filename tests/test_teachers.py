@@ -51,8 +51,13 @@ def test_local_teacher_mismatch_and_missing(tiny_teacher_dir, tmp_path):
         create_teacher(f"local:{tmp_path}", (1, 8, 8), 10)
 
 
-def test_timm_pretrained_missing_offline(tmp_path):
-    with pytest.raises(UserError, match="not available offline|weights file not found"):
+def test_timm_pretrained_missing_offline(tmp_path, monkeypatch, capfd):
+    # pretrained weights come from the local cache only unless RKD_EDGE_DOWNLOAD=1: no hub retries, one line
+    monkeypatch.delenv("RKD_EDGE_DOWNLOAD", raising=False)
+    with pytest.raises(UserError, match="not in the local cache.*RKD_EDGE_DOWNLOAD=1"):
+        create_teacher("timm:resnet10t", (3, 32, 32), 10)
+    assert "Retry" not in capfd.readouterr().err
+    with pytest.raises(UserError, match="not in the local cache|weights file not found"):
         create_teacher(f"timm:resnet10t@{tmp_path}/nope.safetensors", (3, 32, 32), 10)
     with pytest.raises(UserError, match="unknown timm model"):
         create_teacher("timm:not_a_model@random", (3, 32, 32), 10)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from rkd_edge.cli.common import comma_list
 from rkd_edge.errors import UserError
 
 
@@ -47,7 +48,7 @@ def bench(
     """Profile a bundle: per stage and end to end latency (mean, p50..p99, max), throughput, accuracy
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
     from rkd_edge import __version__
-    from rkd_edge.bench import SCHEMA, Settings, parse_list, run_bench, table, write_selection
+    from rkd_edge.bench import SCHEMA, Settings, run_bench, table, write_selection
     from rkd_edge.io import check_new_file, write_new_json
     from rkd_edge.runtime.bundle import load_manifest
 
@@ -60,15 +61,17 @@ def bench(
 
     check_new_file(json_out, "--json")
 
-    backends = list(BACKENDS) if backend.strip() == "all" else parse_list(backend, str, "back end")
+    backends = (
+        list(BACKENDS) if backend.strip() == "all" else comma_list(backend, "--backend", example="onnxruntime,pytorch")
+    )
     if host is not None and not host.strip():
         raise UserError("--host is empty; give USER@HOST, or leave --host out to measure here")
     if host is None and (port is not None or identity is not None or ssh_option):
         raise UserError("--port, --identity and --ssh-option are for --host; add --host USER@HOST or drop them")
     settings = Settings(
         backends=backends,
-        precisions=parse_list(precision, str, "precision"),
-        batches=parse_list(batch, int, "batch"),
+        precisions=comma_list(precision, "--precision", example="fp32,int8"),
+        batches=comma_list(batch, "--batch", int),
         snr_db=snr_db,
         symbols=symbols,
         channel=channel,

@@ -7,6 +7,7 @@ import json
 import typer
 
 from rkd_edge.config import RunConfig, from_dict, load_config
+from rkd_edge.errors import UserError
 
 PRESET = typer.Option(None, "--preset", "-p", help="Config preset (quickstart, fashion-mnist, cifar100-clip).")
 CONFIG = typer.Option(
@@ -56,9 +57,10 @@ def resolve(
     return from_dict(data)
 
 
-def check_values(values: dict) -> None:
+def check_values(values: dict, flags: dict[str, str] | None = None) -> None:
     """Check options that mirror config keys (``{"seed": 3, "data.image_size": 28}``; ``None`` = not given)
-    with the config's own type and range rules: one line naming the key, the value and what is allowed."""
+    with the config's own type and range rules: one line naming the option (``flags``: key -> flag, e.g.
+    ``{"data.image_size": "--image-size"}``; else the key), the value and what is allowed."""
     data: dict = {}
     for key, value in values.items():
         if value is None:
@@ -68,8 +70,32 @@ def check_values(values: dict) -> None:
         for part in path:
             node = node.setdefault(part, {})
         node[last] = value
-    from_dict(data)
+    try:
+        from_dict(data)
+    except UserError as exc:
+        text = str(exc)
+        for key, flag in (flags or {}).items():
+            if text.startswith(f"{key}:"):
+                raise UserError(flag + text[len(key) :]) from None
+        raise
 
 
 def echo_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def comma_list(text: str | None, option: str, cast=str, example: str = "1,32") -> list | None:
+    """``a,b,c`` -> ``[cast(a), ...]`` (``None`` stays ``None``). An empty item (``1,,2``, ``","``), a value
+    ``cast`` refuses and a repeated value are each one line: none of them is ever what a user meant."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise UserError(f"{option} has an empty item in {text!r}; give a comma list like {example}")
+    try:
+        values = [cast(t) for t in items]
+    except ValueError:
+        raise UserError(f"{option} takes a comma list like {example}, got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise UserError(f"{option} repeats a value in {text!r}; give each once")
+    return values

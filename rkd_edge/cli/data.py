@@ -7,6 +7,7 @@ import typer
 from rkd_edge.cli.common import DATA_DIR, check_values, echo_json
 
 app = typer.Typer(no_args_is_help=True)
+FLAGS = {"seed": "--seed", "data.image_size": "--image-size", "data.channels": "--channels"}
 
 
 @app.command("info")
@@ -21,7 +22,7 @@ def info(
     """Print size, classes, shape, normalisation and where the data came from."""
     from rkd_edge.data import create_dataset
 
-    check_values({"seed": seed, "data.image_size": image_size, "data.channels": channels})
+    check_values({"seed": seed, "data.image_size": image_size, "data.channels": channels}, FLAGS)
     d = create_dataset(name, data_dir, image_size, channels, seed)
     info = d.info()
     if as_json:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, echo_json, resolve
+from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, comma_list, echo_json, resolve
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_file, file_in_the_way
-from rkd_edge.limits import check_batches
+from rkd_edge.limits import check_batches, check_threads
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
 
@@ -23,10 +23,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _csv(value: str | None, cast=str) -> list | None:
-    return [cast(v.strip()) for v in value.split(",") if v.strip()] if value else None
 
 
 @app.command("list")
@@ -65,6 +61,11 @@ def show_cmd(name: str = typer.Argument(..., help="Profile key (rkd-edge devices
     """One profile, every figure with the public page it came from (or 'unverified: ...')."""
     from rkd_edge.devices.profiles import get_profile
 
+    if name.strip().lower() == "host":
+        raise UserError(
+            "'host' has no stored profile: its figures are measured when an estimate runs "
+            "(rkd-edge devices estimate BUNDLE --device host); rkd-edge devices detect describes this machine"
+        )
     p = get_profile(name)
     figs = p.figures()
     if as_json:
@@ -104,16 +105,13 @@ def estimate_cmd(
     from rkd_edge.devices.estimate import estimate_bundle, resolve_profile
     from rkd_edge.io import write_new_json
 
-    try:
-        batches = tuple(check_batches([int(b) for b in _csv(batch) or []]))
-    except ValueError:
-        raise UserError(f"--batch takes a comma list of integers, got {batch!r}") from None
+    batches = tuple(check_batches(comma_list(batch, "--batch", int)))
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not a bundle (no manifest.json); make one with rkd-edge export RUN --out BUNDLE")
     if out:
         check_new_file(out)
     prof = resolve_profile(device)
-    res = estimate_bundle(bundle, prof, _csv(precision), batches)
+    res = estimate_bundle(bundle, prof, comma_list(precision, "--precision", example="fp32,int8"), batches)
     if out:
         write_new_json(out, res)
     if as_json:
@@ -159,8 +157,7 @@ def lut_cmd(
         )
     if precision not in ("fp32", "int8"):
         raise UserError(f"--precision is fp32 or int8, got {precision!r}")
-    if threads < 0:
-        raise UserError(f"--threads is 0 (ONNX Runtime's choice) or a positive count, got {threads}")
+    check_threads(threads)
     if (blocker := file_in_the_way(out.parents)) is not None:
         raise UserError(f"{blocker} is a file, not a folder; choose another --out")
     if out.is_dir():

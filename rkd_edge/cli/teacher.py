@@ -122,7 +122,8 @@ def evaluate(
 
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; use train, val or test")
-    check_values({"seed": seed, "device": device, "data.image_size": image_size, "data.channels": channels})
+    values = {"seed": seed, "device": device, "data.image_size": image_size, "data.channels": channels}
+    check_values(values, {"seed": "--seed", "device": "--device", "data.image_size": "--image-size"})
     splits = create_dataset(dataset or "digits", data_dir, image_size, channels, seed)
     check_spec(spec)
     if ":" not in spec or spec.endswith("@random"):  # an architecture name alone builds untrained weights

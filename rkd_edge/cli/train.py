@@ -17,6 +17,7 @@ from rkd_edge.cli.common import (
     SEED,
     SET,
     check_values,
+    comma_list,
     echo_json,
     resolve,
 )
@@ -98,14 +99,14 @@ def evaluate(
     check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU evaluates here too
 
-    channels = [c.strip() for c in channel.split(",")] if channel is not None else None
-    if channels is not None and not all(channels):
-        raise UserError(f"--channel takes a comma list of channel names (e.g. awgn,rayleigh), got {channel!r}")
+    channels = comma_list(channel, "--channel", example="awgn,rayleigh")
     ks = None
     if symbols is not None:
         try:
             values = parse_range(symbols)
-        except UserError:
+        except UserError as exc:
+            if "repeats" in str(exc):
+                raise UserError(f"--symbols repeats a value in {symbols!r}; give each once") from None
             values = []
         if not values or any(v != int(v) or v < 1 for v in values):
             raise UserError(
@@ -116,7 +117,9 @@ def evaluate(
         for v in parse_range(snr):
             check_snr_db(v, "--snr")
     if trials is not None:
-        check_values({"evaluate.trials": trials})  # the config's range: 1 .. 10,000 draws per point
+        check_values(
+            {"evaluate.trials": trials}, {"evaluate.trials": "--trials"}
+        )  # the config's range: 1 .. 10,000 draws per point
     if channels is not None and set(channels) <= {"identity"}:
         raise UserError("--channel identity alone has no SNR axis (the noiseless point is always evaluated); add awgn")
     if (target / "manifest.json").is_file():

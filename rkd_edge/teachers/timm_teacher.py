@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -41,7 +42,8 @@ class TimmTeacher(Teacher):
             kwargs["pretrained"] = True
             self._weights_id = "pretrained"
         try:
-            self.model = _create(timm, name, image_size, kwargs)
+            with _hub_offline(weights is None and os.environ.get("RKD_EDGE_DOWNLOAD") != "1"):
+                self.model = _create(timm, name, image_size, kwargs)
         except UserError:
             raise
         # A weights file from elsewhere fails in many ways (a bad safetensors header, a pickle that is not a
@@ -55,8 +57,8 @@ class TimmTeacher(Teacher):
                 ) from None
             if weights is None or "pretrained" in str(exc).lower() or "hub" in str(exc).lower():
                 raise UserError(
-                    f"pretrained weights for {name} are not available offline; download them "
-                    f"once, or use timm:{name}@/path/to/weights"
+                    f"pretrained weights for {name} are not in the local cache; set RKD_EDGE_DOWNLOAD=1 with "
+                    f"internet access to download them once, or use timm:{name}@/path/to/weights"
                 ) from None
             raise UserError(f"cannot load timm model {name}: {detail}") from None
         patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", (1, 1))
@@ -89,3 +91,21 @@ def _create(timm, name: str, image_size: int, kwargs: dict):
         return timm.create_model(name, img_size=image_size, **kwargs)
     except TypeError:
         return timm.create_model(name, **kwargs)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """Read pretrained weights from the local cache only, unless a download was asked for
+    (``RKD_EDGE_DOWNLOAD=1``, as for datasets): without it an offline machine spends a minute in Hugging Face
+    retries, printing a line for each, before the same error."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # timm without the hub: it has no download to avoid
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
