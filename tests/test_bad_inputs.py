@@ -612,6 +612,7 @@ TEACHER_PARAMS = (
 )
 
 DATA_PARAMS = [
+    case("data-info-digits-data-dir", "data info digits --data-dir {dir}", "reads no --data-dir"),
     case("data-info-unknown", "data info nope", "unknown dataset"),
     case("data-info-folder-missing", "data info imagefolder:/nonexistent", "not a directory"),
     case("data-info-folder-is-file", "data info imagefolder:{file}", "directory"),

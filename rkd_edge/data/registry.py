@@ -49,6 +49,9 @@ def create_dataset(
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}")
     if key == "imagefolder" and not arg:
         raise UserError("imagefolder needs a path: use imagefolder:PATH")
+    if data_dir and key in ("digits", "imagefolder"):  # an ignored folder would hide a typo in the name
+        where = "ships with scikit-learn" if key == "digits" else "reads the folder after imagefolder:"
+        raise UserError(f"{key} reads no --data-dir ({where}); leave --data-dir (data.data_dir) out")
     if channels not in (None, 1, 3):
         raise UserError(f"channels must be 1 or 3, got {channels}")
     if image_size is not None and not 4 <= image_size <= 1024:
