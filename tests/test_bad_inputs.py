@@ -377,6 +377,7 @@ FLAG_PARAMS = [
     case("search-lambda-empty-item", "search --out {out} --lambda 1,,2", "range"),
     case("search-lambda-empty", ["search", "--out", "{out}", "--lambda", ""], "empty"),
     case("search-cost-unknown", "search --out {out} --cost watts", "watts"),
+    case("search-latency-table-unused", "search --out {out} --latency-table {file}", "read only with --cost latency"),
     case("search-latency-missing", "search --out {out} --cost latency --latency-table {missing}", "latency table"),
     case("search-latency-no-table", "search --out {out} --cost latency", "latency"),
     case(

@@ -163,6 +163,11 @@ def check_inputs(pipe) -> None:
     # A hand-designed encoder searches nothing; a resumed run past its search reads neither file again.
     if cfg.method == "authors-2025" or pipe.done("search") is not None:
         return
+    if s.latency_table and s.cost != "latency":  # a table that prices nothing would hide a forgotten --cost
+        raise UserError(
+            f"--latency-table (search.latency_table) is read only with --cost latency, but search.cost is {s.cost}; "
+            "add --cost latency or leave the table out"
+        )
     if s.genotype:
         Genotype.load(s.genotype).check_input(tuple(splits.input_shape), s.genotype)
         return
