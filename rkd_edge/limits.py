@@ -54,3 +54,10 @@ def check_batches(values: list[int] | tuple[int, ...], option: str = "--batch") 
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_BATCH for v in values):
         raise UserError(f"{option} takes batch sizes from 1 to {MAX_BATCH}, e.g. 1,32; got {list(values)}")
     return list(values)
+
+
+def check_batch(value: int, option: str = "--batch") -> int:
+    """``value`` if it is one batch size from 1 to :data:`MAX_BATCH`, else one line."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
+        raise UserError(f"{option} is one batch size from 1 to {MAX_BATCH}, e.g. 32; got {value!r}")
+    return value

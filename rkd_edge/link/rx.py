@@ -32,7 +32,7 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_files, new_file
-from rkd_edge.limits import check_batches, check_snr_db
+from rkd_edge.limits import check_batch, check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
@@ -311,7 +311,7 @@ def check_options(
         raise UserError(f"--seed is a whole number from 0 to 2**32 - 1, got {seed!r}")
     if channel not in (None, "identity") and snr_db is None:
         raise UserError(f"--channel {channel} needs --snr-db S (the simulated channel's SNR in dB)")
-    check_batches([batch])
+    check_batch(batch)
     for option, value in (
         ("--idle-timeout", idle_timeout_s),
         ("--reassembly-timeout", reassembly_timeout_s),

@@ -20,7 +20,7 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_file, new_file
-from rkd_edge.limits import check_batches, check_snr_db
+from rkd_edge.limits import check_batch, check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import Sender, parse_hostport
@@ -45,7 +45,7 @@ def check_options(
         raise UserError(f"--channel must be one of {', '.join(CHANNEL_IDS)}, got {channel!r}")
     if not (rate >= 0 and math.isfinite(rate)):
         raise UserError(f"--rate must be >= 0 frames per second (0: as fast as possible), got {rate}")
-    check_batches([batch])
+    check_batch(batch)
     if not 64 <= mtu <= 65507:
         raise UserError(f"--mtu must be between 64 and 65507 bytes per UDP datagram, got {mtu}")
     return host, port
