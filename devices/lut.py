@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
     import torch
 
     module = module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's advice (constant folding ...), once per op: not for users
         torch.onnx.export(
             module,
             (torch.zeros(1, c, size, size),),

@@ -131,8 +131,10 @@ class Target:
 
 
 def _last_line(text: str) -> str:
+    """The last non-empty line of a device's message, cut to 200 characters, control characters (terminal
+    escapes) shown as ``?``."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "no message"
+    return "".join(c if c.isprintable() else "?" for c in lines[-1][:200]) if lines else "no message"
 
 
 def ssh_error(target: Target, stderr: str) -> UserError:
@@ -155,31 +157,76 @@ def ssh_error(target: Target, stderr: str) -> UserError:
 # Seconds a short command (version check, mktemp, sha256sum, cat, rm) may take: a peer that accepts the
 # connection and then says nothing is given up on after this.
 SHORT_TIMEOUT = 60
+# Bytes kept of what a device prints: a bench JSON is kilobytes, a message a line. More is refused, never held.
+MAX_STDOUT = 16 * 2**20
+MAX_STDERR = 2**20
+
+# The remote command runs beside a watcher that reads the ssh channel's stdin and stops the command when it
+# closes: without a terminal sshd sends no SIGHUP, so a Ctrl-C, a timeout or a dropped link here would leave
+# the command running on the device. ``exec 3<&0``: a background job's stdin is /dev/null unless redirected.
+_TIED = (
+    "exec 3<&0; {cmd} </dev/null & p=$!; {{ cat <&3; kill $p; }} >/dev/null 2>&1 & w=$!; "
+    "wait $p; r=$?; kill $w 2>/dev/null; exit $r"
+)
+
+
+def _read_capped(stream, limit: int, out: list, over: list) -> None:
+    """Read ``stream`` to its end, keeping at most ``limit`` bytes (``over`` says that more came)."""
+    while chunk := stream.read(65536):
+        if sum(map(len, out)) + len(chunk) > limit:
+            over.append(True)
+            continue  # drained, not kept, so the far end never blocks on a full pipe
+        out.append(chunk)
 
 
 def run(
-    target: Target,
-    command: str,
-    stdin: bytes | None = None,
-    timeout: float = SHORT_TIMEOUT,
-    stream_stderr: bool = False,
+    target: Target, command: str, stdin: bytes | None = None, timeout: float = SHORT_TIMEOUT, what: str = ""
 ) -> subprocess.CompletedProcess:
-    """Run a shell line on the target; ssh's own failures become one line. Returns the finished process."""
+    """Run a shell line on the target; returns the finished process (stdout, stderr as bytes).
+
+    Without ``stdin`` the command is tied to this process (``_TIED``): it stops there when this process stops
+    waiting (Ctrl-C, ``timeout``). Output beyond :data:`MAX_STDOUT` / :data:`MAX_STDERR`, a timeout and ssh's
+    own failures (exit 255) are each one line naming ``what`` (default: the command's first word).
+    """
+    what = what or repr(command.split()[0])
     try:
-        proc = subprocess.run(
-            target.ssh(command),
-            input=stdin,
+        proc = subprocess.Popen(
+            target.ssh(command if stdin is not None else _TIED.format(cmd=command)),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=None if stream_stderr else subprocess.PIPE,
-            timeout=timeout,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise UserError("the OpenSSH client (ssh) is not installed here; apt-get install openssh-client") from None
+    out, err, over = [], [], []
+    readers = [
+        threading.Thread(target=_read_capped, args=(proc.stdout, MAX_STDOUT, out, over), daemon=True),
+        threading.Thread(target=_read_capped, args=(proc.stderr, MAX_STDERR, err, over), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    try:
+        if stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(stdin)
+            proc.stdin.close()
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise UserError(f"{target.name} did not finish {command.split()[0]!r} within {timeout:g} s") from None
-    if proc.returncode == 255 and not stream_stderr:
-        raise ssh_error(target, proc.stderr.decode(errors="replace"))
-    return proc
+        raise UserError(f"{target.name} did not finish {what} within {timeout:g} s; it was stopped") from None
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # ends the watcher there, and the command if it still runs
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in readers:
+            t.join(timeout=5)
+    stdout, stderr = b"".join(out), b"".join(err)
+    if proc.returncode == 255:
+        raise ssh_error(target, stderr.decode(errors="replace"))
+    if over:
+        raise UserError(f"{target.name} printed more than {MAX_STDOUT // 2**20} MB for {what}; refused unread")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def check_version(target: Target, exe: str) -> dict:
@@ -194,14 +241,16 @@ def check_version(target: Target, exe: str) -> dict:
     try:
         info = json.loads(proc.stdout.decode().strip().splitlines()[-1])
         remote_version, remote_schema = info["rkd_edge"], info["schema"]
-    except (ValueError, IndexError, KeyError, TypeError):
+        if not (isinstance(remote_version, str) and isinstance(remote_schema, str)):
+            raise TypeError
+    except (ValueError, IndexError, KeyError, TypeError, RecursionError):
         raise UserError(
             f"the rkd-edge on {target.name} does not know 'bench --schema' (older than {__version__}); "
             f"install rkd-edge {__version__} there"
         ) from None
     if remote_schema != SCHEMA or remote_version.split(".")[:2] != __version__.split(".")[:2]:
         raise UserError(
-            f"version mismatch: {target.name} has rkd-edge {remote_version} ({remote_schema}), this is "
+            f"version mismatch: {target.name} has rkd-edge {remote_version[:40]!r} ({remote_schema[:40]!r}), this is "
             f"{__version__} ({SCHEMA}); install the same version on both"
         )
     return info
@@ -263,39 +312,6 @@ def bench_argv(settings) -> list[str]:
     return argv
 
 
-# The remote command runs beside a watcher that reads the ssh channel's stdin and stops the command when it
-# closes: without a terminal sshd sends no SIGHUP, so a Ctrl-C or a dropped link here would leave the bench
-# running on the device. ``exec 3<&0``: a background job's stdin is /dev/null unless redirected.
-_TIED = (
-    "exec 3<&0; {cmd} </dev/null & p=$!; {{ cat <&3; kill $p; }} >/dev/null 2>&1 & w=$!; "
-    "wait $p; r=$?; kill $w 2>/dev/null; exit $r"
-)
-
-
-def _run_tied(target: Target, command: str, timeout: float) -> tuple[int, str]:
-    """Run ``command`` on the target, tied to this process (see ``_TIED``); returns (exit status, stderr)."""
-    proc = subprocess.Popen(
-        target.ssh(_TIED.format(cmd=command)),
-        stdin=subprocess.PIPE,  # held open until the command ends: its closing stops the command there
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
-    reader.start()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"{target.name} did not finish the bench within {timeout:g} s; it was stopped") from None
-    finally:
-        proc.stdin.close()  # ends the watcher there (and the command, if it still runs)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=5)
-    return proc.returncode, b"".join(err).decode(errors="replace")
-
-
 def bench_timeout(settings) -> float:
     """Seconds the remote bench may take: ten minutes for loading and the accuracy point, plus three times
     its timed and warm-up seconds (every back end, precision, batch and stage)."""
@@ -322,15 +338,17 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
         out = f"{work}/bench.json"
         argv = [exe, "-q", "bench", remote_bundle, "--json", out, *bench_argv(settings)]
         progress.log(f"running on {target.name}: {' '.join(argv)}")
-        returncode, err = _run_tied(target, " ".join(map(shlex.quote, argv)), timeout or bench_timeout(settings))
-        if returncode == 255:
-            raise ssh_error(target, err)
-        if returncode:
-            raise UserError(f"the bench on {target.name} failed: {_last_line(err).removeprefix('error: ')}")
+        proc = run(
+            target, " ".join(map(shlex.quote, argv)), timeout=timeout or bench_timeout(settings), what="the bench"
+        )
+        if proc.returncode:
+            msg = _last_line(proc.stderr.decode(errors="replace")).removeprefix("error: ")
+            hint = "" if msg != "no message" else f"; rerun it on {target.name} without -q to see why"
+            raise UserError(f"the bench on {target.name} failed (exit {proc.returncode}): {msg}{hint}")
         proc = run(target, f"cat {shlex.quote(out)}")
         try:
             result = json.loads(proc.stdout.decode())
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UserError(f"the bench on {target.name} wrote no readable JSON at {out}") from None
         check_result(result, target.name)
     finally:

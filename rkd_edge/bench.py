@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # --select: a precision other than the reference must be at least this much faster (p50 ratio) to win,
 # so that noise between two equal precisions never flips the device default.
 MIN_GAIN = 0.05
+MAX_TRIALS = 10_000  # as evaluate.trials
+MAX_LIST = 32  # values per list flag: each multiplies the variants timed
 # The reference kernel's per-round p50 may move this much during one run before the table warns that the
 # machine's speed changed while it was timing (a shared VM, throttling): then no latency of that run is
 # comparable with another run's.
@@ -115,8 +118,10 @@ class Settings:
         check_threads(self.threads)
         check_seconds(self.seconds, "--seconds")
         check_seconds(self.warmup, "--warmup", positive=False)
-        if self.trials is not None and self.trials < 1:
-            raise UserError(f"--trials must be at least 1 noise draw, got {self.trials}")
+        if self.trials is not None and not 1 <= self.trials <= MAX_TRIALS:
+            raise UserError(f"--trials is 1 to {MAX_TRIALS:,} noise draws per image, got {self.trials}")
+        if len(self.batches) > MAX_LIST or len(self.backends) > MAX_LIST:
+            raise UserError(f"--batch and --backend take at most {MAX_LIST} values each; measure fewer at a time")
         if not 0 <= self.tolerance <= 1:
             raise UserError(f"--tolerance is an accuracy difference from 0 to 1, got {self.tolerance}")
 
@@ -567,6 +572,10 @@ def check_schema(result: dict) -> None:
 
 
 _NUM = (int, float)
+MAX_NUMBER = 1e12  # no latency, size, count or accuracy of a bench comes near; NaN fails the comparison too
+MAX_TEXT = 500
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
 _OPT_NUM = (int, float, type(None))
 # field -> accepted types, for what :func:`table` and ``--select`` read from a bench JSON
 _TOP = {"bundle": str, "bundle_id": str, "accuracy_point": dict, "environment": dict, "results": list}
@@ -591,7 +600,12 @@ def _fields(obj, spec: dict, what: str, optional: bool = False) -> None:
             continue
         value = obj.get(key)
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise ValueError(f"{what}.{key} is {value!r}")
+            raise ValueError(f"{what}.{key} is {_SHORT.repr(value)}")
+        # a number is finite and of a size a measurement has (an int of 400 digits breaks float formatting)
+        if isinstance(value, int | float) and not isinstance(value, bool) and not abs(value) <= MAX_NUMBER:
+            raise ValueError(f"{what}.{key} is {_SHORT.repr(value)}")
+        if isinstance(value, str) and (len(value) > MAX_TEXT or not value.isprintable()):
+            raise ValueError(f"{what}.{key} is not a short line of printable text")
 
 
 def check_result(result, source: str) -> dict:
@@ -601,13 +615,21 @@ def check_result(result, source: str) -> dict:
     try:
         _fields(result, _TOP, "result")
         _fields(result["accuracy_point"], _POINT, "accuracy_point")
+        _fields(result["environment"], {"cpu": str, "cpu_count": (int, type(None))}, "environment", optional=True)
         for i, row in enumerate(result["results"]):
             _fields(row, _ROW, f"results[{i}]")
             _fields(row, _ROW_OPTIONAL, f"results[{i}]", optional=True)
             if row.get("latency_ms") is not None:
                 _fields(row["latency_ms"], _LATENCY, f"results[{i}].latency_ms")
-            if row["stage"] not in STAGES:
-                raise ValueError(f"results[{i}].stage is {row['stage']!r}")
+            for key, known in (("stage", STAGES), ("backend", BACKENDS), ("precision", PRECISIONS)):
+                if row[key] not in known:
+                    raise ValueError(f"results[{i}].{key} is {_SHORT.repr(row[key])}")
+            if row["batch"] < 1 or any(row.get(k) is not None and row[k] < 0 for k in ("size_mb", "throughput_per_s")):
+                raise ValueError(f"results[{i}] has a batch below 1 or a negative size or throughput")
+            if row.get("accuracy") is not None and not 0 <= row["accuracy"] <= 1:
+                raise ValueError(f"results[{i}].accuracy is {row['accuracy']!r}")
+            if row.get("latency_ms") is not None and min(row["latency_ms"][k] for k in _LATENCY) < 0:
+                raise ValueError(f"results[{i}].latency_ms is negative")
             memory = row.get("memory") or {}
             _fields(memory, {"peak_rss_mb": _OPT_NUM}, f"results[{i}].memory", optional=True)
         if result.get("machine_reference") is not None:
@@ -615,13 +637,18 @@ def check_result(result, source: str) -> dict:
             _fields(result["machine_reference"], {"cpu_steal": _OPT_NUM}, "machine_reference", optional=True)
         _fields(result, {"selection": (dict, type(None))}, "result", optional=True)
         for backend, sel in (result.get("selection") or {}).items():
+            if backend not in BACKENDS:
+                raise ValueError(f"selection names back end {_SHORT.repr(backend)}")
             _fields(sel, {"written": bool}, f"selection.{backend}")
+            _fields(sel, {"reason": str}, f"selection.{backend}", optional=True)
             if sel["written"]:
                 _fields(sel, _WRITTEN, f"selection.{backend}")
+                if not 0 <= sel["accuracy"] <= 1 or not 0 <= sel["reference_accuracy"] <= 1:
+                    raise ValueError(f"selection.{backend} has an accuracy outside 0..1")
                 check_choice(sel["choice"], f"selection.{backend}.choice")
                 if not re.fullmatch(r"[0-9a-f]{16}", sel["fingerprint"]):
                     raise ValueError(f"selection.{backend}.fingerprint is {sel['fingerprint']!r}")
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, TypeError) as exc:
         raise UserError(f"the bench result from {source} is malformed ({exc}); rerun it there") from None
     return result
 

@@ -478,7 +478,7 @@ def load_config(
         try:
             loaded = _load_yaml(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0][:80]})") from None
+            raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0][:160]})") from None
         except RecursionError:
             raise UserError(f"config file {file} is nested too deeply to be a config; replace it") from None
         if not isinstance(loaded, dict):
@@ -538,6 +538,29 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return node
+
+    def construct_document(self, node):
+        # Counted on the composed graph, where an alias is one shared node, before construction copies it:
+        # a few hundred bytes of aliases and merge keys (<<) would otherwise build billions of values.
+        size: dict[int, int] = {}
+
+        def count(n) -> int:
+            if id(n) not in size:
+                size[id(n)] = -1  # in progress: met again below itself, the document contains itself
+                children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else n.value
+                kids = children if isinstance(n, yaml.CollectionNode) else []
+                size[id(n)] = min(MAX_CONFIG_ITEMS + 1, 1 + sum(count(c) for c in kids))
+            if size[id(n)] < 0:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "the config contains itself (a YAML alias inside its own anchor); remove the alias"
+                )
+            return size[id(n)]
+
+        if count(node) > MAX_CONFIG_ITEMS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the config expands to more than {MAX_CONFIG_ITEMS:,} values; a config is a few hundred"
+            )
+        return super().construct_document(node)
 
     def _no_base_60(self, node) -> None:
         if ":" in str(node.value):
@@ -656,10 +679,16 @@ def parse_range(text: str) -> list[float]:
             if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
                 raise ValueError
             start, stop, step = parts
-            n = int(round((stop - start) / step)) + 1
-            if n > MAX_RANGE_POINTS:
-                raise UserError(f"range {text!r} has {n:,} points, more than {MAX_RANGE_POINTS:,}; use a larger step")
-            return [round(start + i * step, 6) for i in range(n) if start + i * step <= stop + 1e-9]
+            span = (stop - start) / step  # inf for -1e308:1e308:1: as many points as too many
+            if not span < MAX_RANGE_POINTS:
+                raise UserError(
+                    f"range {text!r} has more than {MAX_RANGE_POINTS:,} points; use a larger step or a smaller span"
+                )
+            n = int(round(span)) + 1
+            values = [round(start + i * step, 6) for i in range(n) if start + i * step <= stop + 1e-9]
+            if len(set(values)) != len(values):  # a step under the 6 decimals kept: 0:1e-7:1e-8
+                raise UserError(f"range {text!r} has a step below 0.000001; use a larger step")
+            return values
         values = [float(p) for p in text.split(",")]  # an empty item ("1,,2", "") is a typo: refused
         if not all(math.isfinite(v) for v in values):
             raise ValueError

@@ -34,9 +34,10 @@ EVALUATION_ENTRIES = frozenset(
     {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
 )
 
-# What reading a JSON file someone else may have written can raise (not JSON, not text, not an object, or
-# nested beyond the parser's recursion limit): the folder is then not the toolkit's.
-_UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError)
+# What reading a JSON file someone else may have written can raise (not JSON, not text, an integer of more
+# than 4,300 digits: ValueError; not an object; nested beyond the parser's recursion limit): the folder is
+# then not the toolkit's.
+_UNREADABLE = (ValueError, AttributeError, RecursionError)
 
 
 def write_marker(folder: Path, kind: str) -> None:

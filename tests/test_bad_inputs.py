@@ -164,6 +164,10 @@ def cfg_file(content: str | bytes):
     return lambda env: _write(Path(env["cfg"]), content)
 
 
+# 30 lines whose merge keys (<<) double the mapping each line: 2^29 values once constructed
+MERGE_BOMB = "l0: &l0 {x: 1}\n" + "".join(f"l{n}: &l{n} {{<<: [*l{n - 1}, *l{n - 1}]}}\n" for n in range(1, 30))
+
+
 CONFIG_COMMANDS = ["pipeline --out {out}", "distill --out {out}", "robust --out {out}", "search --out {out}"]
 SET_CASES = [
     ("seed.x=1", "seed"),
@@ -331,6 +335,7 @@ CONFIG_FILE_PARAMS = [
     case("config-timestamp-tag", "pipeline --out {out} --config {cfg}", "yaml", cfg_file("seed: !!timestamp x\n")),
     case("config-5000-digits", "pipeline --out {out} --config {cfg}", "yaml", cfg_file("seed: " + "9" * 5000 + "\n")),
     case("config-self-alias", "pipeline --out {out} --config {cfg}", "contains itself", cfg_file("seed: &x [*x]\n")),
+    case("config-merge-bomb", "pipeline --out {out} --config {cfg}", "expands to more than", cfg_file(MERGE_BOMB)),
     case("config-base-60", "pipeline --out {out} --config {cfg}", "quote", cfg_file("evaluate: {snr_db: -10:24:2}\n")),
     case(
         "config-key-newline",
@@ -753,6 +758,8 @@ RUN_PARAMS = (
         case("evaluate-channel-unknown", "evaluate {run} --channel wifi --snr 0", "wifi"),
         case("evaluate-channel-empty", ["evaluate", "{run}", "--channel", ",", "--snr", "0"], "channel"),
         case("evaluate-snr-repeated", "evaluate {run} --snr 5,5,5", "repeats"),
+        case("evaluate-snr-overflow", ["evaluate", "{run}", "--snr=-1e308:1e308:1e300"], "more than 1,000 points"),
+        case("evaluate-snr-step-below-rounding", "evaluate {run} --snr 0:1e-7:1e-8", "step below"),
         case("evaluate-symbols-repeated", "evaluate {run} --symbols 4,4 --snr 0", "repeats"),
         case("evaluate-channel-repeated", "evaluate {run} --channel awgn,awgn --snr 0", "repeats"),
         case("evaluate-channel-empty-item", "evaluate {run} --channel awgn,,rayleigh --snr 0", "empty item"),
@@ -856,6 +863,7 @@ BUNDLE_DAMAGE = {
     "rehashed-garbage-onnx": _rehashed_garbage,
     "rehashed-wrong-graph": _rehashed_swap,
     "manifest-not-json": lambda b: (b / "manifest.json").write_text("{"),
+    "manifest-5000-digit-int": lambda b: (b / "manifest.json").write_text('{"format": 1' + "0" * 5000 + "}"),
     "manifest-empty": lambda b: (b / "manifest.json").write_bytes(b""),
     "model-truncated": _truncate_model,
     "std-zero": lambda b: _manifest(b, lambda m: {**m, "normalisation": {**m["normalisation"], "std": [0.0]}}),
@@ -923,6 +931,7 @@ LINK_PARAMS = [
     case("tx-mtu-0", f"{TX} --snr-db 10 --mtu 0", "mtu"),
     case("tx-batch-0", f"{TX} --snr-db 10 --batch 0", "batch"),
     case("tx-rate-negative", f"{TX} --snr-db 10 --rate -1", "rate"),
+    case("tx-rate-tiny", f"{TX} --snr-db 10 --rate 1e-300", "rate"),
     case("tx-count-0", f"{TX} --snr-db 10 --count 0", "count"),
     case("tx-to-no-port", "tx {bundle} split:test --to localhost --snr-db 10 --count 1", "port"),
     case("tx-to-bad-port", "tx {bundle} split:test --to 127.0.0.1:99999 --snr-db 10 --count 1", "port"),
@@ -951,6 +960,10 @@ LINK_PARAMS = [
     case("bench-batch-text", f"{BENCH} --batch a,b", "batch"),
     case("bench-batch-empty-item", f"{BENCH} --batch 1,,2", "empty item"),
     case("bench-batch-repeated", f"{BENCH} --batch 1,1", "repeats"),
+    case("bench-batch-many", f"{BENCH} --batch " + ",".join(map(str, range(1, 41))), "at most"),
+    case("bench-batch-other-digits", f"{BENCH} --batch \u0661,\u0662", "comma list"),
+    case("bench-batch-underscore", f"{BENCH} --batch 1_0", "comma list"),
+    case("bench-trials-huge", f"{BENCH} --trials 1000000000", "trials"),
     case("bench-precision-comma", [*BENCH.split(), "--precision", ","], "empty item"),
     case("bench-backend-repeated", f"{BENCH} --backend onnxruntime,onnxruntime", "repeats"),
     case("bench-snr-nan", f"{BENCH} --snr-db nan", "snr"),
@@ -988,6 +1001,12 @@ DEVICES_PARAMS = [
     case("devices-lut-threads-huge", "devices lut --out {out} --threads 100000", "--threads"),
     case("devices-lut-out-exists", "devices lut --out {file}", None),
     case("devices-lut-force-not-table", "devices lut --out {file} --force", "not a latency table"),
+    case(
+        "devices-lut-force-user-json",
+        "devices lut --out {cfg} --force",
+        "not a latency table",
+        cfg_file('{"entries": {}, "my_notes": "mine"}'),
+    ),
     case("devices-lut-out-dir", "devices lut --out {dir} --force", None),
     case("devices-lut-dataset", "devices lut --out {out} --dataset nope", "unknown dataset"),
 ]
@@ -1148,7 +1167,11 @@ HOSTILE_PARAMS = [
     case("export-out-inside-the-run", "export {myrun} --out {myrun}/sub", "inside the source"),
     case("data-dir-missing", "data info fashion-mnist --data-dir {missing}", "data-dir"),
     case("evaluate-identity-only", "evaluate {run} --channel identity --trials 1 --snr 0 --out {out}", "identity"),
-    case("evaluate-trials-huge", "evaluate {bundle} --trials 100000000 --snr 0 --out {out}", "evaluate.trials"),
+    case(
+        "evaluate-trials-huge",
+        "evaluate {bundle} --trials 100000000 --snr 0 --out {out}",
+        "--trials: 100000000 is outside",
+    ),
     case("prune-epochs-huge", "prune {run} --out {out} --epochs 100000000", "epochs"),
     case("teacher-train-into-a-run", "teacher train --out {myrun}/teacher --force --epochs 1", "inside the run"),
     case("imagefolder-empty-class", "data info imagefolder:{tmp}/imgs", "holds no images", folder_with_empty_class),

@@ -302,6 +302,15 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
         "selection-a-list": {**result_local, "selection": []},
         "selection-bad-choice": {**result_local, "selection": {"onnxruntime": {**written, "choice": {"rx": "fp64"}}}},
         "selection-bad-fingerprint": {**result_local, "selection": {"onnxruntime": {**written, "fingerprint": "../x"}}},
+        "selection-nan-accuracy": {**result_local, "selection": {"onnxruntime": {**written, "accuracy": float("nan")}}},
+        "selection-unknown-backend": {**result_local, "selection": {"\x1b[31mevil": written}},
+        "row-400-digit-size": {**result_local, "results": [{**result_local["results"][0], "size_mb": 10**400}]},
+        "row-escape-in-backend": {
+            **result_local,
+            "results": [{**result_local["results"][0], "backend": "x\n\x1b]0;t"}],
+        },
+        "row-negative-batch": {**result_local, "results": [{**result_local["results"][0], "batch": -5}]},
+        "cpu-escape": {**result_local, "environment": {**result_local["environment"], "cpu": "\x1b[2J"}},
     }
     for name, payload in cases.items():
         (tmp_path / name).write_text(json.dumps(payload))
@@ -311,6 +320,15 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
         line = _one_error_line(proc)
         assert "malformed" in line and "127.0.0.1" in line, (name, line)
     # a well-formed selection the device made is recorded here only when --select asked for one
+    (tmp_path / "deep").write_text("[" * 100_000 + "]" * 100_000)  # beyond the JSON parser's recursion
+    line = _one_error_line(run_cli(*args, "--remote-rkd-edge", str(_fake_remote(tmp_path, f'cp {tmp_path}/deep "$5"'))))
+    assert "no readable JSON" in line
+    other = {**result_local, "bundle_id": "deadbeef", "selection": {"onnxruntime": written}}
+    (tmp_path / "other").write_text(json.dumps(other))
+    line = _one_error_line(
+        run_cli(*args, "--select", "--remote-rkd-edge", str(_fake_remote(tmp_path, f'cp {tmp_path}/other "$5"')))
+    )
+    assert "another bundle" in line and (copy / "manifest.json").read_bytes() == manifest
     (tmp_path / "selected").write_text(json.dumps({**result_local, "selection": {"onnxruntime": written}}))
     exe = _fake_remote(tmp_path, f'cp {tmp_path / "selected"} "$5"')
     proc = run_cli(*args, "--remote-rkd-edge", str(exe))
@@ -321,6 +339,28 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
     proc = run_cli(*args, "--select", "--remote-rkd-edge", str(exe))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((copy / "manifest.json").read_text())["selection"] == {"0123456789abcdef": choice}
+
+
+def test_a_hung_device_is_stopped_there_too(sshd, tiny_bundle, tmp_path):
+    pidfile = tmp_path / "remote.pid"
+    exe = tmp_path / "hangs"  # hangs at the version check, before any bench
+    exe.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 300\n")
+    exe.chmod(0o755)
+    args = [str(tiny_bundle), *FAST, "--batch", "1", "--no-memory", *sshd["args"], "--identity", str(sshd["key"])]
+    cmd = [sys.executable, "-c", "from rkd_edge.cli import main; main()", "bench", *args, "--remote-rkd-edge", str(exe)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    remote_pid = int(pidfile.read_text())
+    os.kill(proc.pid, 2)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    deadline = time.time() + 20
+    while Path(f"/proc/{remote_pid}").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{remote_pid}").exists(), "the hung version check still runs after Ctrl-C here"
 
 
 def test_ctrl_c_here_stops_the_bench_on_the_device(sshd, tiny_bundle, tmp_path):

@@ -71,6 +71,17 @@ def test_export_force_never_deletes_what_it_does_not_own(run_copy, where):
     assert tree_digest(parent.parent) == before
 
 
+def test_a_marker_or_manifest_that_json_cannot_hold_is_not_the_toolkits(tmp_path):
+    from rkd_edge.outputs import kind_of
+
+    huge = "9" * 5000  # Python refuses integers of more than 4,300 digits: ValueError, not JSONDecodeError
+    for name in (".rkd-edge.json", "manifest.json"):
+        folder = tmp_path / name.strip(".")
+        folder.mkdir()
+        (folder / name).write_text(f'{{"kind": "bundle", "format": "rkd-edge-bundle", "n": {huge}}}')
+        assert kind_of(folder) is None
+
+
 def test_export_force_replaces_a_bundle_but_not_a_bundle_with_user_files(tiny_run, tiny_bundle, tmp_path):
     out = tmp_path / "b"
     shutil.copytree(tiny_bundle, out)

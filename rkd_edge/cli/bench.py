@@ -50,7 +50,7 @@ def bench(
     from rkd_edge import __version__
     from rkd_edge.bench import SCHEMA, Settings, run_bench, table, write_selection
     from rkd_edge.io import check_new_file, write_new_json
-    from rkd_edge.runtime.bundle import load_manifest
+    from rkd_edge.runtime.bundle import bundle_id, load_manifest
 
     if schema:
         typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
@@ -90,12 +90,18 @@ def bench(
 
         target = Target.parse(host, port, identity, ssh_option or [])
         result = remote_bench(bundle, target, settings, remote_rkd_edge)  # checked: bench.check_result
-        held = set(load_manifest(bundle)["precisions"])
-        for sel in (result.get("selection") or {}).values() if select else ():
-            if sel["written"]:  # the device measured it: record it in the local bundle too
-                if not set(sel["choice"].values()) <= held:
-                    raise UserError(f"the selection from {target.name} names precisions this bundle lacks: {sel}")
-                write_selection(bundle, sel["fingerprint"], sel["choice"])
+        manifest = load_manifest(bundle)
+        if result["bundle_id"] != bundle_id(manifest):
+            raise UserError(f"{target.name} benched another bundle ({result['bundle_id']}); rerun the bench")
+        for backend, sel in (result.get("selection") or {}).items() if select else ():
+            if not sel["written"]:
+                continue
+            # the device measured it: record it in the local bundle too, if it is a choice --select could make
+            if backend not in backends or not set(sel["choice"].values()) <= set(manifest["precisions"]):
+                raise UserError(f"the selection from {target.name} is not one this bench asked for: {backend}")
+            if sel["accuracy"] < sel["reference_accuracy"] - tolerance:
+                raise UserError(f"the selection from {target.name} loses more than --tolerance {tolerance:g}")
+            write_selection(bundle, sel["fingerprint"], sel["choice"])
     else:
         result = run_bench(bundle, settings)
     typer.echo(table(result))

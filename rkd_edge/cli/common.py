@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import typer
 
@@ -93,6 +94,8 @@ def comma_list(text: str | None, option: str, cast=str, example: str = "1,32") -
     if not all(items):
         raise UserError(f"{option} has an empty item in {text!r}; give a comma list like {example}")
     try:
+        if cast is int and not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in items):  # not 1_0, not other scripts
+            raise ValueError
         values = [cast(t) for t in items]
     except ValueError:
         raise UserError(f"{option} takes a comma list like {example}, got {text!r}") from None

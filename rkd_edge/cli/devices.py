@@ -165,11 +165,13 @@ def lut_cmd(
     if out.exists() and not force:
         raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
     if out.exists():
+        from rkd_edge.devices.lut import FORMAT as LUT_FORMAT
+
         try:
             old = json.loads(out.read_text())
         except (OSError, ValueError, RecursionError):
             old = None
-        if not (isinstance(old, dict) and "entries" in old):
+        if not (isinstance(old, dict) and old.get("format") == LUT_FORMAT):  # a user's JSON may hold "entries"
             raise UserError(f"{out} is not a latency table; --force replaces only a table this command wrote")
     from rkd_edge.nas.cost import build_latency_table, latency_keys
     from rkd_edge.nas.search import make_skeleton

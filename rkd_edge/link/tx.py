@@ -20,11 +20,13 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_file, new_file
-from rkd_edge.limits import check_batch, check_snr_db
+from rkd_edge.limits import MAX_SECONDS, check_batch, check_snr_db
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import Sender, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
+
+MIN_RATE = 1 / MAX_SECONDS  # frames per second: one a day
 
 
 def check_options(
@@ -43,8 +45,10 @@ def check_options(
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if channel not in CHANNEL_IDS:
         raise UserError(f"--channel must be one of {', '.join(CHANNEL_IDS)}, got {channel!r}")
-    if not (rate >= 0 and math.isfinite(rate)):
-        raise UserError(f"--rate must be >= 0 frames per second (0: as fast as possible), got {rate}")
+    if not (rate == 0 or (math.isfinite(rate) and rate >= MIN_RATE)):  # 1e-300 would wait forever per frame
+        raise UserError(
+            f"--rate is 0 (as fast as possible) or from {MIN_RATE:g} (a frame a day) frames per second, got {rate}"
+        )
     check_batch(batch)
     if not 64 <= mtu <= 65507:
         raise UserError(f"--mtu must be between 64 and 65507 bytes per UDP datagram, got {mtu}")

@@ -31,7 +31,7 @@ def load_manifest(root: str | Path) -> dict:
         raise BundleError(f"no {MANIFEST} in {root}; export a bundle with rkd-edge export RUN --out DIR")
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, an integer of more than 4,300 digits, too deep
         raise BundleError(f"{path} is not valid JSON; re-export the bundle") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest; re-export the bundle")
