@@ -341,32 +341,10 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
     assert json.loads((copy / "manifest.json").read_text())["selection"] == {"0123456789abcdef": choice}
 
 
-def test_a_hung_device_is_stopped_there_too(sshd, tiny_bundle, tmp_path):
-    pidfile = tmp_path / "remote.pid"
-    exe = tmp_path / "hangs"  # hangs at the version check, before any bench
-    exe.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 300\n")
-    exe.chmod(0o755)
-    args = [str(tiny_bundle), *FAST, "--batch", "1", "--no-memory", *sshd["args"], "--identity", str(sshd["key"])]
-    cmd = [sys.executable, "-c", "from rkd_edge.cli import main; main()", "bench", *args, "--remote-rkd-edge", str(exe)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not pidfile.exists() or not pidfile.read_text().strip():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.2)
-    remote_pid = int(pidfile.read_text())
-    os.kill(proc.pid, 2)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    deadline = time.time() + 20
-    while Path(f"/proc/{remote_pid}").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    assert not Path(f"/proc/{remote_pid}").exists(), "the hung version check still runs after Ctrl-C here"
-
-
-def test_ctrl_c_here_stops_the_bench_on_the_device(sshd, tiny_bundle, tmp_path):
-    pidfile = tmp_path / "remote.pid"
-    exe = _fake_remote(tmp_path, f"echo $$ > {pidfile}\nexec sleep 300")
-    args = [str(tiny_bundle), *FAST, "--batch", "1", "--no-memory", *sshd["args"], "--identity", str(sshd["key"])]
+def _ctrl_c_while_the_device_runs(sshd, bundle: Path, exe: Path, pidfile: Path) -> str:
+    """Bench ``bundle`` with the device-side ``exe`` (it writes its pid to ``pidfile``, then hangs), send
+    SIGINT here as Ctrl-C does once it runs, and check the device process ends too. Returns stderr here."""
+    args = [str(bundle), *FAST, "--batch", "1", "--no-memory", *sshd["args"], "--identity", str(sshd["key"])]
     cmd = [sys.executable, "-c", "from rkd_edge.cli import main; main()", "bench", *args, "--remote-rkd-edge", str(exe)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -374,10 +352,25 @@ def test_ctrl_c_here_stops_the_bench_on_the_device(sshd, tiny_bundle, tmp_path):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     remote_pid = int(pidfile.read_text())
-    os.kill(proc.pid, 2)  # SIGINT, as Ctrl-C sends
+    os.kill(proc.pid, 2)  # SIGINT
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted:"), err
     deadline = time.time() + 20
     while Path(f"/proc/{remote_pid}").exists() and time.time() < deadline:
         time.sleep(0.2)
-    assert not Path(f"/proc/{remote_pid}").exists(), "the remote bench still runs after Ctrl-C here"
+    assert not Path(f"/proc/{remote_pid}").exists(), f"{exe.name} still runs on the device after Ctrl-C here"
+    return err
+
+
+def test_a_hung_device_is_stopped_there_too(sshd, tiny_bundle, tmp_path):
+    pidfile = tmp_path / "remote.pid"
+    exe = tmp_path / "hangs"  # hangs at the version check, before any bench
+    exe.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 300\n")
+    exe.chmod(0o755)
+    _ctrl_c_while_the_device_runs(sshd, tiny_bundle, exe, pidfile)
+
+
+def test_ctrl_c_here_stops_the_bench_on_the_device(sshd, tiny_bundle, tmp_path):
+    pidfile = tmp_path / "remote.pid"
+    exe = _fake_remote(tmp_path, f"echo $$ > {pidfile}\nexec sleep 300")
+    _ctrl_c_while_the_device_runs(sshd, tiny_bundle, exe, pidfile)
