@@ -261,6 +261,6 @@ def get_profile(name: str) -> DeviceProfile:
     key = ALIASES.get(name.lower(), name.lower())
     if key not in PROFILES:
         raise UserError(
-            f"unknown device {name!r}; profiles: {', '.join(PROFILES)} (estimates also take 'host', measured now)"
+            f"unknown device {name!r}; known: {', '.join(PROFILES)} (estimates also take 'host', measured now)"
         )
     return PROFILES[key]
