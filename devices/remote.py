@@ -172,11 +172,13 @@ _TIED = (
 
 def _read_capped(stream, limit: int, out: list, over: list) -> None:
     """Read ``stream`` to its end, keeping at most ``limit`` bytes (``over`` says that more came)."""
+    kept = 0
     while chunk := stream.read(65536):
-        if sum(map(len, out)) + len(chunk) > limit:
+        if kept + len(chunk) > limit:
             over.append(True)
             continue  # drained, not kept, so the far end never blocks on a full pipe
         out.append(chunk)
+        kept += len(chunk)
 
 
 def run(
@@ -225,7 +227,10 @@ def run(
     if proc.returncode == 255:
         raise ssh_error(target, stderr.decode(errors="replace"))
     if over:
-        raise UserError(f"{target.name} printed more than {MAX_STDOUT // 2**20} MB for {what}; refused unread")
+        raise UserError(
+            f"{target.name} printed more for {what} than a bench writes ({MAX_STDOUT // 2**20} MB of output, "
+            f"{MAX_STDERR // 2**20} MB of messages); refused unread"
+        )
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -353,7 +358,7 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
         check_result(result, target.name)
     finally:
         with contextlib.suppress(UserError):  # the connection went away: the folder stays in /tmp
-            run(target, f"rm -rf {shlex.quote(work)}", timeout=60)
+            run(target, f"rm -rf {shlex.quote(work)}")
     # the bundle as named here (the device's copy lived in a temporary folder, removed above)
     result["remote"] = {"host": target.name, "rkd_edge": info["rkd_edge"], "bundle": remote_bundle}
     result["bundle"] = str(bundle)

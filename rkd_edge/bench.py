@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import reprlib
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from rkd_edge.channel import create_channel
 from rkd_edge.config import read_config
 from rkd_edge.devices.detect import detect
 from rkd_edge.devices.latency import REFERENCE, REFERENCE_KERNEL, cpu_times, drift, interleaved, steal_fraction
-from rkd_edge.errors import UserError, first_sentence
+from rkd_edge.errors import UserError, first_sentence, short_repr
 from rkd_edge.evaluate.snr import Grid
 from rkd_edge.export.evaluate import evaluate_runtime
 from rkd_edge.io import write_json
@@ -574,8 +573,6 @@ def check_schema(result: dict) -> None:
 _NUM = (int, float)
 MAX_NUMBER = 1e12  # no latency, size, count or accuracy of a bench comes near; NaN fails the comparison too
 MAX_TEXT = 500
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
 _OPT_NUM = (int, float, type(None))
 # field -> accepted types, for what :func:`table` and ``--select`` read from a bench JSON
 _TOP = {"bundle": str, "bundle_id": str, "accuracy_point": dict, "environment": dict, "results": list}
@@ -600,10 +597,10 @@ def _fields(obj, spec: dict, what: str, optional: bool = False) -> None:
             continue
         value = obj.get(key)
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise ValueError(f"{what}.{key} is {_SHORT.repr(value)}")
+            raise ValueError(f"{what}.{key} is {short_repr(value)}")
         # a number is finite and of a size a measurement has (an int of 400 digits breaks float formatting)
         if isinstance(value, int | float) and not isinstance(value, bool) and not abs(value) <= MAX_NUMBER:
-            raise ValueError(f"{what}.{key} is {_SHORT.repr(value)}")
+            raise ValueError(f"{what}.{key} is {short_repr(value)}")
         if isinstance(value, str) and (len(value) > MAX_TEXT or not value.isprintable()):
             raise ValueError(f"{what}.{key} is not a short line of printable text")
 
@@ -623,7 +620,7 @@ def check_result(result, source: str) -> dict:
                 _fields(row["latency_ms"], _LATENCY, f"results[{i}].latency_ms")
             for key, known in (("stage", STAGES), ("backend", BACKENDS), ("precision", PRECISIONS)):
                 if row[key] not in known:
-                    raise ValueError(f"results[{i}].{key} is {_SHORT.repr(row[key])}")
+                    raise ValueError(f"results[{i}].{key} is {short_repr(row[key])}")
             if row["batch"] < 1 or any(row.get(k) is not None and row[k] < 0 for k in ("size_mb", "throughput_per_s")):
                 raise ValueError(f"results[{i}] has a batch below 1 or a negative size or throughput")
             if row.get("accuracy") is not None and not 0 <= row["accuracy"] <= 1:
@@ -638,7 +635,7 @@ def check_result(result, source: str) -> dict:
         _fields(result, {"selection": (dict, type(None))}, "result", optional=True)
         for backend, sel in (result.get("selection") or {}).items():
             if backend not in BACKENDS:
-                raise ValueError(f"selection names back end {_SHORT.repr(backend)}")
+                raise ValueError(f"selection names back end {short_repr(backend)}")
             _fields(sel, {"written": bool}, f"selection.{backend}")
             _fields(sel, {"reason": str}, f"selection.{backend}", optional=True)
             if sel["written"]:

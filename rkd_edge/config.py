@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json
 from rkd_edge.limits import SNR_LIMIT_DB, check_snr_db
 
@@ -205,7 +204,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks += [("evaluate.channels", c, CHANNELS) for c in cfg.evaluate.channels]
     for key, value, allowed in checks:
         if value not in allowed:
-            raise UserError(f"{key}: unknown value {_show(value)}; choose one of {', '.join(allowed)}")
+            raise UserError(f"{key}: unknown value {short_repr(value)}; choose one of {', '.join(allowed)}")
     bad = [k for k in cfg.codec.symbols if not 1 <= k <= cfg.codec.max_symbols]
     if bad:
         raise UserError(f"codec.symbols {bad} outside 1..{cfg.codec.max_symbols} (codec.max_symbols)")
@@ -242,7 +241,7 @@ def _check_consistency(cfg: RunConfig) -> None:
         raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
     for key in ("posterior", "rx_per_length"):
         if getattr(c, key) and c.name != "cat":
-            raise UserError(f"codec.{key} needs the cat codec, not {_show(c.name)}; set codec.{key}=false")
+            raise UserError(f"codec.{key} needs the cat codec, not {short_repr(c.name)}; set codec.{key}=false")
     if not c.symbols:
         raise UserError("codec.symbols must list at least one length")
     lists = {
@@ -270,10 +269,12 @@ def _check_consistency(cfg: RunConfig) -> None:
         sc: StageConfig = getattr(cfg, name)
         for term in sc.losses:
             if term not in LOSS_TERMS:
-                raise UserError(f"{name}.losses: unknown term {_show(term)}; choose from {', '.join(LOSS_TERMS)}")
+                raise UserError(f"{name}.losses: unknown term {short_repr(term)}; choose from {', '.join(LOSS_TERMS)}")
         for group in sc.train:
             if group not in MODULE_GROUPS:
-                raise UserError(f"{name}.train: unknown module group {_show(group)}; use {', '.join(MODULE_GROUPS)}")
+                raise UserError(
+                    f"{name}.train: unknown module group {short_repr(group)}; use {', '.join(MODULE_GROUPS)}"
+                )
         if not sc.train:
             raise UserError(f"{name}.train lists no module group, so the stage would train nothing; e.g. [encoder]")
         if not any(w > 0 for w in sc.losses.values()):
@@ -282,7 +283,7 @@ def _check_consistency(cfg: RunConfig) -> None:
             raise UserError(f"{name}.channels lists no channel to train over; e.g. [awgn, rayleigh]")
         if sc.lengths not in STAGE_LENGTHS:
             choices = ", ".join(STAGE_LENGTHS)
-            raise UserError(f"{name}.lengths: unknown value {_show(sc.lengths)}; choose one of {choices}")
+            raise UserError(f"{name}.lengths: unknown value {short_repr(sc.lengths)}; choose one of {choices}")
         if len(sc.snr_db) != 2 or sc.snr_db[0] > sc.snr_db[1]:
             raise UserError(f"{name}.snr_db must be [low, high] in dB with low <= high, got {sc.snr_db}")
     ev = cfg.evaluate
@@ -310,7 +311,7 @@ def _build(cls, data: dict, where: str):
     unknown = set(data) - names
     if unknown:
         raise UserError(
-            f"unknown config key {where + '.' if where else ''}{_show(sorted(map(str, unknown))[0])}; "
+            f"unknown config key {where + '.' if where else ''}{short_repr(sorted(map(str, unknown))[0])}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
     base = cls()
@@ -342,32 +343,32 @@ def _typed(value, hint, key: str):
         elif isinstance(value, str):  # --set evaluate.channels=rayleigh, --set codec.symbols=16,32
             value = [v.strip() if args[0] is str else _yaml_value(v.strip(), key) for v in value.split(",")]
         if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list, got {_show(value)}")
+            raise UserError(f"{key}: expected a list, got {short_repr(value)}")
         return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{key}: expected a mapping, got {_show(value)}")
+            raise UserError(f"{key}: expected a mapping, got {short_repr(value)}")
         return {_typed(k, args[0], key): _typed(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{key}: expected true or false, got {_show(value)}")
+            raise UserError(f"{key}: expected true or false, got {short_repr(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= _INT_LIMIT:
-            raise UserError(f"{key}: expected an integer, got {_show(value)}")
+            raise UserError(f"{key}: expected an integer, got {short_repr(value)}")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
             with contextlib.suppress(ValueError):
                 value = float(value)
         if isinstance(value, int) and abs(value) >= _INT_LIMIT:
-            raise UserError(f"{key}: {_show(value)} is too large to be a number here")
+            raise UserError(f"{key}: {short_repr(value)} is too large to be a number here")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise UserError(f"{key}: expected a finite number, got {_show(value)}")
+            raise UserError(f"{key}: expected a finite number, got {short_repr(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str) or not value.strip():
-            raise UserError(f"{key}: expected a non-empty string, got {_show(value)}")
+            raise UserError(f"{key}: expected a non-empty string, got {short_repr(value)}")
         return value
     return value
 
@@ -432,7 +433,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 def _in_range(key: str, value) -> None:
     section_key = ".".join(key.split(".")[:2]).split("[")[0]
     if section_key in CHOICES and value not in CHOICES[section_key]:
-        raise UserError(f"{key}: {_show(value)} is not allowed; choose one of {', '.join(CHOICES[section_key])}")
+        raise UserError(f"{key}: {short_repr(value)} is not allowed; choose one of {', '.join(CHOICES[section_key])}")
     rng = RANGES.get(section_key) or RANGES.get(_leaf(key))
     if rng is None or value is None or isinstance(value, str | bool):
         return
@@ -447,7 +448,7 @@ def _in_range(key: str, value) -> None:
             lo_s = "-inf" if lo is None else _bound(lo)
             hi_s = "inf" if hi is None else _bound(hi)
             span = f"{'(' if lo_open else '['}{lo_s}, {hi_s}{')' if hi_open else ']'}"
-            raise UserError(f"{key}: {_show(v)} is outside the allowed range {span}")
+            raise UserError(f"{key}: {short_repr(v)} is outside the allowed range {span}")
 
 
 def preset_names() -> list[str]:
@@ -506,11 +507,11 @@ def _hint_at(parts: list[str], key: str):
     cls = RunConfig
     for i, p in enumerate(parts):
         if not dataclasses.is_dataclass(cls):
-            raise UserError(f"unknown config key {_show(key)}: {_show('.'.join(parts[:i]))} has no sub-keys")
+            raise UserError(f"unknown config key {short_repr(key)}: {short_repr('.'.join(parts[:i]))} has no sub-keys")
         hints = typing.get_type_hints(cls)
         if p not in hints:
             where = ".".join(parts[:i]) or "the config"
-            raise UserError(f"unknown config key {_show(key)}; valid keys of {where}: {', '.join(sorted(hints))}")
+            raise UserError(f"unknown config key {short_repr(key)}; valid keys of {where}: {', '.join(sorted(hints))}")
         cls = hints[p]
     return cls
 
@@ -534,7 +535,7 @@ class _StrictLoader(yaml.SafeLoader):
             if key in seen:
                 line = key_node.start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {_show(key)} given twice in one mapping, line {line}; keep one"
+                    None, None, f"key {short_repr(key)} given twice in one mapping, line {line}; keep one"
                 )
             seen.add(key)
         return node
@@ -565,7 +566,7 @@ class _StrictLoader(yaml.SafeLoader):
     def _no_base_60(self, node) -> None:
         if ":" in str(node.value):
             raise yaml.constructor.ConstructorError(
-                None, None, f"{_show(node.value)} reads as a base-60 number in YAML 1.1; quote it"
+                None, None, f"{short_repr(node.value)} reads as a base-60 number in YAML 1.1; quote it"
             )
 
     def construct_yaml_int(self, node):
@@ -610,8 +611,6 @@ def _merge(base: dict, new: dict) -> None:
 # 300-byte file to 10^9 items) or a mistake, refused before anything walks or prints it.
 MAX_CONFIG_ITEMS = 100_000
 MAX_CONFIG_BYTES = 1 << 20
-_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 4, 40, 40
 
 
 def _bound(x: float) -> str:
@@ -619,29 +618,19 @@ def _bound(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
-def _show(value) -> str:
-    """A value for a message, cut short (a hostile value may be huge)."""
-    return _SHORT.repr(value)
-
-
 def _check_items(data) -> None:
-    """Refuse a config of more than MAX_CONFIG_ITEMS values, counting an alias each time it is used, and one
-    that contains itself (an alias inside its own anchor, ``a: &x [*x]``)."""
-    stack, seen, open_ = [(data, False)], 0, set()  # open_: ids of the containers on the current path
+    """Refuse a config of more than MAX_CONFIG_ITEMS values, counting an alias each time it is used (YAML's
+    own aliases, merges and cycles are counted earlier, on the composed graph: _StrictLoader)."""
+    stack, seen = [data], 0
     while stack:
-        node, leaving = stack.pop()
-        if leaving:
-            open_.discard(id(node))
-            continue
+        node = stack.pop()
         seen += 1
         if seen > MAX_CONFIG_ITEMS:
             raise UserError(f"the config holds more than {MAX_CONFIG_ITEMS:,} values; a config is a few hundred")
-        if isinstance(node, dict | list):
-            if id(node) in open_:
-                raise UserError("the config contains itself (a YAML alias inside its own anchor); remove the alias")
-            open_.add(id(node))
-            stack.append((node, True))
-            stack.extend((child, False) for child in (node.values() if isinstance(node, dict) else node))
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def from_dict(data: dict) -> RunConfig:

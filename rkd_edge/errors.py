@@ -1,5 +1,7 @@
 """User-facing errors: one clear line, exit code 2, no traceback."""
 
+import reprlib
+
 
 class UserError(Exception):
     """A problem the user can fix (bad input, missing file); the CLI prints it as one line, exit 2.
@@ -22,3 +24,12 @@ def first_sentence(exc: BaseException, limit: int = 160) -> str:
     if len(head) > limit:
         head = head[:limit].rsplit(" ", 1)[0] + " ..."
     return head or type(exc).__name__
+
+
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 4, 40, 40
+
+
+def short_repr(value) -> str:
+    """A value for a message, cut short (a hostile value may be huge)."""
+    return _SHORT.repr(value)

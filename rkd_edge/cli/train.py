@@ -117,9 +117,8 @@ def evaluate(
         for v in parse_range(snr):
             check_snr_db(v, "--snr")
     if trials is not None:
-        check_values(
-            {"evaluate.trials": trials}, {"evaluate.trials": "--trials"}
-        )  # the config's range: 1 .. 10,000 draws per point
+        # the config's range: 1 .. 10,000 draws per point
+        check_values({"evaluate.trials": trials}, {"evaluate.trials": "--trials"})
     if channels is not None and set(channels) <= {"identity"}:
         raise UserError("--channel identity alone has no SNR axis (the noiseless point is always evaluated); add awgn")
     if (target / "manifest.json").is_file():
