@@ -89,8 +89,9 @@ def read_model(path: str | Path, declared: dict | None = None):
     from google.protobuf.message import DecodeError
 
     try:
-        model = onnx.load(str(path))
-    except (DecodeError, ValueError, OSError) as exc:
+        # Shapes and types only: no tensor data, so no external data file (wherever it claims to be) is read.
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export the bundle") from None
     for kind, graph_side in (("inputs", model.graph.input), ("outputs", model.graph.output)):
         want = [t.get("name") for t in (declared or {}).get(kind) or [] if isinstance(t, dict)]
@@ -100,6 +101,8 @@ def read_model(path: str | Path, declared: dict | None = None):
             raise UserError(
                 f"{path} has {kind} {sorted(got)}, the manifest declares {sorted(want)}; re-export the bundle"
             )
+    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer):
+        raise UserError(f"{path} keeps tensors in another file (external data), which no bundle does; re-export it")
     return model
 
 

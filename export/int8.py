@@ -438,10 +438,9 @@ def conv_kinds(model_path: Path) -> dict[str, str]:
     """``{Conv node name: "depthwise k3 C=10" | "pointwise C=20" | "dense k3 C=30"}`` of an FP32 model, so
     that a profile's kernels can be summed by the kind and width of convolution they ran."""
     import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(str(model_path))
-    shapes = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    model = onnx.load(str(model_path), load_external_data=False)  # shapes only: no tensor data read
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
     out = {}
     for n in model.graph.node:
         if n.op_type != "Conv" or n.input[1] not in shapes:

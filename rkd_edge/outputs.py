@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from rkd_edge.errors import UserError
-from rkd_edge.io import TOOL_MARKER, file_in_the_way, write_json
+from rkd_edge.io import TOOL_MARKER, file_in_the_way, special_entry, write_json
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 
 MARKER = TOOL_MARKER
@@ -164,6 +164,13 @@ def check_output(
         raise UserError(
             f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); refusing to replace it, "
             "choose another --out"
+        )
+    # rkd-edge writes neither links nor special files: one inside would lead a resumed run's writes (or a
+    # reader) out of the folder, into someone else's files.
+    if (odd := special_entry(out)) is not None:
+        raise UserError(
+            f"{odd} is a symbolic link or a special file, which rkd-edge never writes; remove it or choose another "
+            "--out"
         )
     return True
 

@@ -31,7 +31,7 @@ from rkd_edge.codec import create_codec
 from rkd_edge.config import RunConfig, read_config
 from rkd_edge.data import DataSplits, create_dataset
 from rkd_edge.distill.loop import load_checkpoint
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json, special_entry, write_json
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cost import count_macs, count_params
@@ -43,6 +43,32 @@ from rkd_edge.system_spec import check_spec
 
 # Stages whose checkpoint holds the trained system, latest first.
 TRAINED_STAGES = ("stage2", "probe", "stage1")
+
+
+# The fields of a stage record that later stages and the report read, and their types (``None`` where a
+# field may be null): a record edited by hand is refused with one line, not a traceback downstream.
+_NUM = (int, float)
+RECORD_FIELDS: dict[str, dict[str, tuple]] = {
+    "*": {"inputs": (dict,), "seconds": _NUM, "trained": (list,), "history": (list,), "clean_test_accuracy": _NUM},
+    "teacher": {"accuracy": _NUM, "params": (int,), "embed_dim": (int,), "spec": (str,), "identity": (str,)},
+    "search": {"params": (int,), "flops": (int,), "genotype": (str,)},
+    "evaluate": {
+        "report_symbols": (int,),
+        "noiseless": (*_NUM, None),
+        "noiseless_symbols": (int, None),
+        "curves": (dict,),
+        "source_dim": (int,),
+        "files": (list,),
+        "upper_bounds": (dict,),
+    },
+}
+
+
+def _of_type(value, types: tuple) -> bool:
+    """Whether ``value`` is one of ``types`` (``None`` in them allows null; a bool is never a number)."""
+    if value is None:
+        return None in types
+    return isinstance(value, tuple(t for t in types if t is not None)) and not isinstance(value, bool)
 
 
 class RunDir:
@@ -103,9 +129,20 @@ class RunDir:
 
     # --- records ---------------------------------------------------------------------------------
     def done(self, stage: str) -> dict | None:
-        """The record of a finished stage, or ``None``."""
+        """The record of a finished stage, or ``None``; one whose fields have other types than rkd-edge
+        writes (:data:`RECORD_FIELDS`) is refused with one line."""
         p = self.stage_record(stage)
-        return read_json(p, f"stage record {stage}", expect=dict) if p.is_file() else None
+        if not p.is_file():
+            return None
+        rec = read_json(p, f"stage record {stage}", expect=dict)
+        for key, types in {**RECORD_FIELDS["*"], **RECORD_FIELDS.get(stage, {})}.items():
+            v = rec.get(key)
+            if key in rec and not _of_type(v, types):
+                raise UserError(
+                    f"stage record {p} has {key} = {short_repr(v)}, not what rkd-edge writes there; delete the "
+                    "record to rerun the stage"
+                )
+        return rec
 
     def mark(self, stage: str, info: dict) -> dict:
         """Record a finished stage (written last, atomically: the stage is complete once this exists); its

@@ -460,6 +460,31 @@ def test_estimate_cli_on_a_bundle(tiny_bundle, tmp_path):
     assert r.returncode == 0 and "ESTIMATE" in r.stdout and "encoder" in r.stdout
 
 
+def test_estimate_refuses_a_model_with_external_data(tiny_bundle, tmp_path):
+    """A bundle model whose weights point at another file (here outside the bundle) is one line, exit 2:
+    the estimate reads shapes only and never opens that file (it was an onnx ValidationError traceback)."""
+    import hashlib
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    path = bundle / "models" / "encoder.onnx"
+    model = onnx.load(str(path))
+    t = model.graph.initializer[0]
+    n = len(t.raw_data)
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../../secret.txt"), ("offset", "0"), ("length", str(n))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["models/encoder.onnx"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("devices", "estimate", str(bundle), "--device", "thor")
+    assert r.returncode == 2 and "external data" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_search_priced_by_an_int8_table_records_it(tiny_teacher_dir, tmp_path):
     """``search --cost latency --precision int8``: the table's precision is checked and recorded in the
     genotype. The table has the real format and every key the skeleton needs; its times are made up (the

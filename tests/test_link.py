@@ -10,9 +10,11 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from onnx import helper as oh
 
 from rkd_edge.link import wire
 from rkd_edge.link.rx import Receiver
-from rkd_edge.link.sources import read_png, read_pnm, resize
+from rkd_edge.link.sources import PNG_SIGNATURE, read_png, read_pnm, resize
 from rkd_edge.link.transport import Reassembler, StreamSplitter
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import FORMAT
@@ -651,3 +653,38 @@ def test_rx_accuracy_agrees_with_evaluate_bundle(tiny_bundle, tmp_path):
     acc = summary_of(rx_err, "rx")["accuracy"]
     assert acc["n"] == 600
     assert e["ci_low"] <= acc["accuracy"] <= e["ci_high"] or acc["ci95"][0] <= e["accuracy"] <= acc["ci95"][1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"P5\n8", b"P5\n8 8", b"P5\n8 8 255", b"P5 # comment without end", b"P5\n-1 8 255\n", b"P6\n8 8 255\n" + bytes(5)],
+)
+def test_a_truncated_pgm_is_refused_not_spun_on(data):
+    """A header cut short used to loop forever (``b"".isspace()`` is False) in the reader a Pillow-free
+    transmitter uses."""
+    with pytest.raises(ValueError, match="PGM/PPM"):
+        read_pnm(data)
+
+
+def _png(w: int, h: int, raw: bytes) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + b"\0\0\0\0"
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_png_data_beyond_its_header_is_refused_before_it_is_inflated():
+    """A 2x2 grey PNG holds 6 bytes once inflated; 1 GB of zeros compresses to about 1 MB. The reader
+    inflates no more than the header declares (it used to inflate everything first)."""
+    assert read_png(_png(2, 2, b"\0ab\0cd")).shape == (2, 2, 1)
+    bomb = zlib.compressobj(9)
+    idat = b"".join(bomb.compress(bytes(1 << 20)) for _ in range(256)) + bomb.flush()  # 256 MB inflated
+    png = _png(2, 2, b"").split(b"IDAT")[0][:-4]  # signature and IHDR
+    png += struct.pack(">I", len(idat)) + b"IDAT" + idat + b"\0\0\0\0"
+    with pytest.raises(ValueError, match="more than its 2x2 header"):
+        read_png(png)
+    with pytest.raises(ValueError, match="less than"):
+        read_png(_png(2, 2, b"\0ab"))
+    with pytest.raises(ValueError, match="pixels"):
+        read_png(_png(100_000, 100_000, b"\0"))

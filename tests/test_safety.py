@@ -517,3 +517,132 @@ def test_an_evaluation_folder_holds_one_evaluation(tiny_run, tiny_bundle, tmp_pa
     before = tree_digest(run)
     one_line_exit_2(run_cli("-q", "evaluate", str(tiny_bundle), *args[:-1], str(run)), "another rkd-edge run")
     assert tree_digest(run) == before
+
+
+# --- nothing written through a link, nothing trusted from a damaged record (hostile pass, session 18) ----
+
+
+def test_evaluate_bundle_never_writes_through_a_link_in_the_bundle(tiny_bundle, tmp_path):
+    """``BUNDLE/evaluation`` is written in place; a link there led the writes (and deletes) into the folder
+    it points at, a user's here."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    shutil.rmtree(bundle / "evaluation", ignore_errors=True)
+    victim = user_folder(tmp_path / "victim")
+    (victim / "evaluation.csv").write_text("my results\n")
+    (victim / "accuracy_vs_symbols.png").write_bytes(b"my plot")
+    (bundle / "evaluation").symlink_to(victim)
+    before = tree_digest(victim)
+    args = ["--snr", "0", "--channel", "awgn", "--symbols", "4", "--trials", "1"]
+    one_line_exit_2(run_cli("-q", "evaluate", str(bundle), *args), "symbolic link")
+    assert tree_digest(victim) == before
+
+
+@pytest.mark.parametrize("entry", ["checkpoints", "stages", "train"])
+def test_a_run_with_a_link_inside_is_not_resumed(run_copy, tiny_teacher_dir, tmp_path, entry):
+    """A resumed run is written in place: a linked folder inside it would take the writes to wherever it
+    points (a user's own ``stage2.pt`` was overwritten with a checkpoint)."""
+    (run_copy / "stages" / "evaluate.json").unlink()  # something left to do
+    victim = tmp_path / "victim"
+    if (run_copy / entry).is_dir():
+        shutil.move(run_copy / entry, victim)
+    else:
+        victim.mkdir()
+    (victim / "notes.md").write_text("mine\n")
+    (run_copy / entry).symlink_to(victim)
+    before = tree_digest(victim)
+    rerun = ["pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    one_line_exit_2(run_cli("-q", *rerun), "symbolic link")
+    assert tree_digest(victim) == before
+
+
+def _kill_after_stage1(out: Path, args: list[str]) -> Path:
+    """Run ``args`` until stage 1's last epoch is checkpointed, and kill it there (before its record)."""
+    die = "import os, rkd_edge.pipeline as p; p.clean_accuracy = lambda *a, **k: os._exit(9); "
+    proc = subprocess.run(
+        [sys.executable, "-c", die + "from rkd_edge.cli import main; main()", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    return out / "train" / "stage1.ckpt"
+
+
+def _shapes_changed(state: dict) -> dict:
+    name = next(iter(state["model"]))
+    return {**state, "model": {**state["model"], name: torch.zeros(3, 1, 2)}}
+
+
+CKPT_DAMAGE = {
+    "no-model": lambda s: {"epoch": 0},
+    "epoch-text": lambda s: {**s, "epoch": "0"},
+    "epoch-beyond": lambda s: {**s, "epoch": 99},
+    "history-short": lambda s: {**s, "history": []},
+    "other-shapes": _shapes_changed,
+    "other-keys": lambda s: {**s, "best_model": {"w": torch.zeros(1)}},
+    "optimizer-garbage": lambda s: {**s, "optimizer": {"state": 5}},
+    "rng-garbage": lambda s: {**s, "rng": torch.zeros(3)},
+    "best-score-text": lambda s: {**s, "best_score": "high"},
+}
+
+
+def test_a_damaged_epoch_checkpoint_is_one_line(tiny_teacher_dir, tmp_path):
+    """An epoch checkpoint is resumed from; one that is not what the loop wrote (edited, or from another
+    model) used to end in a KeyError / RuntimeError traceback."""
+    out = tmp_path / "run"
+    args = ["distill", "--out", str(out), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    ck = _kill_after_stage1(out, args)
+    good = torch.load(ck, weights_only=True)
+    for name, damage in CKPT_DAMAGE.items():
+        torch.save(damage(good), ck)
+        proc = run_cli("-q", *args)
+        assert proc.returncode == 2 and "not one this stage wrote" in proc.stderr, (name, proc.stderr[-2000:])
+        one_line_exit_2(proc)
+    torch.save(good, ck)
+    assert "resuming after epoch" in run_cli(*args, check=True).stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "field", "value", "command"),
+    [
+        ("evaluate", "report_symbols", "16", "pipeline"),
+        ("evaluate", "noiseless", [0.9], "pipeline"),
+        ("teacher", "accuracy", "high", "evaluate"),
+        ("teacher", "params", True, "pipeline"),
+        ("search", "params", 1.5, "pipeline"),
+    ],
+)
+def test_a_stage_record_with_other_types_is_one_line(run_copy, tiny_teacher_dir, stage, field, value, command):
+    """Records are rkd-edge's own; one edited to hold another type ended in a TypeError in the report."""
+    rec = run_copy / "stages" / f"{stage}.json"
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), field: value}))
+    if command == "pipeline":
+        args = ["pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    else:
+        args = ["evaluate", str(run_copy), "--snr", "0", "--channel", "awgn", "--trials", "1"]
+    before = tree_digest(run_copy)
+    one_line_exit_2(run_cli("-q", *args), f"{stage}.json has {field}")
+    after = tree_digest(run_copy)
+    assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} <= {"run.log"}
+
+
+def test_a_model_swapped_after_verification_is_not_loaded(tiny_bundle, tmp_path):
+    """A runtime loads the bytes it hashed: a file replaced between :meth:`Bundle.open` and the load (by
+    another process) is refused, not run unverified."""
+    from rkd_edge.runtime.bundle import Bundle
+    from rkd_edge.runtime.runners.ort import OnnxRuntimeRunner
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    b = Bundle.open(bundle)
+    r = OnnxRuntimeRunner("encoder")
+    path = r.locate(b, "encoder", "fp32")
+    assert b.sha256_of(path) == b.manifest["files"][path.relative_to(bundle).as_posix()]["sha256"]
+    r.load(path, "fp32", sha256=b.sha256_of(path)).close()
+    other = r.locate(b, "rx", "fp32")
+    os.replace(other, path)  # a valid model, not the one verified
+    with pytest.raises(BundleError, match="changed after the bundle was verified"):
+        OnnxRuntimeRunner("encoder").load(path, "fp32", sha256=b.sha256_of(path))
+    with pytest.raises(BundleError):
+        Runtime(str(bundle))

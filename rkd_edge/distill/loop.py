@@ -90,17 +90,7 @@ def fit(
     start = 0
     best = (-math.inf, None)
     if checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        restore_optimizer(optimizer, state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        cuda_rng = state.get("cuda_rng")
-        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_rng)
-        history, start = state["history"], state["epoch"] + 1
-        best = (state["best_score"], state["best_model"])
+        history, start, best = _resume(load_checkpoint(checkpoint), checkpoint, model, optimizer, scheduler, epochs)
         progress.log(f"{desc}: resuming after epoch {start} of {epochs}")
     with progress.task(desc, epochs) as bar:
         bar.advance(start)
@@ -134,6 +124,50 @@ def fit(
     if select is not None and best[1] is not None:
         model.load_state_dict(best[1])
     return history
+
+
+# What a damaged or foreign checkpoint makes torch raise while it is restored.
+_UNRESTORABLE = (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError)
+
+
+def _resume(state: dict, path: Path, model: nn.Module, optimizer, scheduler, epochs: int) -> tuple[list, int, tuple]:
+    """Restore model, optimiser, scheduler and RNG from a :func:`fit` checkpoint.
+
+    Returns:
+        The history so far, the epoch to start at, and ``(best score, best weights or None)``.
+
+    Raises:
+        UserError: One line when the file is not a checkpoint this loop wrote for this model.
+    """
+    try:
+        epoch, history, best_model = state["epoch"], state["history"], state["best_model"]
+        if type(epoch) is not int or not 0 <= epoch < epochs:
+            raise ValueError(f"epoch {epoch!r} is not one of this stage's {epochs}")
+        if not isinstance(history, list) or len(history) != epoch + 1 or not all(isinstance(h, dict) for h in history):
+            raise ValueError("its history does not match its epoch")
+        own = model.state_dict()
+        for weights in (state["model"], best_model):
+            if weights is None:
+                continue
+            if not isinstance(weights, dict) or weights.keys() != own.keys():
+                raise ValueError("its weights are not this model's")
+            if any(not torch.is_tensor(w) or w.shape != own[k].shape for k, w in weights.items()):
+                raise ValueError("its weights have other shapes than this model's")
+        model.load_state_dict(state["model"])
+        restore_optimizer(optimizer, state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        cuda_rng = state.get("cuda_rng")
+        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
+        best = (float(state["best_score"]), best_model)
+    except _UNRESTORABLE as exc:
+        why = f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else first_sentence(exc) or type(exc).__name__
+        raise UserError(
+            f"checkpoint {path} is not one this stage wrote ({why}); delete it to restart this stage"
+        ) from None
+    return history, epoch + 1, best
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -26,7 +26,11 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
         The folder, and whether it is a fresh evaluation folder that needs a marker.
     """
     if out is None or Path(out).resolve() == Path(default).resolve():
-        return Path(default), False
+        default = Path(default)
+        # A bundle's evaluation folder: written in place, so a link there would lead the writes elsewhere.
+        if default not in sources and (default.is_symlink() or (default.exists() and not default.is_dir())):
+            raise UserError(f"{default} is a symbolic link or not a folder; remove it, or give --out a new folder")
+        return default, False
     out = Path(out)
     found = kind_of(out) if out.is_dir() else None
     if found == "evaluation":

@@ -22,6 +22,8 @@ from rkd_edge.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".pgm", ".ppm", ".pnm", ".npy", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pillow's own limit (Image.MAX_IMAGE_PIXELS): a header may declare any size, the decoders here refuse more.
+MAX_PIXELS = 89_478_485
 
 
 def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
@@ -82,7 +84,13 @@ def read_png(data: bytes) -> np.ndarray:
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color)
     if depth != 8 or interlace or channels is None:
         raise ValueError(f"PNG with bit depth {depth}, colour type {color}, interlace {interlace}: install Pillow")
-    px = _unfilter(zlib.decompress(b"".join(idat)), h, w * channels, channels).reshape(h, w, channels)
+    _check_size(w, h)
+    expected = h * (w * channels + 1)  # a filter byte per row
+    # Inflate no more than the header declares: a few MB of IDAT can expand to many GB.
+    raw = zlib.decompressobj().decompress(b"".join(idat), expected + 1)
+    if len(raw) != expected:
+        raise ValueError(f"PNG data holds {'more' if len(raw) > expected else 'less'} than its {w}x{h} header says")
+    px = _unfilter(raw, h, w * channels, channels).reshape(h, w, channels)
     if color == 3:
         if palette is None:
             raise ValueError("palette PNG without a palette")
@@ -101,18 +109,32 @@ def read_pnm(data: bytes) -> np.ndarray:
         while data[pos : pos + 1].isspace():
             pos += 1
         if data[pos : pos + 1] == b"#":
-            pos = data.index(b"\n", pos) + 1
+            pos = data.find(b"\n", pos) + 1
+            if pos == 0:
+                break
             continue
         end = pos
-        while not data[end : end + 1].isspace():
+        while end < len(data) and not data[end : end + 1].isspace():
             end += 1
+        if not data[pos:end].isdigit():
+            break
         fields.append(int(data[pos:end]))
         pos = end
+    if len(fields) < 3 or pos >= len(data):
+        raise ValueError("truncated or malformed PGM/PPM header (width, height and maxval, then one space)")
     w, h, maxval = fields
     if maxval > 255:
         raise ValueError("16-bit PGM/PPM: install Pillow")
+    _check_size(w, h)
     c = 1 if data[:2] == b"P5" else 3
+    if len(data) - (pos + 1) < w * h * c:
+        raise ValueError(f"PGM/PPM data shorter than its {w}x{h} header says")
     return np.frombuffer(data, np.uint8, w * h * c, pos + 1).reshape(h, w, c)
+
+
+def _check_size(w: int, h: int) -> None:
+    if min(w, h) < 1 or w * h > MAX_PIXELS:
+        raise ValueError(f"image of {w}x{h} pixels: 1 to {MAX_PIXELS:,} pixels are read")
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, same_ids
-from rkd_edge.io import sha256_file
+from rkd_edge.io import sha256_bytes, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "rkd-edge/bundle@1"
@@ -254,6 +254,21 @@ def _check_unlisted(root: Path, files: dict) -> None:
                 )
 
 
+def read_verified(path: str | Path, sha256: str | None) -> bytes:
+    """The bytes of ``path``, read once; with ``sha256`` refused unless they hash to it. A runtime loads
+    models from these bytes, so what runs is what was verified even if the file is swapped after
+    :meth:`Bundle.open` checked it (and an ONNX model loaded from bytes reads no external data file)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle file {Path(path).name} ({exc.strerror}); re-export the bundle") from None
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise BundleError(
+            f"bundle file {Path(path).name} changed after the bundle was verified (tampered); re-export the bundle"
+        )
+    return data
+
+
 @dataclass
 class Bundle:
     """A verified bundle directory and its manifest."""
@@ -276,6 +291,20 @@ class Bundle:
         The manifest lists every file's sha256, so the id changes whenever any model or file does.
         """
         return bundle_id(self.manifest)
+
+    def sha256_of(self, path: Path) -> str | None:
+        """The sha256 the manifest gives ``path`` (a listed file or a TensorRT engine), or ``None``."""
+        try:
+            rel = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        if isinstance(rec := self.manifest["files"].get(rel), dict):
+            return rec["sha256"]
+        for by_precision in (self.manifest.get("tensorrt") or {}).get("engines", {}).values():
+            for rec in by_precision.values():
+                if f"trt/{rec.get('file')}" == rel:
+                    return rec.get("sha256")
+        return None
 
     def model_path(self, name: str, precision: str = "fp32") -> Path:
         models = self.manifest["models"].get(name, {})

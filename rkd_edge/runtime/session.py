@@ -162,7 +162,7 @@ class Runtime:
         try:
             for name in MODELS:
                 r = create_runner(backend, name, **options)
-                runners[name] = r.load(r.locate(self.bundle, name, self.precisions[name]), self.precisions[name])
+                runners[name] = self._load_one(r, name, self.precisions[name])
         except BaseException:
             for r in runners.values():
                 r.close()
@@ -176,10 +176,15 @@ class Runtime:
             return None
         r = create_runner(backend, FUSED, **options)
         try:
-            return r.load(r.locate(self.bundle, FUSED, "fp32"), "fp32")
+            return self._load_one(r, FUSED, "fp32")
         except BaseException:
             self.close()
             raise
+
+    def _load_one(self, r: Runner, model: str, precision: str) -> Runner:
+        """Load what ``r`` locates for ``model``, checked against the manifest's hash as it is read."""
+        path = r.locate(self.bundle, model, precision)
+        return r.load(path, precision, sha256=self.bundle.sha256_of(path))
 
     @property
     def loaded(self) -> dict[str, Runner]:

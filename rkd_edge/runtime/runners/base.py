@@ -73,8 +73,12 @@ class Runner(ABC):
         return bundle.model_path(model, precision)
 
     @abstractmethod
-    def load(self, model_path: str | Path, precision: str) -> Runner:
-        """Load the artefact; fills :attr:`inputs` / :attr:`outputs`. Returns ``self``."""
+    def load(self, model_path: str | Path, precision: str, sha256: str | None = None) -> Runner:
+        """Load the artefact; fills :attr:`inputs` / :attr:`outputs`. Returns ``self``.
+
+        ``sha256``: what the bundle's manifest says the file hashes to; a back end that loads a file reads
+        it once (:func:`~rkd_edge.runtime.bundle.read_verified`) and loads those bytes.
+        """
 
     @abstractmethod
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

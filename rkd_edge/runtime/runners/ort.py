@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.errors import first_sentence
-from rkd_edge.runtime.bundle import Bundle, BundleError
+from rkd_edge.runtime.bundle import Bundle, BundleError, read_verified
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 from rkd_edge.runtime.runners.device import int8_saturates
 
@@ -114,7 +114,7 @@ class OnnxRuntimeRunner(Runner):
             return bundle.root / cpu_form["file"]
         return path
 
-    def load(self, model_path: str | Path, precision: str) -> OnnxRuntimeRunner:
+    def load(self, model_path: str | Path, precision: str, sha256: str | None = None) -> OnnxRuntimeRunner:
         import onnxruntime as ort
 
         self.check_precision(precision)
@@ -132,8 +132,9 @@ class OnnxRuntimeRunner(Runner):
                 "trt_engine_cache_path": str(cache),
             }
             providers[0] = ("TensorrtExecutionProvider", trt_opts)
+        model = read_verified(model_path, sha256)
         try:
-            self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
+            self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
             raise BundleError(
                 f"ONNX Runtime cannot load {Path(model_path).name} ({first_sentence(exc)}); re-export the bundle"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.errors import first_sentence
-from rkd_edge.runtime.bundle import Bundle, BundleError, verified_engine
+from rkd_edge.runtime.bundle import Bundle, BundleError, read_verified, verified_engine
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 
 
@@ -76,7 +76,7 @@ class TensorRTRunner(Runner):
             )
         return verified_engine(bundle.root, rec)
 
-    def load(self, model_path: str | Path, precision: str) -> TensorRTRunner:
+    def load(self, model_path: str | Path, precision: str, sha256: str | None = None) -> TensorRTRunner:
         self.check_precision(precision)
         if why := self.available():
             raise BundleError(f"cannot run {self.model} on tensorrt: {why}")
@@ -86,7 +86,7 @@ class TensorRTRunner(Runner):
 
         self.trt, self.cuda = trt, cuda
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(Path(model_path).read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(read_verified(model_path, sha256))
         if self.engine is None:
             raise BundleError(
                 f"cannot deserialize {Path(model_path).name}: built for another GPU or TensorRT version; "

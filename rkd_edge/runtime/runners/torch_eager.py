@@ -80,7 +80,7 @@ class TorchRunner(Runner):
         where = self.run or src.get("path", "?")
         raise BundleError(f"the PyTorch reference needs the bundle's source run ({where} not found); pass --run RUN")
 
-    def load(self, model_path: str | Path, precision: str) -> TorchRunner:
+    def load(self, model_path: str | Path, precision: str, sha256: str | None = None) -> TorchRunner:
         self.check_precision(precision)
         if why := self.available():
             raise BundleError(f"cannot run {self.model} on pytorch: {why}")
