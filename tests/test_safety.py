@@ -302,6 +302,18 @@ def _swap_models(m):
     del m["files"]["models/encoder.int8.onnx"]
 
 
+def _ids(m: dict, drop: int | None = None) -> dict:
+    """The manifest's channel id table, without the type at position ``drop`` (leaving a gap)."""
+    return {n: i for i, n in enumerate(m["channel_types"]) if i != drop}
+
+
+def _undeclared_swap(m: dict) -> None:
+    """The encoder's file swapped for the rx model, its declarations removed (they used to be optional)."""
+    enc = m["models"]["encoder"]["fp32"]
+    enc["file"] = m["models"]["rx"]["fp32"]["file"]
+    enc.pop("inputs"), enc.pop("outputs")
+
+
 MANIFEST_DAMAGE = {
     "files-deleted": lambda m: m.pop("files"),
     "files-empty": lambda m: m.update(files={}),
@@ -312,6 +324,24 @@ MANIFEST_DAMAGE = {
     "normalisation-missing": lambda m: m.pop("normalisation"),
     "entry-without-bytes": lambda m: next(iter(m["files"].values())).pop("bytes"),
     "absolute-path": lambda m: m["files"].update({"/etc/passwd": {"sha256": "0" * 64, "bytes": 1}}),
+    # A hostile pass on the manifest's fields (session 18): each of these passed the checks and then ended
+    # in a traceback, a hang, NaN symbols or another channel's conditioning.
+    "channel-ids-text": lambda m: m.update(channel_ids={**_ids(m), "x": "a"}),
+    "channel-ids-gap": lambda m: m.update(channel_types=["identity", "awgn", "rician"], channel_ids=_ids(m, 2)),
+    "channel-types-nested": lambda m: m.update(channel_types=[["identity"], "awgn"], channel_ids=None),
+    "channel-a-list": lambda m: m.update(channel=[1]),
+    "channel-csi-without-input": lambda m: m["channel"].update(csi="decoder"),
+    "classes-one-too-many": lambda m: m.update(classes=[str(i) for i in range(len(m["classes"]) + 1)]),
+    "classes-repeated": lambda m: m.update(classes=["a"] * len(m["classes"])),
+    "precisions-repeated": lambda m: m.update(precisions=["fp32"] * 2000),
+    "precisions-number": lambda m: m.update(precisions=["fp32", 7]),
+    "symbols-set-repeated": lambda m: m["symbols"].update(set=[m["symbols"]["max"]] * 20000),
+    "symbols-set-bool": lambda m: m["symbols"].update(set=[True, m["symbols"]["max"]]),
+    "std-below-float32": lambda m: m["normalisation"].update(std=[1e-300] * m["normalisation"]["channels"]),
+    "size-huge": lambda m: m["normalisation"].update(size=10**30),
+    "io-undeclared-and-swapped": _undeclared_swap,
+    "source-run-text": lambda m: m.update(source_run="run"),
+    "manifest-of-6-mb": lambda m: m.update(versions=[{}] * 2_000_000),
 }
 
 

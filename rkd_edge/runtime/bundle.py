@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, same_ids
+from rkd_edge.errors import short_repr
 from rkd_edge.io import sha256_bytes, sha256_file
 
 MANIFEST = "manifest.json"
@@ -29,6 +30,8 @@ def load_manifest(root: str | Path) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise BundleError(f"no {MANIFEST} in {root}; export a bundle with rkd-edge export RUN --out DIR")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:  # a few kB when exported; parsed copies multiply a big one
+        raise BundleError(f"{path} has {path.stat().st_size:,} bytes, more than a manifest holds; re-export the bundle")
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, RecursionError):  # not JSON, not UTF-8, an integer of more than 4,300 digits, too deep
@@ -50,7 +53,21 @@ REQUIRED = {
     "channel_types": list,
     "precisions": list,
 }
+MAX_MANIFEST_BYTES = 4 << 20
 MODELS = ("encoder", "tx", "rx")
+# Each model's graph inputs and outputs (the rx of a codec with CSI at the decoder also reads ``csi``).
+INTERFACE = {
+    "encoder": ({"image"}, {"features"}),
+    "tx": ({"features", "snr_db", "k", "channel"}, {"symbols", "mask"}),
+    "transmitter": ({"image", "snr_db", "k", "channel"}, {"symbols", "mask"}),
+    "rx": ({"symbols", "mask", "snr_db", "channel"}, {"logits"}),
+}
+PRECISIONS = ("fp32", "fp16", "int8")
+# The fading channel's settings (rkd_edge.config.CHOICES, kept here torch-free).
+RAYLEIGH_MODES = ("block", "fast")
+CSI_MODES = ("zf", "mmse", "decoder")
+MAX_IMAGE_SIZE = 1024  # data.image_size's bound
+MAX_CLASSES = 100_000
 # Bundles exported since the fused graph existed also hold ``transmitter`` (encoder + tx in one graph).
 OPTIONAL_MODELS = ("transmitter",)
 
@@ -68,6 +85,13 @@ def check_manifest(m: dict, path: Path) -> None:
     files = m["files"]
     if not files:
         raise _fail(path, "'files' lists no file (a manifest must hash every file the runtime loads)")
+    precs = m["precisions"]
+    if not precs or len(set(map(str, precs))) != len(precs) or not all(p in PRECISIONS for p in precs):
+        raise _fail(path, f"precisions {short_repr(precs)} must list distinct ones of {', '.join(PRECISIONS)}")
+    classes = m["classes"]
+    ok = 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)
+    if not ok or len(set(classes)) != len(classes):
+        raise _fail(path, f"classes must list 1 to {MAX_CLASSES:,} distinct names")
     default = m.get("default_precision", "fp32")
     chosen = default.values() if isinstance(default, dict) else [default]
     if not all(isinstance(p, str) and p in m["precisions"] for p in chosen):
@@ -82,18 +106,27 @@ def check_manifest(m: dict, path: Path) -> None:
             raise _fail(path, f"no {name} model")
         for prec, rec in variants.items():
             _check_model(path, f"{prec} {name}", rec, files)
+            _check_interface(path, name, prec, rec)
     # The position in channel_types is the id fed to the tx and rx graphs: a manifest that lists the
     # types otherwise than the stable table would give each channel another's conditioning.
     types = m["channel_types"]
-    table = m.get("channel_ids", {n: i for i, n in enumerate(types)})
-    if not isinstance(table, dict) or not same_ids(table) or types != sorted(table, key=table.__getitem__):
-        raise _fail(path, f"channel_types {types} do not match the stable channel ids {CHANNEL_IDS}")
+    own = {n: i for i, n in enumerate(types)} if all(isinstance(n, str) for n in types) else None
+    table = m.get("channel_ids", own)
+    if own is None or table != own or not all(_whole(i) for i in table.values()) or not same_ids(table):
+        raise _fail(path, f"channel_types {short_repr(types)} do not match the stable channel ids {CHANNEL_IDS}")
     sym = m["symbols"]
     k_max, k_set = sym.get("max"), sym.get("set")
-    if not isinstance(k_max, int) or k_max < 1 or not isinstance(k_set, list) or not k_set:
+    if not _whole(k_max) or k_max < 1 or not isinstance(k_set, list) or not k_set:
         raise _fail(path, "'symbols' needs 'max' (a positive integer) and 'set' (a list)")
-    if any(not isinstance(k, int) or not 1 <= k <= k_max for k in k_set):
-        raise _fail(path, f"symbols.set {k_set} is not within 1..{k_max}")
+    if any(not _whole(k) or not 1 <= k <= k_max for k in k_set) or len(set(k_set)) != len(k_set):
+        raise _fail(path, f"symbols.set {short_repr(k_set)} must list distinct lengths within 1..{k_max}")
+    _check_channel(path, m.get("channel"), sym)
+    if not (m.get("source_run") is None or isinstance(m["source_run"], dict)):
+        raise _fail(path, "'source_run' must be a record {path, method, config_sha256}")
+    for prec, rec in m["models"]["rx"].items():
+        logits = next((t["shape"] for t in rec["outputs"] if t["name"] == "logits"), None)
+        if logits and isinstance(logits[-1], int) and logits[-1] != len(classes):
+            raise _fail(path, f"the {prec} rx model scores {logits[-1]} classes but 'classes' names {len(classes)}")
     senders = [(name, prec, rec) for name in ("tx", "transmitter") for prec, rec in m["models"].get(name, {}).items()]
     for name, prec, rec in senders:
         outs = rec.get("outputs") or []
@@ -104,23 +137,22 @@ def check_manifest(m: dict, path: Path) -> None:
     for key in ("mean", "std", "size", "channels"):
         if key not in norm:
             raise _fail(path, f"normalisation lacks {key!r}")
-    c = norm["channels"]
-    if not isinstance(c, int) or c < 1 or not isinstance(norm["size"], int) or norm["size"] < 1:
-        raise _fail(path, "normalisation.size and .channels must be positive integers")
+    c, size = norm["channels"], norm["size"]
+    if not (_whole(c) and 1 <= c <= 4 and _whole(size) and 1 <= size <= MAX_IMAGE_SIZE):
+        raise _fail(path, f"normalisation.size must be 1..{MAX_IMAGE_SIZE} and .channels 1..4")
     for key in ("mean", "std"):
         v = norm[key]
-        if not isinstance(v, list) or len(v) != c or not all(_finite_number(x) for x in v):
-            raise _fail(path, f"normalisation.{key} must list {c} finite numbers, got {v!r}")
-    if min(norm["std"]) <= 0:
-        raise _fail(path, f"normalisation.std must be positive (inputs are divided by it), got {norm['std']}")
+        # |x| <= 1e6: within float32 whatever it is divided by (a std of 1e-300 made NaN symbols).
+        if not isinstance(v, list) or len(v) != c or not all(_finite_number(x) and abs(x) <= 1e6 for x in v):
+            raise _fail(path, f"normalisation.{key} must list {c} numbers within +-1e6, got {short_repr(v)}")
+    if min(norm["std"]) < 1e-6:
+        raise _fail(path, f"normalisation.std must be at least 1e-6 (inputs are divided by it), got {norm['std']}")
     for name in ("encoder", "transmitter"):
         for prec, rec in m["models"].get(name, {}).items():
-            image = (rec.get("inputs") or [{}])[0].get("shape")
-            if isinstance(image, list) and len(image) == 4 and image[1:] != [c, norm["size"], norm["size"]]:
+            image = next(t["shape"] for t in rec["inputs"] if t["name"] == "image")
+            if len(image) != 4 or image[1:] != [c, size, size]:
                 raise _fail(
-                    path,
-                    f"normalisation gives {c}x{norm['size']}x{norm['size']} images but the {prec} {name} model "
-                    f"reads {image[1]}x{image[2]}x{image[3]}",
+                    path, f"normalisation gives {c}x{size}x{size} images but the {prec} {name} model reads {image}"
                 )
     _check_engines(path, m.get("tensorrt"))
 
@@ -135,19 +167,45 @@ def _check_model(path: Path, what: str, rec, files: dict) -> None:
         raise _fail(path, f"the {what} model's onnxruntime_cpu file is not listed (with its hash) in 'files'")
     for kind in ("inputs", "outputs"):
         metas = rec.get(kind)
-        ok = metas is None or (
-            isinstance(metas, list)
-            and all(
-                isinstance(t, dict)
-                and isinstance(t.get("name"), str)
-                and isinstance(t.get("dtype"), str)
-                and isinstance(t.get("shape"), list)
-                and all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in t["shape"])
-                for t in metas
-            )
+        ok = isinstance(metas, list) and all(
+            isinstance(t, dict)
+            and isinstance(t.get("name"), str)
+            and isinstance(t.get("dtype"), str)
+            and isinstance(t.get("shape"), list)
+            and all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in t["shape"])
+            for t in metas
         )
         if not ok:
             raise _fail(path, f"the {what} model's {kind} must list {{name, dtype, shape}} records")
+
+
+def _check_interface(path: Path, name: str, prec: str, rec: dict) -> None:
+    """The declared input and output names are the model's (a graph swapped for another model's is refused
+    when the runtime checks the loaded graph against these declarations)."""
+    ins, outs = INTERFACE[name]
+    got_in, got_out = {t["name"] for t in rec["inputs"]}, {t["name"] for t in rec["outputs"]}
+    if not (got_in == ins or (name == "rx" and got_in == ins | {"csi"})) or got_out != outs:
+        raise _fail(path, f"the {prec} {name} model declares inputs {sorted(got_in)} and outputs {sorted(got_out)}")
+
+
+def _check_channel(path: Path, ch, sym: dict) -> None:
+    """``channel``: how the fading channels were trained; CSI at the decoder exactly when the rx reads it."""
+    if ch is None:
+        return
+    ok = (
+        isinstance(ch, dict)
+        and ch.get("rayleigh_mode", "block") in RAYLEIGH_MODES
+        and ch.get("csi", "zf") in CSI_MODES
+        and (ch.get("rician_k") is None or (_finite_number(ch["rician_k"]) and 0 <= ch["rician_k"] <= 1e6))
+    )
+    if not ok:
+        raise _fail(path, f"'channel' needs rayleigh_mode in {RAYLEIGH_MODES}, csi in {CSI_MODES}, rician_k >= 0")
+    if (ch.get("csi") == "decoder") != bool(sym.get("csi_input", False)):
+        raise _fail(path, f"channel.csi is {ch.get('csi')!r} but symbols.csi_input is {sym.get('csi_input')!r}")
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _listed(rel, files: dict) -> bool:
@@ -211,9 +269,13 @@ def _check_file(root: Path, rel: str, rec: dict, fix: str) -> Path:
     with the record's size (where it has one) and sha256; else one line ending in ``fix``."""
     path = root / rel
     parts = Path(rel).parts
-    linked = any(root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts) + 1))
-    if linked or not path.is_file():
-        raise BundleError(f"bundle file missing or not a plain file: {rel}; {fix}")
+    try:
+        linked = any(root.joinpath(*parts[:i]).is_symlink() for i in range(1, len(parts) + 1))
+        plain = path.is_file()
+    except OSError:  # a name too long for the file system, say
+        linked, plain = False, False
+    if linked or not plain:
+        raise BundleError(f"bundle file missing or not a plain file: {short_repr(rel)}; {fix}")
     if "bytes" in rec and path.stat().st_size != rec["bytes"]:
         raise BundleError(
             f"bundle file {rel} has {path.stat().st_size} bytes, the manifest says "

@@ -68,7 +68,7 @@ class TensorRTRunner(Runner):
         return None
 
     def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
-        rec = bundle.manifest.get("tensorrt", {}).get("engines", {}).get(model, {}).get(precision)
+        rec = (bundle.manifest.get("tensorrt") or {}).get("engines", {}).get(model, {}).get(precision)
         if rec is None:
             raise BundleError(
                 f"bundle has no TensorRT {precision} engine for {model}; build it on this device with "

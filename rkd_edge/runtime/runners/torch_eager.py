@@ -72,12 +72,13 @@ class TorchRunner(Runner):
         return None
 
     def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
-        src = bundle.manifest.get("source_run", {})
-        candidates = [self.run] if self.run else [Path(src.get("path", "")), bundle.root.parent / src.get("path", "")]
+        rel = (bundle.manifest.get("source_run") or {}).get("path")
+        rel = rel if isinstance(rel, str) and rel else None  # relative to the folder export ran in
+        candidates = [self.run] if self.run else [Path(rel), bundle.root.parent / rel] if rel else []
         for run in candidates:
             if run and run.is_dir():
                 return run
-        where = self.run or src.get("path", "?")
+        where = self.run or rel or "not named in the manifest"
         raise BundleError(f"the PyTorch reference needs the bundle's source run ({where} not found); pass --run RUN")
 
     def load(self, model_path: str | Path, precision: str, sha256: str | None = None) -> TorchRunner:
