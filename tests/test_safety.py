@@ -429,15 +429,7 @@ def test_stage_killed_after_its_last_epoch_resumes_there(tiny_teacher_dir, tmp_p
     before the record existed)."""
     out = tmp_path / "run"
     args = ["distill", "--out", str(out), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
-    die = "import os, rkd_edge.pipeline as p; p.clean_accuracy = lambda *a, **k: os._exit(9); "
-    proc = subprocess.run(
-        [sys.executable, "-c", die + "from rkd_edge.cli import main; main()", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 9, proc.stderr[-2000:]
-    ck = out / "train" / "stage1.ckpt"
+    ck = _kill_after_stage1(out, args)
     assert ck.is_file() and not (out / "stages" / "stage1.json").exists()
     last = torch.load(ck, weights_only=True)["epoch"]
     again = run_cli(*args, check=True)
