@@ -62,6 +62,18 @@ def _save(root: Path, name: str, nodes, inputs, outputs, inits: dict) -> None:
     onnx.save(model, root / "models" / f"{name}.onnx")
 
 
+def _declared(root: Path, name: str) -> dict:
+    """A model's ``inputs`` / ``outputs`` as a manifest declares them, read from its graph."""
+    graph = onnx.load(str(root / "models" / f"{name}.onnx")).graph
+    dtypes = {TensorProto.FLOAT: "float32", TensorProto.INT64: "int64"}
+
+    def meta(v) -> dict:
+        dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        return {"name": v.name, "dtype": dtypes[v.type.tensor_type.elem_type], "shape": dims}
+
+    return {"inputs": [meta(v) for v in graph.input], "outputs": [meta(v) for v in graph.output]}
+
+
 def build_bundle(root: Path, K: int = 16, D: int = 12, N: int = 10, S: int = 8, C: int = 1) -> Path:
     """encoder: image [B, C, S, S] -> tanh(linear) [B, D]; tx: linear -> [B, K, 2], mask from k, unit power over the
     active symbols; rx: linear over the masked symbols -> logits [B, N]."""
@@ -105,7 +117,7 @@ def build_bundle(root: Path, K: int = 16, D: int = 12, N: int = 10, S: int = 8, 
     }
     manifest = {
         "format": FORMAT,
-        "models": {m: {"fp32": {"file": f"models/{m}.onnx"}} for m in ("encoder", "tx", "rx")},
+        "models": {m: {"fp32": {"file": f"models/{m}.onnx", **_declared(root, m)}} for m in ("encoder", "tx", "rx")},
         "precisions": ["fp32"],
         "default_precision": "fp32",
         "normalisation": {"mean": [0.5], "std": [0.25], "size": S, "channels": C},
