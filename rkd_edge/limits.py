@@ -21,6 +21,11 @@ MAX_THREADS = 256
 MAX_SECONDS = 86_400.0
 
 
+def is_whole(value) -> bool:
+    """Whether ``value`` is an int and not a bool (JSON ``true`` reads as one, and ``True == 1``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def snr_in_range(value: float) -> bool:
     """Whether ``value`` (dB) is a finite SNR within +-:data:`SNR_LIMIT_DB`."""
     return isinstance(value, int | float) and math.isfinite(value) and abs(value) <= SNR_LIMIT_DB

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from rkd_edge.errors import UserError
+from rkd_edge.limits import is_whole
 
 if TYPE_CHECKING:
     from rkd_edge.config import RunConfig
@@ -66,10 +67,6 @@ def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
     }
 
 
-def _whole(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def check_spec(spec: dict, where: str) -> dict:
     """``spec`` if every field a system is built from is sound, else one line naming the field.
 
@@ -106,7 +103,7 @@ def check_spec(spec: dict, where: str) -> dict:
         if optional and name not in holder:
             continue
         v = holder.get(name)
-        if not _whole(v) or not lo <= v <= hi:
+        if not is_whole(v) or not lo <= v <= hi:
             raise bad(field, f"a whole number from {lo} to {hi}, not {v!r}")
     for field in FLAGS:
         v = codec.get(field.split(".")[1], False)
@@ -118,14 +115,14 @@ def check_spec(spec: dict, where: str) -> dict:
         symbols = codec.get("symbols")
         k = codec["max_symbols"]
         if symbols is not None and (
-            not isinstance(symbols, list) or not all(_whole(s) and 1 <= s <= k for s in symbols)
+            not isinstance(symbols, list) or not all(is_whole(s) and 1 <= s <= k for s in symbols)
         ):
             raise bad("codec.symbols", f"a list of lengths from 1 to codec.max_symbols ({k}), not {symbols!r}")
     shape = spec["input_shape"]
     if (
         not isinstance(shape, list)
         or len(shape) != 3
-        or not all(_whole(v) and lo <= v <= hi for v, (lo, hi) in zip(shape, INPUT_RANGES, strict=True))
+        or not all(is_whole(v) and lo <= v <= hi for v, (lo, hi) in zip(shape, INPUT_RANGES, strict=True))
     ):
         want = "[channels 1..4, height 4..1024, width 4..1024]"
         raise bad("input_shape", f"{want}, not {shape!r}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from rkd_edge.channel_ids import CHANNEL_IDS, same_ids
 from rkd_edge.errors import short_repr
 from rkd_edge.io import sha256_bytes, sha256_file
+from rkd_edge.limits import is_whole
 
 MANIFEST = "manifest.json"
 FORMAT = "rkd-edge/bundle@1"
@@ -86,7 +87,7 @@ def check_manifest(m: dict, path: Path) -> None:
     if not files:
         raise _fail(path, "'files' lists no file (a manifest must hash every file the runtime loads)")
     precs = m["precisions"]
-    if not precs or len(set(map(str, precs))) != len(precs) or not all(p in PRECISIONS for p in precs):
+    if not precs or not all(p in PRECISIONS for p in precs) or len(set(precs)) != len(precs):
         raise _fail(path, f"precisions {short_repr(precs)} must list distinct ones of {', '.join(PRECISIONS)}")
     classes = m["classes"]
     ok = 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)
@@ -112,33 +113,32 @@ def check_manifest(m: dict, path: Path) -> None:
     types = m["channel_types"]
     own = {n: i for i, n in enumerate(types)} if all(isinstance(n, str) for n in types) else None
     table = m.get("channel_ids", own)
-    if own is None or table != own or not all(_whole(i) for i in table.values()) or not same_ids(table):
+    if own is None or table != own or not all(is_whole(i) for i in table.values()) or not same_ids(table):
         raise _fail(path, f"channel_types {short_repr(types)} do not match the stable channel ids {CHANNEL_IDS}")
     sym = m["symbols"]
     k_max, k_set = sym.get("max"), sym.get("set")
-    if not _whole(k_max) or k_max < 1 or not isinstance(k_set, list) or not k_set:
+    if not is_whole(k_max) or k_max < 1 or not isinstance(k_set, list) or not k_set:
         raise _fail(path, "'symbols' needs 'max' (a positive integer) and 'set' (a list)")
-    if any(not _whole(k) or not 1 <= k <= k_max for k in k_set) or len(set(k_set)) != len(k_set):
+    if any(not is_whole(k) or not 1 <= k <= k_max for k in k_set) or len(set(k_set)) != len(k_set):
         raise _fail(path, f"symbols.set {short_repr(k_set)} must list distinct lengths within 1..{k_max}")
     _check_channel(path, m.get("channel"), sym)
     if not (m.get("source_run") is None or isinstance(m["source_run"], dict)):
         raise _fail(path, "'source_run' must be a record {path, method, config_sha256}")
     for prec, rec in m["models"]["rx"].items():
-        logits = next((t["shape"] for t in rec["outputs"] if t["name"] == "logits"), None)
-        if logits and isinstance(logits[-1], int) and logits[-1] != len(classes):
+        logits = _declared_shape(rec, "outputs", "logits")
+        if logits and is_whole(logits[-1]) and logits[-1] != len(classes):
             raise _fail(path, f"the {prec} rx model scores {logits[-1]} classes but 'classes' names {len(classes)}")
     senders = [(name, prec, rec) for name in ("tx", "transmitter") for prec, rec in m["models"].get(name, {}).items()]
     for name, prec, rec in senders:
-        outs = rec.get("outputs") or []
-        shape = outs[0].get("shape") if outs and isinstance(outs[0], dict) else None
-        if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[1], int) and shape[1] != k_max:
+        shape = _declared_shape(rec, "outputs", "symbols")
+        if len(shape) == 3 and is_whole(shape[1]) and shape[1] != k_max:
             raise _fail(path, f"symbols.max is {k_max} but the {prec} {name} model sends {shape[1]} symbols")
     norm = m["normalisation"]
     for key in ("mean", "std", "size", "channels"):
         if key not in norm:
             raise _fail(path, f"normalisation lacks {key!r}")
     c, size = norm["channels"], norm["size"]
-    if not (_whole(c) and 1 <= c <= 4 and _whole(size) and 1 <= size <= MAX_IMAGE_SIZE):
+    if not (is_whole(c) and 1 <= c <= 4 and is_whole(size) and 1 <= size <= MAX_IMAGE_SIZE):
         raise _fail(path, f"normalisation.size must be 1..{MAX_IMAGE_SIZE} and .channels 1..4")
     for key in ("mean", "std"):
         v = norm[key]
@@ -149,7 +149,7 @@ def check_manifest(m: dict, path: Path) -> None:
         raise _fail(path, f"normalisation.std must be at least 1e-6 (inputs are divided by it), got {norm['std']}")
     for name in ("encoder", "transmitter"):
         for prec, rec in m["models"].get(name, {}).items():
-            image = next(t["shape"] for t in rec["inputs"] if t["name"] == "image")
+            image = _declared_shape(rec, "inputs", "image")
             if len(image) != 4 or image[1:] != [c, size, size]:
                 raise _fail(
                     path, f"normalisation gives {c}x{size}x{size} images but the {prec} {name} model reads {image}"
@@ -188,6 +188,12 @@ def _check_interface(path: Path, name: str, prec: str, rec: dict) -> None:
         raise _fail(path, f"the {prec} {name} model declares inputs {sorted(got_in)} and outputs {sorted(got_out)}")
 
 
+def _declared_shape(rec: dict, kind: str, name: str) -> list:
+    """The shape a checked model record (:func:`_check_model`, :func:`_check_interface`) declares for its
+    input or output ``name``."""
+    return next(t["shape"] for t in rec[kind] if t["name"] == name)
+
+
 def _check_channel(path: Path, ch, sym: dict) -> None:
     """``channel``: how the fading channels were trained; CSI at the decoder exactly when the rx reads it."""
     if ch is None:
@@ -202,10 +208,6 @@ def _check_channel(path: Path, ch, sym: dict) -> None:
         raise _fail(path, f"'channel' needs rayleigh_mode in {RAYLEIGH_MODES}, csi in {CSI_MODES}, rician_k >= 0")
     if (ch.get("csi") == "decoder") != bool(sym.get("csi_input", False)):
         raise _fail(path, f"channel.csi is {ch.get('csi')!r} but symbols.csi_input is {sym.get('csi_input')!r}")
-
-
-def _whole(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _listed(rel, files: dict) -> bool:
@@ -299,7 +301,12 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
 def verified_engine(root: Path, rec: dict) -> Path:
     """The TensorRT engine a manifest's ``tensorrt.engines`` record names, after its sha256 is checked
     (engines are built on the device after export, so they are not in ``files``)."""
-    return _check_file(root, f"trt/{rec['file']}", rec, "rebuild it with rkd-edge export trt")
+    return _check_file(root, _engine_rel(rec), rec, "rebuild it with rkd-edge export trt")
+
+
+def _engine_rel(rec: dict) -> str:
+    """Where a ``tensorrt.engines`` record's engine lies in the bundle."""
+    return f"trt/{rec.get('file')}"
 
 
 def _check_unlisted(root: Path, files: dict) -> None:
@@ -364,7 +371,7 @@ class Bundle:
             return rec["sha256"]
         for by_precision in (self.manifest.get("tensorrt") or {}).get("engines", {}).values():
             for rec in by_precision.values():
-                if f"trt/{rec.get('file')}" == rel:
+                if _engine_rel(rec) == rel:
                     return rec.get("sha256")
         return None
 
