@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
 
+from rkd_edge.errors import UserError
 from rkd_edge.link import wire
 from rkd_edge.link.rx import Receiver
-from rkd_edge.link.sources import PNG_SIGNATURE, read_png, read_pnm, resize
+from rkd_edge.link.sources import PNG_SIGNATURE, conform, read_image, read_png, read_pnm, resize
 from rkd_edge.link.transport import Reassembler, StreamSplitter
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import FORMAT
@@ -386,8 +387,25 @@ def test_tcp_stream_splitter():
     for i in range(0, len(stream), 7):  # arbitrary segment boundaries
         got += sp.feed(stream[i : i + 7])
     assert got == frames
-    with pytest.raises(wire.WireError):
-        StreamSplitter().feed(b"GARBAGE" * 10)
+    # A bad header ends the stream: the whole frames before it still come out, the rest is discarded (not
+    # left in the buffer to be counted again as a frame cut short when the connection closes).
+    for bad, reason in ((b"GARBAGE" * 10, "malformed"), (frame_bytes(k=4096), "oversized")):
+        sp = StreamSplitter(max_frame_bytes=len(frames[0]))
+        assert sp.feed(frames[0] + frames[1] + bad) == frames[:2]
+        assert sp.error.reason == reason and not sp.buf and sp.feed(frames[2]) == []
+
+
+def test_tcp_frames_before_a_bad_header_are_decoded_and_the_stream_counted_once(bundle, runtime):
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--idle-timeout", "2")
+    wait_listening(rx)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(real_frames(runtime, 2)) + b"GARBAGE" * 20)  # one segment: frames, then garbage
+        s.recv(1)  # the receiver closes the connection
+    _, rx_err = rx.communicate(timeout=60)
+    c = summary_of(rx_err, "rx")["counters"]
+    assert rx.returncode == 0 and "Traceback" not in rx_err, rx_err
+    assert (c["decoded"], c["malformed"], c["truncated"]) == (2, 1, 0), c
 
 
 def test_builtin_image_decoders_match_pillow(tmp_path):
@@ -563,6 +581,19 @@ def test_bad_input_is_one_line_and_exit_2(bundle, capsys, args, message):
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
+def test_a_busy_port_leaves_no_output_folders(bundle, tmp_path, capsys):
+    from rkd_edge.cli import main
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        with pytest.raises(SystemExit) as e:
+            out, summary = tmp_path / "new" / "sub" / "o.jsonl", tmp_path / "new2" / "s.json"
+            port = busy.getsockname()[1]
+            main(["rx", str(bundle), "--listen", f"127.0.0.1:{port}", "--out", str(out), "--summary", str(summary)])
+    assert e.value.code == 2 and "already in use" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_existing_out_is_not_replaced(bundle, tmp_path, capsys):
     from rkd_edge.cli import main
 
@@ -676,6 +707,25 @@ def test_a_truncated_pgm_is_refused_not_spun_on(data):
     transmitter uses."""
     with pytest.raises(ValueError, match="PGM/PPM"):
         read_pnm(data)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0, 1), (5, 5, 0), (5, 5, 5)])
+def test_a_npy_image_without_pixels_or_with_5_channels_is_refused(tmp_path, shape):
+    """An empty axis used to end in an IndexError in resize, no channels in a NaN cast and a frame sent."""
+    np.save(tmp_path / "x.npy", np.zeros(shape, np.uint8))
+    with pytest.raises(UserError, match="cannot read image"):
+        read_image(tmp_path / "x.npy")
+
+
+def test_alpha_is_dropped_before_the_channels_are_matched():
+    """RGBA and grey + alpha to a 3- and a 1-channel bundle: the picture, not an average with its alpha (an
+    RGBA image used to become grey for an RGB bundle, and a batch mixing it with RGB failed to stack)."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 128
+    assert (conform(rgba, 4, 3) == [255, 0, 0]).all()
+    assert (conform(rgba, 4, 1) == 85).all() and conform(rgba, 4, 1).shape == (4, 4, 1)
+    grey_alpha = np.stack([np.full((4, 4), 200, np.uint8), np.zeros((4, 4), np.uint8)], -1)
+    assert (conform(grey_alpha, 4, 3) == 200).all() and conform(grey_alpha, 4, 3).shape == (4, 4, 3)
 
 
 def _png(w: int, h: int, raw: bytes) -> bytes:

@@ -404,10 +404,9 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                     closed = not data
                     if data:
                         rx.counters["bytes"] += len(data)
-                        try:
-                            for frame in splitter.feed(data):
-                                rx.ingest_frame(frame, peer)
-                        except WireError as exc:
+                        for frame in splitter.feed(data):
+                            rx.ingest_frame(frame, peer)
+                        if (exc := splitter.error) is not None:
                             rx.drop(exc.reason, f"{exc.detail}; closing the connection", peer)
                             closed = True
                     if closed:
@@ -453,30 +452,30 @@ def run_rx(
     rt = Runtime(str(bundle), precision=precision, threads=threads)
     rx = Receiver(rt, sys.stdout, channel, snr_db, seed, count, batch, reassembly_timeout_s, max_age_ms)
     with contextlib.ExitStack() as files:
-        # Both files are taken before the first frame: a second rx naming either stops now, not at the end.
-        # The decoded lines stay in OUT.partial when rx is killed, where the user can see them.
+        # The port first: a busy port stops rx before it creates a folder for its outputs. Both files are taken
+        # before the first frame: a second rx naming either stops now, not at the end. The decoded lines stay
+        # in OUT.partial when rx is killed, where the user can see them.
+        sock = bind(host, port, tcp)
+        files.callback(sock.close)
         lines = files.enter_context(new_file(out, "--out", keep_partial=True)) if out is not None else None
         summary_file = files.enter_context(new_file(summary_path, "--summary")) if summary_path else None
-        sock = bind(host, port, tcp)
-        try:
-            bound = sock.getsockname()
-            with StopOnSignal() as stop, contextlib.ExitStack() as stack:
-                if lines is not None:
-                    rx.out = stack.enter_context(open(lines, "w", buffering=1))  # line-buffered: a kill keeps them
-                if not progress.is_quiet() or port == 0:  # with port 0 the line is the only way to learn the port
-                    print(
-                        f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle "
-                        f"{rx.bundle_id} ({rt.precision}), channel {channel or 'none'}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                try:
-                    why = serve(rx, sock, tcp, stop, idle_timeout_s)
-                    rx.flush()
-                except ForcedStopError as exc:
-                    why = f"{exc} (second signal)"
-        finally:
-            sock.close()
+        bound = sock.getsockname()
+        with StopOnSignal() as stop, contextlib.ExitStack() as stack:
+            if lines is not None:
+                rx.out = stack.enter_context(open(lines, "w", buffering=1))  # line-buffered: a kill keeps them
+            if not progress.is_quiet() or port == 0:  # with port 0 the line is the only way to learn the port
+                print(
+                    f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle "
+                    f"{rx.bundle_id} ({rt.precision}), channel {channel or 'none'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            try:
+                why = serve(rx, sock, tcp, stop, idle_timeout_s)
+                rx.flush()
+            except ForcedStopError as exc:
+                why = f"{exc} (second signal)"
+        sock.close()
         summary = rx.summary()
         summary.update(transport="tcp" if tcp else "udp", listen=f"{bound[0]}:{bound[1]}", seed=seed, stopped_by=why)
         if out is not None:

@@ -146,8 +146,11 @@ def read_image(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() == ".npy":
             a = np.load(path, allow_pickle=False)
-            if a.dtype != np.uint8 or a.ndim not in (2, 3):
-                raise ValueError(f"a .npy image must be uint8 [H, W] or [H, W, C], got {a.dtype} {list(a.shape)}")
+            if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and not 1 <= a.shape[2] <= 4):
+                raise ValueError(
+                    f"a .npy image must be uint8 [H, W] or [H, W, C] with C = 1..4, got {a.dtype} {list(a.shape)}"
+                )
+            _check_size(a.shape[1], a.shape[0])
             return a[..., None] if a.ndim == 2 else a
         if Image is not None:
             with Image.open(path) as im:
@@ -189,8 +192,11 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def conform(img: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """``uint8 [H, W, C]`` -> ``uint8 [size, size, channels]`` (grey repeated to RGB; RGB averaged to grey,
-    as :meth:`rkd_edge.runtime.Runtime.preprocess` does)."""
+    """``uint8 [H, W, C]``, C = 1..4 -> ``uint8 [size, size, channels]``: an alpha channel (C = 2 or 4) is
+    dropped, then grey is repeated to RGB and RGB averaged to grey, as
+    :meth:`rkd_edge.runtime.Runtime.preprocess` does."""
+    if img.shape[-1] in (2, 4):  # grey + alpha, RGBA: the picture without its transparency
+        img = img[..., : img.shape[-1] - 1]
     if img.shape[-1] != channels:
         img = np.repeat(img, channels, -1) if img.shape[-1] == 1 else img.mean(-1, keepdims=True).round()
         img = img.astype(np.uint8)

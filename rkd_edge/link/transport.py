@@ -203,25 +203,34 @@ class StreamSplitter:
     """Split a TCP byte stream into frames; a bad header desynchronises the stream for good.
 
     Args:
-        max_frame_bytes: Longest frame accepted; a longer one raises ``oversized``.
+        max_frame_bytes: Longest frame accepted; a longer one ends the stream as ``oversized``.
     """
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.buf = bytearray()
+        self.error: WireError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
         """Append received bytes; return the whole frames now available.
 
-        Raises:
-            WireError: ``malformed`` or ``oversized`` header: the caller closes the connection.
+        A ``malformed`` or ``oversized`` header ends the stream: the frames before it are still returned, the
+        bytes from it on are discarded (not a frame cut short) and :attr:`error` says why; the caller closes
+        the connection.
         """
+        if self.error is not None:
+            return []
         self.buf += data
         frames = []
         while len(self.buf) >= HEADER_BYTES:
-            n = frame_length(bytes(self.buf[:HEADER_BYTES]))
-            if n > self.max_frame_bytes:
-                raise WireError("oversized", f"a {n}-byte frame, at most {self.max_frame_bytes} accepted")
+            try:
+                n = frame_length(bytes(self.buf[:HEADER_BYTES]))
+                if n > self.max_frame_bytes:
+                    raise WireError("oversized", f"a {n}-byte frame, at most {self.max_frame_bytes} accepted")
+            except WireError as exc:
+                self.error = exc
+                self.buf.clear()
+                break
             if len(self.buf) < n:
                 break
             frames.append(bytes(self.buf[:n]))
