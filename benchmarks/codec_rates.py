@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import evaluation_points, md_table, record  # noqa: E402
 
+from rkd_edge.config import parse_range  # noqa: E402
+
 SNRS = "-10,-4,0,10"
 CHANNELS = ("awgn", "rayleigh")
 
@@ -83,12 +85,20 @@ def main() -> None:
     )
     ap.add_argument("--trials", type=int, default=1, help="Noise draws per test image at every point.")
     ap.add_argument("--name", default="fashion-mnist", help="Results go to codec_rates_NAME.{json,md}.")
+    ap.add_argument("--snr", default=SNRS, help="SNR points (dB), a list or LOW:HIGH:STEP, for every comparison.")
     args = ap.parse_args()
     if args.trials < 1:
         ap.error("--trials must be at least 1")
+    snrs = ",".join(f"{v:g}" for v in parse_range(args.snr))
+    # Each set of points is kept in its own folder of every run, so runs of other points do not replace it.
+    folder = "rates" if snrs == SNRS else "rates_" + snrs.replace(",", "_")
+
+    def at(run: Path, symbols: list[int], channels: tuple[str, ...] = CHANNELS) -> dict:
+        return curves(run, symbols, channels, args.trials, snrs, folder)
+
     adaptive = Path(args.adaptive)
     ks = json.loads((adaptive / "system.json").read_text())["codec"]["symbols"]
-    ad = curves(adaptive, ks, trials=args.trials)
+    ad = at(adaptive, ks)
     data: dict = {"adaptive": {"run": args.adaptive, "curves": ad}}
     sections = []
     head = ["comparison", "channel", "k", "SNR dB", "accuracy %", "against %", "difference (points)"]
@@ -98,7 +108,7 @@ def main() -> None:
         rows, worst = [], float("inf")
         data["dedicated"] = {}
         for k, run in dedicated.items():
-            cur = curves(Path(run), [int(k)], trials=args.trials)
+            cur = at(Path(run), [int(k)])
             data["dedicated"][k] = {"run": run, "curves": cur}
             r, w = pairs(f"adaptive - dedicated k={k}", ad, cur)
             rows += r
@@ -110,7 +120,7 @@ def main() -> None:
         )
     if args.uncoded:
         k = int(json.loads((Path(args.uncoded) / "report.json").read_text())["noiseless_symbols"])
-        un = curves(Path(args.uncoded), [k], trials=args.trials)
+        un = at(Path(args.uncoded), [k])
         data["uncoded"] = {"run": args.uncoded, "k": k, "curves": un}
         rows, worst = pairs(f"adaptive - uncoded (k={k})", ad, un)
         for name, d in data.get("dedicated", {}).items():
@@ -127,7 +137,7 @@ def main() -> None:
         rows = []
         data["csi"] = {}
         for name, run in csi.items():
-            cur = curves(Path(run), ks, ("rayleigh",), args.trials)
+            cur = at(Path(run), ks, ("rayleigh",))
             data["csi"][name] = {"run": run, "curves": cur}
             r, _ = pairs(f"{name} - zf", cur, {"rayleigh": ad["rayleigh"]})
             rows += r
@@ -135,8 +145,8 @@ def main() -> None:
     if args.fast:
         coded, uncoded = args.fast.split(":", 1)
         k = int(json.loads((Path(uncoded) / "report.json").read_text())["noiseless_symbols"])
-        cur = curves(Path(coded), ks, ("rayleigh",), args.trials)
-        un = curves(Path(uncoded), [k], ("rayleigh",), args.trials)
+        cur = at(Path(coded), ks, ("rayleigh",))
+        un = at(Path(uncoded), [k], ("rayleigh",))
         data["fast"] = {"run": coded, "uncoded": uncoded, "curves": cur, "uncoded_curves": un}
         rows, worst = pairs(f"adaptive - uncoded (k={k})", cur, un)
         data["fast"]["adaptive_minus_uncoded_min_points"] = round(worst, 2)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ACCURACY_SHARE, PARAM_SHARE, md_table, record  # noqa: E402
+
+from rkd_edge.config import read_config  # noqa: E402
+from rkd_edge.methods import METHOD_STAGES, method_config  # noqa: E402
 
 METHODS = ["rkd-sc", "authors-2025", "deepjscc", "no-stage2"]
 
@@ -47,6 +51,19 @@ def run_method(method: str, teacher: str, runs: Path, extra: list[str]) -> Path:
 
 def load_rows(run: Path) -> list[dict]:
     return json.loads((run / "evaluation.json").read_text())["rows"]
+
+
+def training(run: Path) -> dict:
+    """What a run's stages trained for, as its method ran them (a baseline kept from an earlier preset shows
+    it here): epochs of stages 1 and 2 (None for a stage the method does not run) and stage 2's SNRs (a
+    range, or the authors' schedule)."""
+    c = method_config(read_config(run / "config.json", f"{run}/config.json"))
+    stages = METHOD_STAGES[c.method]
+    return {
+        "stage1_epochs": c.stage1.epochs if "stage1" in stages else None,
+        "stage2_epochs": c.stage2.epochs if "stage2" in stages else None,
+        "stage2_snr_db": (c.stage2.snr_schedule or c.stage2.snr_db) if "stage2" in stages else None,
+    }
 
 
 def curves_by_k(rows: list[dict]) -> dict:
@@ -153,6 +170,7 @@ def main() -> None:
                 "curves": r["curves"],
                 "curves_by_k": curves_by_k(rows[m]),
                 "timings_s": r["timings_s"],
+                "training": training(runs / m),
             }
             for m, r in reports.items()
         },
@@ -170,6 +188,12 @@ def main() -> None:
             ["rkd-sc AWGN 0 dB (% of clean)", f"{acc0:.4f} ({100 * acc0 / s_acc:.2f} %)"],
         ],
     )
+    runs_rows = []
+    for m in reports:
+        trained = ("-" if v is None else v for v in summary["methods"][m]["training"].values())
+        runs_rows.append([m, f"`{os.path.relpath((runs / m).resolve())}`", *trained])
+    md += "\n\n## Runs\n\n"
+    md += md_table(["method", "run", "stage-1 epochs", "stage-2 epochs", "stage-2 SNR dB"], runs_rows)
     md += "\n\n## Checks\n\n" + md_table(["check", "holds"], [[k, v] for k, v in checks.items()])
     md += "\n\n## Accuracy (95 % Wilson interval) at each method's report length k\n\n"
     extra = [f"rkd-sc k={k}" for k in other_ks]
