@@ -83,15 +83,21 @@ def dedicated_curves(spec: str) -> dict:
     return out
 
 
-def adaptive_gaps(ours: dict, dedicated: dict) -> list[list]:
-    """Rows ``[k, channel, snr, adaptive, dedicated, difference (points)]`` where both were evaluated."""
+def adaptive_gaps(ours: list[dict], dedicated: dict) -> list[list]:
+    """Rows ``[k, channel, snr, adaptive, dedicated, difference (points), within 1 point]`` where both were
+    evaluated. Within a point is judged as the other checks here are, by the adaptive codec's 95 % interval
+    (its upper end at most 1 point below the dedicated codec): with one noise draw per image an interval is
+    about +-0.9 point wide, as wide as the bar."""
     rows = []
     for k, by_ch in dedicated.items():
         for ch, pts in by_ch.items():
             for snr, acc in pts.items():
-                mine = ours.get(k, {}).get(ch, {}).get(snr)
+                mine = next((r for r in ours if _is(r, ch, snr, k)), None)
                 if mine is not None:
-                    rows.append([k, ch, snr, f"{mine:.4f}", f"{acc:.4f}", round(100 * (mine - acc), 2)])
+                    diff = round(100 * (mine["accuracy"] - acc), 2)
+                    rows.append(
+                        [k, ch, snr, f"{mine['accuracy']:.4f}", f"{acc:.4f}", diff, mine["ci_high"] >= acc - 0.01]
+                    )
     return rows
 
 
@@ -152,9 +158,9 @@ def main() -> None:
     for m, ok in beats.items():
         checks[f"rkd_sc_ge_{m}_all_snr"] = all(ok)
     dedicated = dedicated_curves(args.dedicated)
-    gaps = adaptive_gaps(curves_by_k(rows["rkd-sc"]), dedicated)
+    gaps = adaptive_gaps(rows["rkd-sc"], dedicated)
     if gaps:
-        checks["rate_adaptive_within_1pt_of_dedicated"] = min(g[-1] for g in gaps) >= -1.0
+        checks["rate_adaptive_within_1pt_of_dedicated"] = all(g[-1] for g in gaps)
     summary = {
         "teacher": ours["teacher"],
         "student": ours["student"],
@@ -200,14 +206,23 @@ def main() -> None:
     md += md_table(["channel", "SNR dB", *METHODS, *extra], table)
     if gaps:
         md += "\n\n## rkd-sc's one rate-adaptive codec against codecs trained for one k each\n\n"
-        md += md_table(["k", "channel", "SNR dB", "adaptive", "dedicated", "difference (points)"], gaps)
+        worst = min(g[-2] for g in gaps)
+        md += f"Largest shortfall {worst:+.2f} points (one noise draw per image; 3 draws at fewer points: "
+        md += "`benchmarks/results/codec_rates_fashion-mnist*.md`).\n\n"
+        md += md_table(
+            ["k", "channel", "SNR dB", "adaptive", "dedicated", "difference (points)", "within 1 (95 %)"], gaps
+        )
     cmd = f"python benchmarks/fashion_mnist.py --teacher {args.teacher} --runs {args.runs}"
     cmd += f" --dedicated {args.dedicated}" if args.dedicated else ""
     print(record("fashion_mnist_methods", summary, md, cmd))
 
 
+def _is(row: dict, ch: str, snr, k) -> bool:
+    return row["channel"] == ch and float(row["snr_db"]) == float(snr) and int(row["k"]) == int(k)
+
+
 def _point(rows, ch, snr, k):
-    return next(r for r in rows if r["channel"] == ch and float(r["snr_db"]) == float(snr) and int(r["k"]) == k)
+    return next(r for r in rows if _is(r, ch, snr, k))
 
 
 if __name__ == "__main__":
