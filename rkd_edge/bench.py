@@ -45,15 +45,13 @@ from rkd_edge.limits import check_batches, check_seconds, check_snr_db, check_th
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
 from rkd_edge.runtime import Bundle, Runtime
-from rkd_edge.runtime.bundle import MANIFEST, channel_kwargs, load_manifest
+from rkd_edge.runtime.bundle import MANIFEST, MODELS, PRECISIONS, channel_kwargs, load_manifest
 from rkd_edge.runtime.runners import BACKENDS, create_runner
 from rkd_edge.runtime.runners.device import device_facts, fingerprint
 
 SCHEMA = "rkd-edge/bench@1"
 STAGES = ("encoder", "tx", "transmitter", "rx", "end_to_end")
 FUSED = "transmitter"  # a row only where the runtime runs the fused graph
-MODELS = ("encoder", "tx", "rx")
-PRECISIONS = ("fp32", "fp16", "int8")
 # --select: a precision other than the reference must be at least this much faster (p50 ratio) to win,
 # so that noise between two equal precisions never flips the device default.
 MIN_GAIN = 0.05

@@ -1,4 +1,5 @@
-"""Stable channel-type ids: the number a codec is conditioned on for each channel type (torch-free).
+"""Stable channel-type ids: the number a codec is conditioned on for each channel type, and the fading
+channels' settings (torch-free).
 
 The table is append-only and never derived from a registry's order: the tx and rx graphs of every
 trained codec embed these ids, so renumbering would silently give each channel another's conditioning.
@@ -15,6 +16,11 @@ CHANNEL_IDS: dict[str, int] = {"identity": 0, "awgn": 1, "rayleigh": 2, "rician"
 CHANNEL_CAPACITY = 8
 # Names in id order (index = id): the manifest's ``channel_types``.
 CHANNEL_TYPES: list[str] = sorted(CHANNEL_IDS, key=CHANNEL_IDS.__getitem__)
+
+# The fading channels' settings, read by the torch channels, the numpy ones, the config and the manifest
+# check: one coefficient per transmission or per symbol, and what the receiver does with the CSI.
+FADING_MODES = ("block", "fast")
+CSI_MODES = ("zf", "mmse", "decoder")
 
 assert sorted(CHANNEL_IDS.values()) == list(range(len(CHANNEL_IDS))) and len(CHANNEL_IDS) <= CHANNEL_CAPACITY
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json
 from rkd_edge.limits import SNR_LIMIT_DB, check_snr_db
@@ -425,8 +426,8 @@ RANGES: dict[str, tuple] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
-    "codec.csi": ("zf", "mmse", "decoder"),
-    "codec.rayleigh_mode": ("block", "fast"),
+    "codec.csi": CSI_MODES,
+    "codec.rayleigh_mode": FADING_MODES,
 }
 
 

@@ -8,10 +8,8 @@ import torch
 
 from rkd_edge.channel.base import Channel, ChannelOutput, complex_normal, noise_variance, per_sample
 from rkd_edge.channel.simple import _apply_mask
+from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError
-
-MODES = ("block", "fast")
-CSI_MODES = ("zf", "mmse", "decoder")
 
 
 def cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,8 +37,8 @@ class RicianChannel(Channel):
 
     def __init__(self, k_factor: float = 3.0, mode: str = "block", csi: str = "zf") -> None:
         super().__init__()
-        if mode not in MODES:
-            raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode not in FADING_MODES:
+            raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(FADING_MODES)}")
         if csi not in CSI_MODES:
             raise UserError(f"unknown CSI handling {csi!r}; use one of {', '.join(CSI_MODES)}")
         if k_factor < 0:

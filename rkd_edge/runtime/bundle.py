@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from rkd_edge.channel_ids import CHANNEL_IDS, same_ids
+from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, same_ids
 from rkd_edge.errors import short_repr
 from rkd_edge.io import sha256_bytes, sha256_file
 from rkd_edge.limits import is_whole
@@ -64,9 +64,6 @@ INTERFACE = {
     "rx": ({"symbols", "mask", "snr_db", "channel"}, {"logits"}),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
-# The fading channel's settings (rkd_edge.config.CHOICES, kept here torch-free).
-RAYLEIGH_MODES = ("block", "fast")
-CSI_MODES = ("zf", "mmse", "decoder")
 MAX_IMAGE_SIZE = 1024  # data.image_size's bound
 MAX_CLASSES = 100_000
 # Bundles exported since the fused graph existed also hold ``transmitter`` (encoder + tx in one graph).
@@ -200,12 +197,12 @@ def _check_channel(path: Path, ch, sym: dict) -> None:
         return
     ok = (
         isinstance(ch, dict)
-        and ch.get("rayleigh_mode", "block") in RAYLEIGH_MODES
+        and ch.get("rayleigh_mode", "block") in FADING_MODES
         and ch.get("csi", "zf") in CSI_MODES
         and (ch.get("rician_k") is None or (_finite_number(ch["rician_k"]) and 0 <= ch["rician_k"] <= 1e6))
     )
     if not ok:
-        raise _fail(path, f"'channel' needs rayleigh_mode in {RAYLEIGH_MODES}, csi in {CSI_MODES}, rician_k >= 0")
+        raise _fail(path, f"'channel' needs rayleigh_mode in {FADING_MODES}, csi in {CSI_MODES}, rician_k >= 0")
     if (ch.get("csi") == "decoder") != bool(sym.get("csi_input", False)):
         raise _fail(path, f"channel.csi is {ch.get('csi')!r} but symbols.csi_input is {sym.get('csi_input')!r}")
 

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError
 
 NAMES = ("identity", "awgn", "rayleigh", "rician")
-MODES = ("block", "fast")
-CSI_MODES = ("zf", "mmse", "decoder")
 
 
 def noise_variance(snr_db: float | np.ndarray) -> np.ndarray:
@@ -71,8 +70,8 @@ class NumpyChannel:
     def __init__(self, name: str, mode: str = "block", csi: str = "zf", k_factor: float = 3.0) -> None:
         if name not in NAMES:
             raise UserError(f"unknown channel {name!r}; choose one of {', '.join(NAMES)}")
-        if mode not in MODES:
-            raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode not in FADING_MODES:
+            raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(FADING_MODES)}")
         if csi not in CSI_MODES:
             raise UserError(f"unknown CSI handling {csi!r}; use one of {', '.join(CSI_MODES)}")
         if not (k_factor >= 0 and math.isfinite(k_factor)):
