@@ -389,6 +389,23 @@ class OutputLock:
         self.release()
 
 
+def _snapshot(path: Path) -> list[tuple] | None:
+    """What is at ``path`` (each entry's relative name, type, size, mtime and inode), links not followed;
+    None when nothing is there."""
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    entries = [(".", top.st_mode, top.st_ino)]
+    if stat.S_ISDIR(top.st_mode):
+        for root, dirs, files in os.walk(path):
+            for name in sorted(dirs + files):
+                st = os.lstat(os.path.join(root, name))
+                rel = os.path.relpath(os.path.join(root, name), path)
+                entries.append((rel, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino))
+    return sorted(entries, key=lambda e: e[0])
+
+
 @contextlib.contextmanager
 def staged_dir(out: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Build a folder aside and move it to ``out`` only when the block succeeds.
@@ -402,9 +419,14 @@ def staged_dir(out: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     os.chmod(work, DIR_MODE)
     tag = _staging_tag(work)  # beside the folder, not in it: the folder holds exactly what is committed
+    # What the caller checked may be replaced; if someone changes it while the work runs (adds their own
+    # file, swaps the folder), the new folder is not committed over it.
+    before = _snapshot(out)
     try:
         tag.touch()
         yield work
+        if _snapshot(out) != before:
+            raise UserError(f"{out} changed while this command ran; it was left as it is: run the command again")
         commit_dir(work, out, replace)
     finally:
         if work.exists():

@@ -78,15 +78,18 @@ class Pipeline:
         self.rd = RunDir(self.out)
         # Everything that can fail on bad input happens before the run folder is created or locked.
         self.source, self.reuse = self._reusable(cfg, source)
-        resume = check_resumable(self.out, "run")
-        # Compare resolved configs, so that a run made before a new config key existed still resumes.
-        if resume and self.rd.config.is_file():
-            _check_same_config(self.rd.load_config(), cfg, self.out)
+        self._check_out(cfg)
         self.device = env.pick_device(cfg.device)
         self.splits = load_splits(self.cfg)
         # One process writes a run (rank 0 under torchrun): a second pipeline on the same --out stops here.
         self.lock = OutputLock(self.out).acquire() if os.environ.get("RANK", "0") == "0" else None
         atexit.register(self.close)
+        # Checked again under the lock: another process may have made or finished a run at --out meanwhile.
+        try:
+            resume = self._check_out(cfg)
+        except UserError:
+            self.close()
+            raise
         self.created = not resume
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
         write_marker(self.out, "run")
@@ -97,6 +100,14 @@ class Pipeline:
             progress.log(f"reused from {self.source.root}: {', '.join(copied)}")
         self.cache = TeacherCache(self.rd.cache_dir)
         self.teacher = None
+
+    def _check_out(self, cfg: RunConfig) -> bool:
+        """Whether ``--out`` holds a run of ``cfg`` to resume (False: it is free); one line otherwise."""
+        resume = check_resumable(self.out, "run")
+        # Compare resolved configs, so that a run made before a new config key existed still resumes.
+        if resume and self.rd.config.is_file():
+            _check_same_config(self.rd.load_config(), cfg, self.out)
+        return resume
 
     def _reusable(self, cfg: RunConfig, source: Path | None) -> tuple[RunDir | None, list[str]]:
         """The ``--from`` run and the stages of it to reuse; one line when there is nothing to reuse."""

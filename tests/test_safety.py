@@ -242,6 +242,59 @@ def test_two_exports_to_one_out_cannot_both_win(tiny_run, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("change", ["user file added", "folder swapped", "appeared"])
+def test_a_staged_folder_is_not_committed_over_what_changed_meanwhile(tmp_path, change):
+    from rkd_edge.errors import UserError
+    from rkd_edge.io import staged_dir
+
+    out = tmp_path / "out"
+    if change != "appeared":
+        out.mkdir()
+        (out / "model.onnx").write_bytes(b"old")
+    replace = change != "appeared"
+    with pytest.raises(UserError, match="changed while this command ran"), staged_dir(out, replace) as work:
+        (work / "model.onnx").write_bytes(b"new")
+        if change == "user file added":
+            (out / "notes.txt").write_text("mine")
+        elif change == "folder swapped":
+            shutil.rmtree(out)
+            out.mkdir()
+            (out / "model.onnx").write_bytes(b"someone else's")
+        else:
+            out.mkdir()
+            (out / "theirs.txt").write_text("mine")
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert b"new" not in kept.values() and kept, kept
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial folder or tag left
+
+
+def test_a_run_made_at_out_while_the_pipeline_loads_its_data_is_checked_again(tmp_path, tiny_teacher_dir, monkeypatch):
+    """Another process may make a run at --out between the first check and the lock: the pipeline decides
+    again under the lock instead of writing its config over that run."""
+    from rkd_edge import pipeline
+    from rkd_edge.config import load_config
+    from rkd_edge.errors import UserError
+    from rkd_edge.io import write_json
+    from rkd_edge.outputs import write_marker
+
+    out = tmp_path / "run"
+    other = load_config(overrides=["seed=7"])
+    real_load = pipeline.load_splits
+
+    def load_while_another_run_starts(cfg):
+        out.mkdir()
+        write_marker(out, "run")
+        write_json(out / "config.json", other.to_dict())
+        return real_load(cfg)
+
+    monkeypatch.setattr(pipeline, "load_splits", load_while_another_run_starts)
+    cfg = load_config(overrides=[f"teacher.spec=local:{tiny_teacher_dir}"])
+    with pytest.raises(UserError, match="different config"):
+        pipeline.Pipeline(cfg, out)
+    assert json.loads((out / "config.json").read_text()) == other.to_dict()
+    assert not (tmp_path / ".run.lock").exists()
+
+
 def test_a_locked_run_is_not_written_by_a_second_process(run_copy):
     from rkd_edge.io import OutputLock
 
