@@ -32,6 +32,7 @@ _CONNECT = (
     "Network is unreachable",
     "Connection closed",
     "Connection reset",
+    "closed by remote host",
     "kex_exchange_identification",
     "Operation timed out",
 )
@@ -137,6 +138,20 @@ def _last_line(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in lines[-1][:200]) if lines else "no message"
 
 
+def ssh_failed(returncode: int, stderr: str) -> bool:
+    """Whether a finished ssh process failed itself, rather than the remote command exiting with 255 (ssh
+    passes that status on): ssh's own failures print one of its known messages, an ``ssh:`` line, or nothing
+    (``-q``)."""
+    if returncode != 255:
+        return False
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return (
+        not lines
+        or any(s in stderr for s in (*_AUTH, *_CONNECT, *_HOSTKEY))
+        or any(ln.startswith("ssh:") for ln in lines)
+    )
+
+
 def ssh_error(target: Target, stderr: str) -> UserError:
     """One line for an ssh failure (exit status 255)."""
     msg = _last_line(stderr)
@@ -224,8 +239,8 @@ def run(
         for t in readers:
             t.join(timeout=5)
     stdout, stderr = b"".join(out), b"".join(err)
-    if proc.returncode == 255:
-        raise ssh_error(target, stderr.decode(errors="replace"))
+    if ssh_failed(proc.returncode, text := stderr.decode(errors="replace")):
+        raise ssh_error(target, text)
     if over:
         raise UserError(
             f"{target.name} printed more for {what} than a bench writes ({MAX_STDOUT // 2**20} MB of output, "
@@ -287,7 +302,7 @@ def push_bundle(target: Target, bundle: Path, dest: str) -> None:
         text = err.decode(errors="replace")
         raise (
             ssh_error(target, text)
-            if proc.returncode == 255
+            if ssh_failed(proc.returncode, text)
             else UserError(f"copying the bundle to {target.name}:{dest} failed ({_last_line(text)})")
         )
     listing = "".join(f"{rec['sha256']}  {rel}\n" for rel, rec in manifest["files"].items()).encode()

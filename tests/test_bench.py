@@ -319,6 +319,11 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
         assert proc.returncode == 2, name
         line = _one_error_line(proc)
         assert "malformed" in line and "127.0.0.1" in line, (name, line)
+    # the device's bench exiting 255 is its own failure, not ssh's: its message is passed on as such
+    exe = _fake_remote(tmp_path, "echo 'CUDA driver too old for this engine' >&2; exit 255")
+    line = _one_error_line(run_cli(*args, "--remote-rkd-edge", str(exe)))
+    assert "the bench on " in line and "127.0.0.1" in line and "exit 255" in line, line
+    assert "CUDA driver too old" in line, line
     # a well-formed selection the device made is recorded here only when --select asked for one
     (tmp_path / "deep").write_text("[" * 100_000 + "]" * 100_000)  # beyond the JSON parser's recursion
     line = _one_error_line(run_cli(*args, "--remote-rkd-edge", str(_fake_remote(tmp_path, f'cp {tmp_path}/deep "$5"'))))
