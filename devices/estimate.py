@@ -35,9 +35,10 @@ from rkd_edge.devices.latency import measure
 from rkd_edge.devices.profiles import DeviceProfile, get_profile
 
 from rkd_edge.errors import UserError
+from rkd_edge.runtime.bundle import PRECISIONS
+from rkd_edge.runtime.onnx_wire import WireError, external_tensors
 from rkd_edge.runtime.runners.ort import cpu_session
 
-PRECISIONS = ("fp32", "fp16", "int8")
 METHOD = (
     "roofline per ONNX node: max(FLOPs / peak rate, bytes / bandwidth) + launch overhead, summed; "
     "activations fused into their matrix op; memory = weights + peak live activations (devices/estimate.py)"
@@ -89,10 +90,13 @@ def read_model(path: str | Path, declared: dict | None = None):
     from google.protobuf.message import DecodeError
 
     try:
-        # Shapes and types only: no tensor data, so no external data file (wherever it claims to be) is read.
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
+        data = Path(path).read_bytes()
+        outside = external_tensors(data)
+        model = onnx.load_model_from_string(data)  # from bytes: no external data file is read
+    except (DecodeError, WireError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export the bundle") from None
+    if outside:
+        raise UserError(f"{path} keeps tensors in another file (external data), which no bundle does; re-export it")
     for kind, graph_side in (("inputs", model.graph.input), ("outputs", model.graph.output)):
         want = [t.get("name") for t in (declared or {}).get(kind) or [] if isinstance(t, dict)]
         inits = {i.name for i in model.graph.initializer}
@@ -101,8 +105,6 @@ def read_model(path: str | Path, declared: dict | None = None):
             raise UserError(
                 f"{path} has {kind} {sorted(got)}, the manifest declares {sorted(want)}; re-export the bundle"
             )
-    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer):
-        raise UserError(f"{path} keeps tensors in another file (external data), which no bundle does; re-export it")
     return model
 
 

@@ -23,7 +23,7 @@ from rkd_edge.channel_ids import CHANNEL_IDS
 from rkd_edge.errors import UserError
 from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
 from rkd_edge.methods import method_config
-from rkd_edge.outputs import check_output
+from rkd_edge.outputs import check_output, write_marker
 from rkd_edge.rundir import RunDir, load_splits
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 from rkd_edge.runtime.runners.ort import cpu_session
@@ -85,11 +85,14 @@ def export_bundle(
     system = system.cpu().eval()
     with OutputLock(out), staged_dir(out, replace) as work:
         calib = (calibration, calib_samples, calib_min)
-        manifest = _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib)
+        # The source run as seen from the bundle's folder (the PyTorch reference finds it there).
+        source = Path(os.path.relpath(run.resolve(), out.resolve().parent)).as_posix()
+        manifest = _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib)
+        write_marker(work, "bundle")
     return manifest
 
 
-def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int, int]) -> dict:
+def _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int, int]) -> dict:
     calibration, calib_samples, calib_min = calib
     graphs = graph_io(system, splits.input_shape)
     feeds = parity_feeds(system, splits.test, mcfg.codec, cfg.seed)
@@ -157,7 +160,7 @@ def _build(work, run, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple
     manifest = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source_run": {"path": os.path.relpath(run), "config_sha256": cfg.digest(), "method": cfg.method},
+        "source_run": {"path": source, "config_sha256": cfg.digest(), "method": cfg.method},
         "models": models,
         "opset": opset,
         "precisions": ["fp32", "int8"] if int8 else ["fp32"],

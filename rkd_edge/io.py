@@ -213,6 +213,32 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {twice[:40]!r} appears twice")
+    return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400
+        raise ValueError(f"{text[:40]} is beyond a float")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str) -> Any:
+    """Parse JSON as rkd-edge writes it: a key given twice (which copy would count?), ``NaN``, ``Infinity``
+    and numbers beyond a float are refused (``ValueError``) instead of read."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def read_json(path: str | os.PathLike, what: str = "file", expect: type | None = None) -> Any:
     """Read JSON, turning a missing or corrupt file into a :class:`UserError`.
 
@@ -225,7 +251,7 @@ def read_json(path: str | os.PathLike, what: str = "file", expect: type | None =
     if not path.is_file():
         raise UserError(f"{what} not found: {path}; check the path")
     try:
-        obj = json.loads(path.read_text())
+        obj = strict_json(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an int of 5,000 digits
         raise UserError(f"{what} {path} is not valid JSON ({str(getattr(exc, 'msg', exc))[:80]})") from None
     except RecursionError:  # [[[[...]]]] a hundred thousand deep: not a file rkd-edge wrote

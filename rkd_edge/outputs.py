@@ -4,18 +4,20 @@ Every folder the toolkit creates carries a small marker file, ``.rkd-edge.json``
 (``run``, ``bundle``, ``teacher``, ``evaluation``). ``--force`` replaces a folder only when it is an
 artefact of the same kind that the toolkit wrote and holds nothing else: never the command's source, a
 parent of it, or a folder with a user's files in it. Folders written before markers existed are
-recognised by their structure (a bundle by its manifest, a run by ``config.json`` and ``stages/``). A run
+recognised by their structure (a bundle by its manifest, a run by ``config.json`` and ``stages/``; an
+evaluation folder always has its marker). A run
 may hold evaluations and bundles the toolkit wrote into it (marked, holding nothing else).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import TOOL_MARKER, file_in_the_way, special_entry, write_json
-from rkd_edge.runtime.bundle import FORMAT, MANIFEST
+from rkd_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, verify_bundle
 
 MARKER = TOOL_MARKER
 KINDS = ("run", "bundle", "teacher", "evaluation")
@@ -33,6 +35,11 @@ TEACHER_ENTRIES = frozenset({"teacher.pt", "teacher.json", "teacher-job.json", "
 EVALUATION_ENTRIES = frozenset(
     {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
 )
+
+# Hidden entries rkd-edge makes inside its folders while it writes (locks of nested outputs, atomic-write
+# temporaries, staging folders and their tags, an artefact moved aside to be replaced); any other hidden
+# name (.git, a user's notes) is someone else's.
+_TOOL_HIDDEN = re.compile(r"\.(staging\..+|.+\.(lock|tmp|partial|partial\.tag|old))")
 
 # What reading a JSON file someone else may have written can raise (not JSON, not text, an integer of more
 # than 4,300 digits: ValueError; not an object; nested beyond the parser's recursion limit): the folder is
@@ -64,9 +71,7 @@ def kind_of(folder: Path) -> str | None:
         return "run"
     if (folder / "teacher.json").is_file() and (folder / "teacher.pt").is_file():
         return "teacher"
-    if (folder / "evaluation_summary.json").is_file():
-        return "evaluation"
-    return None
+    return None  # an evaluation folder is always marked: a folder holding a summary file may be anyone's
 
 
 def foreign_entries(folder: Path, kind: str) -> list[str]:
@@ -81,7 +86,7 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(f))
     allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
-    extra = (n for n in names if n not in allowed and not n.startswith(".") and not n.endswith(".lock"))
+    extra = (n for n in names if n not in allowed and not _TOOL_HIDDEN.fullmatch(n))
     return sorted(n for n in extra if not (kind == "run" and _nested_artefact(folder / n)))
 
 
@@ -136,12 +141,17 @@ def check_output(
     for src in sources:  # an evaluation may live in what it evaluates (RUN/eval); a new run or bundle may not
         if kind != "evaluation" and out.resolve() != Path(src).resolve() and _inside(out, Path(src)):
             raise UserError(f"--out {out} lies inside the source {src}; choose a folder outside it")
-    for parent in out.parents:
+    own = [Path(src).resolve() for src in sources]
+    for parent in out.resolve().parents:  # resolved: in a/../b, b does not lie inside a
         found = kind_of(parent) if parent.is_dir() else None
         if found == "bundle":
             raise UserError(f"--out {out} lies inside the bundle {parent}, which holds only what its manifest lists")
         if found == "run" and kind == "teacher":
             raise UserError(f"--out {out} lies inside the run {parent}, whose stages were trained with its own teacher")
+        # A run holds its own evaluations and bundles; a run or bundle from elsewhere inside it would make it
+        # no longer resumable, and go with it when it is pruned or replaced.
+        if found == "run" and (kind == "run" or (kind == "bundle" and parent not in own)):
+            raise UserError(f"--out {out} lies inside the run {parent}, which holds only its own artefacts")
     if not out.exists() and not out.is_symlink():
         return False
     if out.is_symlink():
@@ -159,6 +169,14 @@ def check_output(
     if found != kind:
         what = f"an rkd-edge {found}" if found else "not an rkd-edge artefact"
         raise UserError(f"{action} only an rkd-edge {kind}, and {out} is {what}; choose another --out")
+    if kind == "bundle":  # the manifest alone proves nothing: every file it lists must still be as exported
+        try:
+            verify_bundle(out)
+        except BundleError as exc:
+            raise UserError(
+                f"{out} no longer verifies as the bundle rkd-edge wrote ({str(exc).split(';')[0]}); refusing to "
+                "replace it, choose another --out"
+            ) from None
     extra = foreign_entries(out, kind)
     if extra:
         raise UserError(

@@ -77,8 +77,10 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
                 raise UserError(
                     f"{work} is in the way and was not made by rkd-edge prune; move it or choose another --out"
                 )
-            if recorded != job:
-                shutil.rmtree(work)  # a partial prune of another job, or a copy cut short: start over
+            if recorded != job:  # a partial prune of another job, or a copy cut short: start over, and say so
+                changed = ", ".join(f"{k} {recorded.get(k)} -> {v}" for k, v in job.items() if recorded.get(k) != v)
+                progress.log(f"prune: an unfinished prune at {out} had other settings ({changed}); starting over")
+                shutil.rmtree(work)
         if work.is_dir():
             progress.log(f"prune: resuming {work}")
         else:

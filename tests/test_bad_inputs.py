@@ -794,6 +794,8 @@ RUN_PARAMS = (
         case("export-trt-no-bundle", "export trt", "bundle"),
         case("export-trt-missing", "export trt {missing}", None),
         case("export-trt-not-bundle", "export trt {dir}", None),
+        case("export-trt-out", "export trt {bundle} --out {out}", "--out"),
+        case("export-trt-opset", "export trt {bundle} --opset 13", "--opset"),
         case("prune-ratio-0", "prune {run} --out {out} --ratio 0", "ratio"),
         case("prune-ratio-1", "prune {run} --out {out} --ratio 1", "ratio"),
         case("prune-ratio-negative", "prune {run} --out {out} --ratio -0.5", "ratio"),

@@ -117,6 +117,25 @@ def test_pytorch_reference_matches_onnxruntime(tiny_run, tiny_bundle, digits):
         Runtime(str(tiny_bundle), backend="pytorch", run=str(tiny_run / "nonexistent"))
 
 
+def test_the_pytorch_reference_runs_only_the_bundles_own_run(tiny_run, tiny_bundle, tmp_path, monkeypatch):
+    """Without --run the source run is found from the bundle's folder (not the one the command runs in), a
+    path from elsewhere in the manifest is not followed, and a run of another config is refused."""
+    monkeypatch.chdir(tmp_path)  # the manifest's path is relative to the bundle's folder
+    assert Runtime(str(tiny_bundle), backend="pytorch").providers == ["PyTorch cpu"]
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps({**m, "source_run": {**m["source_run"], "path": "/etc"}}))
+    with pytest.raises(BundleError, match="pass --run RUN"):
+        Runtime(str(b), backend="pytorch")
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "seed": cfg["seed"] + 1}))
+    with pytest.raises(BundleError, match="another config"):
+        Runtime(str(tiny_bundle), backend="pytorch", run=str(other))
+
+
 def test_precision_per_model_and_device_selection(tiny_bundle, tmp_path):
     b = _copy(tiny_bundle, tmp_path, lambda m: m.update(default_precision={"encoder": "int8", "tx": "fp32"}))
     rt = Runtime(str(b))
@@ -141,7 +160,7 @@ def test_precision_per_model_and_device_selection(tiny_bundle, tmp_path):
     assert Runtime(str(b3)).precisions == dict.fromkeys(("encoder", "tx", "rx"), "fp32")  # not measured here
 
     bad = _copy(tiny_bundle, tmp_path / "z", lambda m: m.update(default_precision={"decoder": "int8"}))
-    with pytest.raises(BundleError, match="unknown models"):
+    with pytest.raises(BundleError, match="names a model other than encoder"):
         Runtime(str(bad))
     with pytest.raises(BundleError, match="runs fp32, int8, not fp16"):
         Runtime(str(tiny_bundle), precision="fp16")

@@ -101,6 +101,69 @@ def test_export_force_replaces_a_bundle_but_not_a_bundle_with_user_files(tiny_ru
     assert tree_digest(out) == before
 
 
+@pytest.mark.parametrize("case", ["handmade-manifest", "edited-config"])
+def test_export_force_replaces_only_a_bundle_that_still_verifies(tiny_run, tiny_bundle, tmp_path, case):
+    """A manifest proves nothing by itself: a user's folder with a hand-written one listing their thesis, or a
+    bundle whose config.json someone edited since, is not the bundle rkd-edge wrote."""
+    out = tmp_path / "b"
+    if case == "handmade-manifest":
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work\n")
+        manifest = {"format": "rkd-edge/bundle@1", "files": {"thesis.tex": {}}}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    else:
+        shutil.copytree(tiny_bundle, out)
+        cfg = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**cfg, "seed": 99}))
+    before = tree_digest(out)
+    one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(out), "--force"), "refusing to replace")
+    assert tree_digest(out) == before
+
+
+def test_a_fresh_bundle_is_marked_and_evaluated_in_place_but_a_users_evaluation_folder_is_kept(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b, ignore=shutil.ignore_patterns("evaluation"))
+    assert json.loads((b / ".rkd-edge.json").read_text())["kind"] == "bundle"
+    args = ["--snr", "0", "--trials", "1", "--channel", "awgn", "--symbols", "4"]
+    run_cli("-q", "evaluate", str(b), *args, check=True)
+    assert json.loads((b / "evaluation" / ".rkd-edge.json").read_text())["kind"] == "evaluation"
+    run_cli("-q", "evaluate", str(b), *args, check=True)  # its own evaluation is replaced
+    # a folder of the user's that happens to hold files named like an evaluation's is not one
+    for where in (b / "evaluation", tmp_path / "theirs"):
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir()
+        (where / "evaluation_summary.json").write_text("{}")
+        (where / "accuracy_vs_symbols.png").write_text("their plot")
+        before = tree_digest(where)
+        out = [] if where.parent == b else ["--out", str(where)]
+        one_line_exit_2(run_cli("-q", "evaluate", str(b), *args, *out))
+        assert tree_digest(where) == before
+
+
+def test_hidden_files_of_a_user_stop_force(tiny_teacher_dir, tmp_path):
+    out = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_dir, out)
+    (out / ".my_api_notes").write_text("secret\n")
+    (out / ".git").mkdir()
+    before = tree_digest(out)
+    args = ["-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--epochs", "1", "--out", str(out)]
+    one_line_exit_2(run_cli(*args, "--force"), ".git")
+    assert tree_digest(out) == before and (out / ".my_api_notes").is_file()
+
+
+def test_nothing_from_elsewhere_is_written_inside_a_run(run_copy, tiny_run, tiny_teacher_dir, tmp_path):
+    """A run holds its own evaluations and bundles only: another run or another run's bundle inside it would
+    stop it resuming, and go with it when it is replaced."""
+    proc = run_cli("-q", "pipeline", "--out", str(run_copy / "sub"), "--teacher", f"local:{tiny_teacher_dir}")
+    one_line_exit_2(proc, "lies inside the run")
+    one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(run_copy / "b")), "lies inside the run")
+    assert not (run_copy / "sub").exists() and not (run_copy / "b").exists()
+    # a path through a run that does not lead into it is not refused for lying inside it
+    proc = run_cli("-q", "export", str(tiny_run), "--out", f"{run_copy}/../fresh")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run_copy.parent / "fresh" / "manifest.json").is_file()
+
+
 def test_a_run_holding_an_evaluation_it_wrote_resumes_but_not_one_with_user_files(run_copy, tiny_teacher_dir):
     """``evaluate RUN --out RUN/eval`` writes a marked evaluation inside the run: the run stays the toolkit's
     and a rerun resumes it (was refused as 'files rkd-edge did not write'). A user's file in that
@@ -395,6 +458,19 @@ MANIFEST_DAMAGE = {
     "io-undeclared-and-swapped": _undeclared_swap,
     "source-run-text": lambda m: m.update(source_run="run"),
     "manifest-of-6-mb": lambda m: m.update(versions=[{}] * 2_000_000),
+    # A hostile pass on bundle trust (session 20): each of these ran.
+    "nan-tolerance": lambda m: m.update(parity_tolerance=float("nan")),
+    "infinite-snr-range": lambda m: m["snr_db"].update(trained_range=[float("-inf"), 10.0]),
+    "opset-text": lambda m: m.update(opset="x"),
+    "dataset-number": lambda m: m.update(dataset=5),
+    "snr-db-text": lambda m: m.update(snr_db="x"),
+    "source-run-path-number": lambda m: m["source_run"].update(path=5),
+    "default-precision-unknown-model": lambda m: m.update(default_precision={"evil": "fp32"}),
+    "precision-not-declared": lambda m: m["models"]["encoder"].update(fp64=m["models"]["encoder"]["fp32"]),
+    "fp32-forms-undeclared": lambda m: m.update(precisions=["int8"], default_precision="int8"),
+    "extra-model": lambda m: m["models"].update(evil={"fp32": {"file": "/etc/passwd"}}),
+    "unknown-key": lambda m: m.update(run_this="rm -rf ~"),
+    "selection-unknown-precision": lambda m: m.update(selection={"0123456789abcdef": {"rx": "fp64"}}),
 }
 
 
@@ -406,6 +482,43 @@ def test_unverifiable_manifest_refused_by_runtime_and_evaluate(tiny_bundle, tmp_
     with pytest.raises(BundleError):
         Runtime(str(b))
     one_line_exit_2(run_cli("-q", "evaluate", str(b), "--snr", "0", "--trials", "1"), "manifest.json")
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ('"format": "rkd-edge/bundle@1"', '"format": "other", "format": "rkd-edge/bundle@1"'),
+        ('"opset": 17', '"opset": 1e400'),
+    ],
+)
+def test_a_manifest_json_would_read_two_ways_is_refused(tiny_bundle, tmp_path, old, new):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    text = json.dumps(json.loads((b / "manifest.json").read_text()))
+    assert old in text
+    (b / "manifest.json").write_text(text.replace(old, new, 1))
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Runtime(str(b))
+
+
+@pytest.mark.parametrize("entry", ["manifest-link", "notes.txt", "config-unlisted", "docs/readme.md"])
+def test_a_bundle_holds_only_what_its_manifest_lists(tiny_bundle, tmp_path, entry):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    if entry == "manifest-link":
+        (tmp_path / "elsewhere.json").write_bytes((b / "manifest.json").read_bytes())
+        (b / "manifest.json").unlink()
+        (b / "manifest.json").symlink_to(tmp_path / "elsewhere.json")
+    elif entry == "config-unlisted":  # an edited config beside the models, its hash dropped from the manifest
+        _edit_manifest(b, lambda m: m["files"].pop("config.json"))
+        cfg = json.loads((b / "config.json").read_text())
+        (b / "config.json").write_text(json.dumps({**cfg, "seed": 12345}))
+    else:
+        (b / entry).parent.mkdir(exist_ok=True)
+        (b / entry).write_text("a user's note")
+    with pytest.raises(BundleError):
+        Runtime(str(b))
+    one_line_exit_2(run_cli("-q", "evaluate", str(b), "--snr", "0", "--trials", "1"))
 
 
 def test_manifest_as_a_list_is_refused(tiny_bundle, tmp_path):
@@ -537,6 +650,19 @@ def test_full_disk_during_evaluate_and_export_keeps_the_previous_results(tiny_ru
     assert not (small_disk / "b").exists()
     assert not [p.name for p in small_disk.iterdir() if p.name.startswith(".")]
     assert not [p.name for p in run.iterdir() if p.name.startswith(".staging")]
+
+
+def test_full_disk_while_training_is_one_line(tiny_teacher_dir, small_disk):
+    """torch's archive writer reports a full disk as a RuntimeError; checkpoints are written so that it is the
+    OSError the CLI says in one line. 400 kB free: the run's config fits, the teacher's cache does not."""
+    slack = small_disk / "slack"
+    slack.write_bytes(b"\0" * (400 << 10))
+    _fill(small_disk)
+    slack.unlink()
+    proc = run_cli(
+        "-q", "pipeline", "--out", str(small_disk / "r"), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()
+    )
+    one_line_exit_2(proc, "No space left")
 
 
 ENOSPC_WRAPPER = """
@@ -721,3 +847,97 @@ def test_a_model_swapped_after_verification_is_not_loaded(tiny_bundle, tmp_path)
         OnnxRuntimeRunner("encoder").load(path, "fp32", sha256=b.sha256_of(path))
     with pytest.raises(BundleError):
         Runtime(str(bundle))
+
+
+# --- models that keep data in other files -------------------------------------------------------------------
+
+
+def _external(tensor, location: str = "secret.bin") -> None:
+    """Mark ``tensor`` as kept in ``location`` (its bytes removed from the model)."""
+    from onnx import TensorProto, external_data_helper
+
+    external_data_helper.set_external_data(tensor, location=location, offset=0, length=len(tensor.raw_data))
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+
+
+def _wire_cases() -> dict:
+    """Small models with tensors in every place ONNX keeps one, and how many of them are external."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def tensor(name):
+        return numpy_helper.from_array(np.arange(4, dtype=np.float32), name)
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    cases = {}
+    for where in ("none", "initializer", "constant", "subgraph", "sparse", "function"):
+        init, const = tensor("w"), tensor("c")
+        body = helper.make_graph([helper.make_node("Add", ["x", "w2"], ["y"])], "body", [], [y], [tensor("w2")])
+        nodes = [
+            helper.make_node("Constant", [], ["c"], value=const),
+            helper.make_node("Add", ["x", "w"], ["s"]),
+            helper.make_node("Add", ["s", "c"], ["t"]),
+            helper.make_node("Identity", ["t"], ["y"]),
+        ]
+        sparse = helper.make_sparse_tensor(tensor("sv"), numpy_helper.from_array(np.array([0], np.int64), "si"), [4])
+        graph = helper.make_graph(nodes, "g", [x], [y], [init], sparse_initializer=[sparse])
+        fn_const = tensor("fc")
+        fn = helper.make_function(
+            "local", "f", ["a"], ["b"], [helper.make_node("Constant", [], ["b"], value=fn_const)], []
+        )
+        cond = helper.make_node("If", ["x"], ["z"], then_branch=body, else_branch=body)
+        graph.node.append(cond)
+        model = helper.make_model(graph, functions=[fn])
+        target = {
+            "initializer": model.graph.initializer[0],
+            "constant": model.graph.node[0].attribute[0].t,
+            "subgraph": model.graph.node[4].attribute[0].g.initializer[0],
+            "sparse": model.graph.sparse_initializer[0].values,
+            "function": model.functions[0].node[0].attribute[0].t,
+        }.get(where)
+        if target is not None:
+            _external(target)
+        cases[where] = (model.SerializeToString(), 0 if where == "none" else 1)
+    return cases
+
+
+def test_the_wire_scanner_finds_external_tensors_wherever_onnx_keeps_them(tiny_bundle):
+    from rkd_edge.runtime.onnx_wire import WireError, external_tensors
+
+    for where, (data, want) in _wire_cases().items():
+        assert external_tensors(data) == want, where
+    for model in (tiny_bundle / "models").glob("*.onnx"):
+        assert external_tensors(model.read_bytes()) == 0, model.name
+    for bad in (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x3a\x05ab", b"\x0f"):
+        with pytest.raises(WireError):
+            external_tensors(bad)
+
+
+def test_a_model_reading_external_data_from_the_working_folder_is_refused(tiny_bundle, tmp_path):
+    """ONNX Runtime resolves a model's external data against the folder a command runs in: a bundle whose
+    (rehashed) encoder names ``secret.bin`` would run on whatever file of that name lies there."""
+    import onnx
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    rel = "models/encoder.onnx"
+    model = onnx.load(str(b / rel))
+    big = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    size = len(big.raw_data)
+    _external(big)
+    data = model.SerializeToString()
+    (b / rel).write_bytes(data)
+    _edit_manifest(
+        b, lambda m: m["files"].update({rel: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}})
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "secret.bin").write_bytes(b"\x00" * size)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from rkd_edge.cli import main; main()", "-q", "bench", str(b), "--seconds", "0.05",
+         "--warmup", "0.01", "--no-memory", "--batch", "1", "--precision", "fp32"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    one_line_exit_2(proc, "external data")

@@ -62,3 +62,14 @@ def test_lambda_sweep_writes_pareto(tmp_path, tiny_teacher_dir):
     assert len(rows) == 3 and rows[0].startswith("lambda,params")
     costs = [float(r.split(",")[4]) for r in rows[1:]]
     assert costs[1] < costs[0]  # expected cost falls as lambda rises
+    # A sweep stopped after its lambdas were scored (before the stage was recorded) reuses them on resume.
+    searched = {p: p.stat().st_mtime_ns for p in (out / "sweep").rglob("genotype.json")}
+    (out / "stages" / "search.json").unlink()
+    (out / "genotype.json").unlink()
+    proc = run_cli(
+        "search", "--dataset", "digits", "--teacher", f"local:{tiny_teacher_dir}", "--out", str(out), *QUICK,
+        "--lambda", "0,20", "--set", "search.sweep_epochs=1", check=True,
+    )  # fmt: skip
+    assert proc.stderr.count("searched and scored earlier, reused") == 2, proc.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in (out / "sweep").rglob("genotype.json")} == searched
+    assert (out / "pareto.csv").read_text().strip().splitlines() == rows

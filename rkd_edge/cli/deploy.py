@@ -39,17 +39,23 @@ def export(
     calib = {"--calibration": calibration, "--calib-samples": calib_samples, "--calib-min": calib_min}
     if not int8 and (given := [name for name, value in calib.items() if value is not None]):
         raise UserError(f"{', '.join(given)}: INT8 calibration options, used only with --int8; add --int8 or drop them")
-    calibration = calibration or "minmax"
-    calib_samples = 256 if calib_samples is None else calib_samples
-    calib_min = 128 if calib_min is None else calib_min
-    opset = _target_opset(target_device, opset, int8)
     if target == "trt":
         if bundle is None:
             raise UserError("usage: rkd-edge export trt BUNDLE [--fp16] [--int8]")
+        export_only = {"--out": out, "--opset": opset, "--target": target_device, **calib}
+        if given := [name for name, value in export_only.items() if value is not None] + ["--force"] * force:
+            raise UserError(
+                f"{', '.join(given)}: options of 'export RUN'; 'export trt BUNDLE' builds engines from the bundle's "
+                "ONNX into BUNDLE/trt, drop them"
+            )
         from rkd_edge.export.tensorrt import build_engines
 
         echo_json(build_engines(bundle, fp16=fp16, int8=int8))
         return
+    calibration = calibration or "minmax"
+    calib_samples = 256 if calib_samples is None else calib_samples
+    calib_min = 128 if calib_min is None else calib_min
+    opset = _target_opset(target_device, opset, int8)
     if out is None:
         raise UserError("give the bundle folder with --out BUNDLE")
     from rkd_edge.export.bundle import export_bundle

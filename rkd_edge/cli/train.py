@@ -199,6 +199,8 @@ def search_cmd(
 ):
     """KDL-DARTS: search a student with CE + KD + lambda * cost; writes OUT/genotype.json."""
     from rkd_edge.config import parse_range
+    from rkd_edge.errors import UserError
+    from rkd_edge.methods import METHOD_STAGES
     from rkd_edge.pipeline import Pipeline
 
     flags = {
@@ -209,12 +211,14 @@ def search_cmd(
         "search.latency_precision": precision,
     }
     cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir, seed=seed, device=device, flags=flags)
+    if "search" not in METHOD_STAGES[cfg.method]:
+        raise UserError(f"method {cfg.method} uses no searched student; search with --set method=rkd-sc")
     pipe = Pipeline(cfg, out)
     with _closed_on_error(pipe), pipe.removed_if_failed_early():
         check_inputs(pipe)
-        pipe.stage_teacher()
-        rec = pipe.stage_search()
-    pipe.close()
+    # Recorded as a stage, as the pipeline does: a rerun skips a finished search, and a stopped sweep
+    # resumes after its last scored lambda.
+    rec = pipe.run(stop_after="search")["search"]
     echo_json({k: rec[k] for k in ("lambda", "params", "flops", "sweep")})
 
 

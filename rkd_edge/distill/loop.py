@@ -8,6 +8,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import time
 import warnings
@@ -26,9 +27,13 @@ from rkd_edge.io import atomic_path
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """``torch.save`` atomically. Through a file handle: saved to a path, the archive's inner folder would be
-    named after the random temporary file, so equal weights would not make equal bytes (nor equal hashes)."""
+    named after the random temporary file, so equal weights would not make equal bytes (nor equal hashes).
+    Serialised in memory first: torch's writer turns a full disk into a RuntimeError ("unexpected pos"), a
+    plain write raises the OSError (no space left) the CLI reports as one line."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(state, fh)
+        fh.write(buffer.getbuffer())
 
 
 def read_plain(path: Path) -> Any:

@@ -11,7 +11,7 @@ from rkd_edge.evaluate.plots import plot_snr, plot_symbols
 from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
 from rkd_edge.io import FileSet, OutputLock, json_text
 from rkd_edge.methods import method_config
-from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, kind_of, write_marker
+from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, foreign_entries, kind_of, write_marker
 from rkd_edge.rundir import RunDir, load_splits
 
 EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"]
@@ -27,13 +27,25 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
     """
     if out is None or Path(out).resolve() == Path(default).resolve():
         default = Path(default)
+        if default in sources:  # the run itself: its evaluation files are the run's
+            return default, False
         # A bundle's evaluation folder: written in place, so a link there would lead the writes elsewhere.
-        if default not in sources and (default.is_symlink() or (default.exists() and not default.is_dir())):
+        if default.is_symlink() or (default.exists() and not default.is_dir()):
             raise UserError(f"{default} is a symbolic link or not a folder; remove it, or give --out a new folder")
-        return default, False
+        if not default.exists() or not any(default.iterdir()):
+            return default, True
+        if kind_of(default) != "evaluation":
+            raise UserError(f"{default} holds files rkd-edge did not write; move them, or give --out a new folder")
+        out = default
     out = Path(out)
     found = kind_of(out) if out.is_dir() else None
     if found == "evaluation":
+        # Only the evaluation's own files are replaced: a user's notes or plots beside them stop it.
+        if extra := foreign_entries(out, "evaluation"):
+            raise UserError(
+                f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); move them, or give --out "
+                "a new folder"
+            )
         return out, False
     if found in ("run", "bundle"):
         raise UserError(

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from rkd_edge import progress
 from rkd_edge.config import RunConfig
-from rkd_edge.io import write_json, write_text
+from rkd_edge.errors import UserError
+from rkd_edge.io import read_json, write_json, write_text
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.search import plot_weights, search
+
+SCORED = "scored.json"  # in a sweep's lambda folder: its Pareto row, once searched and scored
 
 
 def score_genotype(genotype: Genotype, cfg: RunConfig, splits, teacher, cache, device: str) -> float:
@@ -44,6 +47,10 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
     rows, chosen = [], None
     for lam in lambdas:
         sub = out if len(lambdas) == 1 else out / "sweep" / f"lambda_{lam:g}"
+        if len(lambdas) > 1 and (done := _finished(sub, cfg)) is not None:
+            progress.log(f"lambda={lam:g}: searched and scored earlier, reused")
+            rows.append(done)
+            continue
         sub.mkdir(parents=True, exist_ok=True)
         genotype, log = search(cfg, splits, teacher, cache, lam, device, sub)
         genotype.save(sub / "genotype.json")
@@ -60,6 +67,8 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
         if len(lambdas) > 1:
             row["val_acc"] = round(score_genotype(genotype, cfg, splits, teacher, cache, device), 5)
             progress.log(f"lambda={lam:g}: params={genotype.params} val_acc={row['val_acc']}")
+            # Written last: a sweep stopped later resumes after this lambda instead of searching it again.
+            write_json(sub / SCORED, {"config": cfg.digest(), "row": row})
         rows.append((row, genotype))
     if len(lambdas) > 1:
         # Smallest student within one point of the best validation accuracy.
@@ -76,6 +85,18 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
         "genotype": "genotype.json",
         "sweep": [r for r, _ in rows],
     }
+
+
+def _finished(sub: Path, cfg: RunConfig) -> tuple[dict, Genotype] | None:
+    """A lambda of this sweep searched and scored by an earlier, stopped run of the same config: its row
+    and genotype; None when it has to run (again)."""
+    try:
+        record = read_json(sub / SCORED, "sweep record", expect=dict)
+        if record.get("config") != cfg.digest() or not isinstance(record.get("row"), dict):
+            return None
+        return record["row"], Genotype.load(sub / "genotype.json")
+    except UserError:  # missing or damaged: searched again
+        return None
 
 
 def _write_pareto(rows: list[dict], out: Path) -> None:

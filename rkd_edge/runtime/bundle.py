@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, same_ids
 from rkd_edge.errors import short_repr
-from rkd_edge.io import sha256_bytes, sha256_file
+from rkd_edge.io import sha256_bytes, sha256_file, strict_json
 from rkd_edge.limits import is_whole
 
 MANIFEST = "manifest.json"
@@ -29,14 +30,17 @@ class BundleError(Exception):
 def load_manifest(root: str | Path) -> dict:
     """Read and sanity-check ``manifest.json`` (no hash check)."""
     path = Path(root) / MANIFEST
+    if path.is_symlink():  # what is verified must be what lies in the bundle
+        raise BundleError(f"{path} is a symbolic link; a bundle's manifest is a plain file: re-export the bundle")
     if not path.is_file():
         raise BundleError(f"no {MANIFEST} in {root}; export a bundle with rkd-edge export RUN --out DIR")
     if path.stat().st_size > MAX_MANIFEST_BYTES:  # a few kB when exported; parsed copies multiply a big one
         raise BundleError(f"{path} has {path.stat().st_size:,} bytes, more than a manifest holds; re-export the bundle")
     try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, an integer of more than 4,300 digits, too deep
-        raise BundleError(f"{path} is not valid JSON; re-export the bundle") from None
+        manifest = strict_json(path.read_text())
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a key twice, NaN, too deep
+        why = str(exc).split(":")[0][:80] if isinstance(exc, ValueError) else "nested too deeply"
+        raise BundleError(f"{path} is not valid JSON ({why}); re-export the bundle") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest; re-export the bundle")
     if manifest.get("format") != FORMAT:
@@ -53,6 +57,26 @@ REQUIRED = {
     "classes": list,
     "channel_types": list,
     "precisions": list,
+}
+# The other keys export writes (and bench --select, export trt add), with the types they must have; a key
+# not here or in REQUIRED is not the toolkit's.
+OPTIONAL = {
+    "format": str,
+    "created": str,
+    "dataset": str,
+    "opset": int,
+    "default_precision": (str, dict),
+    "source_run": dict,
+    "snr_db": dict,
+    "channel": dict,
+    "channel_ids": dict,
+    "parity": dict,
+    "parity_tolerance": (int, float),
+    "calibration": dict,
+    "int8_report": dict,
+    "versions": dict,
+    "tensorrt": dict,
+    "selection": dict,
 }
 MAX_MANIFEST_BYTES = 4 << 20
 MODELS = ("encoder", "tx", "rx")
@@ -80,6 +104,14 @@ def check_manifest(m: dict, path: Path) -> None:
     for key, typ in REQUIRED.items():
         if not isinstance(m.get(key), typ):
             raise _fail(path, f"{key!r} is missing or not a {typ.__name__}")
+    if unknown := sorted(set(m) - set(REQUIRED) - set(OPTIONAL)):
+        raise _fail(path, f"{short_repr(unknown[0])} is not a manifest key rkd-edge writes")
+    for key, typ in OPTIONAL.items():
+        value = m.get(key)
+        if value is not None and (not isinstance(value, typ) or isinstance(value, bool)):
+            raise _fail(path, f"{key!r} has the wrong type ({type(value).__name__})")
+    if unknown := sorted(set(m["models"]) - set(MODELS) - set(OPTIONAL_MODELS)):
+        raise _fail(path, f"model {short_repr(unknown[0])} is not one of {', '.join((*MODELS, *OPTIONAL_MODELS))}")
     files = m["files"]
     if not files:
         raise _fail(path, "'files' lists no file (a manifest must hash every file the runtime loads)")
@@ -91,9 +123,12 @@ def check_manifest(m: dict, path: Path) -> None:
     if not ok or len(set(classes)) != len(classes):
         raise _fail(path, f"classes must list 1 to {MAX_CLASSES:,} distinct names")
     default = m.get("default_precision", "fp32")
+    if isinstance(default, dict) and not set(default) <= set(MODELS):
+        raise _fail(path, f"default_precision {short_repr(default)} names a model other than {', '.join(MODELS)}")
     chosen = default.values() if isinstance(default, dict) else [default]
     if not all(isinstance(p, str) and p in m["precisions"] for p in chosen):
         raise _fail(path, f"default_precision {default!r} is not among the bundle's precisions {m['precisions']}")
+    _check_records(path, m)
     for rel, rec in files.items():
         ok = isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and isinstance(rec.get("bytes"), int)
         if not ok or rel.startswith("/") or ".." in Path(rel).parts:
@@ -103,6 +138,8 @@ def check_manifest(m: dict, path: Path) -> None:
         if not isinstance(variants, dict) or not variants:
             raise _fail(path, f"no {name} model")
         for prec, rec in variants.items():
+            if prec not in precs:
+                raise _fail(path, f"the {name} model has a {short_repr(prec)} form, not among precisions {precs}")
             _check_model(path, f"{prec} {name}", rec, files)
             _check_interface(path, name, prec, rec)
     # The position in channel_types is the id fed to the tx and rx graphs: a manifest that lists the
@@ -119,8 +156,6 @@ def check_manifest(m: dict, path: Path) -> None:
     if any(not is_whole(k) or not 1 <= k <= k_max for k in k_set) or len(set(k_set)) != len(k_set):
         raise _fail(path, f"symbols.set {short_repr(k_set)} must list distinct lengths within 1..{k_max}")
     _check_channel(path, m.get("channel"), sym)
-    if not (m.get("source_run") is None or isinstance(m["source_run"], dict)):
-        raise _fail(path, "'source_run' must be a record {path, method, config_sha256}")
     for prec, rec in m["models"]["rx"].items():
         logits = _declared_shape(rec, "outputs", "logits")
         if logits and is_whole(logits[-1]) and logits[-1] != len(classes):
@@ -152,6 +187,27 @@ def check_manifest(m: dict, path: Path) -> None:
                     path, f"normalisation gives {c}x{size}x{size} images but the {prec} {name} model reads {image}"
                 )
     _check_engines(path, m.get("tensorrt"))
+
+
+def _check_records(path: Path, m: dict) -> None:
+    """The descriptive records a reader prints or compares: ``source_run``, ``snr_db``, ``opset``,
+    ``parity_tolerance``, ``versions`` and a device's ``selection`` (``{fingerprint: {model: precision}}``)."""
+    run = m.get("source_run") or {}
+    if not all(isinstance(run.get(k), (str, type(None))) for k in ("path", "method", "config_sha256")):
+        raise _fail(path, "'source_run' must be a record {path, method, config_sha256} of strings")
+    snr = (m.get("snr_db") or {}).get("trained_range", [])
+    if not isinstance(snr, list) or not all(_finite_number(x) for x in snr):
+        raise _fail(path, f"snr_db.trained_range must list SNRs in dB, got {short_repr(snr)}")
+    if not 1 <= m.get("opset", 1) <= 1000:
+        raise _fail(path, f"opset {m['opset']} is not an ONNX opset")
+    if not 0 <= m.get("parity_tolerance", 0) <= 1:
+        raise _fail(path, f"parity_tolerance {m['parity_tolerance']} must be from 0 to 1")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in (m.get("versions") or {}).items()):
+        raise _fail(path, "'versions' must map package names to version strings")
+    for fp, choice in (m.get("selection") or {}).items():
+        ok = isinstance(choice, dict) and set(choice) <= set(MODELS)
+        if not ok or not all(isinstance(p, str) and p in m["precisions"] for p in choice.values()):
+            raise _fail(path, f"selection {short_repr(fp)} must map models to the bundle's precisions")
 
 
 def _check_model(path: Path, what: str, rec, files: dict) -> None:
@@ -306,24 +362,33 @@ def _engine_rel(rec: dict) -> str:
     return f"trt/{rec.get('file')}"
 
 
+# Unlisted top-level entries a bundle may hold: what other rkd-edge commands write into it (an evaluation,
+# TensorRT engines checked against their own hashes when loaded) and hidden files (its marker, locks).
+UNLISTED_OK = ("evaluation", "trt")
+
+
 def _check_unlisted(root: Path, files: dict) -> None:
-    """Refuse anything in a folder that holds models but is not in the manifest: ONNX Runtime would load a
-    model's external data from there, unhashed (and follow a link out of the bundle)."""
-    folders = {Path(rel).parent for rel in files if Path(rel).suffix == ".onnx"}
-    for folder in sorted(folders):
-        for path in sorted((root / folder).rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if rel not in files and not (path.is_dir() and not path.is_symlink()):
+    """Refuse a file the manifest does not list: ONNX Runtime would load a model's external data from beside
+    it, unhashed, and a reader could take it for part of the bundle."""
+    for folder, dirs, names in os.walk(root):
+        rel_dir = Path(folder).relative_to(root)
+        if rel_dir == Path("."):
+            dirs[:] = [d for d in dirs if d not in UNLISTED_OK and not d.startswith(".")]
+            names = [n for n in names if n != MANIFEST and not n.startswith(".")]
+        for name in sorted(names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+            rel = (rel_dir / name).as_posix()
+            if rel not in files:
                 raise BundleError(
-                    f"bundle file {rel} is not listed in the manifest (a model could load it as external data, "
-                    "unverified); remove it or re-export the bundle"
+                    f"bundle file {short_repr(rel)} is not listed in the manifest (unverified: a model could load it "
+                    "as external data); remove it or re-export the bundle"
                 )
 
 
 def read_verified(path: str | Path, sha256: str | None) -> bytes:
     """The bytes of ``path``, read once; with ``sha256`` refused unless they hash to it. A runtime loads
     models from these bytes, so what runs is what was verified even if the file is swapped after
-    :meth:`Bundle.open` checked it (and an ONNX model loaded from bytes reads no external data file)."""
+    :meth:`Bundle.open` checked it (a model that names external data is refused before it is loaded:
+    :mod:`rkd_edge.runtime.onnx_wire`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

@@ -60,6 +60,7 @@ class TorchRunner(Runner):
         self.run, self.device, self.threads = (Path(run) if run else None), device, threads
         self.backend = "pytorch" if device == "cpu" else f"pytorch-{device}"
         self.module = None
+        self.expected_digest: str | None = None  # the source run's config digest, from the manifest (locate)
 
     def available(self) -> str | None:
         if importlib.util.find_spec("torch") is None:
@@ -72,11 +73,15 @@ class TorchRunner(Runner):
         return None
 
     def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
-        rel = (bundle.manifest.get("source_run") or {}).get("path")
-        rel = rel if isinstance(rel, str) and rel else None  # relative to the folder export ran in
-        candidates = [self.run] if self.run else [Path(rel), bundle.root.parent / rel] if rel else []
+        source = bundle.manifest.get("source_run") or {}
+        self.expected_digest = source.get("config_sha256")
+        rel = source.get("path")
+        # Relative to the bundle's folder (or, in bundles exported before that, to where export ran); a path
+        # from elsewhere is not followed, and whatever is found must be the run the bundle came from (load).
+        rel = rel if isinstance(rel, str) and rel and not Path(rel).is_absolute() else None
+        candidates = [self.run] if self.run else [bundle.root.parent / rel, Path(rel)] if rel else []
         for run in candidates:
-            if run and run.is_dir():
+            if run and (run / "system.json").is_file():
                 return run
         where = self.run or rel or "not named in the manifest"
         raise BundleError(f"the PyTorch reference needs the bundle's source run ({where} not found); pass --run RUN")
@@ -92,6 +97,11 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(self.threads)
         cfg, system, spec = _load_run(Path(model_path))
+        if self.expected_digest is not None and cfg.digest() != self.expected_digest:
+            raise BundleError(
+                f"the run {model_path} has another config than the one the bundle was exported from; pass the "
+                "bundle's source run with --run RUN"
+            )
         system = system.to(self.device).eval()
         g = graph_io(system.cpu(), spec["input_shape"])[self.model]
         self.module = g["module"].to(self.device).eval()

@@ -1,0 +1,94 @@
+"""Just enough of the protobuf wire format to find tensors an ONNX model keeps outside itself (onnx-free).
+
+ONNX Runtime loads a model's external data (``data_location: EXTERNAL``) from files named in the model;
+for a model given as bytes it looks for them under the working folder, which the bundle's hashes do not
+cover. A bundle's models never keep data outside, so :func:`external_tensors` lets the runtime refuse such a
+model before ONNX Runtime sees it, on a board that has onnxruntime but not the ``onnx`` package.
+
+Field numbers are those of ``onnx.proto``; only the messages that can hold a tensor are walked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+# message -> {field number: message type of that field}; fields not listed are skipped unread.
+_SCHEMA: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training_info", 25: "function"},
+    "training_info": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse_tensor"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse_tensor", 23: "sparse_tensor"},
+    "sparse_tensor": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+_MAX_DEPTH = 64  # subgraphs nest (If / Loop bodies); far deeper is not a model
+
+
+class WireError(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(buf: bytes, i: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= end or shift > 63:
+            raise WireError("truncated or overlong varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(field, wire type, a, b)`` of each field in ``buf[start:end]``: for a varint ``a`` is its value,
+    for a length-delimited field ``buf[a:b]`` is its payload."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i, end)
+            yield field, wire, value, i
+        elif wire == 2:
+            size, i = _varint(buf, i, end)
+            if i + size > end:
+                raise WireError("a field runs past the end of its message")
+            yield field, wire, i, i + size
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise WireError(f"unsupported wire type {wire}")
+    if i != end:
+        raise WireError("a fixed-size field runs past the end of its message")
+
+
+def external_tensors(model: bytes) -> int:
+    """How many tensors in a serialised ONNX ``ModelProto`` keep their data in another file (initializers,
+    sparse initializers, attribute tensors, in subgraphs, functions and training graphs too).
+
+    Raises:
+        WireError: ``model`` is not a well-formed protobuf message.
+    """
+    found = 0
+    stack = [("model", 0, len(model), 0)]
+    while stack:
+        kind, start, end, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise WireError("messages nested too deeply")
+        children = _SCHEMA[kind]
+        external = False
+        for field, wire, a, b in _fields(model, start, end):
+            if kind == "tensor":
+                external |= field == _TENSOR_EXTERNAL_DATA or (
+                    field == _TENSOR_DATA_LOCATION and wire == 0 and a == _EXTERNAL
+                )
+            elif wire == 2 and field in children:
+                stack.append((children[field], a, b, depth + 1))
+        found += external
+    return found
