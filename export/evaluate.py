@@ -20,6 +20,7 @@ from rkd_edge.io import json_text
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
 from rkd_edge.runtime import Bundle, Runtime
+from rkd_edge.runtime.bundle import bundle_id
 
 
 def evaluate_bundle(
@@ -40,7 +41,8 @@ def evaluate_bundle(
     if bad := [c for c in channels or [] if c not in manifest["channel_types"]]:
         raise UserError(f"channel {bad[0]!r} is not one this bundle knows: {', '.join(manifest['channel_types'])}")
     cfg = method_config(read_config(bundle / "config.json", "bundle config"))
-    out, fresh = evaluation_folder(out, bundle / "evaluation", (bundle,))
+    of = f"bundle {bundle_id(manifest)}"
+    out, mark = evaluation_folder(out, bundle / "evaluation", (bundle,), of=of)
     ec = cfg.evaluate
     splits = load_splits(cfg)
     channels = channels or ec.channels
@@ -71,7 +73,7 @@ def evaluate_bundle(
         (staging / "evaluation_summary.json").write_text(json_text(summary))
 
     out.mkdir(parents=True, exist_ok=True)  # as for a run's evaluation: --out a/b makes a
-    commit_evaluation(out, fresh, write)
+    commit_evaluation(out, mark, write, of=of)
     return summary
 
 

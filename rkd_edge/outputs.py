@@ -47,9 +47,18 @@ _TOOL_HIDDEN = re.compile(r"\.(staging\..+|.+\.(lock|tmp|partial|partial\.tag|ol
 _UNREADABLE = (ValueError, AttributeError, RecursionError)
 
 
-def write_marker(folder: Path, kind: str) -> None:
-    """Mark ``folder`` as an rkd-edge artefact of ``kind``."""
-    write_json(Path(folder) / MARKER, {"kind": kind, "tool": "rkd-edge"})
+def write_marker(folder: Path, kind: str, **fields: str) -> None:
+    """Mark ``folder`` as an rkd-edge artefact of ``kind`` (with ``fields``, e.g. what an evaluation is of)."""
+    write_json(Path(folder) / MARKER, {"kind": kind, "tool": "rkd-edge", **fields})
+
+
+def marker_field(folder: Path, key: str) -> str | None:
+    """A field of ``folder``'s marker (None: no marker, no such field, or not readable)."""
+    try:
+        value = json.loads((Path(folder) / MARKER).read_text()).get(key)
+    except (OSError, *_UNREADABLE):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def kind_of(folder: Path) -> str | None:

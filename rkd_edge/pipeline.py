@@ -193,6 +193,7 @@ class Pipeline:
                 info = getattr(self, f"stage_{stage}")()
                 info["seconds"] = prev["seconds"] if prev else round(time.time() - t0, 2)
                 results[stage] = self.mark(stage, info) if main else info
+                progress.log(f"[{stage}] done in {info['seconds']:.0f} s")
             ddp.barrier()
             if stage == "teacher" and not main:
                 results[stage] = self.stage_teacher()  # loads what rank 0 trained

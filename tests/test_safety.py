@@ -140,6 +140,16 @@ def test_a_fresh_bundle_is_marked_and_evaluated_in_place_but_a_users_evaluation_
         assert tree_digest(where) == before
 
 
+def test_an_evaluation_folder_is_replaced_only_by_an_evaluation_of_the_same_thing(tiny_run, tiny_bundle, tmp_path):
+    ev = tmp_path / "ev"
+    args = ["--snr", "0", "--trials", "1", "--channel", "awgn", "--symbols", "4", "--out", str(ev)]
+    run_cli("-q", "evaluate", str(tiny_bundle), *args, check=True)
+    run_cli("-q", "evaluate", str(tiny_bundle), *args, check=True)  # the same bundle again: replaced
+    before = tree_digest(ev)
+    one_line_exit_2(run_cli("-q", "evaluate", str(tiny_run), *args), "evaluation of another run or bundle")
+    assert tree_digest(ev) == before
+
+
 def test_hidden_files_of_a_user_stop_force(tiny_teacher_dir, tmp_path):
     out = tmp_path / "teacher"
     shutil.copytree(tiny_teacher_dir, out)
@@ -703,12 +713,14 @@ def test_outputs_follow_the_umask(tiny_run, tiny_bundle):
 
 def test_an_evaluation_folder_holds_one_evaluation(tiny_run, tiny_bundle, tmp_path):
     """Re-evaluating into an evaluation folder replaces the whole set: a plot the new evaluation does not
-    draw (the bundle's has no accuracy-vs-symbols plot) goes with the rest, rather than outliving it. A run
-    or bundle named as ``--out`` is refused: its own evaluation would be overwritten."""
+    draw (the bundle's has no accuracy-vs-symbols plot; one left by an earlier evaluation) goes with the
+    rest, rather than outliving it. A run or bundle named as ``--out`` is refused: its own evaluation would
+    be overwritten."""
     out = tmp_path / "eval"
     args = ["--snr", "0", "--channel", "awgn", "--trials", "1", "--out", str(out)]
-    run_cli("-q", "evaluate", str(tiny_run), *args, check=True)
-    assert (out / "accuracy_vs_symbols.png").is_file()
+    run_cli("-q", "evaluate", str(tiny_run), "--out", str(tmp_path / "run-eval"), *args[:-2], check=True)
+    run_cli("-q", "evaluate", str(tiny_bundle), *args, check=True)
+    shutil.copy(tmp_path / "run-eval" / "accuracy_vs_symbols.png", out)
     run_cli("-q", "evaluate", str(tiny_bundle), *args, check=True)
     summary = json.loads((out / "evaluation_summary.json").read_text())
     assert not (out / "accuracy_vs_symbols.png").exists()

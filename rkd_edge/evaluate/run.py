@@ -11,19 +11,22 @@ from rkd_edge.evaluate.plots import plot_snr, plot_symbols
 from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
 from rkd_edge.io import FileSet, OutputLock, json_text
 from rkd_edge.methods import method_config
-from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, foreign_entries, kind_of, write_marker
+from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, foreign_entries, kind_of, marker_field, write_marker
 from rkd_edge.rundir import RunDir, load_splits
 
 EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"]
 
 
-def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]) -> tuple[Path, bool]:
+def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...], of: str) -> tuple[Path, bool]:
     """Where an evaluation writes: ``default`` (the run itself, or the bundle's ``evaluation`` folder), or
-    ``--out`` when it is free or already an rkd-edge evaluation folder (whose evaluation files are replaced).
-    Another run or bundle is refused: its own evaluation would be replaced by this one's.
+    ``--out`` when it is free or already an rkd-edge evaluation of the same thing (whose files are replaced).
+    Another run or bundle, or the evaluation of another one, is refused: this one would replace it.
+
+    Args:
+        of: What is evaluated (a run's config digest, a bundle's id), recorded in the folder's marker.
 
     Returns:
-        The folder, and whether it is a fresh evaluation folder that needs a marker.
+        The folder, and whether it is an evaluation folder to mark (False: the run itself).
     """
     if out is None or Path(out).resolve() == Path(default).resolve():
         default = Path(default)
@@ -46,7 +49,9 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
                 f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); move them, or give --out "
                 "a new folder"
             )
-        return out, False
+        if (recorded := marker_field(out, "of")) is not None and recorded != of:
+            raise UserError(f"{out} holds the evaluation of another run or bundle; give --out a new folder")
+        return out, True
     if found in ("run", "bundle"):
         raise UserError(
             f"--out {out} is another rkd-edge {found}, whose own evaluation this would replace; choose a new folder"
@@ -55,21 +60,22 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
     return out, True
 
 
-def commit_evaluation(out: Path, fresh: bool, write) -> None:
+def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
     """Write one evaluation's files as a set under a lock: all of them, or (on failure) none.
 
     Args:
         out: The folder.
-        fresh: Mark it as an evaluation folder.
+        mark: Mark it as an evaluation folder (of ``of``).
         write: ``write(staging_dir)`` writes every file of the set into the staging folder.
+        of: What was evaluated (see :func:`evaluation_folder`).
     """
     with OutputLock(out), FileSet(out) as fs:
         write(fs.dir)
         # A set is whole or absent: a plot the new evaluation does not draw must not outlive the old one.
         for name in EVALUATION_ENTRIES - {p.name for p in fs.dir.iterdir()}:
             (out / name).unlink(missing_ok=True)
-    if fresh:
-        write_marker(out, "evaluation")
+    if mark:
+        write_marker(out, "evaluation", of=of)
 
 
 def evaluate_run(
@@ -84,7 +90,7 @@ def evaluate_run(
     """Accuracy against SNR for every channel and length; returns a summary for the report."""
     rd = RunDir(run)
     cfg, system, spec = rd.load()
-    out, fresh = evaluation_folder(out, rd.root, (rd.root,))
+    out, mark = evaluation_folder(out, rd.root, (rd.root,), of=f"run config {cfg.digest()[:16]}")
     ec = cfg.evaluate
     channels = channels or ec.channels
     snrs = parse_range(snr or ec.snr_db)
@@ -131,5 +137,5 @@ def evaluate_run(
         )
         (staging / "evaluation_summary.json").write_text(json_text(summary))
 
-    commit_evaluation(out, fresh, write)
+    commit_evaluation(out, mark, write, of=f"run config {cfg.digest()[:16]}")
     return summary
