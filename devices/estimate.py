@@ -291,7 +291,7 @@ def default_precisions(profile: DeviceProfile) -> list[str]:
 def model_for(bundle, name: str, profile: DeviceProfile, precision: str) -> Path:
     """The graph to estimate: the FP32 graph (TensorRT folds the Q/DQ pairs into INT8 kernels), except INT8
     on the host, where ONNX Runtime runs the Q/DQ model itself (its Quantize/Dequantize nodes cost time)."""
-    if profile.key == "host" and precision == "int8" and "int8" in bundle.manifest["models"][name]:
+    if profile.key == "host" and precision == "int8":
         return bundle.model_path(name, "int8")
     return bundle.model_path(name, "fp32")
 
@@ -306,11 +306,17 @@ def estimate_bundle(
     from rkd_edge.runtime.bundle import Bundle
 
     b = Bundle.open(bundle)
-    precisions = precisions or default_precisions(profile)
+    # On the host ONNX Runtime runs the bundle's INT8 (Q/DQ) graphs themselves: without them there is
+    # nothing INT8 to estimate (on a Jetson TensorRT builds INT8 from the FP32 graph).
+    host_int8 = profile.key != "host" or "int8" in b.manifest["precisions"]
+    if precisions is None:
+        precisions = [p for p in default_precisions(profile) if p != "int8" or host_int8]
     for p in precisions:
         if p not in PRECISIONS:
             raise UserError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
         check_precision(profile, p)
+        if p == "int8" and not host_int8:
+            raise UserError(f"{bundle} holds no INT8 models to run on the host; export it with --int8")
     rows = []
     for name in ("encoder", "tx", "rx"):
         recs = b.manifest["models"][name]

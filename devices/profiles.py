@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, short_repr
 
 DATA = Path(__file__).with_name("profiles.yaml")
 
@@ -261,6 +261,7 @@ def get_profile(name: str) -> DeviceProfile:
     key = ALIASES.get(name.lower(), name.lower())
     if key not in PROFILES:
         raise UserError(
-            f"unknown device {name!r}; known: {', '.join(PROFILES)} (estimates also take 'host', measured now)"
+            f"unknown device {short_repr(name)}; known: {', '.join(PROFILES)} (estimates also take 'host', "
+            "measured now)"
         )
     return PROFILES[key]

@@ -95,7 +95,8 @@ class Target:
     @classmethod
     def parse(cls, spec: str, port: int | None = None, identity: Path | None = None, options=()) -> Target:
         user, _, host = spec.rpartition("@")
-        if not host or any(c.isspace() for c in spec) or spec.startswith("-"):
+        # A host (or user) starting with '-' would reach ssh as an option (-oProxyCommand=...).
+        if not host or any(c.isspace() for c in spec) or spec.startswith("-") or host.startswith("-"):
             raise UserError(f"--host {spec!r} is not USER@HOST or HOST")
         if port is not None and not 0 < port < 65536:
             raise UserError(f"--port must be 1..65535, got {port}")
@@ -127,7 +128,7 @@ class Target:
             args += ["-p", str(self.port)]
         if self.identity:
             args += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
-        args += [f"{self.user}@{self.host}" if self.user else self.host, command]
+        args += ["--", f"{self.user}@{self.host}" if self.user else self.host, command]  # no option after --
         return args
 
 

@@ -4,6 +4,7 @@ power (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -12,12 +13,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
-_SWAP = re.compile(r"SWAP (\d+)/(\d+)MB")
-_CPU = re.compile(r"CPU \[([^\]]*)\]")
-_GR3D = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+)[^\s]*)?")
-_TEMP = re.compile(r"\b([A-Za-z_0-9]+)@(-?\d+(?:\.\d+)?)C\b")
-_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?\b")
+# re.ASCII: \d is 0-9 only (other scripts' digits are not tegrastats', and int() of some of them fails).
+_RAM = re.compile(r"RAM (\d+)/(\d+)MB", re.ASCII)
+_SWAP = re.compile(r"SWAP (\d+)/(\d+)MB", re.ASCII)
+_CPU = re.compile(r"CPU \[([^\]]*)\]", re.ASCII)
+_CORE = re.compile(r"(\d+)%(?:@\d+)?", re.ASCII)
+_GR3D = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+)[^\s]*)?", re.ASCII)
+_TEMP = re.compile(r"\b([A-Za-z_0-9]+)@(-?\d+(?:\.\d+)?)C\b", re.ASCII)
+_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?\b", re.ASCII)
 # JetPack 5 and 6 prefix each line with the time: "05-15-2025 18:30:28 RAM ...".
 _STAMP = re.compile(r"^\s*(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s")
 # Board input rail where the module has one: Orin NX / Orin Nano / Xavier NX (VDD_IN), Nano / TX2 (POM_5V_IN
@@ -55,19 +58,23 @@ class TegraSample:
 def parse_tegrastats(line: str) -> TegraSample:
     """Parse one line of ``tegrastats`` output: JetPack 4 (Nano, TX2, Xavier; rails as ``cur/avg`` in mW
     without a unit), JetPack 5 and 6 (time stamp first, rails as ``cur mW/avg mW``, per-GPC GPU frequency
-    in brackets, lower-case sensor names)."""
+    in brackets, lower-case sensor names).
+
+    A field that is not in the tool's format (a load above 100 %, more RAM used than there is, a core
+    reading other than ``N%@MHz`` or ``off``) is left unset rather than read.
+    """
     s = TegraSample()
     if m := _STAMP.match(line):
         s.timestamp = m[1]
-    if m := _RAM.search(line):
+    if (m := _RAM.search(line)) and int(m[1]) <= int(m[2]):
         s.ram_used_mb, s.ram_total_mb = int(m[1]), int(m[2])
     if m := _SWAP.search(line):
         s.swap_used_mb = int(m[1])
     if m := _CPU.search(line):
         for core in m[1].split(","):
-            core = core.strip()
-            s.cpu_load.append(None if core == "off" else int(core.split("%")[0]))
-    if m := _GR3D.search(line):
+            load = _CORE.fullmatch(core.strip())
+            s.cpu_load.append(int(load[1]) if load and int(load[1]) <= 100 else None)  # None: off or unreadable
+    if (m := _GR3D.search(line)) and int(m[1]) <= 100:
         s.gpu_load = int(m[1])
         s.gpu_freq_mhz = int(m[2]) if m[2] else None
     s.temps_c = {k: float(v) for k, v in _TEMP.findall(line) if float(v) > _OFF_SENSOR_C}
@@ -83,7 +90,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        if parts and parts[0].isascii() and parts[0].isdigit():
             out[key.strip()] = int(parts[0])
     return out
 
@@ -108,11 +115,17 @@ def energy_per_inference_j(
         idle_mw: Idle baseline power, mW, measured before the run.
         inferences: Inferences completed inside the window.
     """
+    if not all(math.isfinite(x) for x in (*times_s, *power_mw, *window, idle_mw)):
+        raise ValueError("times, power, window and idle power must be finite numbers")
+    if any(t1 < t0 for t0, t1 in zip(times_s, times_s[1:], strict=False)):
+        raise ValueError("power sample times must increase")
     pts = [(t, p) for t, p in zip(times_s, power_mw, strict=True) if window[0] <= t <= window[1]]
     if len(pts) < 2 or inferences <= 0:
         raise ValueError("need at least two power samples inside the window and one inference")
     joules = sum((t1 - t0) * (p0 + p1) / 2e3 for (t0, p0), (t1, p1) in zip(pts, pts[1:], strict=False))
     joules -= idle_mw / 1e3 * (pts[-1][0] - pts[0][0])
+    if joules < 0:
+        raise ValueError("the idle baseline is above the power measured while inferring; measure idle again")
     return joules / inferences
 
 
@@ -164,7 +177,7 @@ class TegrastatsSampler:
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         for line in self._proc.stdout:
-            if "RAM" in line:
+            if "RAM" in line:  # parse_tegrastats reads what it can: one odd line does not end the sampling
                 self.samples.append((time.perf_counter(), parse_tegrastats(line)))
 
     def stop(self) -> list[tuple[float, TegraSample]]:

@@ -24,7 +24,7 @@ from rkd_edge.errors import UserError
 from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.outputs import check_output, write_marker
-from rkd_edge.rundir import RunDir, load_splits
+from rkd_edge.rundir import RunDir, load_splits, weights_digest
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST
 from rkd_edge.runtime.runners.ort import cpu_session
 
@@ -75,6 +75,8 @@ def export_bundle(
     nothing, and ``force`` replaces only an rkd-edge bundle (never the run, or a folder of other files).
     """
     replace = check_output(out, "bundle", force, sources=(run,))
+    if replace and (out / "evaluation").is_dir():
+        progress.log(f"{out} is replaced whole: its evaluation/ goes with it (evaluate the new bundle again)")
     if int8:
         check_count(calib_samples, calib_min)
     rd = RunDir(run)
@@ -160,7 +162,12 @@ def _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tu
     manifest = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source_run": {"path": source, "config_sha256": cfg.digest(), "method": cfg.method},
+        "source_run": {
+            "path": source,
+            "config_sha256": cfg.digest(),
+            "weights_sha256": weights_digest(system),
+            "method": cfg.method,
+        },
         "models": models,
         "opset": opset,
         "precisions": ["fp32", "int8"] if int8 else ["fp32"],

@@ -61,6 +61,9 @@ MAX_LIST = 32  # values per list flag: each multiplies the variants timed
 # machine's speed changed while it was timing (a shared VM, throttling): then no latency of that run is
 # comparable with another run's.
 MAX_DRIFT = 0.10
+# Fewer timed calls than this per row (a tiny --seconds) leave p90..p99 as single samples: the table says
+# so, and --select does not choose from them.
+MIN_TIMED_CALLS = 100
 
 
 @dataclass
@@ -336,10 +339,10 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                         fns.pop((backend, prec, n, stage), None)
                     where[(backend, prec, n)] = f"failed: {first_sentence(exc)}"
 
-    if not fns and (
-        failed := [r["status"] for r in results if r["status"].startswith("failed")] + list(where.values())
-    ):
-        raise UserError(f"nothing could be measured: {failed[0]}")
+    if not fns:  # every variant failed or cannot run here: say why once, not as a table of the same line
+        why = [r["status"] for r in results if r["status"].startswith("failed")] + list(where.values())
+        why = why or [r["status"] for r in results]
+        raise UserError(f"nothing could be measured: {why[0] if why else 'no variant was asked for'}")
     timed, machine = {}, None
     if fns:
         progress.log(f"timing {len(fns)} variants interleaved, {s.seconds:g} s each")
@@ -445,6 +448,16 @@ def select_for_device(b: Bundle, backend, result, runtimes, splits, grid, cfg, s
         return {"written": False, "reason": f"no measured {ref} reference on {backend}"}
     if not any(bk == backend and p != ref for bk, p in runtimes):
         return {"written": False, "reason": f"only {ref} was measured on {backend}: nothing to choose from"}
+    timed = [
+        r["iterations"]
+        for r in result["results"]
+        if r["backend"] == backend and r["status"] == "ok" and "iterations" in r
+    ]
+    if timed and min(timed) < MIN_TIMED_CALLS:
+        return {
+            "written": False,
+            "reason": f"only {min(timed)} timed calls per row (< {MIN_TIMED_CALLS}); rerun with more --seconds",
+        }
 
     def acc(precs: dict) -> float:
         with Runtime(str(b.root), precision=precs, backend=backend, threads=s.threads, run=s.run) as rt:
@@ -549,6 +562,14 @@ def table(result: dict) -> str:
                 f"warning: the machine's speed moved by more than {100 * MAX_DRIFT:.0f} % while timing; "
                 "ratios inside this run hold, but compare its latencies with another run's only on a quiet machine"
             )
+    counts = [
+        r["iterations"] for r in result["results"] if r.get("status") == "ok" and isinstance(r.get("iterations"), int)
+    ]
+    if counts and min(counts) < MIN_TIMED_CALLS:
+        out.append(
+            f"warning: as few as {min(counts)} timed calls per row (fewer than {MIN_TIMED_CALLS}): p50 is rough and "
+            "p90..p99 are single calls; give more --seconds"
+        )
     for backend, sel in (result.get("selection") or {}).items():
         if sel.get("written"):
             out.append(

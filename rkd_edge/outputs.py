@@ -39,7 +39,21 @@ EVALUATION_ENTRIES = frozenset(
 # Hidden entries rkd-edge makes inside its folders while it writes (locks of nested outputs, atomic-write
 # temporaries, staging folders and their tags, an artefact moved aside to be replaced); any other hidden
 # name (.git, a user's notes) is someone else's.
-_TOOL_HIDDEN = re.compile(r"\.(staging\..+|.+\.(lock|tmp|partial|partial\.tag|old))")
+# tempfile's random part is 8 of [a-z0-9_]; a commit's old copy is named by the pid; a lock holds a pid.
+_RANDOM = r"[a-z0-9_]{8}"
+_TOOL_HIDDEN = re.compile(rf"\.(staging\.{_RANDOM}|.+\.{_RANDOM}\.(tmp|partial|partial\.tag)|.+\.\d+\.old)")
+_LOCK = re.compile(r"\..+\.lock")
+
+
+def _tool_hidden(folder: Path, name: str) -> bool:
+    """Whether the hidden entry ``name`` of ``folder`` is one rkd-edge makes while it writes."""
+    if _TOOL_HIDDEN.fullmatch(name):
+        return True
+    path = folder / name
+    if not _LOCK.fullmatch(name) or path.is_symlink() or not path.is_file() or path.stat().st_size > 32:
+        return False
+    return path.read_text(errors="replace").strip().isdigit() or not path.read_bytes().strip()
+
 
 # What reading a JSON file someone else may have written can raise (not JSON, not text, an integer of more
 # than 4,300 digits: ValueError; not an object; nested beyond the parser's recursion limit): the folder is
@@ -95,7 +109,7 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(f))
     allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
-    extra = (n for n in names if n not in allowed and not _TOOL_HIDDEN.fullmatch(n))
+    extra = (n for n in names if n not in allowed and not _tool_hidden(folder, n))
     return sorted(n for n in extra if not (kind == "run" and _nested_artefact(folder / n)))
 
 
@@ -150,17 +164,16 @@ def check_output(
     for src in sources:  # an evaluation may live in what it evaluates (RUN/eval); a new run or bundle may not
         if kind != "evaluation" and out.resolve() != Path(src).resolve() and _inside(out, Path(src)):
             raise UserError(f"--out {out} lies inside the source {src}; choose a folder outside it")
-    own = [Path(src).resolve() for src in sources]
     for parent in out.resolve().parents:  # resolved: in a/../b, b does not lie inside a
         found = kind_of(parent) if parent.is_dir() else None
         if found == "bundle":
             raise UserError(f"--out {out} lies inside the bundle {parent}, which holds only what its manifest lists")
         if found == "run" and kind == "teacher":
             raise UserError(f"--out {out} lies inside the run {parent}, whose stages were trained with its own teacher")
-        # A run holds its own evaluations and bundles; a run or bundle from elsewhere inside it would make it
-        # no longer resumable, and go with it when it is pruned or replaced.
-        if found == "run" and (kind == "run" or (kind == "bundle" and parent not in own)):
-            raise UserError(f"--out {out} lies inside the run {parent}, which holds only its own artefacts")
+        # A run holds its own evaluations only (a bundle of it goes beside it: inside, it would be copied by
+        # prune and deleted with the run); a run or bundle inside it would make it no longer resumable.
+        if found == "run" and kind in ("run", "bundle"):
+            raise UserError(f"--out {out} lies inside the run {parent}, which holds only its own evaluations")
     if not out.exists() and not out.is_symlink():
         return False
     if out.is_symlink():

@@ -19,6 +19,7 @@ reads through it, so the layout lives here alone::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -152,7 +153,10 @@ class RunDir:
         return info
 
     def any_done(self) -> bool:
-        return any((self.root / "stages").glob("*.json"))
+        """Whether the run holds work worth keeping: a finished stage other than loading a given teacher, or
+        a teacher trained (or being trained) into the run."""
+        records = {p.name for p in (self.root / "stages").glob("*.json")}
+        return bool(records - {"teacher.json"}) or self.teacher_dir.exists()
 
     def stage_files(self, stage: str) -> list[Path]:
         """What a finished stage leaves besides its record (what a run started ``--from`` this one copies)."""
@@ -242,6 +246,17 @@ class RunDir:
         else:
             raise UserError(f"{self.root} has no trained checkpoint; finish the pipeline first")
         return cfg, system.eval(), spec
+
+
+def weights_digest(system: nn.Module) -> str:
+    """sha256 of a system's weights (names, shapes, dtypes and values, in name order): which trained model a
+    bundle or an evaluation came from, where configs alike say nothing (a pruned run keeps its source's)."""
+    h = hashlib.sha256()
+    for name, t in sorted(system.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def trained_codec(record: dict | None) -> bool:

@@ -122,6 +122,26 @@ def test_unavailable_backends_are_rows_and_pytorch_is_the_reference(tiny_bundle,
     assert abs(acc[("pytorch", "fp32")] - acc[("onnxruntime", "fp32")]) <= 2 / n
 
 
+def test_too_few_timed_calls_are_said_and_never_selected_from(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    out = tmp_path / "s.json"
+    proc = run_cli("bench", str(b), "--select", "--batch", "1", "--no-memory", "--seconds", "0.001", "--warmup", "0",
+                   "--snr-db", "5", "--symbols", "4", "--trials", "1", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: as few as" in proc.stdout
+    sel = json.loads(out.read_text())["selection"]["onnxruntime"]
+    assert not sel["written"] and "timed calls" in sel["reason"]
+    assert "selection" not in json.loads((b / "manifest.json").read_text())
+
+
+def test_nothing_measurable_here_is_one_line(tiny_bundle):
+    if unavailable("tensorrt") is None:
+        pytest.skip("TensorRT runs here")
+    line = _one_error_line(run_cli("bench", str(tiny_bundle), "--backend", "tensorrt", "--no-memory", *FAST))
+    assert "nothing could be measured" in line and "unavailable here" in line
+
+
 def test_select_writes_the_device_choice_and_the_runtime_uses_it(tiny_bundle, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
@@ -159,6 +179,8 @@ def test_select_writes_the_device_choice_and_the_runtime_uses_it(tiny_bundle, tm
         (["--channel", "satellite"], "--channel"),
         (["--tolerance", "2"], "--tolerance"),
         (["--host", "-oProxyCommand=x"], "--host"),
+        (["--host", "@-oProxyCommand=touch${IFS}pwned"], "--host"),
+        (["--host", "me@-oProxyCommand=x"], "--host"),
     ],
 )
 def test_bad_input_is_one_line(tiny_bundle, args, needle):

@@ -98,6 +98,34 @@ def test_tegrastats_details():
     assert parse_tegrastats("RAM 1/2MB CPU [off,off]").cpu_load == [None, None]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "RAM 1/2MB CPU []",
+        "RAM 1/2MB CPU [18%@102,]",
+        "RAM 1/2MB CPU [N/A,12.5%@1190,OFF]",
+        "RAM 9999/2MB CPU [1%@1] GR3D_FREQ 99999999999999999999%",
+        "RAM \u0667\u0661\u0667/\u0663\u0669\u0666\u0664MB VDD_IN 5.1W/5.0W",
+        "RAM 1/2MB CPU [\u00b2%@1]",
+    ],
+)
+def test_an_odd_tegrastats_line_is_read_as_far_as_it_goes(line):
+    """A field out of the tool's format is left unset (it used to raise, which ended the sampler's thread)."""
+    s = parse_tegrastats(line)
+    assert all(c is None or 0 <= c <= 100 for c in s.cpu_load)
+    assert s.gpu_load is None or s.gpu_load <= 100
+    assert s.ram_used_mb is None or s.ram_used_mb <= s.ram_total_mb
+
+
+def test_the_sampler_keeps_reading_after_an_odd_line():
+    lines = [ORIN_JP6] * 3 + ["RAM 1/2MB CPU [12.5%@1190]"] + [ORIN_JP6] * 3
+    code = f"for line in {lines!r}:\n    print(line, flush=True)"
+    s = TegrastatsSampler(command=[sys.executable, "-c", code])
+    with s:
+        time.sleep(0.6)
+    assert len(s.samples) == 7 and len(s.power_series()[0]) == 6
+
+
 def test_tegrastats_sampler_here_and_on_a_replayed_stream():
     here = TegrastatsSampler()
     reason = here.available()
@@ -151,6 +179,13 @@ def test_energy_integration():
     assert energy_per_inference_j(times, power, (0, 3), 2000.0, 100) == pytest.approx(0.09)
     with pytest.raises(ValueError):
         energy_per_inference_j(times, power, (10, 20), 0, 1)
+    with pytest.raises(ValueError, match="idle baseline"):
+        energy_per_inference_j(times, power, (0, 3), 6000.0, 100)
+    with pytest.raises(ValueError, match="increase"):
+        energy_per_inference_j([0.0, 2.0, 1.0], [5000.0] * 3, (0, 3), 0.0, 1)
+    with pytest.raises(ValueError, match="finite"):
+        energy_per_inference_j(times, [float("nan")] * 4, (0, 3), 0.0, 1)
+    assert parse_meminfo("MemTotal: \u00b2 kB\nMemAvailable: 5 kB") == {"MemAvailable": 5}
 
 
 def test_latency_protocol_statistics():
@@ -460,6 +495,26 @@ def test_estimate_cli_on_a_bundle(tiny_bundle, tmp_path):
     assert r.returncode == 0 and "ESTIMATE" in r.stdout and "encoder" in r.stdout
 
 
+def test_the_host_estimates_int8_only_for_a_bundle_that_holds_it(tiny_run, tmp_path):
+    """On the host ONNX Runtime runs the bundle's own Q/DQ graphs: an FP32-only bundle has none (its INT8 rows
+    were the FP32 graph relabelled)."""
+    b = tmp_path / "fp32"
+    run_cli("-q", "export", str(tiny_run), "--out", str(b), check=True)
+    r = run_cli("devices", "estimate", str(b), "--device", "host", "--json")
+    assert r.returncode == 0, r.stderr
+    assert {x["precision"] for x in json.loads(r.stdout)["results"]} == {"fp32"}
+    r = run_cli("devices", "estimate", str(b), "--device", "host", "--precision", "int8")
+    assert r.returncode == 2 and "no INT8 models" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_latency_table_is_never_written_through_a_link(tmp_path):
+    link = tmp_path / "table.json"
+    link.symlink_to(tmp_path / "nowhere.json")
+    r = run_cli("devices", "lut", "--out", str(link))
+    assert r.returncode == 2 and "symbolic link" in r.stderr, r.stderr
+    assert link.is_symlink() and not (tmp_path / "nowhere.json").exists()
+
+
 def test_estimate_refuses_a_model_with_external_data(tiny_bundle, tmp_path):
     """A bundle model whose weights point at another file (here outside the bundle) is one line, exit 2:
     the estimate reads shapes only and never opens that file (it was an onnx ValidationError traceback)."""
@@ -509,3 +564,10 @@ def test_search_priced_by_an_int8_table_records_it(tiny_teacher_dir, tmp_path):
     g = json.loads((tmp_path / "int8" / "genotype.json").read_text())
     assert g["search"]["cost"] == "latency" and g["search"]["latency_table"]["precision"] == "int8"
     assert g["latency_ms"] > 0
+
+
+def test_a_huge_argument_is_quoted_short():
+    r = run_cli("devices", "show", "a" * 100_000)
+    assert r.returncode == 2 and "unknown device" in r.stderr and len(r.stderr) < 3000, len(r.stderr)
+    r = run_cli("devices", "show", "")
+    assert r.returncode == 2 and "the argument after 'devices show' is empty" in r.stderr, r.stderr

@@ -132,8 +132,20 @@ def test_the_pytorch_reference_runs_only_the_bundles_own_run(tiny_run, tiny_bund
     shutil.copytree(tiny_run, other)
     cfg = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**cfg, "seed": cfg["seed"] + 1}))
-    with pytest.raises(BundleError, match="another config"):
+    with pytest.raises(BundleError, match="not the one the bundle was exported from"):
         Runtime(str(tiny_bundle), backend="pytorch", run=str(other))
+    # the same config with other weights (as a pruned or retrained run has) is not the bundle's run either
+    import torch
+
+    same = tmp_path / "same-config"
+    shutil.copytree(tiny_run, same)
+    ck = same / "checkpoints" / "stage2.pt"
+    state = torch.load(ck, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 1e-3
+    torch.save(state, ck)
+    with pytest.raises(BundleError, match="other config or weights"):
+        Runtime(str(tiny_bundle), backend="pytorch", run=str(same))
 
 
 def test_precision_per_model_and_device_selection(tiny_bundle, tmp_path):

@@ -154,6 +154,9 @@ def test_hidden_files_of_a_user_stop_force(tiny_teacher_dir, tmp_path):
     out = tmp_path / "teacher"
     shutil.copytree(tiny_teacher_dir, out)
     (out / ".my_api_notes").write_text("secret\n")
+    (out / ".thesis.tmp").write_text("my draft\n")  # named like what rkd-edge writes while it works
+    (out / ".ideas.old").mkdir()
+    (out / ".notes.lock").write_text("not a pid\n")
     (out / ".git").mkdir()
     before = tree_digest(out)
     args = ["-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--epochs", "1", "--out", str(out)]
@@ -162,11 +165,12 @@ def test_hidden_files_of_a_user_stop_force(tiny_teacher_dir, tmp_path):
 
 
 def test_nothing_from_elsewhere_is_written_inside_a_run(run_copy, tiny_run, tiny_teacher_dir, tmp_path):
-    """A run holds its own evaluations and bundles only: another run or another run's bundle inside it would
-    stop it resuming, and go with it when it is replaced."""
+    """A run holds its own evaluations only: a run or a bundle (its own too) inside it would stop it
+    resuming, be copied by prune, and go with it when it is replaced."""
     proc = run_cli("-q", "pipeline", "--out", str(run_copy / "sub"), "--teacher", f"local:{tiny_teacher_dir}")
     one_line_exit_2(proc, "lies inside the run")
     one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(run_copy / "b")), "lies inside the run")
+    one_line_exit_2(run_cli("-q", "export", str(run_copy), "--out", str(run_copy / "b")), "inside")
     assert not (run_copy / "sub").exists() and not (run_copy / "b").exists()
     # a path through a run that does not lead into it is not refused for lying inside it
     proc = run_cli("-q", "export", str(tiny_run), "--out", f"{run_copy}/../fresh")
@@ -925,6 +929,28 @@ def test_the_wire_scanner_finds_external_tensors_wherever_onnx_keeps_them(tiny_b
     for bad in (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x3a\x05ab", b"\x0f"):
         with pytest.raises(WireError):
             external_tensors(bad)
+
+    # Hand-encoded tensors in a graph initializer (a hostile pass, session 20): a tag whose bits beyond 32
+    # protobuf drops (so it names data_location there), and a location of 2**32 + 1 (read as 1, EXTERNAL).
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def model_with(tensor: bytes) -> bytes:
+        graph = varint(5 << 3 | 2) + varint(len(tensor)) + tensor
+        return varint(7 << 3 | 2) + varint(len(graph)) + graph
+
+    with pytest.raises(WireError, match="beyond 32 bits"):
+        external_tensors(model_with(varint((14 << 3) + (1 << 32)) + varint(1)))
+    assert external_tensors(model_with(varint(14 << 3) + varint((1 << 32) + 1))) == 1
+    # a group (wire types 3 and 4) is valid protobuf that ONNX Runtime skips: so does the scanner
+    group = varint(99 << 3 | 3) + b"\x08\x05" + varint(99 << 3 | 4)
+    data = (tiny_bundle / "models" / "encoder.onnx").read_bytes()
+    assert external_tensors(data + group) == 0
 
 
 def test_a_model_reading_external_data_from_the_working_folder_is_refused(tiny_bundle, tmp_path):

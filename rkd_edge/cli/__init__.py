@@ -54,13 +54,17 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+MAX_MESSAGE = 2000  # characters of an error line
+
+
 def _refuse_empty(args: list[str]) -> None:
     """An empty argument is a missing value (an unset shell variable), never a choice: as a path it would
     mean the current folder, so ``--out ""`` would make a run of whatever folder the user stands in."""
     for i, a in enumerate(args):
         if a == "" or (a.startswith("--") and a.endswith("=")):
             opt = a[:-1] if a else (args[i - 1] if i and args[i - 1].startswith("-") else "")
-            what = f"{opt} was given an empty value" if opt else f"argument {i + 1} is empty"
+            before = " ".join(args[max(0, i - 2) : i])
+            what = f"{opt} was given an empty value" if opt else f"the argument after {before!r} is empty"
             raise UserError(f"{what} (an unset shell variable?); give a value or leave it out")
 
 
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         sys.exit(1)
     except (UserError, BundleError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        text = str(exc)  # a message quoting a huge argument stays one readable line
+        print(f"error: {text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + ' ...'}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED

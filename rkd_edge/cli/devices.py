@@ -9,7 +9,7 @@ import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, comma_list, echo_json, resolve
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_file, file_in_the_way
+from rkd_edge.io import check_new_file, file_in_the_way, write_json, write_new_json
 from rkd_edge.limits import check_batches, check_threads
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
@@ -160,11 +160,14 @@ def lut_cmd(
     check_threads(threads)
     if (blocker := file_in_the_way(out.parents)) is not None:
         raise UserError(f"{blocker} is a file, not a folder; choose another --out")
+    if out.is_symlink():  # followed, a write would land wherever it points; replaced, the link is lost
+        raise UserError(f"{out} is a symbolic link; give a plain file name as --out")
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the latency table's file name as --out")
     if out.exists() and not force:
         raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
-    if out.exists():
+    replaced = out.stat() if out.exists() else None
+    if replaced is not None:
         from rkd_edge.devices.lut import FORMAT as LUT_FORMAT
 
         try:
@@ -181,7 +184,14 @@ def lut_cmd(
     sk = make_skeleton(cfg, load_splits(cfg))
     n = len(latency_keys(sk))
     with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:
-        table = build_latency_table(sk, out, precision, threads, progress=lambda i, _n: bar.advance())
+        table = build_latency_table(sk, None, precision, threads, progress=lambda i, _n: bar.advance())
+    if replaced is None:
+        write_new_json(out, table)  # exclusive: a file that appeared while it measured is not overwritten
+    else:
+        now = out.lstat() if out.exists() or out.is_symlink() else None
+        if now is None or (now.st_ino, now.st_mtime_ns) != (replaced.st_ino, replaced.st_mtime_ns):
+            raise UserError(f"{out} changed while the table was measured; it was left as it is: run again")
+        write_json(out, table)
     typer.echo(f"{out}: {len(table['entries'])} entries, {precision}, p50 ms on {table['device_name']}")
 
 

@@ -12,7 +12,7 @@ from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, 
 from rkd_edge.io import FileSet, OutputLock, json_text
 from rkd_edge.methods import method_config
 from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, foreign_entries, kind_of, marker_field, write_marker
-from rkd_edge.rundir import RunDir, load_splits
+from rkd_edge.rundir import RunDir, load_splits, weights_digest
 
 EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"]
 
@@ -90,7 +90,8 @@ def evaluate_run(
     """Accuracy against SNR for every channel and length; returns a summary for the report."""
     rd = RunDir(run)
     cfg, system, spec = rd.load()
-    out, mark = evaluation_folder(out, rd.root, (rd.root,), of=f"run config {cfg.digest()[:16]}")
+    of = f"run weights {weights_digest(system)[:16]}"  # a pruned run keeps its source's config, not its weights
+    out, mark = evaluation_folder(out, rd.root, (rd.root,), of=of)
     ec = cfg.evaluate
     channels = channels or ec.channels
     snrs = parse_range(snr or ec.snr_db)
@@ -137,5 +138,5 @@ def evaluate_run(
         )
         (staging / "evaluation_summary.json").write_text(json_text(summary))
 
-    commit_evaluation(out, mark, write, of=f"run config {cfg.digest()[:16]}")
+    commit_evaluation(out, mark, write, of=of)
     return summary

@@ -193,8 +193,10 @@ def _check_records(path: Path, m: dict) -> None:
     """The descriptive records a reader prints or compares: ``source_run``, ``snr_db``, ``opset``,
     ``parity_tolerance``, ``versions`` and a device's ``selection`` (``{fingerprint: {model: precision}}``)."""
     run = m.get("source_run") or {}
-    if not all(isinstance(run.get(k), (str, type(None))) for k in ("path", "method", "config_sha256")):
-        raise _fail(path, "'source_run' must be a record {path, method, config_sha256} of strings")
+    if not all(
+        isinstance(run.get(k), (str, type(None))) for k in ("path", "method", "config_sha256", "weights_sha256")
+    ):
+        raise _fail(path, "'source_run' must be a record {path, method, config_sha256, weights_sha256} of strings")
     snr = (m.get("snr_db") or {}).get("trained_range", [])
     if not isinstance(snr, list) or not all(_finite_number(x) for x in snr):
         raise _fail(path, f"snr_db.trained_range must list SNRs in dB, got {short_repr(snr)}")

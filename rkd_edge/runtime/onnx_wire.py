@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from rkd_edge.runtime.bundle import BundleError
+
 # message -> {field number: message type of that field}; fields not listed are skipped unread.
 _SCHEMA: dict[str, dict[int, str]] = {
     "model": {7: "graph", 20: "training_info", 25: "function"},
@@ -23,7 +25,7 @@ _SCHEMA: dict[str, dict[int, str]] = {
     "sparse_tensor": {1: "tensor", 2: "tensor"},
     "tensor": {},
 }
-_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
 _MAX_DEPTH = 64  # subgraphs nest (If / Loop bodies); far deeper is not a model
 
 
@@ -50,8 +52,12 @@ def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, i
     i = start
     while i < end:
         key, i = _varint(buf, i, end)
+        if key >= 1 << 32:  # protobuf keeps a tag's low 32 bits: a longer one would name another field there
+            raise WireError("a field tag beyond 32 bits")
         field, wire = key >> 3, key & 7
-        if wire == 0:
+        if wire == 3:  # a group (deprecated, still valid): skipped to its end, it holds no ONNX field
+            i = _skip_group(buf, i, end, field)
+        elif wire == 0:
             value, i = _varint(buf, i, end)
             yield field, wire, value, i
         elif wire == 2:
@@ -66,6 +72,35 @@ def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, i
             raise WireError(f"unsupported wire type {wire}")
     if i != end:
         raise WireError("a fixed-size field runs past the end of its message")
+
+
+def _skip_group(buf: bytes, i: int, end: int, field: int, depth: int = 0) -> int:
+    """The position after the end-group tag of ``field`` (nested groups skipped too)."""
+    if depth > _MAX_DEPTH:
+        raise WireError("groups nested too deeply")
+    while i < end:
+        key, i = _varint(buf, i, end)
+        if key >= 1 << 32:
+            raise WireError("a field tag beyond 32 bits")
+        inner, wire = key >> 3, key & 7
+        if wire == 4:
+            if inner != field:
+                raise WireError("a group ends with another field's tag")
+            return i
+        if wire == 3:
+            i = _skip_group(buf, i, end, inner, depth + 1)
+        elif wire == 0:
+            _, i = _varint(buf, i, end)
+        elif wire == 2:
+            size, i = _varint(buf, i, end)
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise WireError(f"unsupported wire type {wire}")
+        if i > end:
+            raise WireError("a field runs past the end of its group")
+    raise WireError("a group is not closed")
 
 
 def external_tensors(model: bytes) -> int:
@@ -85,10 +120,25 @@ def external_tensors(model: bytes) -> int:
         external = False
         for field, wire, a, b in _fields(model, start, end):
             if kind == "tensor":
-                external |= field == _TENSOR_EXTERNAL_DATA or (
-                    field == _TENSOR_DATA_LOCATION and wire == 0 and a == _EXTERNAL
-                )
+                # Any location but DEFAULT (0) counts: protobuf reads the enum's low 32 bits, so 2**32 + 1 is
+                # EXTERNAL there; external_data entries count even without it.
+                external |= field == _TENSOR_EXTERNAL_DATA or (field == _TENSOR_DATA_LOCATION and a != 0)
             elif wire == 2 and field in children:
                 stack.append((children[field], a, b, depth + 1))
         found += external
     return found
+
+
+def check_self_contained(model: bytes, name: str) -> bytes:
+    """``model`` if it keeps every tensor inside itself; else :class:`BundleError` (one line): ONNX Runtime
+    or TensorRT would read the rest, unhashed, from the folder the command runs in."""
+    try:
+        outside = external_tensors(model)
+    except WireError as exc:
+        raise BundleError(f"{name} is not a valid ONNX model ({exc}); re-export the bundle") from None
+    if outside:
+        raise BundleError(
+            f"{name} keeps {outside} tensor(s) in other files (external data), which no bundle does and the "
+            "manifest's hashes do not cover; re-export the bundle"
+        )
+    return model

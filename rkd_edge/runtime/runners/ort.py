@@ -13,7 +13,7 @@ import numpy as np
 
 from rkd_edge.errors import first_sentence
 from rkd_edge.runtime.bundle import Bundle, BundleError, read_verified
-from rkd_edge.runtime.onnx_wire import WireError, external_tensors
+from rkd_edge.runtime.onnx_wire import check_self_contained
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 from rkd_edge.runtime.runners.device import int8_saturates
 
@@ -134,7 +134,7 @@ class OnnxRuntimeRunner(Runner):
             }
             providers[0] = ("TensorrtExecutionProvider", trt_opts)
         model = read_verified(model_path, sha256)
-        _check_self_contained(model, Path(model_path).name)
+        check_self_contained(model, Path(model_path).name)
         try:
             self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
@@ -169,17 +169,3 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None
-
-
-def _check_self_contained(model: bytes, name: str) -> None:
-    """Refuse a model that keeps tensors in other files: ONNX Runtime would read them, unhashed, from the
-    folder this command runs in."""
-    try:
-        outside = external_tensors(model)
-    except WireError as exc:
-        raise BundleError(f"{name} is not a valid ONNX model ({exc}); re-export the bundle") from None
-    if outside:
-        raise BundleError(
-            f"{name} keeps {outside} tensor(s) in other files (external data), which no bundle does and the "
-            "manifest's hashes do not cover; re-export the bundle"
-        )

@@ -25,6 +25,18 @@ def _load_run(run: Path) -> tuple:
     return _RUNS[key]
 
 
+_WEIGHTS: dict[str, str] = {}  # run dir -> weights digest: the three models share one
+
+
+def _weights_of(run: Path, system) -> str:
+    key = str(run.resolve())
+    if key not in _WEIGHTS:
+        from rkd_edge.rundir import weights_digest
+
+        _WEIGHTS[key] = weights_digest(system)
+    return _WEIGHTS[key]
+
+
 class TorchCudaTimer:
     """Milliseconds between ``torch.cuda.Event`` records before and after one call."""
 
@@ -60,7 +72,9 @@ class TorchRunner(Runner):
         self.run, self.device, self.threads = (Path(run) if run else None), device, threads
         self.backend = "pytorch" if device == "cpu" else f"pytorch-{device}"
         self.module = None
-        self.expected_digest: str | None = None  # the source run's config digest, from the manifest (locate)
+        # The source run's config and weights digests, from the manifest (locate).
+        self.expected_digest: str | None = None
+        self.expected_weights: str | None = None
 
     def available(self) -> str | None:
         if importlib.util.find_spec("torch") is None:
@@ -75,6 +89,7 @@ class TorchRunner(Runner):
     def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
         source = bundle.manifest.get("source_run") or {}
         self.expected_digest = source.get("config_sha256")
+        self.expected_weights = source.get("weights_sha256")  # bundles exported since it was recorded
         rel = source.get("path")
         # Relative to the bundle's folder (or, in bundles exported before that, to where export ran); a path
         # from elsewhere is not followed, and whatever is found must be the run the bundle came from (load).
@@ -97,10 +112,13 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(self.threads)
         cfg, system, spec = _load_run(Path(model_path))
-        if self.expected_digest is not None and cfg.digest() != self.expected_digest:
+        other = (self.expected_digest is not None and cfg.digest() != self.expected_digest) or (
+            self.expected_weights is not None and _weights_of(Path(model_path), system) != self.expected_weights
+        )
+        if other:  # the same config is not enough: a pruned run keeps its source's
             raise BundleError(
-                f"the run {model_path} has another config than the one the bundle was exported from; pass the "
-                "bundle's source run with --run RUN"
+                f"the run {model_path} is not the one the bundle was exported from (other config or weights); "
+                "pass the bundle's source run with --run RUN"
             )
         system = system.to(self.device).eval()
         g = graph_io(system.cpu(), spec["input_shape"])[self.model]
