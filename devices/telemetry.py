@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# re.ASCII: \d is 0-9 only (other scripts' digits are not tegrastats', and int() of some of them fails).
-_RAM = re.compile(r"RAM (\d+)/(\d+)MB", re.ASCII)
-_SWAP = re.compile(r"SWAP (\d+)/(\d+)MB", re.ASCII)
+# re.ASCII: \d is 0-9 only (other scripts' digits are not tegrastats', and int() of some of them fails);
+# at most 9 digits (MB, MHz, mW and % all fit): a longer number is no reading, and int() refuses 4,300 digits.
+_RAM = re.compile(r"RAM (\d{1,9})/(\d{1,9})MB", re.ASCII)
+_SWAP = re.compile(r"SWAP (\d{1,9})/(\d{1,9})MB", re.ASCII)
 _CPU = re.compile(r"CPU \[([^\]]*)\]", re.ASCII)
-_CORE = re.compile(r"(\d+)%(?:@\d+)?", re.ASCII)
-_GR3D = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+)[^\s]*)?", re.ASCII)
-_TEMP = re.compile(r"\b([A-Za-z_0-9]+)@(-?\d+(?:\.\d+)?)C\b", re.ASCII)
-_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?\b", re.ASCII)
+_CORE = re.compile(r"(\d{1,3})%(?:@\d{1,9})?", re.ASCII)
+_GR3D = re.compile(r"GR3D_FREQ (\d{1,3})%(?:@\[?(\d{1,9})[^\s]*)?", re.ASCII)
+_TEMP = re.compile(r"\b([A-Za-z_0-9]+)@(-?\d{1,4}(?:\.\d{1,6})?)C\b", re.ASCII)
+_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d{1,9})(?:mW)?/(\d{1,9})(?:mW)?\b", re.ASCII)
 # JetPack 5 and 6 prefix each line with the time: "05-15-2025 18:30:28 RAM ...".
 _STAMP = re.compile(r"^\s*(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s")
 # Board input rail where the module has one: Orin NX / Orin Nano / Xavier NX (VDD_IN), Nano / TX2 (POM_5V_IN
@@ -70,7 +71,7 @@ def parse_tegrastats(line: str) -> TegraSample:
         s.ram_used_mb, s.ram_total_mb = int(m[1]), int(m[2])
     if m := _SWAP.search(line):
         s.swap_used_mb = int(m[1])
-    if m := _CPU.search(line):
+    if (m := _CPU.search(line)) and m[1].strip():
         for core in m[1].split(","):
             load = _CORE.fullmatch(core.strip())
             s.cpu_load.append(int(load[1]) if load and int(load[1]) <= 100 else None)  # None: off or unreadable

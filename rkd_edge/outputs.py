@@ -36,23 +36,38 @@ EVALUATION_ENTRIES = frozenset(
     {"evaluation.csv", "evaluation.json", "evaluation_summary.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"}
 )
 
-# Hidden entries rkd-edge makes inside its folders while it writes (locks of nested outputs, atomic-write
-# temporaries, staging folders and their tags, an artefact moved aside to be replaced); any other hidden
-# name (.git, a user's notes) is someone else's.
-# tempfile's random part is 8 of [a-z0-9_]; a commit's old copy is named by the pid; a lock holds a pid.
+# Hidden entries rkd-edge makes inside its folders while it writes, each named after the entry it writes:
+# an atomic write's temporary (.NAME.XXXXXXXX.tmp), a nested output's staging folder and tag
+# (.NAME.XXXXXXXX.partial[.tag]), the copy it moves aside to replace it (.NAME.PID.old) and its lock
+# (.NAME.lock, holding a pid); and an evaluation set's staging folder (.staging.XXXXXXXX, evaluation files
+# only). Any other hidden name (.git, a user's notes or backups) is someone else's.
 _RANDOM = r"[a-z0-9_]{8}"
-_TOOL_HIDDEN = re.compile(rf"\.(staging\.{_RANDOM}|.+\.{_RANDOM}\.(tmp|partial|partial\.tag)|.+\.\d+\.old)")
-_LOCK = re.compile(r"\..+\.lock")
+_NAMED_AFTER = re.compile(rf"\.(?P<base>.+)\.({_RANDOM}\.(tmp|partial|partial\.tag)|\d+\.old|lock)")
+_STAGING = re.compile(rf"\.staging\.{_RANDOM}")
 
 
-def _tool_hidden(folder: Path, name: str) -> bool:
-    """Whether the hidden entry ``name`` of ``folder`` is one rkd-edge makes while it writes."""
-    if _TOOL_HIDDEN.fullmatch(name):
-        return True
+def _tool_hidden(folder: Path, name: str, allowed: frozenset) -> bool:
+    """Whether the hidden entry ``name`` of ``folder`` is one rkd-edge makes while it writes (above)."""
     path = folder / name
-    if not _LOCK.fullmatch(name) or path.is_symlink() or not path.is_file() or path.stat().st_size > 32:
+    if path.is_symlink():
         return False
-    return path.read_text(errors="replace").strip().isdigit() or not path.read_bytes().strip()
+    if _STAGING.fullmatch(name):
+        return path.is_dir() and all(p.is_file() and p.name in EVALUATION_ENTRIES for p in path.iterdir())
+    m = _NAMED_AFTER.fullmatch(name)
+    if m is None:
+        return False
+    base = folder / m["base"]
+    # A run's evaluation killed before its folder was made leaves only its lock (evaluate RUN --out RUN/eval).
+    pending = name.endswith(".lock") and allowed is RUN_ENTRIES and not base.exists()
+    if not (m["base"] in allowed or _nested_artefact(base) or pending):
+        return False
+    if name.endswith(".lock"):
+        return (
+            path.is_file()
+            and path.stat().st_size <= 32
+            and (path.read_bytes().strip().isdigit() or not path.read_bytes().strip())
+        )
+    return True
 
 
 # What reading a JSON file someone else may have written can raise (not JSON, not text, an integer of more
@@ -109,7 +124,7 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(f))
     allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
-    extra = (n for n in names if n not in allowed and not _tool_hidden(folder, n))
+    extra = (n for n in names if n not in allowed and not _tool_hidden(folder, n, allowed))
     return sorted(n for n in extra if not (kind == "run" and _nested_artefact(folder / n)))
 
 

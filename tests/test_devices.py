@@ -107,6 +107,9 @@ def test_tegrastats_details():
         "RAM 9999/2MB CPU [1%@1] GR3D_FREQ 99999999999999999999%",
         "RAM \u0667\u0661\u0667/\u0663\u0669\u0666\u0664MB VDD_IN 5.1W/5.0W",
         "RAM 1/2MB CPU [\u00b2%@1]",
+        "RAM 1/2MB VDD_IN " + "9" * 5000 + "mW/1mW",  # int() refuses 4,300 digits
+        "RAM " + "9" * 5000 + "/" + "9" * 5001 + "MB CPU [" + "9" * 5000 + "%@1] tj@" + "9" * 400 + "C",
+        "RAM 1/2MB GR3D_FREQ 5%@" + "9" * 5000,
     ],
 )
 def test_an_odd_tegrastats_line_is_read_as_far_as_it_goes(line):
@@ -115,6 +118,7 @@ def test_an_odd_tegrastats_line_is_read_as_far_as_it_goes(line):
     assert all(c is None or 0 <= c <= 100 for c in s.cpu_load)
     assert s.gpu_load is None or s.gpu_load <= 100
     assert s.ram_used_mb is None or s.ram_used_mb <= s.ram_total_mb
+    assert all(abs(t) < 1e4 for t in s.temps_c.values()) and all(p < 1e9 for p, _ in s.rails_mw.values())
 
 
 def test_the_sampler_keeps_reading_after_an_odd_line():

@@ -157,6 +157,11 @@ def test_hidden_files_of_a_user_stop_force(tiny_teacher_dir, tmp_path):
     (out / ".thesis.tmp").write_text("my draft\n")  # named like what rkd-edge writes while it works
     (out / ".ideas.old").mkdir()
     (out / ".notes.lock").write_text("not a pid\n")
+    (out / ".pin.lock").write_text("1234\n")  # shaped like rkd-edge's (session 20, third pass), named after no entry
+    (out / ".notes.20240115.old").write_text("a backup\n")
+    (out / ".thesis.draft_v2.tmp").write_text("a draft\n")
+    (out / ".staging.projects").mkdir()
+    (out / ".staging.projects" / "ch1.txt").write_text("chapter one\n")
     (out / ".git").mkdir()
     before = tree_digest(out)
     args = ["-q", "teacher", "train", "--dataset", "digits", "--arch", "cnn-base", "--epochs", "1", "--out", str(out)]

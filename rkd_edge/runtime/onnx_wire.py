@@ -26,7 +26,7 @@ _SCHEMA: dict[str, dict[int, str]] = {
     "tensor": {},
 }
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
-_MAX_DEPTH = 64  # subgraphs nest (If / Loop bodies); far deeper is not a model
+_MAX_DEPTH = 100  # protobuf's own recursion limit when it parses a model (subgraphs nest 3 messages a level)
 
 
 class WireError(ValueError):
