@@ -433,6 +433,12 @@ def _p50(result: dict, backend: str, prec: str, model: str) -> list[float]:
     ]
 
 
+def fewest_timed_calls(rows: list[dict]) -> int | None:
+    """The fewest timed calls behind any measured row (None: no row was timed)."""
+    counts = [r["iterations"] for r in rows if r.get("status") == "ok" and isinstance(r.get("iterations"), int)]
+    return min(counts) if counts else None
+
+
 def select_for_device(b: Bundle, backend, result, runtimes, splits, grid, cfg, s: Settings) -> dict:
     """The fastest precision per model whose accuracy stays within ``s.tolerance`` of the reference (FP32),
     written into the manifest under ``selection[fingerprint]`` atomically.
@@ -448,15 +454,11 @@ def select_for_device(b: Bundle, backend, result, runtimes, splits, grid, cfg, s
         return {"written": False, "reason": f"no measured {ref} reference on {backend}"}
     if not any(bk == backend and p != ref for bk, p in runtimes):
         return {"written": False, "reason": f"only {ref} was measured on {backend}: nothing to choose from"}
-    timed = [
-        r["iterations"]
-        for r in result["results"]
-        if r["backend"] == backend and r["status"] == "ok" and "iterations" in r
-    ]
-    if timed and min(timed) < MIN_TIMED_CALLS:
+    fewest = fewest_timed_calls([r for r in result["results"] if r["backend"] == backend])
+    if fewest is not None and fewest < MIN_TIMED_CALLS:
         return {
             "written": False,
-            "reason": f"only {min(timed)} timed calls per row (< {MIN_TIMED_CALLS}); rerun with more --seconds",
+            "reason": f"only {fewest} timed calls per row (< {MIN_TIMED_CALLS}); rerun with more --seconds",
         }
 
     def acc(precs: dict) -> float:
@@ -562,12 +564,9 @@ def table(result: dict) -> str:
                 f"warning: the machine's speed moved by more than {100 * MAX_DRIFT:.0f} % while timing; "
                 "ratios inside this run hold, but compare its latencies with another run's only on a quiet machine"
             )
-    counts = [
-        r["iterations"] for r in result["results"] if r.get("status") == "ok" and isinstance(r.get("iterations"), int)
-    ]
-    if counts and min(counts) < MIN_TIMED_CALLS:
+    if (fewest := fewest_timed_calls(result["results"])) is not None and fewest < MIN_TIMED_CALLS:
         out.append(
-            f"warning: as few as {min(counts)} timed calls per row (fewer than {MIN_TIMED_CALLS}): p50 is rough and "
+            f"warning: as few as {fewest} timed calls per row (fewer than {MIN_TIMED_CALLS}): p50 is rough and "
             "p90..p99 are single calls; give more --seconds"
         )
     for backend, sel in (result.get("selection") or {}).items():

@@ -61,12 +61,8 @@ def _tool_hidden(folder: Path, name: str, allowed: frozenset) -> bool:
     pending = name.endswith(".lock") and allowed is RUN_ENTRIES and not base.exists()
     if not (m["base"] in allowed or _nested_artefact(base) or pending):
         return False
-    if name.endswith(".lock"):
-        return (
-            path.is_file()
-            and path.stat().st_size <= 32
-            and (path.read_bytes().strip().isdigit() or not path.read_bytes().strip())
-        )
+    if name.endswith(".lock"):  # a lock holds its holder's pid, or nothing
+        return path.is_file() and path.stat().st_size <= 32 and (path.read_bytes().strip() or b"0").isdigit()
     return True
 
 
@@ -95,10 +91,7 @@ def kind_of(folder: Path) -> str | None:
     folder = Path(folder)
     marker = folder / MARKER
     if marker.is_file():
-        try:
-            kind = json.loads(marker.read_text()).get("kind")
-        except _UNREADABLE:
-            return None
+        kind = marker_field(folder, "kind")
         return kind if kind in KINDS else None
     if (folder / MANIFEST).is_file():
         try:

@@ -23,7 +23,7 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
     Another run or bundle, or the evaluation of another one, is refused: this one would replace it.
 
     Args:
-        of: What is evaluated (a run's config digest, a bundle's id), recorded in the folder's marker.
+        of: What is evaluated (a run's weights digest, a bundle's id), recorded in the folder's marker.
 
     Returns:
         The folder, and whether it is an evaluation folder to mark (False: the run itself).

@@ -46,61 +46,50 @@ def _varint(buf: bytes, i: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
+def _field(buf: bytes, i: int, end: int, depth: int = 0) -> tuple[int, int, int, int]:
+    """The field at ``buf[i:end]``: ``(field, wire type, a, next i)``, where ``a`` is a varint's value or
+    where a length-delimited payload starts (it ends at the next i); a group (deprecated, still valid, and
+    no ONNX field) is read to its end-group tag."""
+    key, i = _varint(buf, i, end)
+    if key >= 1 << 32:  # protobuf keeps a tag's low 32 bits: a longer one would name another field there
+        raise WireError("a field tag beyond 32 bits")
+    field, wire = key >> 3, key & 7
+    if wire == 0:
+        a, i = _varint(buf, i, end)
+    elif wire == 2:
+        size, a = _varint(buf, i, end)
+        i = a + size
+    elif wire in (1, 5):
+        a, i = i, i + (8 if wire == 1 else 4)
+    elif wire == 3:
+        if depth > _MAX_DEPTH:
+            raise WireError("groups nested too deeply")
+        a, inner, inner_wire = i, None, None
+        while inner_wire != 4:
+            if i >= end:
+                raise WireError("a group is not closed")
+            inner, inner_wire, _, i = _field(buf, i, end, depth + 1)
+        if inner != field:
+            raise WireError("a group ends with another field's tag")
+    elif wire == 4:  # an end-group tag: the group reading it checks it
+        a = i
+    else:
+        raise WireError(f"unsupported wire type {wire}")
+    if i > end:
+        raise WireError("a field runs past the end of its message")
+    return field, wire, a, i
+
+
 def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """``(field, wire type, a, b)`` of each field in ``buf[start:end]``: for a varint ``a`` is its value,
-    for a length-delimited field ``buf[a:b]`` is its payload."""
+    """``(field, wire type, a, b)`` of each varint and length-delimited field in ``buf[start:end]``: for a
+    varint ``a`` is its value, for a length-delimited field ``buf[a:b]`` is its payload."""
     i = start
     while i < end:
-        key, i = _varint(buf, i, end)
-        if key >= 1 << 32:  # protobuf keeps a tag's low 32 bits: a longer one would name another field there
-            raise WireError("a field tag beyond 32 bits")
-        field, wire = key >> 3, key & 7
-        if wire == 3:  # a group (deprecated, still valid): skipped to its end, it holds no ONNX field
-            i = _skip_group(buf, i, end, field)
-        elif wire == 0:
-            value, i = _varint(buf, i, end)
-            yield field, wire, value, i
-        elif wire == 2:
-            size, i = _varint(buf, i, end)
-            if i + size > end:
-                raise WireError("a field runs past the end of its message")
-            yield field, wire, i, i + size
-            i += size
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            raise WireError(f"unsupported wire type {wire}")
-    if i != end:
-        raise WireError("a fixed-size field runs past the end of its message")
-
-
-def _skip_group(buf: bytes, i: int, end: int, field: int, depth: int = 0) -> int:
-    """The position after the end-group tag of ``field`` (nested groups skipped too)."""
-    if depth > _MAX_DEPTH:
-        raise WireError("groups nested too deeply")
-    while i < end:
-        key, i = _varint(buf, i, end)
-        if key >= 1 << 32:
-            raise WireError("a field tag beyond 32 bits")
-        inner, wire = key >> 3, key & 7
+        field, wire, a, i = _field(buf, i, end)
         if wire == 4:
-            if inner != field:
-                raise WireError("a group ends with another field's tag")
-            return i
-        if wire == 3:
-            i = _skip_group(buf, i, end, inner, depth + 1)
-        elif wire == 0:
-            _, i = _varint(buf, i, end)
-        elif wire == 2:
-            size, i = _varint(buf, i, end)
-            i += size
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            raise WireError(f"unsupported wire type {wire}")
-        if i > end:
-            raise WireError("a field runs past the end of its group")
-    raise WireError("a group is not closed")
+            raise WireError("an end-group tag outside a group")
+        if wire in (0, 2):
+            yield field, wire, a, i
 
 
 def external_tensors(model: bytes) -> int:

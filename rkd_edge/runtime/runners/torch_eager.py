@@ -13,28 +13,17 @@ import numpy as np
 from rkd_edge.runtime.bundle import Bundle, BundleError
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 
-_RUNS: dict[str, tuple] = {}  # run dir -> (cfg, system, spec): the three models share one load
+_RUNS: dict[str, tuple] = {}  # run dir -> (cfg, system, spec, weights digest): the three models share one load
 
 
 def _load_run(run: Path) -> tuple:
     key = str(run.resolve())
     if key not in _RUNS:
-        from rkd_edge.rundir import load_run
+        from rkd_edge.rundir import load_run, weights_digest
 
-        _RUNS[key] = load_run(run)
+        cfg, system, spec = load_run(run)
+        _RUNS[key] = cfg, system, spec, weights_digest(system)
     return _RUNS[key]
-
-
-_WEIGHTS: dict[str, str] = {}  # run dir -> weights digest: the three models share one
-
-
-def _weights_of(run: Path, system) -> str:
-    key = str(run.resolve())
-    if key not in _WEIGHTS:
-        from rkd_edge.rundir import weights_digest
-
-        _WEIGHTS[key] = weights_digest(system)
-    return _WEIGHTS[key]
 
 
 class TorchCudaTimer:
@@ -111,9 +100,9 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        cfg, system, spec = _load_run(Path(model_path))
+        cfg, system, spec, weights = _load_run(Path(model_path))
         other = (self.expected_digest is not None and cfg.digest() != self.expected_digest) or (
-            self.expected_weights is not None and _weights_of(Path(model_path), system) != self.expected_weights
+            self.expected_weights is not None and weights != self.expected_weights
         )
         if other:  # the same config is not enough: a pruned run keeps its source's
             raise BundleError(
