@@ -569,6 +569,12 @@ def table(result: dict) -> str:
             f"warning: as few as {fewest} timed calls per row (fewer than {MIN_TIMED_CALLS}): p50 is rough and "
             "p90..p99 are single calls; give more --seconds"
         )
+    threads, usable = env_.get("threads_requested"), env_.get("cpus_usable")
+    if isinstance(threads, int) and isinstance(usable, int) and threads > usable:
+        out.append(
+            f"warning: --threads {threads} is more than the {usable} CPUs this process may use; threads take "
+            "turns on the cores, so latencies are higher and noisier than with at most that many"
+        )
     for backend, sel in (result.get("selection") or {}).items():
         if sel.get("written"):
             out.append(

@@ -50,6 +50,8 @@ def environment() -> dict:
         "versions": versions(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        # what this process may run on (taskset, a container's cpuset): thread counts are judged against it
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),
     }

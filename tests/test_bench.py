@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from rkd_edge.devices.latency import drift
 
+from rkd_edge.bench import table
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import Bundle
 from rkd_edge.runtime.runners import unavailable
@@ -82,6 +83,16 @@ def test_machine_reference_is_timed_beside_the_variants(local):
     for row in result["results"]:  # the median over rounds of p50 / the kernel's p50 next to it: near the ratio
         assert 0.25 < row["p50_per_reference"] / (row["latency_ms"]["p50"] / ref["p50_ms"]) < 4
     assert "machine reference kernel p50" in stdout
+
+
+def test_more_threads_than_usable_cpus_is_a_warning(local):
+    result, stdout = local
+    env = result["environment"]
+    assert env["cpus_usable"] == len(os.sched_getaffinity(0)) and "warning: --threads" not in stdout
+    over = {**result, "environment": {**env, "threads_requested": env["cpus_usable"] + 1}}
+    assert f"warning: --threads {env['cpus_usable'] + 1} is more than" in table(over)
+    at = {**result, "environment": {**env, "threads_requested": env["cpus_usable"]}}
+    assert "warning: --threads" not in table(at)
 
 
 def test_accuracy_column_equals_evaluate_bundle(local, tiny_bundle, tmp_path):
