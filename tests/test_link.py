@@ -217,6 +217,34 @@ def test_wire_refusals_are_named():
         wire.decode_frame(bytes(bad_version), BID)
 
 
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_reserved_fields_and_an_overflowing_int8_scale_are_malformed(recwarn):
+    """Reserved fields are a later version's: refused, not read as version 1. A forged int8 scale that
+    overflows float32 is malformed, without a numpy warning on the receiver's log."""
+    good = frame_bytes()
+    body = bytearray(good[:-4])
+    body[38] = 1  # the header's reserved uint16
+    with pytest.raises(wire.WireError, match="reserved field 0x0001 is not 0") as e:
+        wire.decode_frame(_with_crc(bytes(body)), BID, max_k=16)
+    assert e.value.reason == "malformed"
+    body = bytearray(frame_bytes(dtype="int8")[:-4])
+    body[44:48] = struct.pack("<f", 3e38)  # scale * 127 > float32's largest
+    body[52:60] = bytes([127]) * 8
+    with pytest.raises(wire.WireError, match="non-finite") as e:
+        wire.decode_frame(_with_crc(bytes(body)), BID, max_k=16)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    frag = wire.fragment(good, 0)[0]
+    assert wire.parse_fragment(frag).frame_bytes == len(good)
+    for at in (5, 10):
+        bad = bytearray(frag)
+        bad[at] = 1
+        with pytest.raises(wire.WireError, match="reserved fields are not 0"):
+            wire.parse_fragment(bytes(bad))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_parsers_raise_only_wire_errors(data):
@@ -564,6 +592,11 @@ def test_random_datagrams_do_not_stop_the_receiver(bundle, digit_folder, tmp_pat
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--channel", "weird", "--snr-db", "3"], "unknown --channel"),
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--count", "-1"], "--count"),
         (["rx", "/nonexistent/bundle", "--listen", "127.0.0.1:0"], "manifest.json"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--threads", "-1"], "--threads is 0"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--send-timeout", "0"], "--send-timeout"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--threads", "-1"], "--threads is 0"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--idle-timeout", "1e308"], "up to 86,400"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--max-age-ms", "nan"], "--max-age-ms"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(bundle, capsys, args, message):
@@ -671,6 +704,161 @@ def test_idle_connections_do_not_lock_senders_out_and_a_closed_link_is_one_line(
     errors = [line for line in tx.stderr.splitlines() if line.startswith("error:")]
     assert tx.returncode == 2 and len(errors) == 1 and "receiver closed the connection" in errors[0], tx.stderr
     assert "Traceback" not in tx.stderr and summary_of(tx.stderr, "tx")["frames_sent"] >= 2
+
+
+def _drip(socks: list[socket.socket], stop, every_s: float = 0.3) -> None:
+    """Send each socket one more byte of a valid frame every ``every_s``: busy, but never a whole frame."""
+    head = frame_bytes()
+    for i in range(len(head)):
+        if stop.wait(every_s):
+            return
+        for c in socks:
+            with contextlib.suppress(OSError):
+                c.send(head[i : i + 1])
+
+
+def test_dripping_connections_neither_lock_senders_out_nor_keep_rx_alive(bundle):
+    """A byte now and then is not a sender: the connection that completed no frame for longest makes room,
+    and --idle-timeout counts whole frames, not bytes."""
+    import threading
+
+    from rkd_edge.link.rx import EVICT_IDLE_S, MAX_CONNECTIONS
+
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "3", "--idle-timeout", "60")
+    wait_listening(rx)
+    stop = threading.Event()
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
+    drip = threading.Thread(target=_drip, args=(socks, stop), daemon=True)
+    drip.start()
+    try:
+        time.sleep(EVICT_IDLE_S + 1)
+        frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
+        tx = subprocess.run(
+            [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
+            input=frames, capture_output=True, timeout=120,
+        )  # fmt: skip
+        _, rx_err = rx.communicate(timeout=120)
+        assert tx.returncode == 0 and rx.returncode == 0, tx.stderr.decode() + rx_err
+        assert summary_of(rx_err, "rx")["counters"]["decoded"] == 3
+        # one dripping connection does not keep a receiver with --idle-timeout 2 alive
+        port = free_port(socket.SOCK_STREAM)
+        rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--idle-timeout", "2")
+        wait_listening(rx)
+        one = [socket.create_connection(("127.0.0.1", port))]
+        socks += one
+        drip2 = threading.Thread(target=_drip, args=(one, stop, 0.2), daemon=True)
+        drip2.start()
+        _, rx_err = rx.communicate(timeout=30)  # the drip would last 52 * 0.2 s: it ends before it
+        assert rx.returncode == 0 and summary_of(rx_err, "rx")["stopped_by"] == "idle for 2 s", rx_err
+        assert drip2.is_alive()
+    finally:
+        stop.set()
+        for c in socks:
+            c.close()
+
+
+def _deaf_receiver(read_first: int = 0):
+    """A TCP server that reads ``read_first`` bytes from its one connection, then nothing; a small window."""
+    import threading
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    held: list[socket.socket] = []
+
+    def serve():
+        conn, _ = srv.accept()
+        held.append(conn)
+        got = 0
+        while got < read_first:
+            got += len(conn.recv(read_first - got))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, held
+
+
+def test_a_receiver_that_stops_reading_ends_tx_and_so_does_the_first_signal(bundle, digit_folder, tmp_path):
+    """A TCP send waits at most --send-timeout for the receiver to take a byte (one line, exit 2, after the
+    summary); the first Ctrl-C ends a send that waits (exit 0, the signal in the summary)."""
+    srv, held = _deaf_receiver()
+    cmd = [sys.executable, "-c", CLI, "tx", str(bundle), str(digit_folder), "--repeat", "--tcp", "--snr-db", "5"]
+    try:
+        tx = subprocess.run(
+            [*cmd, "--to", f"127.0.0.1:{srv.getsockname()[1]}", "--send-timeout", "1"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        srv.close()
+    errors = [line for line in tx.stderr.splitlines() if line.startswith("error:")]
+    assert tx.returncode == 2 and len(errors) == 1 and "receiver stopped reading" in errors[0], tx.stderr[-2000:]
+    assert "--send-timeout" in errors[0] and "Traceback" not in tx.stderr
+    t = summary_of(tx.stderr, "tx")
+    assert t["stopped_by"] == "receiver stopped reading (the receiver took nothing for 1 s)" and t["frames_sent"] > 0
+    srv, held = _deaf_receiver()
+    try:
+        proc = subprocess.Popen(
+            [*cmd, "--to", f"127.0.0.1:{srv.getsockname()[1]}", "--send-timeout", "600"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        queued, still = -1, 0
+        while still < 10:  # blocked once tx's send queue (megabytes on loopback) stops growing for a second
+            time.sleep(0.1)
+            now = _send_queue(held[0].getpeername()[1]) if held else -1
+            still, queued = (still + 1, queued) if now == queued and now > 0 else (0, now)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+    # the deaf side's kernel may still take a frame now and then (it compacts its queue), so the signal can
+    # also land between two sends: either way the first one ends tx, at once
+    t = summary_of(err, "tx")
+    why = t["stopped_by"]
+    assert proc.returncode == 0 and (why == "SIGINT" or why.startswith("SIGINT while the receiver was not")), err
+    assert took < 10
+
+
+def _send_queue(port: int) -> int:
+    """Bytes queued to send on the loopback TCP socket bound to ``port`` (Linux ``/proc/net/tcp``), or -1."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}":
+            return int(fields[4].split(":")[0], 16)
+    return -1
+
+
+def test_split_source_without_pytorch_is_one_line(bundle, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "torch.py").write_text("raise ImportError('no torch on this transmitter')\n")
+    env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), "split:test", "--to", f"127.0.0.1:{free_port()}",
+         "--snr-db", "5"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    lines = [s for s in proc.stderr.splitlines() if not s.startswith("TORCH-IMPORTED")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "split:test needs PyTorch" in lines[0] and "give image files" in lines[0]
+
+
+def test_an_unreadable_image_mid_stream_still_reports_what_was_sent(bundle, digit_folder, tmp_path):
+    bad = tmp_path / "zz.png"
+    bad.write_bytes(b"not a png at all")
+    summary = tmp_path / "s.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), str(digit_folder), str(bad), "--to",
+         f"127.0.0.1:{free_port()}", "--snr-db", "5", "--summary", str(summary)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "zz.png" in errors[0], proc.stderr
+    t = json.loads(summary.read_text())
+    assert t["frames_sent"] == 40 and t["stopped_by"] == errors[0].replace("error: ", "error: ", 1)
+    assert summary_of(proc.stderr, "tx") == t
 
 
 @pytest.mark.slow

@@ -31,6 +31,9 @@ def tx(
     batch: int = typer.Option(1, "--batch", help="Images per model call (still one image per frame)."),
     rate: float = typer.Option(0.0, "--rate", help="At most this many frames per second (0: no limit)."),
     mtu: int = typer.Option(1400, "--mtu", help="Largest UDP datagram in bytes; frames are fragmented to fit."),
+    send_timeout: float = typer.Option(
+        10.0, "--send-timeout", help="TCP: give up when the receiver takes no byte for this many seconds."
+    ),
     summary: Path = SUMMARY,
 ):
     """Encode images with the bundle's encoder and tx models and send the symbols (no PyTorch needed)."""
@@ -38,7 +41,7 @@ def tx(
 
     run_tx(
         bundle, to, source or [], snr_db, symbols, tcp, count, dtype, channel, precision, threads, batch, rate,
-        repeat, mtu, summary,
+        repeat, mtu, summary, send_timeout,
     )  # fmt: skip
 
 
@@ -54,7 +57,9 @@ def rx(
     precision: str = PRECISION,
     threads: int = THREADS,
     batch: int = typer.Option(64, "--batch", help="Frames decoded per model call at most."),
-    idle_timeout: float = typer.Option(None, "--idle-timeout", help="Stop after this many seconds without data."),
+    idle_timeout: float = typer.Option(
+        None, "--idle-timeout", help="Stop after this many seconds without a whole frame (TCP) or datagram (UDP)."
+    ),
     reassembly_timeout: float = typer.Option(1.0, "--reassembly-timeout", help="Seconds to wait for UDP fragments."),
     max_age_ms: float = typer.Option(None, "--max-age-ms", help="Drop frames older than this (synchronised clocks)."),
     summary: Path = SUMMARY,

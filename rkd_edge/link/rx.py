@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import selectors
 import socket
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_files, new_file
-from rkd_edge.limits import check_batch, check_snr_db
+from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
@@ -312,13 +311,11 @@ def check_options(
     if channel not in (None, "identity") and snr_db is None:
         raise UserError(f"--channel {channel} needs --snr-db S (the simulated channel's SNR in dB)")
     check_batch(batch)
-    for option, value in (
-        ("--idle-timeout", idle_timeout_s),
-        ("--reassembly-timeout", reassembly_timeout_s),
-        ("--max-age-ms", max_age_ms),
-    ):
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UserError(f"{option} must be a positive finite number, got {value}")
+    for option, value in (("--idle-timeout", idle_timeout_s), ("--reassembly-timeout", reassembly_timeout_s)):
+        if value is not None:
+            check_seconds(value, option)
+    if max_age_ms is not None and not 0 < max_age_ms <= MAX_SECONDS * 1e3:  # NaN fails the comparison too
+        raise UserError(f"--max-age-ms is a number of milliseconds above 0 up to a day, got {max_age_ms}")
     return host, port
 
 
@@ -332,22 +329,27 @@ def _close(rx: Receiver, conns: dict, sel: selectors.BaseSelector, conn: socket.
 
 
 def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> bool:
-    """Make room for a new sender by closing the connection that has sent nothing for longest, if that is at
-    least :data:`EVICT_IDLE_S`: idle connections cannot lock real senders out. Returns whether it did."""
+    """Make room for a new sender by closing the connection that has completed no frame for longest, if that
+    is at least :data:`EVICT_IDLE_S`: neither silent connections nor ones dripping a byte at a time can lock
+    real senders out. Returns whether it did."""
     conn, (_, peer, last) = min(conns.items(), key=lambda item: item[1][2])
     idle = time.monotonic() - last
     if idle < EVICT_IDLE_S:
         return False
-    rx.drop("connection", f"all {MAX_CONNECTIONS} connections open; closed one idle for {idle:.1f} s", peer)
+    rx.drop("connection", f"all {MAX_CONNECTIONS} connections open; closed one without a frame for {idle:.1f} s", peer)
     _close(rx, conns, sel, conn)
     return True
 
 
 def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle_timeout_s: float | None) -> str:
-    """The receive loop over a bound socket until ``count``, a signal or idleness; returns why it stopped."""
+    """The receive loop over a bound socket until ``count``, a signal or idleness; returns why it stopped.
+
+    Idle means no whole frame (TCP) or datagram (UDP) arrived: a connection that opens and never sends, or
+    sends a byte now and then, does not keep rx alive past ``idle_timeout_s``.
+    """
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "listen")
-    conns: dict[socket.socket, list] = {}  # connection -> [splitter, peer, last time it sent bytes]
+    conns: dict[socket.socket, list] = {}  # connection -> [splitter, peer, when it connected or last ended a frame]
     last_data = time.monotonic()
     try:
         while True:
@@ -360,7 +362,6 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
             if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
                 return f"idle for {idle_timeout_s:g} s"
             for key, _ in sel.select(0.2):
-                last_data = time.monotonic()
                 if key.data == "listen" and tcp:
                     try:
                         conn, peer = sock.accept()
@@ -385,6 +386,7 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                         except OSError as exc:  # e.g. ICMP errors reported on the socket: not fatal
                             rx.drop("connection", str(exc))
                             break
+                        last_data = time.monotonic()
                         rx.ingest_datagram(data, peer)
                         if len(rx.queue) >= rx.batch:
                             rx.flush()
@@ -393,7 +395,6 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                 else:
                     conn = key.fileobj
                     splitter, peer, _ = conns[conn]
-                    conns[conn][2] = time.monotonic()
                     try:
                         data = conn.recv(1 << 16)
                     except (BlockingIOError, InterruptedError):
@@ -406,6 +407,7 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                         rx.counters["bytes"] += len(data)
                         for frame in splitter.feed(data):
                             rx.ingest_frame(frame, peer)
+                            conns[conn][2] = last_data = time.monotonic()
                         if (exc := splitter.error) is not None:
                             rx.drop(exc.reason, f"{exc.detail}; closing the connection", peer)
                             closed = True
@@ -446,6 +448,7 @@ def run_rx(
     host, port = check_options(
         listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms, seed
     )
+    check_threads(threads)
     check_new_files({"--summary": summary_path, "--out": out})
     from rkd_edge.runtime import Runtime
 

@@ -262,9 +262,14 @@ def split_images(bundle: Path, which: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         UserError: the bundle has no ``config.json`` or its data are not present here.
     """
-    from rkd_edge.config import read_config
-    from rkd_edge.data import create_dataset
-
+    try:  # here, not at the top: files, folders and stdin must work on a transmitter without PyTorch
+        from rkd_edge.config import read_config
+        from rkd_edge.data import create_dataset
+    except ImportError as exc:
+        raise UserError(
+            f"split:{which} needs PyTorch for the dataset loaders ({exc}); on this machine give image files, "
+            "a folder, or - for raw frames on stdin"
+        ) from None
     cfg = read_config(bundle / "config.json", "bundle config")
     d = cfg.data
     splits = create_dataset(d.name, d.data_dir, d.image_size, d.channels, cfg.seed, d.val_fraction, d.test_fraction)

@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rkd_edge.errors import UserError
@@ -243,17 +244,42 @@ def max_frame_bytes(max_k: int) -> int:
     return HEADER_BYTES + 4 * max_k + CRC.size
 
 
+class ReceiverStalledError(ConnectionError):
+    """A TCP receiver took no byte for the sender's ``send_timeout_s``: it stopped reading, or cannot keep up."""
+
+
+class SendStoppedError(Exception):
+    """The sender's ``stopped()`` turned true while a TCP send waited: the frame in flight was cut short."""
+
+
+POLL_S = 0.2  # a blocked TCP send looks at the stop flag and its deadline this often
+
+
 class Sender:
     """Send frames over UDP (fragmented to ``max_datagram`` bytes) or TCP to ``host:port``.
 
     Counters: ``datagrams``, ``bytes``, ``send_errors`` (UDP datagrams the kernel refused, e.g. ENOBUFS).
 
+    Args:
+        send_timeout_s: TCP: longest wait for the receiver to take any byte of a frame.
+        stopped: TCP: asked while a send waits (a signal's flag): true ends the wait.
+
     Raises:
         UserError: cannot resolve or (TCP) connect.
     """
 
-    def __init__(self, host: str, port: int, tcp: bool = False, max_datagram: int = 1400, option: str = "--to") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tcp: bool = False,
+        max_datagram: int = 1400,
+        option: str = "--to",
+        send_timeout_s: float = 10.0,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.tcp, self.max_datagram = tcp, max_datagram
+        self.send_timeout_s, self.stopped = send_timeout_s, stopped
         family, self.addr = resolve(host, port, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM, option)
         self.sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
         self.datagrams = self.bytes = self.send_errors = 0
@@ -268,16 +294,32 @@ class Sender:
                     "rkd-edge rx --tcp --listen there first"
                 ) from None
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.settimeout(None)
+            # sendall with no timeout waits forever on a receiver that stopped reading, deaf to Ctrl-C
+            self.sock.settimeout(POLL_S)
+
+    def _send_stream(self, frame: bytes) -> None:
+        view, last = memoryview(frame), time.monotonic()
+        while view:
+            try:
+                n = self.sock.send(view)
+            except TimeoutError:
+                n = 0
+            if n:
+                view, last = view[n:], time.monotonic()
+            elif self.stopped():
+                raise SendStoppedError(f"stopped {len(frame) - len(view)} bytes into a {len(frame)}-byte frame")
+            elif time.monotonic() - last >= self.send_timeout_s:
+                raise ReceiverStalledError(f"the receiver took nothing for {self.send_timeout_s:g} s")
 
     def send(self, frame: bytes, frame_id: int) -> None:
         """Send one frame.
 
         Raises:
-            ConnectionError: the TCP peer went away.
+            ConnectionError: the TCP peer went away (:class:`ReceiverStalledError`: it stopped reading).
+            SendStoppedError: ``stopped()`` while a TCP send waited.
         """
         if self.tcp:
-            self.sock.sendall(frame)
+            self._send_stream(frame)
             self.datagrams += 1
             self.bytes += len(frame)
             return

@@ -20,17 +20,26 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import check_new_file, new_file
-from rkd_edge.limits import MAX_SECONDS, check_batch, check_snr_db
+from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
-from rkd_edge.link.transport import Sender, parse_hostport
+from rkd_edge.link.transport import ReceiverStalledError, Sender, SendStoppedError, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
 
 MIN_RATE = 1 / MAX_SECONDS  # frames per second: one a day
 
 
 def check_options(
-    to: str, snr_db: float, count: int | None, dtype: str, channel: str, rate: float, batch: int, mtu: int
+    to: str,
+    snr_db: float,
+    count: int | None,
+    dtype: str,
+    channel: str,
+    rate: float,
+    batch: int,
+    mtu: int,
+    threads: int = 1,
+    send_timeout_s: float = 10.0,
 ) -> tuple[str, int]:
     """Refuse bad options before anything is loaded; returns the parsed ``(host, port)``.
 
@@ -52,10 +61,13 @@ def check_options(
     check_batch(batch)
     if not 64 <= mtu <= 65507:
         raise UserError(f"--mtu must be between 64 and 65507 bytes per UDP datagram, got {mtu}")
+    check_threads(threads)
+    check_seconds(send_timeout_s, "--send-timeout")
     return host, port
 
 
 RECEIVER_CLOSED = "receiver closed the connection"
+RECEIVER_STALLED = "receiver stopped reading"
 
 
 def run_tx(
@@ -75,6 +87,7 @@ def run_tx(
     repeat: bool = False,
     mtu: int = 1400,
     summary_path: Path | None = None,
+    send_timeout_s: float = 10.0,
 ) -> dict:
     """Transmit; returns the summary (also printed on stderr as ``tx: {...}``).
 
@@ -95,8 +108,13 @@ def run_tx(
         repeat: Cycle the source (e.g. a test split smaller than ``count``).
         mtu: Largest UDP datagram, bytes (frames are fragmented to fit).
         summary_path: Also write the summary to this JSON file.
+        send_timeout_s: TCP: longest wait for the receiver to take any byte of a frame.
+
+    Raises:
+        UserError: bad options or source; the receiver closed the connection or stopped reading; an image
+            that cannot be read after frames were sent (the summary of what was sent comes first).
     """
-    host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu)
+    host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu, threads, send_timeout_s)
     check_new_file(summary_path, "--summary")
     from rkd_edge.runtime import Runtime
 
@@ -121,12 +139,14 @@ def run_tx(
     }
     latency = Window()
     sent = labelled = 0
-    stopped_by, first, last, sender = "end of source", None, None, None
+    stopped_by, first, last, sender, failure = "end of source", None, None, None, None
     with contextlib.ExitStack() as files, StopOnSignal() as stop:
         summary_file = files.enter_context(new_file(summary_path, "--summary")) if summary_path else None
         try:  # a second Ctrl-C while the source opens or the connection is made also ends here
             images, summary["source"] = open_source(source, bundle, rt.bundle.manifest, lambda: bool(stop), repeat)
-            sender = Sender(host, port, tcp=tcp, max_datagram=mtu)
+            sender = Sender(
+                host, port, tcp=tcp, max_datagram=mtu, send_timeout_s=send_timeout_s, stopped=lambda: bool(stop)
+            )
             if not progress.is_quiet():
                 print(
                     f"tx: bundle {bundle_id} ({rt.precision}) -> {summary['transport']} {host}:{port}, k={k}, "
@@ -171,8 +191,16 @@ def run_tx(
                         time.sleep(min(0.2, wait_until - now))
         except ForcedStopError as exc:
             stopped_by = f"{exc} (second signal)"
+        except SendStoppedError as exc:
+            stopped_by = f"{stop.signal} while the receiver was not reading ({exc})"
+        except ReceiverStalledError as exc:
+            stopped_by = f"{RECEIVER_STALLED} ({exc})"
         except (BrokenPipeError, ConnectionResetError) as exc:
             stopped_by = f"{RECEIVER_CLOSED} ({exc.strerror or exc})"
+        except UserError as exc:  # an unreadable image mid-stream: what was sent before it is still reported
+            if not sent:
+                raise
+            failure, stopped_by = exc, f"error: {exc}"
         finally:
             if sender is not None:
                 sender.close()
@@ -190,9 +218,16 @@ def run_tx(
             torch_imported="torch" in sys.modules,
         )
         report(summary, summary_file, "tx")
+    if failure is not None:
+        raise failure
     if stopped_by.startswith(RECEIVER_CLOSED):
         raise UserError(
             f"the {stopped_by} after {sent} frame(s); check that rx is running, accepts bundle {bundle_id} "
             "and is not full (its log says why it closed it), then send again"
+        )
+    if stopped_by.startswith(RECEIVER_STALLED):
+        raise UserError(
+            f"the {stopped_by} after {sent} frame(s); check that rx is running and keeping up (a larger --batch "
+            "there), or give a longer --send-timeout"
         )
     return summary

@@ -227,9 +227,11 @@ def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) 
     (crc,) = CRC.unpack_from(data, n - CRC.size)
     if zlib.crc32(data[: n - CRC.size]) != crc:
         raise WireError("crc", "CRC32 mismatch")
-    _, _, dtype, flags, channel, frame_id, ts, bid, snr, k, _, label, scale, _ = HEADER.unpack_from(data)
+    _, _, dtype, flags, channel, frame_id, ts, bid, snr, k, reserved, label, scale, _ = HEADER.unpack_from(data)
     if flags & ~KNOWN_FLAGS:
         raise WireError("malformed", f"unknown flags 0x{flags:02x}")
+    if reserved:  # a later version's field: refused like an unknown flag, not read as version 1
+        raise WireError("malformed", f"reserved field 0x{reserved:04x} is not 0")
     if channel not in CHANNEL_NAMES:
         raise WireError("malformed", f"unknown channel id {channel}")
     if not snr_in_range(snr):
@@ -243,7 +245,8 @@ def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) 
     raw = np.frombuffer(data, "<f2" if dtype == 0 else np.int8, 2 * k, HEADER_BYTES)
     symbols = raw.astype(np.float32).reshape(k, 2)
     if dtype == 1:
-        symbols *= np.float32(scale)
+        with np.errstate(over="ignore"):  # a scale near float32's top overflows: refused just below, no warning
+            symbols *= np.float32(scale)
     if not np.isfinite(symbols).all():
         raise WireError("malformed", "payload holds non-finite symbols")
     return Frame(
@@ -289,11 +292,13 @@ def parse_fragment(data: bytes, max_frame_bytes: int = MAX_FRAME_BYTES) -> Fragm
     """
     if len(data) < FRAGMENT_BYTES:
         raise WireError("truncated", f"datagram of {len(data)} bytes, a fragment header has {FRAGMENT_BYTES}")
-    magic, version, _, index, count, _, frame_id, frame_bytes = FRAGMENT.unpack_from(data)
+    magic, version, reserved, index, count, reserved2, frame_id, frame_bytes = FRAGMENT.unpack_from(data)
     if magic != FRAGMENT_MAGIC:
         raise WireError("malformed", f"bad fragment magic {magic!r}")
     if version != VERSION:
         raise WireError("malformed", f"fragment version {version}, this receiver speaks {VERSION}")
+    if reserved or reserved2:
+        raise WireError("malformed", "a fragment's reserved fields are not 0")
     if frame_bytes > max_frame_bytes:
         raise WireError("oversized", f"a {frame_bytes}-byte frame, at most {max_frame_bytes} accepted")
     if count == 0 or index >= count or frame_bytes < HEADER_BYTES + CRC.size:
