@@ -14,7 +14,7 @@ import torch
 from rkd_edge.config import CodecConfig, parse_range, read_config
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.plots import plot_snr
-from rkd_edge.evaluate.run import commit_evaluation, evaluation_folder
+from rkd_edge.evaluate.run import commit_evaluation, evaluation_target
 from rkd_edge.evaluate.snr import NOISE_BATCH, Grid, curves, noiseless_grid, sweep, write_rows
 from rkd_edge.io import json_text
 from rkd_edge.methods import method_config
@@ -42,39 +42,39 @@ def evaluate_bundle(
         raise UserError(f"channel {bad[0]!r} is not one this bundle knows: {', '.join(manifest['channel_types'])}")
     cfg = method_config(read_config(bundle / "config.json", "bundle config"))
     of = f"bundle {bundle_id(manifest)}"
-    out, mark = evaluation_folder(out, bundle / "evaluation", (bundle,), of=of)
-    ec = cfg.evaluate
-    splits = load_splits(cfg)
-    channels = channels or ec.channels
-    snrs = parse_range(snr or ec.snr_db)
-    trials = trials or ec.trials
-    rows = []
-    for prec in precisions or manifest["precisions"]:
-        rt = Runtime(str(bundle), precision=prec)
-        ks = symbols or ec.symbols or rt.symbol_set
-        grid = Grid(channels, snrs, ks, trials, cfg.seed)
-        for g in (grid, noiseless_grid(cfg, ks)):
-            rows += evaluate_runtime(rt, splits.test, g, cfg.codec, splits.source_dim, f"onnx-{prec}")
-    k = max(symbols or ec.symbols or rt.symbol_set)
-    summary = {
-        "report_symbols": k,
-        "noiseless": {r["method"]: r["accuracy"] for r in rows if r["channel"] == "identity"},
-        "curves": {m: curves([r for r in rows if r["method"] == m], k) for m in {r["method"] for r in rows}},
-        "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png"],
-    }
+    with evaluation_target(out, bundle / "evaluation", (bundle,), of) as (out, mark):
+        ec = cfg.evaluate
+        splits = load_splits(cfg)
+        channels = channels or ec.channels
+        snrs = parse_range(snr or ec.snr_db)
+        trials = trials or ec.trials
+        rows = []
+        for prec in precisions or manifest["precisions"]:
+            rt = Runtime(str(bundle), precision=prec)
+            ks = symbols or ec.symbols or rt.symbol_set
+            grid = Grid(channels, snrs, ks, trials, cfg.seed)
+            for g in (grid, noiseless_grid(cfg, ks)):
+                rows += evaluate_runtime(rt, splits.test, g, cfg.codec, splits.source_dim, f"onnx-{prec}")
+        k = max(symbols or ec.symbols or rt.symbol_set)
+        summary = {
+            "report_symbols": k,
+            "noiseless": {r["method"]: r["accuracy"] for r in rows if r["channel"] == "identity"},
+            "curves": {m: curves([r for r in rows if r["method"] == m], k) for m in {r["method"] for r in rows}},
+            "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png"],
+        }
 
-    def write(staging: Path) -> None:
-        write_rows(rows, staging)
-        plot_snr(
-            [r for r in rows if r["channel"] != "identity"],
-            staging / "accuracy_vs_snr.png",
-            f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)",
-        )
-        (staging / "evaluation_summary.json").write_text(json_text(summary))
+        def write(staging: Path) -> None:
+            write_rows(rows, staging)
+            plot_snr(
+                [r for r in rows if r["channel"] != "identity"],
+                staging / "accuracy_vs_snr.png",
+                f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)",
+            )
+            (staging / "evaluation_summary.json").write_text(json_text(summary))
 
-    out.mkdir(parents=True, exist_ok=True)  # as for a run's evaluation: --out a/b makes a
-    commit_evaluation(out, mark, write, of=of)
-    return summary
+        out.mkdir(parents=True, exist_ok=True)  # as for a run's evaluation: --out a/b makes a
+        commit_evaluation(out, mark, write, of=of)
+        return summary
 
 
 def evaluate_runtime(rt: Runtime, split, grid: Grid, cc: CodecConfig, source_dim: int, method: str) -> list[dict]:

@@ -9,7 +9,7 @@ import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, comma_list, echo_json, resolve
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_file, file_in_the_way, write_json, write_new_json
+from rkd_edge.io import OutputLock, check_new_file, file_in_the_way, write_json, write_new_json
 from rkd_edge.limits import check_batches, check_threads
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
@@ -148,8 +148,6 @@ def lut_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing table."),
 ):
     """Measure the per-operation latency table that search --cost latency --latency-table FILE reads."""
-    from rkd_edge import progress
-
     if device != "host":
         raise UserError(
             f"a latency table is measured on the machine it describes; run rkd-edge devices lut on the {device} "
@@ -160,6 +158,15 @@ def lut_cmd(
     check_threads(threads)
     if (blocker := file_in_the_way(out.parents)) is not None:
         raise UserError(f"{blocker} is a file, not a folder; choose another --out")
+    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir)
+    with OutputLock(out):  # a second table for the same file stops at once, not after measuring
+        _lut(out, precision, threads, force, cfg)
+
+
+def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
+    """``devices lut`` under its output's lock."""
+    from rkd_edge import progress
+
     if out.is_symlink():  # followed, a write would land wherever it points; replaced, the link is lost
         raise UserError(f"{out} is a symbolic link; give a plain file name as --out")
     if out.is_dir():
@@ -180,7 +187,6 @@ def lut_cmd(
     from rkd_edge.nas.search import make_skeleton
     from rkd_edge.pipeline import load_splits
 
-    cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir)
     sk = make_skeleton(cfg, load_splits(cfg))
     n = len(latency_keys(sk))
     with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:

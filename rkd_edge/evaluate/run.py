@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from rkd_edge import env
@@ -60,22 +62,34 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
     return out, True
 
 
+@contextlib.contextmanager
+def evaluation_target(
+    out: Path | None, default: Path, sources: tuple[Path, ...], of: str
+) -> Iterator[tuple[Path, bool]]:
+    """:func:`evaluation_folder`'s choice, locked for the whole evaluation: a second evaluation of the same
+    folder stops at once with one line instead of silently replacing the first one's files at the end. The
+    choice is made again under the lock (another evaluation may have finished there meanwhile)."""
+    folder, _ = evaluation_folder(out, default, sources, of)
+    with OutputLock(folder):
+        yield evaluation_folder(out, default, sources, of)
+
+
 def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
     """Write one evaluation's files as a set under a lock: all of them, or (on failure) none.
 
     Args:
         out: The folder.
-        mark: Mark it as an evaluation folder (of ``of``).
+        mark: Mark it as an evaluation folder (of ``of``); the marker is part of the set, committed first.
         write: ``write(staging_dir)`` writes every file of the set into the staging folder.
         of: What was evaluated (see :func:`evaluation_folder`).
     """
     with OutputLock(out), FileSet(out) as fs:
         write(fs.dir)
+        if mark:
+            write_marker(fs.dir, "evaluation", of=of)
         # A set is whole or absent: a plot the new evaluation does not draw must not outlive the old one.
         for name in EVALUATION_ENTRIES - {p.name for p in fs.dir.iterdir()}:
             (out / name).unlink(missing_ok=True)
-    if mark:
-        write_marker(out, "evaluation", of=of)
 
 
 def evaluate_run(
@@ -91,52 +105,52 @@ def evaluate_run(
     rd = RunDir(run)
     cfg, system, spec = rd.load()
     of = f"run weights {weights_digest(system)[:16]}"  # a pruned run keeps its source's config, not its weights
-    out, mark = evaluation_folder(out, rd.root, (rd.root,), of=of)
-    ec = cfg.evaluate
-    channels = channels or ec.channels
-    snrs = parse_range(snr or ec.snr_db)
-    ks = symbols or ec.symbols or list(system.codec.symbol_set)
-    bad = [k for k in ks if not 1 <= k <= system.codec.max_symbols]
-    if bad:
-        raise UserError(f"symbol lengths {bad} outside 1..{system.codec.max_symbols} supported by this codec")
-    mcfg = method_config(cfg)
-    splits = load_splits(mcfg)
-    device = env.pick_device(cfg.device)
-    system.to(device)
-    grid = Grid(channels, snrs, ks, trials or ec.trials, cfg.seed)
-    rows = evaluate_torch(system, splits.test, grid, mcfg.codec, splits.source_dim, device, cfg.method)
-    rows += evaluate_torch(
-        system, splits.test, noiseless_grid(mcfg, ks), mcfg.codec, splits.source_dim, device, cfg.method
-    )
-    report_k = ec.report_symbols or max(ks)
-    title = f"{cfg.method} on {splits.name}"
-    # Upper bounds drawn as dashed levels: the student through the noiseless codec, and the teacher on
-    # the same test split (recorded by the run's teacher stage).
-    noiseless_row = next(r for r in rows if r["channel"] == "identity")
-    noiseless = noiseless_row["accuracy"]
-    bounds = {"student, noiseless codec": noiseless}
-    teacher = rd.done("teacher")
-    if teacher is not None:
-        bounds["teacher"] = teacher.get("accuracy")
-    noisy = [r for r in rows if r["channel"] != "identity"]
-    summary = {
-        "rows": len(rows),
-        "report_symbols": report_k,
-        "curves": curves(rows, report_k),
-        "noiseless": noiseless,
-        "noiseless_symbols": noiseless_row["k"],
-        "upper_bounds": bounds,
-        "files": EVALUATION_FILES,
-        "source_dim": splits.source_dim,
-    }
-
-    def write(staging: Path) -> None:
-        write_rows(rows, staging)
-        plot_snr(noisy, staging / "accuracy_vs_snr.png", title, bounds)
-        plot_symbols(
-            noisy, staging / "accuracy_vs_symbols.png", [s for s in (0.0, 10.0) if s in snrs] or snrs[:1], title
+    with evaluation_target(out, rd.root, (rd.root,), of) as (out, mark):
+        ec = cfg.evaluate
+        channels = channels or ec.channels
+        snrs = parse_range(snr or ec.snr_db)
+        ks = symbols or ec.symbols or list(system.codec.symbol_set)
+        bad = [k for k in ks if not 1 <= k <= system.codec.max_symbols]
+        if bad:
+            raise UserError(f"symbol lengths {bad} outside 1..{system.codec.max_symbols} supported by this codec")
+        mcfg = method_config(cfg)
+        splits = load_splits(mcfg)
+        device = env.pick_device(cfg.device)
+        system.to(device)
+        grid = Grid(channels, snrs, ks, trials or ec.trials, cfg.seed)
+        rows = evaluate_torch(system, splits.test, grid, mcfg.codec, splits.source_dim, device, cfg.method)
+        rows += evaluate_torch(
+            system, splits.test, noiseless_grid(mcfg, ks), mcfg.codec, splits.source_dim, device, cfg.method
         )
-        (staging / "evaluation_summary.json").write_text(json_text(summary))
+        report_k = ec.report_symbols or max(ks)
+        title = f"{cfg.method} on {splits.name}"
+        # Upper bounds drawn as dashed levels: the student through the noiseless codec, and the teacher on
+        # the same test split (recorded by the run's teacher stage).
+        noiseless_row = next(r for r in rows if r["channel"] == "identity")
+        noiseless = noiseless_row["accuracy"]
+        bounds = {"student, noiseless codec": noiseless}
+        teacher = rd.done("teacher")
+        if teacher is not None:
+            bounds["teacher"] = teacher.get("accuracy")
+        noisy = [r for r in rows if r["channel"] != "identity"]
+        summary = {
+            "rows": len(rows),
+            "report_symbols": report_k,
+            "curves": curves(rows, report_k),
+            "noiseless": noiseless,
+            "noiseless_symbols": noiseless_row["k"],
+            "upper_bounds": bounds,
+            "files": EVALUATION_FILES,
+            "source_dim": splits.source_dim,
+        }
 
-    commit_evaluation(out, mark, write, of=of)
-    return summary
+        def write(staging: Path) -> None:
+            write_rows(rows, staging)
+            plot_snr(noisy, staging / "accuracy_vs_snr.png", title, bounds)
+            plot_symbols(
+                noisy, staging / "accuracy_vs_symbols.png", [s for s in (0.0, 10.0) if s in snrs] or snrs[:1], title
+            )
+            (staging / "evaluation_summary.json").write_text(json_text(summary))
+
+        commit_evaluation(out, mark, write, of=of)
+        return summary
