@@ -22,7 +22,7 @@ import yaml
 from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json
-from rkd_edge.limits import SNR_LIMIT_DB, check_snr_db
+from rkd_edge.limits import IMAGE_SIZE_RANGE, SNR_LIMIT_DB, check_snr_db
 
 # The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
 METHODS = ("rkd-sc", "authors-2025", "deepjscc", "no-stage2")
@@ -240,6 +240,11 @@ def _check_consistency(cfg: RunConfig) -> None:
         )
     if c.dim % c.heads:
         raise UserError(f"codec.dim {c.dim} must be a multiple of codec.heads {c.heads}")
+    if cfg.search.init_channels % cfg.search.partial_channels:
+        raise UserError(
+            f"search.partial_channels {cfg.search.partial_channels} must divide search.init_channels "
+            f"{cfg.search.init_channels} (each cell sends 1/partial_channels of its channels through the operations)"
+        )
     for key in ("posterior", "rx_per_length"):
         if getattr(c, key) and c.name != "cat":
             raise UserError(f"codec.{key} needs the cat codec, not {short_repr(c.name)}; set codec.{key}=false")
@@ -303,8 +308,12 @@ def _check_consistency(cfg: RunConfig) -> None:
         )
 
 
-def _build(cls, data: dict, where: str):
-    """Build dataclass ``cls`` from a dict, checking every key's type and range (one clear line if wrong)."""
+def _build(cls, data: dict, where: str, base=None):
+    """Build dataclass ``cls`` from a dict, checking every key's type and range (one clear line if wrong).
+
+    Keys ``data`` leaves out keep ``base``'s values: the enclosing config's default for this section (stage 1
+    and stage 2 are both a :class:`StageConfig`, with other defaults than ``StageConfig()``'s).
+    """
     if not isinstance(data, dict):
         raise UserError(f"config section {where or 'root'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -315,11 +324,11 @@ def _build(cls, data: dict, where: str):
             f"unknown config key {where + '.' if where else ''}{short_repr(sorted(map(str, unknown))[0])}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
-    base = cls()
+    base = cls() if base is None else base
     for key, value in data.items():
         hint, dotted = hints[key], f"{where}.{key}".strip(".")
         if dataclasses.is_dataclass(hint):
-            value = _build(hint, value, dotted)
+            value = _build(hint, value, dotted, getattr(base, key))
         else:
             value = _typed(value, hint, dotted)
             _in_range(dotted, value)
@@ -384,7 +393,7 @@ RANGES: dict[str, tuple] = {
     "seed": (0, 2**32 - 1, False, False),
     "data.val_fraction": (0.0, 1.0, True, True),  # 0: no validation split to pick the kept epoch
     "data.test_fraction": (0.0, 1.0, True, True),
-    "data.image_size": (4, 1024, False, False),
+    "data.image_size": (*IMAGE_SIZE_RANGE, False, False),
     "data.channels": (1, 4, False, False),
     "search.warmup_epochs": (0, None, False, False),
     "search.stem_stride": (1, 2, False, False),

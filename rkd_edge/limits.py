@@ -17,6 +17,9 @@ SNR_LIMIT_DB = 100.0
 MAX_BATCH = 1 << 16
 # Intra-op threads: past this, a count starts threads that only contend (no board has this many cores).
 MAX_THREADS = 256
+# Image side in pixels (data.image_size, a genotype's and a manifest's): below 4 the stem has nothing to
+# reduce, beyond 1024 an edge encoder's input is a typo (and each image a few MB).
+IMAGE_SIZE_RANGE = (4, 1024)
 # A duration past a day (a bench's timed seconds per variant, its warm-up) is a typo, not a measurement.
 MAX_SECONDS = 86_400.0
 

@@ -28,6 +28,7 @@ from rkd_edge.nas.cost import count_params
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.sweep import run_sweep
 from rkd_edge.outputs import check_resumable, kind_of, write_marker
+from rkd_edge.preflight import check_run
 from rkd_edge.report import write_report
 from rkd_edge.rundir import (
     RunDir,
@@ -81,6 +82,7 @@ class Pipeline:
         self._check_out(cfg)
         self.device = env.pick_device(cfg.device)
         self.splits = load_splits(self.cfg)
+        check_run(self.cfg, self.splits)
         # One process writes a run (rank 0 under torchrun): a second pipeline on the same --out stops here.
         self.lock = OutputLock(self.out).acquire() if os.environ.get("RANK", "0") == "0" else None
         atexit.register(self.close)

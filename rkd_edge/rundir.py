@@ -357,10 +357,15 @@ def build_system(spec: dict, run: Path) -> SemanticSystem:
         encoder = create_encoder(Genotype.load(Path(run) / enc["file"]))
     else:
         encoder = create_encoder("resnet-like", tuple(spec["input_shape"]), enc["feature_dim"])
-    c = dict(spec["codec"])
-    name = c.pop("name")
-    codec = create_codec(name, encoder.feature_dim, **(c if name == "cat" else {"dim": c["dim"]}))
+    codec = build_codec(spec["codec"], encoder.feature_dim)
     return SemanticSystem(encoder, spec["num_classes"], spec["teacher_dim"], codec)
+
+
+def build_codec(codec_spec: dict, feature_dim: int) -> nn.Module:
+    """An untrained codec from a system spec's ``codec`` record, for features of width ``feature_dim``."""
+    c = dict(codec_spec)
+    name = c.pop("name")
+    return create_codec(name, feature_dim, **(c if name == "cat" else {"dim": c["dim"]}))
 
 
 def load_run(run: str | Path) -> tuple[RunConfig, SemanticSystem, dict]:

@@ -288,6 +288,8 @@ SET_CASES = [
     ("data.name=imagefolder:/nonexistent", "not a directory"),
     ("teacher.arch=nope", "teacher"),
     ("search.genotype=/nonexistent/genotype.json", "genotype"),
+    ("search.partial_channels=3", "must divide search.init_channels 8"),  # a reshape error in the first step
+    ("search.train_fraction=0.00001", "leaves none of the 1,259 training images for the weights half"),
 ]
 SET_PARAMS = [case(f"set-{s}", ["pipeline", "--out", "{out}", "--set", s], n) for s, n in SET_CASES]
 # The same checks behind the other config commands (a sample: they share one code path).
@@ -561,6 +563,16 @@ def _edit_json(path: Path, edit) -> None:
     path.write_text(json.dumps(edit(data)))
 
 
+class _Payload:
+    """Unpickled, it would create ``path``: a weights file that runs code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
 def _torch_save(obj, path: Path) -> None:
     import torch
 
@@ -617,6 +629,21 @@ TEACHER_PARAMS = (
     ]
 )
 
+
+def _folder(env, first=(8, 8), names=("a", "b"), link=False) -> None:
+    """Two classes of three PNGs, the first image ``first`` (w, h) px; with ``link`` a third class linked to a."""
+    from PIL import Image
+
+    root = Path(env["tmp"]) / "imgs"
+    for ci, cls in enumerate(names):
+        for i in range(3):
+            path = root / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", first if (ci, i) == (0, 0) else (8, 8), 40 * i).save(path)
+    if link:
+        (root / "c").symlink_to(root / names[0])
+
+
 DATA_PARAMS = [
     case("data-info-digits-data-dir", "data info digits --data-dir {dir}", "reads no --data-dir"),
     case("data-info-unknown", "data info nope", "unknown dataset"),
@@ -634,6 +661,27 @@ DATA_PARAMS = [
     case("data-info-missing-name", "data info", "name"),
     case("data-info-empty-name", ["data", "info", ""], "empty"),
     case("data-list-extra", "data list extra", None),
+    case(
+        "data-info-first-image-tiny", "data info imagefolder:{tmp}/imgs", "is 1x1 px", lambda env: _folder(env, (1, 1))
+    ),
+    case(
+        "pipeline-first-image-tiny",
+        "pipeline --out {out} -d imagefolder:{tmp}/imgs",
+        "data.image_size",
+        lambda env: _folder(env, (1, 1)),
+    ),
+    case(
+        "data-info-class-newline",
+        "data info imagefolder:{tmp}/imgs",
+        "control character",
+        lambda env: _folder(env, names=("a", "new\nline")),
+    ),
+    case(
+        "data-info-class-linked",
+        "data info imagefolder:{tmp}/imgs",
+        "are the same folder",
+        lambda env: _folder(env, link=True),
+    ),
     case("unknown-command", "nosuch", "nosuch"),
     case("unknown-root-option", "--bogus", "--bogus"),
 ]
@@ -1085,6 +1133,12 @@ def _has_cuda() -> bool:
 
 BENCH_FAST = "bench {bundle} --warmup 0 --no-memory --trials 1"
 HOSTILE_PARAMS = [
+    case(
+        "pipeline-supernet-huge",
+        "pipeline --out {out} --set search.init_channels=4096 --set search.layers=64 --set search.steps=16",
+        "the search's supernet",
+    ),
+    case("pipeline-codec-huge", "pipeline --out {out} --set codec.dim=16384 --set codec.depth=64", "the codec"),
     case("evaluate-snr-step-tiny", "evaluate {bundle} --snr 0:1e9:1e-9 --trials 1 --out {out}", "points"),
     case("pipeline-snr-step-tiny", "pipeline --out {out} --set evaluate.snr_db=0:100:1e-6", "points"),
     case("estimate-batch-huge", "devices estimate {bundle} --device nano --batch 1000000000000", "batch"),
@@ -1130,17 +1184,29 @@ HOSTILE_PARAMS = [
     case("teacher-eval-record-deep", "teacher eval local:{myteacher}", "nested", deep_file("myteacher", TEACHER_JSON)),
     case("lut-config-deep", "devices lut --out {out} --config {cfg}", "nested", cfg_file(DEEP)),
     case("pipeline-config-deep", "pipeline --out {out} --config {cfg}", "nested", cfg_file(DEEP)),
-    case("teacher-eval-timm-text-weights", "teacher eval timm:resnet18@{file}", "cannot be loaded"),
+    case("teacher-eval-timm-text-weights", "teacher eval timm:resnet18@{file}", "is not a PyTorch or safetensors file"),
+    case(
+        "teacher-eval-timm-pickle-payload",
+        "teacher eval timm:resnet18@{tmp}/w.pth",
+        "cannot be loaded",
+        lambda env: _torch_save({"w": _Payload(str(Path(env["tmp"]) / "PWNED"))}, Path(env["tmp"]) / "w.pth"),
+    ),
+    case(
+        "teacher-eval-text-checkpoint",
+        "teacher eval local:{myteacher} --dataset digits",
+        "it is not a PyTorch file",
+        teacher_damage(lambda d: (d / "teacher.pt").write_text("hello, not weights\n")),
+    ),
     case(
         "teacher-eval-timm-bad-safetensors",
         "teacher eval timm:resnet18@{tmp}/w.safetensors",
-        "cannot be loaded",
+        "is not a PyTorch or safetensors file",
         lambda env: _write(Path(env["tmp"]) / "w.safetensors", "garbage"),
     ),
     case(
         "teacher-eval-timm-empty-pth",
         "teacher eval timm:resnet18@{tmp}/w.pth",
-        "cannot be loaded",
+        "is not a PyTorch or safetensors file",
         lambda env: _write(Path(env["tmp"]) / "w.pth", b""),
     ),
     case("teacher-eval-untrained", "teacher eval cnn-base", "untrained"),
@@ -1227,6 +1293,18 @@ def test_cli_bad_input_on_artefacts(
 
 
 # --- things that must be accepted (they were refused or crashed before) ---------------------------------------
+
+
+def test_a_config_file_without_a_preset_keeps_each_stages_defaults(tmp_path):
+    """Only what the file names changes: a stage section was rebuilt from StageConfig(), which trains nothing."""
+    from rkd_edge.config import RunConfig, load_config, validate
+
+    path = _write(tmp_path / "c.yaml", "stage1:\n  lr: 0.001\nstage2:\n  epochs: 3\n")
+    cfg, default = validate(load_config(None, str(path))), RunConfig()
+    assert cfg.stage1.lr == 0.001 and cfg.stage2.epochs == 3
+    for name in ("stage1", "stage2"):
+        got, want = getattr(cfg, name), getattr(default, name)
+        assert (got.train, got.losses) == (want.train, want.losses) and got.train
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """Datasets: every registered source builds, splits are deterministic and disjoint."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,14 @@ def test_imagefolder_and_resize(rgb_folder):
     assert d.input_shape == (3, 24, 24)
     g = create_dataset(f"imagefolder:{rgb_folder}", image_size=8, channels=1)
     assert g.input_shape == (1, 8, 8)
+
+
+def test_hidden_and_archive_folders_are_not_classes(rgb_folder, tmp_path):
+    root = tmp_path / "imgs"
+    shutil.copytree(rgb_folder, root)
+    for junk in (".ipynb_checkpoints", "__MACOSX"):
+        shutil.copytree(rgb_folder / "red", root / junk)
+    assert create_dataset(f"imagefolder:{root}", image_size=8).classes == ["blue", "green", "red"]
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])

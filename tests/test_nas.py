@@ -153,3 +153,24 @@ def test_safeguards_act():
     assert info["skips_replaced"] == 4 and info["none_argmax"] == 9
     uncapped, _ = derive_cell(alphas, 3, max_skip=None)
     assert [op for op, _ in uncapped].count("skip_connect") == 6
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_a_one_cell_search_steps_without_a_reduction_cell(second_order):
+    """search.layers=1 has no reduction cell: its alphas take no part (autograd refused them unused)."""
+    from rkd_edge.nas.architect import Architect
+
+    sk = Skeleton(1, 8, 10, layers=1, steps=2, init_channels=4, feature_dim=16)
+    torch.manual_seed(0)
+    model = SearchNetwork(sk)
+    assert not any(p["reduction"] for p in model.plan)
+    batch = (torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+
+    def loss_fn(b):
+        return torch.nn.functional.cross_entropy(model(b[0])[1], b[1])
+
+    arch = Architect(model, loss_fn, lambda: 0 * model.alphas_normal.sum(), lam=0.0, lr=0.01, second_order=second_order)
+    before = [a.detach().clone() for a in model.arch_parameters()]
+    value = arch.step(batch, batch)
+    assert torch.isfinite(value) and not torch.equal(before[0], model.alphas_normal)
+    assert torch.isfinite(model.alphas_reduce).all()

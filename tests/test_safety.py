@@ -385,6 +385,98 @@ def test_a_locked_run_is_not_written_by_a_second_process(run_copy):
     one_line_exit_2(proc, "another rkd-edge process")
 
 
+@pytest.mark.parametrize("what", ["link", "user file", "folder"])
+def test_a_lock_path_that_is_not_a_lock_is_refused_and_left_alone(tiny_run, tmp_path, what):
+    """A link named like an output's lock was followed (its target truncated to a pid, then unlinked)."""
+    user = tmp_path / "mine.txt"
+    user.write_text("mine\n")
+    lock = tmp_path / ".b.lock"
+    {"link": lambda: lock.symlink_to(user), "user file": lambda: lock.write_text("notes\n"), "folder": lock.mkdir}[
+        what
+    ]()
+    proc = run_cli("-q", "export", str(tiny_run), "--out", str(tmp_path / "b"))
+    one_line_exit_2(proc, "is not an rkd-edge lock")
+    assert user.read_text() == "mine\n" and not (tmp_path / "b").exists()
+    assert lock.is_symlink() if what == "link" else lock.exists()
+    if what == "user file":
+        assert lock.read_text() == "notes\n"
+
+
+def test_a_lock_left_by_a_killed_process_is_taken(tmp_path):
+    from rkd_edge.io import OutputLock
+
+    for left in ("", "4242\n"):  # a pid, or nothing when the disk was full
+        (tmp_path / ".b.lock").write_text(left)
+        with OutputLock(tmp_path / "b"):
+            assert (tmp_path / ".b.lock").read_text() == f"{os.getpid()}\n"
+        assert not (tmp_path / ".b.lock").exists()
+
+
+def test_a_second_latency_table_or_evaluation_of_one_output_is_refused(tiny_run, tmp_path):
+    """devices lut took no lock (a second one measured and left a .partial) and evaluate locked only to commit
+    (two evaluations of one folder both ran, the last silently won)."""
+    from rkd_edge.io import OutputLock
+
+    table, ev = tmp_path / "t.json", tmp_path / "ev"
+    with OutputLock(table), OutputLock(ev):  # as a running lut and evaluation hold them
+        lut = run_cli("-q", "devices", "lut", "--out", str(table))
+        evaluate = run_cli("-q", "evaluate", str(tiny_run), "--out", str(ev), "--snr", "0", "--trials", "1")
+    one_line_exit_2(lut, "another rkd-edge process")
+    one_line_exit_2(evaluate, "another rkd-edge process")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_evaluation_marker_is_committed_with_its_set(tmp_path, monkeypatch):
+    """Written after the set, a kill between them left evaluation files without a marker: a folder the next
+    evaluation refused as the user's. The marker is part of the set, renamed first."""
+    from rkd_edge.evaluate.run import commit_evaluation
+    from rkd_edge.outputs import kind_of
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    real = os.replace
+
+    def full_at_the_last(src, dst):
+        if Path(dst).name == "evaluation.json":
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    def write(staging: Path) -> None:
+        for name in ("evaluation.csv", "evaluation.json"):
+            (staging / name).write_text("x")
+
+    monkeypatch.setattr(os, "replace", full_at_the_last)
+    with pytest.raises(OSError):
+        commit_evaluation(out, True, write, of="bundle 0123456789abcdef")
+    assert (out / "evaluation.csv").exists() and kind_of(out) == "evaluation"
+
+
+def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp_path):
+    import torch
+
+    from rkd_edge.distill.loop import fit, load_checkpoint
+    from rkd_edge.errors import UserError
+
+    model = torch.nn.Linear(2, 2)
+    losses = iter([1.0, float("nan"), 1.0])
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(UserError, match="stage1 diverged in epoch 2: its loss is nan"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), 3, lambda e: {"loss": next(losses)}, ck, desc="stage1")
+    assert load_checkpoint(ck)["epoch"] == 0
+
+
+def test_a_loss_weight_that_overflows_stops_the_pipeline_in_one_line(tiny_run, tiny_teacher_dir, tmp_path):
+    """1e308 is a float, but an infinite one in float32: stage 1 diverges at once instead of finishing a run
+    of NaN weights at chance level with exit 0."""
+    proc = run_cli(
+        "-q", "pipeline", "--out", str(tmp_path / "r"), "--teacher", f"local:{tiny_teacher_dir}",
+        *tiny_overrides(), "--set", f"search.genotype={tiny_run / 'genotype.json'}",
+        "--set", "stage1.losses={ce: 1e308}",
+    )  # fmt: skip
+    one_line_exit_2(proc, "stage1 diverged in epoch 1")
+    assert not (tmp_path / "r" / "stages" / "stage1.json").exists()
+
+
 # --- untrusted checkpoints ---------------------------------------------------------------------------------
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rkd_edge.errors import UserError
+from rkd_edge.limits import IMAGE_SIZE_RANGE
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -148,6 +150,45 @@ def load_cifar(n_classes: int, data_dir: str | None) -> RawData:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
+# Folders an image folder's tools leave beside the classes (notebooks, macOS archives): not classes.
+NOT_CLASSES = ("__MACOSX",)
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class folders of an image folder, sorted: hidden folders and :data:`NOT_CLASSES` are skipped.
+
+    Raises:
+        UserError: a class name with a control character (it would break the CSV, logs and manifests), or
+            two class folders that are one folder (a link: the same images under two labels).
+    """
+    classes = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASSES
+    )
+    for name in classes:
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise UserError(f"imagefolder class folder {name!r} has a control character in its name; rename it")
+    seen: dict[Path, str] = {}
+    for name in classes:
+        real = (root / name).resolve()
+        if real in seen:
+            raise UserError(
+                f"imagefolder class folders {seen[real]!r} and {name!r} are the same folder (a link); keep one of them"
+            )
+        seen[real] = name
+    return classes
+
+
+def _first_size(f: Path, wh: tuple[int, int]) -> int:
+    """The image size an image folder takes from its first image (its shorter side), if in range."""
+    lo, hi = IMAGE_SIZE_RANGE
+    if not lo <= min(wh) <= hi:
+        raise UserError(
+            f"the first image {f} is {wh[0]}x{wh[1]} px: its shorter side sets the image size, which must be "
+            f"{lo} to {hi}; give one with --set data.image_size=N"
+        )
+    return min(wh)
+
+
 def load_imagefolder(path: str, image_size: int | None) -> RawData:
     """Images in ``PATH/CLASS/*.png`` folders, resized to ``image_size`` squares at load time (default: the
     shorter side of the first image)."""
@@ -156,7 +197,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"imagefolder path {path!r} is not a directory; give PATH with one folder per class")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = class_folders(root)
     if len(classes) < 2:
         raise UserError(f"imagefolder {path!r} needs at least two class folders, found {len(classes)}")
     size = image_size
@@ -169,7 +210,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
                 raise UserError(f"{f} is not a regular file (a FIFO, device or folder); remove it from the dataset")
             try:
                 with Image.open(f) as im:
-                    size = size or min(im.size)  # default: the first image's shorter side
+                    size = size or _first_size(f, im.size)
                     im = im.convert("RGB").resize((size, size), Image.BILINEAR)
                     images.append(np.asarray(im, dtype=np.uint8))
             except (UnidentifiedImageError, OSError, Image.DecompressionBombError):

@@ -49,7 +49,19 @@ def read_plain(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - see Raises
-        raise ValueError(first_sentence(exc) or type(exc).__name__) from None
+        if not looks_like_weights(path):  # the unpickler's error on other bytes reads as a riddle ("101")
+            raise ValueError("it is not a PyTorch file") from None
+        raise ValueError(f"{type(exc).__name__}: {first_sentence(exc) or 'no detail'}") from None
+
+
+def looks_like_weights(path: Path) -> bool:
+    """Whether a file starts as weights do: a PyTorch zip, a bare pickle, or safetensors (a length, then ``{``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head[8:9] == b"{"
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -64,6 +76,21 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint; delete it")
     return state
+
+
+def check_finite(metrics: dict, desc: str, epoch: int) -> None:
+    """Stop a training that diverged, with one line: a non-finite loss goes on to NaN weights, a model at
+    chance level and a run that looks finished.
+
+    Raises:
+        UserError: a metric of ``metrics`` is NaN or infinite.
+    """
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(
+                f"{desc} diverged in epoch {epoch + 1}: its {key} is {value}; lower the learning rate or the loss "
+                "weights, and start a new run (--out)"
+            )
 
 
 def fit(
@@ -106,6 +133,7 @@ def fit(
             if scheduler is not None:
                 scheduler.step()
             metrics = {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
+            check_finite(metrics, desc, epoch)  # before the checkpoint: a resume starts from the last sane epoch
             history.append(metrics)
             if select is not None and metrics[select] > best[0]:
                 best = (metrics[select], {k: v.detach().clone() for k, v in model.state_dict().items()})

@@ -46,7 +46,7 @@ class Architect:
         else:
             loss = self.loss_fn(val_batch)
             arch = self.model.arch_parameters()
-            for a, g in zip(arch, torch.autograd.grad(loss, arch), strict=True):
+            for a, g in zip(arch, _grads(loss, arch), strict=True):
                 a.grad = g
             value = loss.detach()
         penalty = self.lam * self.penalty_fn()
@@ -64,7 +64,8 @@ class Architect:
                     w.sub_(self.xi * g)
         val_loss = self.loss_fn(val_batch)
         grads = torch.autograd.grad(val_loss, arch + weights, allow_unused=True)
-        d_arch, d_w = grads[: len(arch)], grads[len(arch) :]
+        d_arch = _grads_or_zeros(grads[: len(arch)], arch)
+        d_w = grads[len(arch) :]
         with torch.no_grad():
             for w, b in zip(weights, backup, strict=True):
                 w.copy_(b)
@@ -75,10 +76,20 @@ class Architect:
             with torch.no_grad():
                 for w, v in zip(weights, vec, strict=True):
                     w.add_(sign * eps * v)
-            hess.append(torch.autograd.grad(self.loss_fn(train_batch), arch))
+            hess.append(_grads(self.loss_fn(train_batch), arch))
         with torch.no_grad():
             for w, v in zip(weights, vec, strict=True):
                 w.add_(eps * v)
         for a, da, gp, gn in zip(arch, d_arch, hess[0], hess[1], strict=True):
             a.grad = da - self.xi * (gp - gn) / (2 * eps)
         return val_loss.detach()
+
+
+def _grads_or_zeros(grads, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Zeros where a parameter took no part: a one-layer search has no reduction cell to use its alphas."""
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``d loss / d params``, zeros for the parameters the loss does not use."""
+    return _grads_or_zeros(torch.autograd.grad(loss, params, allow_unused=True), params)

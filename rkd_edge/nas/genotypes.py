@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import read_json, write_json
+from rkd_edge.limits import IMAGE_SIZE_RANGE
 from rkd_edge.nas.operations import PRIMITIVES
 
 FORMAT = "rkd-edge/genotype@1"
@@ -15,7 +16,7 @@ FORMAT = "rkd-edge/genotype@1"
 # Allowed skeleton values (the config's ranges for the same search.* keys).
 SKELETON_RANGES = {
     "in_channels": (1, 4),
-    "image_size": (4, 1024),
+    "image_size": IMAGE_SIZE_RANGE,
     "num_classes": (1, 1 << 20),
     "layers": (1, 64),
     "steps": (1, 16),

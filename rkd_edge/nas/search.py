@@ -13,8 +13,9 @@ from rkd_edge import env, progress
 from rkd_edge.config import RunConfig
 from rkd_edge.data import DataSplits
 from rkd_edge.data.splits import subset
-from rkd_edge.distill.loop import autocast
+from rkd_edge.distill.loop import autocast, check_finite
 from rkd_edge.distill.losses import kd_kl
+from rkd_edge.errors import UserError
 from rkd_edge.nas.architect import Architect
 from rkd_edge.nas.cost import build_latency_table, expected_cost, load_latency_table, op_cost_table
 from rkd_edge.nas.derive import check_budget, derive, widen, widest_within
@@ -39,6 +40,22 @@ def make_skeleton(cfg: RunConfig, splits: DataSplits) -> Skeleton:
         feature_dim=s.feature_dim,
         stem_stride=s.stem_stride,
     )
+
+
+def weights_half(n: int, fraction: float) -> int:
+    """How many of the ``n`` training images train the supernet's weights (the rest its architecture).
+
+    Raises:
+        UserError: ``search.train_fraction`` leaves one half empty.
+    """
+    cut = int(n * fraction)
+    if not 0 < cut < n:
+        half, fix = ("weights", f"at least {1 / n:.2g}") if cut == 0 else ("architecture", f"below {1 - 1 / n:.6g}")
+        raise UserError(
+            f"search.train_fraction {fraction:g} leaves none of the {n:,} training images for the {half} half of "
+            f"the search; give {fix}"
+        )
+    return cut
 
 
 def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -93,7 +110,7 @@ def search(
     reductions = [p["reduction"] for p in model.plan]
     n = len(splits.train)
     order = np.random.default_rng(cfg.seed).permutation(n)
-    cut = int(n * s.train_fraction)
+    cut = weights_half(n, s.train_fraction)
     w_split, a_split = (
         subset(splits.train, np.sort(order[:cut]), "search-w"),
         subset(splits.train, np.sort(order[cut:]), "search-a"),
@@ -164,6 +181,7 @@ def search(
                 "weights_normal": _mean_weights(model.alphas_normal),
                 "weights_reduce": _mean_weights(model.alphas_reduce),
             }
+            check_finite(entry, f"search lambda={lam}", epoch)
             log.append(entry)
             bar.advance(info=f"cost={entry['expected_cost']:.3f} val_acc={entry['val_acc']:.3f}")
     info = {

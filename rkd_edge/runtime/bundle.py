@@ -12,7 +12,7 @@ from pathlib import Path
 from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, same_ids
 from rkd_edge.errors import short_repr
 from rkd_edge.io import sha256_bytes, sha256_file, strict_json
-from rkd_edge.limits import is_whole
+from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
 
 MANIFEST = "manifest.json"
 FORMAT = "rkd-edge/bundle@1"
@@ -88,7 +88,7 @@ INTERFACE = {
     "rx": ({"symbols", "mask", "snr_db", "channel"}, {"logits"}),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
-MAX_IMAGE_SIZE = 1024  # data.image_size's bound
+MAX_IMAGE_SIZE = IMAGE_SIZE_RANGE[1]
 MAX_CLASSES = 100_000
 # Bundles exported since the fused graph existed also hold ``transmitter`` (encoder + tx in one graph).
 OPTIONAL_MODELS = ("transmitter",)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
+from rkd_edge.distill.loop import looks_like_weights
 from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import sha256_file
 from rkd_edge.teachers.base import Teacher
@@ -42,7 +44,10 @@ class TimmTeacher(Teacher):
             kwargs["pretrained"] = True
             self._weights_id = "pretrained"
         try:
-            with _hub_offline(weights is None and os.environ.get("RKD_EDGE_DOWNLOAD") != "1"):
+            offline = weights is None and os.environ.get("RKD_EDGE_DOWNLOAD") != "1"
+            # torch warns about the pickle protocol of a foreign file before refusing it: the refusal is the line
+            with _hub_offline(offline), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 self.model = _create(timm, name, image_size, kwargs)
         except UserError:
             raise
@@ -50,6 +55,11 @@ class TimmTeacher(Teacher):
         # state dict, missing keys, an empty file's EOFError): each is one line, never a traceback.
         except Exception as exc:
             detail = first_sentence(exc)
+            if weights not in (None, "", "random") and not looks_like_weights(Path(weights)):
+                raise UserError(
+                    f"teacher weights {weights} is not a PyTorch or safetensors file; give a .safetensors/.pth "
+                    "state dict saved from this timm model"
+                ) from None
             if weights not in (None, "", "random"):
                 raise UserError(
                     f"teacher weights {weights} cannot be loaded into {name} ({type(exc).__name__}: {detail}); "
