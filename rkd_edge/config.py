@@ -22,7 +22,7 @@ import yaml
 from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json
-from rkd_edge.limits import IMAGE_SIZE_RANGE, SNR_LIMIT_DB, check_snr_db
+from rkd_edge.limits import IMAGE_SIZE_RANGE, MAX_PARAMS, SNR_LIMIT_DB, check_eval_passes, check_snr_db
 
 # The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
 METHODS = ("rkd-sc", "authors-2025", "deepjscc", "no-stage2")
@@ -245,7 +245,7 @@ def _check_consistency(cfg: RunConfig) -> None:
             f"search.partial_channels {cfg.search.partial_channels} must divide search.init_channels "
             f"{cfg.search.init_channels} (each cell sends 1/partial_channels of its channels through the operations)"
         )
-    for key in ("posterior", "rx_per_length"):
+    for key in ("gains", "posterior", "rx_per_length"):
         if getattr(c, key) and c.name != "cat":
             raise UserError(f"codec.{key} needs the cat codec, not {short_repr(c.name)}; set codec.{key}=false")
     if not c.symbols:
@@ -306,6 +306,7 @@ def _check_consistency(cfg: RunConfig) -> None:
             f"evaluate.report_symbols {ev.report_symbols} is not an evaluated length "
             f"({', '.join(map(str, evaluated))}); choose one of them"
         )
+    check_eval_passes(len(ev.channels), len(parse_range(ev.snr_db)), len(evaluated), ev.trials, "evaluate")
 
 
 def _build(cls, data: dict, where: str, base=None):
@@ -421,7 +422,7 @@ RANGES: dict[str, tuple] = {
     "steps": (1, 16, False, False),
     "init_channels": (1, 4096, False, False),
     "derive_channels": (1, 4096, False, False),
-    "derive_max_params": (1, 1_000_000_000, False, False),
+    "derive_max_params": (1, MAX_PARAMS, False, False),
     "stem_multiplier": (1, 64, False, False),
     "feature_dim": (1, 1 << 16, False, False),
     "partial_channels": (1, 64, False, False),

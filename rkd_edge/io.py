@@ -399,7 +399,7 @@ class OutputLock:
     def _open(self) -> int:
         """The lock file's descriptor, created if missing; never through a link, never a user's file: a
         link named like the lock would have its target truncated, a file of other content overwritten."""
-        not_ours = f"{self.path} is not an rkd-edge lock (a link, a folder or a file of other content)"
+        not_ours = f"{self.path} is not an rkd-edge lock (a link, a hard link, a folder or a file of other content)"
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
         except OSError as exc:
@@ -407,7 +407,7 @@ class OutputLock:
                 raise UserError(f"{not_ours}; move it away, or choose another --out") from None
             raise
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or not re.fullmatch(rb"(\d{1,10}\n)?", os.pread(fd, 16, 0)):
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1 or not re.fullmatch(rb"(\d{1,10}\n)?", os.pread(fd, 16, 0)):
             os.close(fd)
             raise UserError(f"{not_ours}; move it away, or choose another --out")
         return fd

@@ -20,6 +20,12 @@ MAX_THREADS = 256
 # Image side in pixels (data.image_size, a genotype's and a manifest's): below 4 the stem has nothing to
 # reduce, beyond 1024 an edge encoder's input is a typo (and each image a few MB).
 IMAGE_SIZE_RANGE = (4, 1024)
+# Parameters of any one network rkd-edge trains: 0.4 GB of float32 weights, 1.6 GB with AdamW's state and
+# the gradients, far beyond an edge encoder or codec (the quickstart's whole system has about 50 k).
+MAX_PARAMS = 100_000_000
+# Passes over the test split in one evaluation (channels x SNRs x lengths x trials): the defaults make a few
+# hundred; beyond this an evaluation runs for days on a CPU.
+MAX_EVAL_PASSES = 100_000
 # A duration past a day (a bench's timed seconds per variant, its warm-up) is a typo, not a measurement.
 MAX_SECONDS = 86_400.0
 
@@ -32,6 +38,16 @@ def is_whole(value) -> bool:
 def snr_in_range(value: float) -> bool:
     """Whether ``value`` (dB) is a finite SNR within +-:data:`SNR_LIMIT_DB`."""
     return isinstance(value, int | float) and math.isfinite(value) and abs(value) <= SNR_LIMIT_DB
+
+
+def check_eval_passes(channels: int, snrs: int, lengths: int, trials: int, where: str) -> None:
+    """Refuse an evaluation grid of more than :data:`MAX_EVAL_PASSES` passes over the test split."""
+    passes = channels * snrs * lengths * trials
+    if passes > MAX_EVAL_PASSES:
+        raise UserError(
+            f"{where}: {channels} channel(s) x {snrs} SNR(s) x {lengths} length(s) x {trials} trial(s) is {passes:,} "
+            f"passes over the test split, more than {MAX_EVAL_PASSES:,} (days of work); narrow the grid"
+        )
 
 
 def check_snr_db(value: float, option: str) -> float:

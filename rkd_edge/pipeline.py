@@ -82,7 +82,7 @@ class Pipeline:
         self._check_out(cfg)
         self.device = env.pick_device(cfg.device)
         self.splits = load_splits(self.cfg)
-        check_run(self.cfg, self.splits)
+        check_run(self.cfg, self.splits, searched=self.done("search") is not None)
         # One process writes a run (rank 0 under torchrun): a second pipeline on the same --out stops here.
         self.lock = OutputLock(self.out).acquire() if os.environ.get("RANK", "0") == "0" else None
         atexit.register(self.close)

@@ -46,3 +46,40 @@ def test_failed_start_leaves_no_run_folder(tmp_path):
     assert not out.exists()
     proc = run_cli("pipeline", "--out", str(out), "--dataset", "nope")
     assert proc.returncode == 2 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 3221225472 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        MemoryError(),
+    ],
+)
+def test_running_out_of_memory_is_one_line(monkeypatch, capsys, error):
+    import rkd_edge.cli as cli
+
+    def app(**_kw):
+        raise error
+
+    monkeypatch.setattr(cli, "app", app)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["teacher", "train"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: out of memory"), err
+    assert "lower data.batch_size" in err[0]
+    if isinstance(error, RuntimeError):
+        assert "(tried to allocate 3221225472 bytes)" in err[0]
+
+
+def test_other_runtime_errors_are_not_called_memory(monkeypatch):
+    import rkd_edge.cli as cli
+
+    def app(**_kw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "app", app)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["teacher", "train"])

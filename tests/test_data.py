@@ -46,7 +46,15 @@ def test_hidden_and_archive_folders_are_not_classes(rgb_folder, tmp_path):
     shutil.copytree(rgb_folder, root)
     for junk in (".ipynb_checkpoints", "__MACOSX"):
         shutil.copytree(rgb_folder / "red", root / junk)
-    assert create_dataset(f"imagefolder:{root}", image_size=8).classes == ["blue", "green", "red"]
+    (root / "red" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS's metadata twin
+    shutil.copy(rgb_folder / "blue" / "000.png", root / "red" / ".thumb.png")
+    d = create_dataset(f"imagefolder:{root}", image_size=8)
+    assert d.classes == ["blue", "green", "red"]
+    assert len(d.train) + len(d.val) + len(d.test) == 120
+    (root / "gr\u202eeen").mkdir()  # a right-to-left override reverses how the class list reads
+    shutil.copy(rgb_folder / "blue" / "000.png", root / "gr\u202eeen" / "0.png")
+    with pytest.raises(UserError, match="control character"):
+        create_dataset(f"imagefolder:{root}", image_size=8)
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])

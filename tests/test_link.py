@@ -236,6 +236,14 @@ def test_reserved_fields_and_an_overflowing_int8_scale_are_malformed(recwarn):
     with pytest.raises(wire.WireError, match="non-finite") as e:
         wire.decode_frame(_with_crc(bytes(body)), BID, max_k=16)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    for at, value, needle in (
+        (44, struct.pack("<f", 2.0), "bad scale 2.0 for a float16"),
+        (40, b"\x05\x00\x00\x00", "label 5 without"),
+    ):
+        body = bytearray(frame_bytes(label=None)[:-4])
+        body[at : at + len(value)] = value
+        with pytest.raises(wire.WireError, match=needle):
+            wire.decode_frame(_with_crc(bytes(body)), BID, max_k=16)
     frag = wire.fragment(good, 0)[0]
     assert wire.parse_fragment(frag).frame_bytes == len(good)
     for at in (5, 10):

@@ -385,18 +385,23 @@ def test_a_locked_run_is_not_written_by_a_second_process(run_copy):
     one_line_exit_2(proc, "another rkd-edge process")
 
 
-@pytest.mark.parametrize("what", ["link", "user file", "folder"])
+@pytest.mark.parametrize("what", ["link", "user file", "folder", "hard link"])
 def test_a_lock_path_that_is_not_a_lock_is_refused_and_left_alone(tiny_run, tmp_path, what):
     """A link named like an output's lock was followed (its target truncated to a pid, then unlinked)."""
     user = tmp_path / "mine.txt"
     user.write_text("mine\n")
     lock = tmp_path / ".b.lock"
-    {"link": lambda: lock.symlink_to(user), "user file": lambda: lock.write_text("notes\n"), "folder": lock.mkdir}[
-        what
-    ]()
+    if what == "hard link":  # a user's file of digits only reads as a pid: its link count says it is not ours
+        user.write_text("42\n")
+    {
+        "link": lambda: lock.symlink_to(user),
+        "user file": lambda: lock.write_text("notes\n"),
+        "folder": lock.mkdir,
+        "hard link": lambda: os.link(user, lock),
+    }[what]()
     proc = run_cli("-q", "export", str(tiny_run), "--out", str(tmp_path / "b"))
     one_line_exit_2(proc, "is not an rkd-edge lock")
-    assert user.read_text() == "mine\n" and not (tmp_path / "b").exists()
+    assert user.read_text() == ("42\n" if what == "hard link" else "mine\n") and not (tmp_path / "b").exists()
     assert lock.is_symlink() if what == "link" else lock.exists()
     if what == "user file":
         assert lock.read_text() == "notes\n"

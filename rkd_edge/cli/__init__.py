@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 
@@ -68,6 +69,18 @@ def _refuse_empty(args: list[str]) -> None:
             raise UserError(f"{what} (an unset shell variable?); give a value or leave it out")
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed (Python's, torch's CPU allocator or CUDA's)."""
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"  # torch.OutOfMemoryError, without importing torch here
+        or "can't allocate memory" in text
+        or "not enough memory" in text
+        or "CUDA out of memory" in text
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a parent that chose to ignore it is obeyed
@@ -93,6 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        tried = re.search(r"tried to allocate [\d.]+ ?[KMGT]?i?B(ytes)?", str(exc), re.IGNORECASE)
+        print(
+            f"error: out of memory ({tried[0] if tried else type(exc).__name__}); lower data.batch_size, "
+            "data.image_size or the network sizes (finished stages and checkpoints are kept: rerun to resume)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: the environment, said in one line. Outputs are
         # committed whole or not at all, so what was there before is intact.

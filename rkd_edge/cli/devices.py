@@ -186,8 +186,11 @@ def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
     from rkd_edge.nas.cost import build_latency_table, latency_keys
     from rkd_edge.nas.search import make_skeleton
     from rkd_edge.pipeline import load_splits
+    from rkd_edge.preflight import check_supernet
 
-    sk = make_skeleton(cfg, load_splits(cfg))
+    splits = load_splits(cfg)
+    check_supernet(cfg, splits)  # a table for a supernet the search refuses would take minutes for nothing
+    sk = make_skeleton(cfg, splits)
     n = len(latency_keys(sk))
     with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:
         table = build_latency_table(sk, None, precision, threads, progress=lambda i, _n: bar.advance())

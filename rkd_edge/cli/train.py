@@ -147,15 +147,14 @@ def _closed_on_error(pipe):
 
 
 def check_inputs(pipe) -> None:
-    """Files the config names, checked before any work starts (the teacher may train for an hour first):
-    a reused genotype against the data, a latency table against the search skeleton.
+    """Files the config names, checked before any work starts (the teacher may train for an hour first): a
+    latency table against the search skeleton (a reused genotype: ``rkd_edge.preflight``).
 
     Args:
         pipe: The pipeline about to run (its resolved config, data, and the stages already done).
     """
     from rkd_edge.errors import UserError
     from rkd_edge.nas.cost import load_latency_table
-    from rkd_edge.nas.genotypes import Genotype
     from rkd_edge.nas.search import make_skeleton
 
     cfg, splits, s = pipe.cfg, pipe.splits, pipe.cfg.search
@@ -167,8 +166,7 @@ def check_inputs(pipe) -> None:
             f"--latency-table (search.latency_table) is read only with --cost latency, but search.cost is {s.cost}; "
             "add --cost latency or leave the table out"
         )
-    if s.genotype:
-        Genotype.load(s.genotype).check_input(tuple(splits.input_shape), s.genotype)
+    if s.genotype:  # checked against the data by rkd_edge.preflight, when the pipeline was made
         return
     if s.cost == "latency":
         if not s.latency_table:

@@ -152,6 +152,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 # Folders an image folder's tools leave beside the classes (notebooks, macOS archives): not classes.
 NOT_CLASSES = ("__MACOSX",)
+# Text direction overrides and isolates: in a class name they reverse how every list of classes reads.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def class_folders(root: Path) -> list[str]:
@@ -165,7 +167,7 @@ def class_folders(root: Path) -> list[str]:
         p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASSES
     )
     for name in classes:
-        if any(unicodedata.category(ch) == "Cc" for ch in name):
+        if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in name):
             raise UserError(f"imagefolder class folder {name!r} has a control character in its name; rename it")
     seen: dict[Path, str] = {}
     for name in classes:
@@ -204,7 +206,7 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
     images, labels = [], []
     for ci, cname in enumerate(classes):
         for f in sorted((root / cname).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
+            if f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith("."):  # macOS's ._x.png, thumbnails
                 continue
             if not f.is_file():  # a FIFO would block the read forever
                 raise UserError(f"{f} is not a regular file (a FIFO, device or folder); remove it from the dataset")

@@ -16,6 +16,7 @@ from rkd_edge.config import CodecConfig, RunConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.io import atomic_path, write_json
+from rkd_edge.limits import check_eval_passes
 from rkd_edge.stats import interval
 
 FIELDS = [
@@ -75,6 +76,9 @@ class Grid:
     trials: int
     seed: int
     told: str | None = None
+
+    def __post_init__(self) -> None:  # every evaluation's grid, however its options came
+        check_eval_passes(len(self.channels), len(self.snrs), len(self.ks), self.trials, "the evaluation grid")
 
 
 def noiseless_grid(cfg: RunConfig, ks: list[int]) -> Grid:

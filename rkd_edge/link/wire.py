@@ -236,8 +236,10 @@ def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) 
         raise WireError("malformed", f"unknown channel id {channel}")
     if not snr_in_range(snr):
         raise WireError("malformed", f"SNR {snr!r} dB is not a finite number within +-{SNR_LIMIT_DB:g} dB")
-    if not (math.isfinite(scale) and scale > 0):
-        raise WireError("malformed", f"bad int8 scale {scale}")
+    if not (math.isfinite(scale) and scale > 0) or (dtype == 0 and scale != 1.0):
+        raise WireError("malformed", f"bad scale {scale} for a {DTYPE_NAMES[dtype]} payload")
+    if not flags & FLAG_LABEL and label != -1:
+        raise WireError("malformed", f"label {label} without the label flag (it must be -1)")
     if k > max_k:
         raise WireError("oversized", f"k={k} symbols, this bundle carries at most {max_k}")
     if bundle_id is not None and bid.hex() != bundle_id:
