@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rkd_edge import progress
+from rkd_edge import env, progress
 from rkd_edge.config import RANGES
 from rkd_edge.distill.loop import save_checkpoint
 from rkd_edge.distill.stages import run_stage, validate
@@ -29,7 +29,7 @@ from rkd_edge.io import OutputLock, commit_dir, read_json, special_entry, write_
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.outputs import check_output
 from rkd_edge.pipeline import Pipeline
-from rkd_edge.rundir import RunDir, checkpoint_state
+from rkd_edge.rundir import RunDir, checkpoint_state, weights_digest
 
 # What a pruned run does not take from its source: caches, epoch checkpoints and results of the source.
 JOB_FILE = "prune-job.json"  # in the partial folder: what is being pruned, written once the copy is whole
@@ -125,6 +125,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     rd = pipe.rd
     pipe.stage_teacher()
     shape = tuple(spec["input_shape"])
+    source = {"run": Path(run).name, "weights_sha256": weights_digest(system)}
     before = {
         "params": count_params(system.encoder),
         "macs": count_macs(system.encoder, shape),
@@ -173,6 +174,9 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     for stage in ("stage1", "probe"):
         rd.checkpoint(stage).unlink(missing_ok=True)  # the unpruned weights stay with the source run
     save_checkpoint(rd.checkpoint("stage2"), checkpoint_state(system, cfg))
+    # The copied records describe the source: each says so, and stage 2's holds the pruned checkpoint's digest.
+    for stage in [p.stem for p in sorted((work / "stages").glob("*.json"))]:
+        rd.mark(stage, {**rd.done(stage), "pruned_from": Path(run).name})
     spec = read_json(rd.system)
     spec["encoder"]["pruned"] = {"ratio": ratio, "from": Path(run).name}
     write_json(rd.system, spec)
@@ -184,6 +188,14 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     summary = evaluate_run(work)
     pipe.close()
     shutil.rmtree(work / "train", ignore_errors=True)
-    record = {"ratio": ratio, "finetune_epochs": epochs, "before": before, "after": after, "curves": summary["curves"]}
+    record = {
+        "ratio": ratio,
+        "finetune_epochs": epochs,
+        "source": source,
+        "versions": env.versions(),
+        "before": before,
+        "after": after,
+        "curves": summary["curves"],
+    }
     write_json(rd.prune_record, record)
     return record

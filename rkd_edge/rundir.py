@@ -33,7 +33,7 @@ from rkd_edge.config import RunConfig, read_config
 from rkd_edge.data import DataSplits, create_dataset
 from rkd_edge.distill.loop import load_checkpoint
 from rkd_edge.errors import UserError, short_repr
-from rkd_edge.io import read_json, special_entry, write_json
+from rkd_edge.io import read_json, sha256_file, special_entry, write_json
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.nas.genotypes import Genotype
@@ -50,7 +50,14 @@ TRAINED_STAGES = ("stage2", "probe", "stage1")
 # field may be null): a record edited by hand is refused with one line, not a traceback downstream.
 _NUM = (int, float)
 RECORD_FIELDS: dict[str, dict[str, tuple]] = {
-    "*": {"inputs": (dict,), "seconds": _NUM, "trained": (list,), "history": (list,), "clean_test_accuracy": _NUM},
+    "*": {
+        "inputs": (dict,),
+        "seconds": _NUM,
+        "trained": (list,),
+        "history": (list,),
+        "clean_test_accuracy": _NUM,
+        "checkpoint_sha256": (str,),
+    },
     "teacher": {"accuracy": _NUM, "params": (int,), "embed_dim": (int,), "spec": (str,), "identity": (str,)},
     "search": {"params": (int,), "flops": (int,), "genotype": (str,)},
     "evaluate": {
@@ -147,7 +154,12 @@ class RunDir:
 
     def mark(self, stage: str, info: dict) -> dict:
         """Record a finished stage (written last, atomically: the stage is complete once this exists); its
-        epoch checkpoint, kept until now so that an interruption resumes, goes."""
+        epoch checkpoint, kept until now so that an interruption resumes, goes. A trained stage's record
+        holds its checkpoint's sha256: a checkpoint swapped in later (another run's, an earlier stage's) is
+        refused when the run is loaded."""
+        info = {k: v for k, v in info.items() if k != "checkpoint_sha256"}
+        if stage in TRAINED_STAGES and self.checkpoint(stage).is_file():
+            info["checkpoint_sha256"] = sha256_file(self.checkpoint(stage))
         write_json(self.stage_record(stage), info)
         self.epoch_checkpoint(stage).unlink(missing_ok=True)
         return info
@@ -238,6 +250,13 @@ class RunDir:
                     f"{self.stage_record(stage)} and rerun rkd-edge pipeline --out {self.root} to train it again"
                 )
             if ck.is_file():
+                recorded = (self.done(stage) or {}).get("checkpoint_sha256")
+                if recorded is not None and sha256_file(ck) != recorded:
+                    raise UserError(
+                        f"{ck} is not the checkpoint stage {stage} wrote (its sha256 differs from "
+                        f"{self.stage_record(stage)}); restore it, or remove that record and rerun rkd-edge pipeline "
+                        f"--out {self.root} to train the stage again"
+                    )
                 saved = load_checkpoint(ck)
                 pruned = bool(spec["encoder"].get("pruned"))
                 state = untrained_codec(system, saved.get("model"), self.done(stage))

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from rkd_edge.rundir import load_run, shrink_to_state
+from rkd_edge.rundir import load_run, shrink_to_state, weights_digest
 from tests.conftest import run_cli
 
 
@@ -17,6 +17,11 @@ def test_prune_run_then_export(tiny_run, tmp_path):
     _, system, spec = load_run(out)
     assert spec["encoder"]["pruned"]["ratio"] == 0.5
     assert sum(p.numel() for p in system.encoder.parameters()) == rec["after"]["params"]
+    _, source, _ = load_run(tiny_run)
+    full = json.loads((out / "prune.json").read_text())
+    assert full["source"] == {"run": tiny_run.name, "weights_sha256": weights_digest(source)} and full["versions"]
+    stages = sorted((out / "stages").glob("*.json"))
+    assert stages and all(json.loads(p.read_text())["pruned_from"] == tiny_run.name for p in stages)
     run_cli("-q", "export", str(out), "--out", str(tmp_path / "bundle"), check=True)
     assert run_cli("prune", str(tiny_run), "--out", str(out)).returncode == 2  # never overwrites
 

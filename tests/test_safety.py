@@ -512,6 +512,14 @@ def test_unreadable_checkpoint_is_one_line(run_copy, content):
     one_line_exit_2(run_cli("-q", "evaluate", str(run_copy)), "checkpoint")
 
 
+def test_a_checkpoint_swapped_in_after_its_stage_is_refused(run_copy, tmp_path):
+    """Same architecture, other weights (stage 1's in stage 2's place): export made a bundle at chance."""
+    shutil.copy(run_copy / "checkpoints" / "stage1.pt", run_copy / "checkpoints" / "stage2.pt")
+    for args in (["export", str(run_copy), "--out", str(tmp_path / "b")], ["evaluate", str(run_copy)]):
+        one_line_exit_2(run_cli("-q", *args), "is not the checkpoint stage stage2 wrote")
+    assert not (tmp_path / "b").exists()
+
+
 def test_export_refuses_an_unfinished_run(run_copy, tmp_path):
     (run_copy / "stages" / "stage2.json").unlink()
     proc = run_cli("-q", "export", str(run_copy), "--out", str(tmp_path / "b"))
