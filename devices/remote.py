@@ -375,7 +375,8 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
     finally:
         with contextlib.suppress(UserError):  # the connection went away: the folder stays in /tmp
             run(target, f"rm -rf {shlex.quote(work)}")
-    # the bundle as named here (the device's copy lived in a temporary folder, removed above)
-    result["remote"] = {"host": target.name, "rkd_edge": info["rkd_edge"], "bundle": remote_bundle}
+    # the bundle as named here; the device's copy lived in a temporary folder, removed above (its absolute path
+    # would only make two results of one bundle differ)
+    result["remote"] = {"host": target.name, "rkd_edge": info["rkd_edge"]}
     result["bundle"] = str(bundle)
     return result

@@ -67,8 +67,9 @@ def export_bundle(
     calib_samples: int = 256,
     force: bool = False,
     calib_min: int = MIN_SAMPLES,
+    target: dict | None = None,
 ) -> dict:
-    """Export a trained run; returns the manifest.
+    """Export a trained run; returns the manifest (``target``: the device profile exported for, recorded).
 
     The bundle is built in a hidden folder beside ``out`` while this process holds ``out``'s lock, and
     renamed into place at the end: a second export to the same ``out`` fails at once, a failed one leaves
@@ -89,12 +90,14 @@ def export_bundle(
         calib = (calibration, calib_samples, calib_min)
         # The source run as seen from the bundle's folder (the PyTorch reference finds it there).
         source = Path(os.path.relpath(run.resolve(), out.resolve().parent)).as_posix()
-        manifest = _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib)
+        manifest = _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib, target)
         write_marker(work, "bundle")
     return manifest
 
 
-def _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int, int]) -> dict:
+def _build(
+    work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int, int], target: dict | None
+) -> dict:
     calibration, calib_samples, calib_min = calib
     graphs = graph_io(system, splits.input_shape)
     feeds = parity_feeds(system, splits.test, mcfg.codec, cfg.seed)
@@ -170,6 +173,7 @@ def _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tu
         },
         "models": models,
         "opset": opset,
+        **({"target": target} if target else {}),
         "precisions": ["fp32", "int8"] if int8 else ["fp32"],
         # INT8 is kept only where it wins: per model, measured by export/int8.py at export (int8_report).
         "default_precision": default_precision,

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from rkd_edge.errors import UserError
-from rkd_edge.io import TOOL_MARKER, file_in_the_way, special_entry, write_json
+from rkd_edge.io import TOOL_MARKER, check_new_files, file_in_the_way, special_entry, write_json
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, verify_bundle
 
 MARKER = TOOL_MARKER
@@ -233,3 +233,22 @@ def check_resumable(out: Path, kind: str = "run") -> bool:
         UserError: ``out`` is a file, or a folder holding anything else.
     """
     return check_output(Path(out), kind, force=True, action="rkd-edge resumes")
+
+
+def refuse_inside_bundle(path: str | Path, option: str) -> None:
+    """Refuse an output file inside a bundle: a bundle holds only what its manifest lists, so one more file
+    (a bench JSON, an estimate) would make it fail its own verification."""
+    for parent in Path(path).resolve().parents:
+        if parent.is_dir() and kind_of(parent) == "bundle":
+            raise UserError(
+                f"{option} {path} lies inside the bundle {parent}, which holds only what its manifest lists; "
+                "write it elsewhere"
+            )
+
+
+def check_new_outputs(named: dict[str, str | Path | None]) -> None:
+    """:func:`rkd_edge.io.check_new_files`, and none of the files inside a bundle."""
+    check_new_files(named)
+    for option, path in named.items():
+        if path is not None:
+            refuse_inside_bundle(path, option)

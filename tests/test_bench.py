@@ -4,6 +4,7 @@ rows, ``--select`` used by the runtime, and the remote bench against a real sshd
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -146,6 +147,22 @@ def test_too_few_timed_calls_are_said_and_never_selected_from(tiny_bundle, tmp_p
     assert "selection" not in json.loads((b / "manifest.json").read_text())
 
 
+def test_select_on_a_read_only_bundle_is_refused_before_timing(tiny_bundle, tmp_path):
+    """It failed only when it wrote its choice, after every row was timed, and the table was lost."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(tiny_bundle), str(ro)], capture_output=True).returncode:
+        pytest.skip("no bind mounts here (needs root with CAP_SYS_ADMIN)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        proc = run_cli("bench", str(ro), "--select", "--batch", "1", *FAST)
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+    assert proc.returncode == 2 and "is not writable here" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "p50" not in proc.stdout  # before any timing
+
+
 def test_nothing_measurable_here_is_one_line(tiny_bundle):
     if unavailable("tensorrt") is None:
         pytest.skip("TensorRT runs here")
@@ -266,8 +283,9 @@ def test_remote_bench_over_loopback_sshd_matches_the_local_schema(sshd, local, t
     remote = json.loads(out.read_text())
     assert set(remote) - {"remote"} == set(result_local)
     assert remote["remote"]["host"].endswith(f"127.0.0.1:{sshd['port']}")
-    assert remote["remote"]["bundle"].startswith("/tmp/rkd-edge-bench.")
-    assert not Path(remote["remote"]["bundle"]).parent.exists()  # the remote folder was cleaned up
+    assert set(remote["remote"]) == {"host", "rkd_edge"}  # no path of the device's temporary copy
+    work = re.search(r"bench (/tmp/rkd-edge-bench\.\w+)/", proc.stderr)  # the command it ran there, logged
+    assert work and not Path(work[1]).exists()  # the remote folder was cleaned up
     assert remote["bundle_id"] == result_local["bundle_id"]
 
     def index(res):

@@ -29,6 +29,7 @@ from rkd_edge.devices.telemetry import (
 )
 
 from rkd_edge.errors import UserError
+from rkd_edge.runtime import Runtime
 from tests.conftest import run_cli
 
 # Real tegrastats lines as published, each with the page it was copied from.
@@ -482,6 +483,22 @@ def test_export_target_refusals(tmp_path):
     ]:
         r = run_cli("export", str(tmp_path), "--out", str(tmp_path / "b"), *args)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_bundle_exported_for_a_target_records_it(tiny_run, tmp_path):
+    r = run_cli("-q", "export", str(tiny_run), "--out", str(tmp_path / "b"), "--target", "xavier-nx")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["target"] == {
+        "profile": "xavier-nx",
+        "name": "Jetson Xavier NX",
+        "tensorrt": "8.5.2",
+        "max_onnx_opset": 17,
+    }
+    assert m["opset"] == 17 and "target" not in json.loads((tmp_path / "b" / "config.json").read_text())
+    Runtime(str(tmp_path / "b"))  # a manifest with its target still verifies
+    r = run_cli("devices", "show", "orin-nano")
+    assert "7W / 15W" in r.stdout and "('" not in r.stdout  # a module's variants as a person reads them
 
 
 def test_estimate_cli_on_a_bundle(tiny_bundle, tmp_path):

@@ -4,6 +4,7 @@ batch and stage, here or on a device over SSH (``--host USER@HOST``)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -49,7 +50,8 @@ def bench(
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
     from rkd_edge import __version__
     from rkd_edge.bench import SCHEMA, Settings, run_bench, table, write_selection
-    from rkd_edge.io import check_new_file, write_new_json
+    from rkd_edge.io import write_new_json
+    from rkd_edge.outputs import check_new_outputs
     from rkd_edge.runtime.bundle import bundle_id, load_manifest
 
     if schema:
@@ -59,7 +61,12 @@ def bench(
         raise UserError("usage: rkd-edge bench BUNDLE [--backend ...] [--precision fp32,int8] [--batch 1,32]")
     from rkd_edge.runtime.runners import BACKENDS
 
-    check_new_file(json_out, "--json")
+    check_new_outputs({"--json": json_out})
+    if select and bundle.is_dir() and not os.access(bundle, os.W_OK):  # found out after minutes of timing, else
+        raise UserError(
+            f"--select records its choice in {bundle}/manifest.json, but {bundle} is not writable here; copy the "
+            "bundle somewhere writable, or leave --select out"
+        )
 
     backends = (
         list(BACKENDS) if backend.strip() == "all" else comma_list(backend, "--backend", example="onnxruntime,pytorch")

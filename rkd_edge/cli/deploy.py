@@ -78,6 +78,7 @@ def export(
         calib_samples=calib_samples,
         force=force,
         calib_min=calib_min,
+        target=_target_record(target_device),
     )
     echo_json(
         {
@@ -87,6 +88,16 @@ def export(
             "files": len(m["files"]),
         }
     )
+
+
+def _target_record(name: str | None) -> dict | None:
+    """What a bundle records of the device profile it was exported for (``--target``)."""
+    if name is None:
+        return None
+    from rkd_edge.devices.profiles import get_profile
+
+    p = get_profile(name)
+    return {"profile": p.key, "name": p.name, "tensorrt": p.tensorrt, "max_onnx_opset": p.max_onnx_opset}
 
 
 def _target_opset(name: str | None, opset: int | None, int8: bool) -> int:

@@ -9,8 +9,9 @@ import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, comma_list, echo_json, resolve
 from rkd_edge.errors import UserError
-from rkd_edge.io import OutputLock, check_new_file, file_in_the_way, write_json, write_new_json
+from rkd_edge.io import OutputLock, file_in_the_way, write_json, write_new_json
 from rkd_edge.limits import check_batches, check_threads
+from rkd_edge.outputs import check_new_outputs, refuse_inside_bundle
 
 app = typer.Typer(no_args_is_help=True, help="Jetson device profiles, detection, estimates and latency tables.")
 
@@ -72,7 +73,13 @@ def show_cmd(name: str = typer.Argument(..., help="Profile key (rkd-edge devices
         echo_json(figs)
         return
     typer.echo(f"{p.name} ({p.key})")
-    typer.echo(_table(["field", "value", "source"], [[k, v["value"], v["source"]] for k, v in figs.items()]))
+    rows = [[k, _shown(v["value"]), v["source"]] for k, v in figs.items()]
+    typer.echo(_table(["field", "value", "source"], rows))
+
+
+def _shown(value) -> object:
+    """A figure as a person reads it: the variants of a module (memory sizes, power modes) joined by ' / '."""
+    return " / ".join(map(str, value)) if isinstance(value, tuple | list) else value
 
 
 @app.command("detect")
@@ -109,7 +116,7 @@ def estimate_cmd(
     if not (bundle / "manifest.json").is_file():
         raise UserError(f"{bundle} is not a bundle (no manifest.json); make one with rkd-edge export RUN --out BUNDLE")
     if out:
-        check_new_file(out)
+        check_new_outputs({"--out": out})
     prof = resolve_profile(device)
     res = estimate_bundle(bundle, prof, comma_list(precision, "--precision", example="fp32,int8"), batches)
     if out:
@@ -167,6 +174,7 @@ def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
     """``devices lut`` under its output's lock."""
     from rkd_edge import progress
 
+    refuse_inside_bundle(out, "--out")
     if out.is_symlink():  # followed, a write would land wherever it points; replaced, the link is lost
         raise UserError(f"{out} is a symbolic link; give a plain file name as --out")
     if out.is_dir():

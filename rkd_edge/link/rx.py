@@ -30,11 +30,12 @@ import numpy as np
 
 from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_files, new_file
+from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
+from rkd_edge.outputs import check_new_outputs
 from rkd_edge.runtime.bundle import channel_kwargs
 from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
 from rkd_edge.runtime.channel import NumpyChannel
@@ -449,7 +450,7 @@ def run_rx(
         listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms, seed
     )
     check_threads(threads)
-    check_new_files({"--summary": summary_path, "--out": out})
+    check_new_outputs({"--summary": summary_path, "--out": out})
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)

@@ -19,12 +19,13 @@ import numpy as np
 
 from rkd_edge import progress
 from rkd_edge.errors import UserError
-from rkd_edge.io import check_new_file, new_file
+from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import ReceiverStalledError, Sender, SendStoppedError, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
+from rkd_edge.outputs import check_new_outputs
 
 MIN_RATE = 1 / MAX_SECONDS  # frames per second: one a day
 
@@ -115,7 +116,7 @@ def run_tx(
             that cannot be read after frames were sent (the summary of what was sent comes first).
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu, threads, send_timeout_s)
-    check_new_file(summary_path, "--summary")
+    check_new_outputs({"--summary": summary_path})
     from rkd_edge.runtime import Runtime
 
     rt = Runtime(str(bundle), precision=precision, threads=threads)

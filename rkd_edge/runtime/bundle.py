@@ -77,6 +77,7 @@ OPTIONAL = {
     "versions": dict,
     "tensorrt": dict,
     "selection": dict,
+    "target": dict,
 }
 MAX_MANIFEST_BYTES = 4 << 20
 MODELS = ("encoder", "tx", "rx")
