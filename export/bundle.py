@@ -25,7 +25,7 @@ from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.outputs import check_output, write_marker
 from rkd_edge.rundir import RunDir, load_splits, weights_digest
-from rkd_edge.runtime.bundle import FORMAT, MANIFEST
+from rkd_edge.runtime.bundle import FORMAT, MANIFEST, UNLISTED_OK, bundle_id
 from rkd_edge.runtime.runners.ort import cpu_session
 
 PARITY_TOLERANCE = 1e-4
@@ -91,7 +91,6 @@ def export_bundle(
         # The source run as seen from the bundle's folder (the PyTorch reference finds it there).
         source = Path(os.path.relpath(run.resolve(), out.resolve().parent)).as_posix()
         manifest = _build(work, source, cfg, mcfg, system, spec, splits, int8, opset, calib, target)
-        write_marker(work, "bundle")
     return manifest
 
 
@@ -207,12 +206,20 @@ def _build(
 
 
 def write_manifest(root: Path, manifest: dict) -> dict:
-    """Hash every file under ``root`` (but the manifest) into ``manifest['files']`` and write it."""
+    """Hash the bundle's files under ``root`` into ``manifest['files']``, write it, and mark the folder as a
+    bundle of that manifest's id (a manifest edited later no longer matches it).
+
+    Left out, as :func:`rkd_edge.runtime.bundle.verify_bundle` leaves them out: the manifest itself, hidden
+    entries (the marker, locks) and what other commands add later (``evaluation/``, ``trt/``, whose engines
+    the manifest's ``tensorrt`` record hashes).
+    """
     files = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            rel = path.relative_to(root).as_posix()
-            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        rel = path.relative_to(root)
+        unlisted = rel.parts[0] in UNLISTED_OK or any(part.startswith(".") for part in rel.parts)
+        if path.is_file() and path.name != MANIFEST and not unlisted:
+            files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest["files"] = files
     write_json(root / MANIFEST, manifest)
+    write_marker(root, "bundle", bundle_id=bundle_id(manifest))
     return manifest

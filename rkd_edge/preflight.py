@@ -19,7 +19,7 @@ from rkd_edge.limits import MAX_PARAMS
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.search import make_skeleton, weights_half
-from rkd_edge.nas.search_model import SearchNetwork
+from rkd_edge.nas.search_model import supernet_params
 from rkd_edge.rundir import build_codec
 from rkd_edge.students import create_encoder
 from rkd_edge.system_spec import system_spec
@@ -47,7 +47,7 @@ def check_supernet(cfg: RunConfig, splits: DataSplits) -> None:
     sizes = {supernet: (sk, s.partial_channels)}
     if s.derive_channels:  # a student has one operation per edge: at most the whole supernet at its width
         sizes["the student at search.derive_channels (at most)"] = (replace(sk, init_channels=s.derive_channels), 1)
-    _refuse_large({what: _params(lambda a=args: SearchNetwork(*a)) for what, args in sizes.items()})
+    _refuse_large({what: supernet_params(*args) for what, args in sizes.items()})
 
 
 def check_genotype(path: str, splits: DataSplits) -> Genotype:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,28 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
         check=True,
     )
     return out
+
+
+def write_manifest_as_rkd_edge(bundle: Path, manifest: dict) -> None:
+    """Write a hand-made ``manifest.json`` and restamp the bundle's marker with its id, as rkd-edge's own
+    writer does: the checks after the manifest's own (files, models, runners) then see it."""
+    from rkd_edge.io import TOOL_MARKER
+    from rkd_edge.runtime.bundle import bundle_id
+
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    marker = bundle / TOOL_MARKER
+    if marker.is_file():
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "bundle_id": bundle_id(manifest)}))
+
+
+def restamp_checkpoint(run: Path, stage: str) -> None:
+    """Record a replaced checkpoint's sha256 in its stage record, as a run that trained it would hold: the
+    checks after the record's (the unpickler, the weights digest) then see it."""
+    import hashlib
+
+    record = run / "stages" / f"{stage}.json"
+    sha = hashlib.sha256((run / "checkpoints" / f"{stage}.pt").read_bytes()).hexdigest()
+    record.write_text(json.dumps({**json.loads(record.read_text()), "checkpoint_sha256": sha}))
 
 
 def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):

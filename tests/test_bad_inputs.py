@@ -300,7 +300,11 @@ for cmd in CONFIG_COMMANDS[1:] + ["teacher train --out {out}"]:
 SET_PARAMS.append(case("lut-set-seed.x", "devices lut --out {out} --set seed.x=1", "seed"))
 # The fashion-mnist preset turns codec.posterior on: a codec without a linear path to feed is refused.
 SET_PARAMS.append(
-    case("posterior-needs-cat", "pipeline --out {out} --preset fashion-mnist --set codec.name=plain", "codec.posterior")
+    case(
+        "posterior-needs-cat",
+        "pipeline --out {out} --preset fashion-mnist --set codec.name=plain",
+        "needs the cat codec",
+    )
 )
 SET_PARAMS.append(
     case(

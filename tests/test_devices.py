@@ -30,7 +30,7 @@ from rkd_edge.devices.telemetry import (
 
 from rkd_edge.errors import UserError
 from rkd_edge.runtime import Runtime
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_manifest_as_rkd_edge
 
 # Real tegrastats lines as published, each with the page it was copied from.
 # JetPack 4, Jetson Nano (4 GB): https://github.com/evanmayer/effex/issues/12
@@ -556,7 +556,7 @@ def test_estimate_refuses_a_model_with_external_data(tiny_bundle, tmp_path):
     path.write_bytes(data)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"]["models/encoder.onnx"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest_as_rkd_edge(bundle, manifest)
     r = run_cli("devices", "estimate", str(bundle), "--device", "thor")
     assert r.returncode == 2 and "external data" in r.stderr and "Traceback" not in r.stderr, r.stderr
 

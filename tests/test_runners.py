@@ -14,6 +14,7 @@ from rkd_edge.runtime import BundleError, Runtime
 from rkd_edge.runtime.bundle import Bundle
 from rkd_edge.runtime.runners import BACKENDS, create_runner, runner_class
 from rkd_edge.runtime.runners.device import fingerprint
+from tests.conftest import restamp_checkpoint, write_manifest_as_rkd_edge
 
 
 def _copy(bundle, tmp_path, edit=None):
@@ -23,7 +24,7 @@ def _copy(bundle, tmp_path, edit=None):
     if edit:
         m = json.loads((b / "manifest.json").read_text())
         edit(m)
-        (b / "manifest.json").write_text(json.dumps(m))
+        write_manifest_as_rkd_edge(b, m)
     return b
 
 
@@ -125,7 +126,7 @@ def test_the_pytorch_reference_runs_only_the_bundles_own_run(tiny_run, tiny_bund
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
     m = json.loads((b / "manifest.json").read_text())
-    (b / "manifest.json").write_text(json.dumps({**m, "source_run": {**m["source_run"], "path": "/etc"}}))
+    write_manifest_as_rkd_edge(b, {**m, "source_run": {**m["source_run"], "path": "/etc"}})
     with pytest.raises(BundleError, match="pass --run RUN"):
         Runtime(str(b), backend="pytorch")
     other = tmp_path / "other"
@@ -144,6 +145,7 @@ def test_the_pytorch_reference_runs_only_the_bundles_own_run(tiny_run, tiny_bund
     name = next(k for k, v in state["model"].items() if v.is_floating_point())
     state["model"][name] = state["model"][name] + 1e-3
     torch.save(state, ck)
+    restamp_checkpoint(same, "stage2")  # a retrained run's record holds its own checkpoint's digest
     with pytest.raises(BundleError, match="other config or weights"):
         Runtime(str(tiny_bundle), backend="pytorch", run=str(same))
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from rkd_edge.runtime import BundleError, Runtime
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -254,7 +254,7 @@ def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path, sig):
     """typer turns Ctrl-C into exit 130 inside the app: the line must still reach the user. SIGTERM (a job
     scheduler, ``kill``) stops the same way, and its lock goes with it."""
     proc = _cli_popen(
-        "-q", "evaluate", str(tiny_run), "--snr", "0:20:1", "--trials", "1000", "--out", str(tmp_path / "e")
+        "-q", "evaluate", str(tiny_run), "--snr", "0:20:1", "--trials", "700", "--out", str(tmp_path / "e")
     )
     time.sleep(6)
     proc.send_signal(sig)
@@ -500,6 +500,7 @@ def test_pickle_payload_in_a_checkpoint_does_not_run(run_copy, tmp_path, command
     state = torch.load(ck, weights_only=True)
     state["extra"] = _Payload(str(pwned))
     torch.save(state, ck)
+    restamp_checkpoint(run_copy, "stage2")  # as a sender of such a run would: the unpickler is what is tested
     args = [str(run_copy)] + (["--out", str(tmp_path / "bundle")] if command == "export" else [])
     one_line_exit_2(run_cli("-q", command, *args), "not plain weights")
     assert not pwned.exists()
@@ -531,10 +532,9 @@ def test_export_refuses_an_unfinished_run(run_copy, tmp_path):
 
 
 def _edit_manifest(bundle: Path, edit) -> None:
-    path = bundle / "manifest.json"
-    m = json.loads(path.read_text())
+    m = json.loads((bundle / "manifest.json").read_text())
     edit(m)
-    path.write_text(json.dumps(m))
+    write_manifest_as_rkd_edge(bundle, m)
 
 
 def _swap_models(m):
@@ -660,7 +660,12 @@ def test_bundle_id_follows_content(tiny_bundle, tmp_path):
     shutil.copytree(tiny_bundle, b)
     first = Bundle.open(b).bundle_id
     assert len(first) == 16 and first == Bundle.open(tiny_bundle).bundle_id
-    _edit_manifest(b, lambda m: m["classes"].reverse())
+    m = json.loads((b / "manifest.json").read_text())
+    m["classes"].reverse()
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="was changed after rkd-edge wrote it"):  # by hand: the marker says so
+        Bundle.open(b)
+    write_manifest_as_rkd_edge(b, m)  # as rkd-edge writes one (export trt): a new id
     assert Bundle.open(b).bundle_id != first
 
 

@@ -62,6 +62,36 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+def cell_specs(sk: Skeleton, c_stem: int, partial_channels: int) -> tuple[list[tuple], int]:
+    """The :class:`SearchCell` arguments of every cell, in order, and the width the last one outputs."""
+    specs, c_pp, c_p = [], c_stem, c_stem
+    for p in cell_plan(sk):
+        specs.append((sk.steps, c_pp, c_p, p["C"], p["reduction"], p["reduction_prev"], partial_channels))
+        c_pp, c_p = c_p, sk.steps * p["C"]
+    return specs, c_p
+
+
+def make_head(sk: Skeleton, c_last: int) -> tuple[nn.Module, nn.Module]:
+    """The feature head ``[B, c_last] -> [B, D]`` and the classifier ``[B, D] -> [B, N]``."""
+    head = nn.Sequential(nn.Linear(c_last, sk.feature_dim), nn.LayerNorm(sk.feature_dim))
+    return head, nn.Linear(sk.feature_dim, sk.num_classes)
+
+
+def supernet_params(sk: Skeleton, partial_channels: int = 1) -> int:
+    """Parameters of ``SearchNetwork(sk, partial_channels)`` without building it: each distinct cell counted
+    once on the meta device (64 cells of 16 steps are some 300,000 modules; built whole, minutes)."""
+
+    def count(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    with torch.device("meta"):
+        stem, c_stem = make_stem(sk)
+        cells, c_last = cell_specs(sk, c_stem, partial_channels)
+        per_cell = {args: count(SearchCell(*args)) for args in set(cells)}
+        alphas = 2 * edges_per_cell(sk.steps) * len(PRIMITIVES)
+        return count(stem) + sum(per_cell[a] for a in cells) + sum(map(count, make_head(sk, c_last))) + alphas
+
+
 class SearchNetwork(nn.Module):
     """Supernet: ``x: [B, C, H, W]`` -> ``(features [B, D], logits [B, N])``.
 
@@ -72,16 +102,10 @@ class SearchNetwork(nn.Module):
         super().__init__()
         self.skeleton = sk
         self.stem, c_cur = make_stem(sk)
-        c_pp, c_p = c_cur, c_cur
-        self.cells = nn.ModuleList()
         self.plan = cell_plan(sk)
-        for p in self.plan:
-            self.cells.append(
-                SearchCell(sk.steps, c_pp, c_p, p["C"], p["reduction"], p["reduction_prev"], partial_channels)
-            )
-            c_pp, c_p = c_p, sk.steps * p["C"]
-        self.head = nn.Sequential(nn.Linear(c_p, sk.feature_dim), nn.LayerNorm(sk.feature_dim))
-        self.classifier = nn.Linear(sk.feature_dim, sk.num_classes)
+        cells, c_p = cell_specs(sk, c_cur, partial_channels)
+        self.cells = nn.ModuleList(SearchCell(*args) for args in cells)
+        self.head, self.classifier = make_head(sk, c_p)
         e, n = edges_per_cell(sk.steps), len(PRIMITIVES)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(e, n))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(e, n))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, same_ids
 from rkd_edge.errors import short_repr
-from rkd_edge.io import sha256_bytes, sha256_file, strict_json
+from rkd_edge.io import TOOL_MARKER, sha256_bytes, sha256_file, strict_json
 from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
 
 MANIFEST = "manifest.json"
@@ -351,7 +351,26 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
     for rel, rec in manifest["files"].items():
         _check_file(root, rel, rec, "re-export the bundle")
     _check_unlisted(root, manifest["files"])
+    _check_recorded_id(root, manifest)
     return manifest
+
+
+def _check_recorded_id(root: Path, manifest: dict) -> None:
+    """Refuse a manifest edited after rkd-edge wrote it: the bundle's marker records the id of the manifest
+    export (or export trt) wrote; an edit of its normalisation or classes would give wrong numbers silently.
+    A bundle without the record (made by hand, or before it was kept) is not checked."""
+    marker = root / TOOL_MARKER
+    if not marker.is_file() or marker.is_symlink():
+        return
+    try:
+        recorded = strict_json(marker.read_text()).get("bundle_id")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        raise BundleError(f"{marker} is unreadable; re-export the bundle") from None
+    if recorded is not None and recorded != bundle_id(manifest):
+        raise BundleError(
+            f"{root / MANIFEST} was changed after rkd-edge wrote it (its id is {bundle_id(manifest)}, the bundle "
+            f"was written as {recorded}); re-export the bundle"
+        )
 
 
 def verified_engine(root: Path, rec: dict) -> Path:
