@@ -25,7 +25,7 @@ from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.outputs import check_output, write_marker
 from rkd_edge.rundir import RunDir, load_splits, weights_digest
-from rkd_edge.runtime.bundle import FORMAT, MANIFEST, UNLISTED_OK, bundle_id
+from rkd_edge.runtime.bundle import FORMAT, MANIFEST, bundle_id, outside_manifest
 from rkd_edge.runtime.runners.ort import cpu_session
 
 PARITY_TOLERANCE = 1e-4
@@ -209,15 +209,13 @@ def write_manifest(root: Path, manifest: dict) -> dict:
     """Hash the bundle's files under ``root`` into ``manifest['files']``, write it, and mark the folder as a
     bundle of that manifest's id (a manifest edited later no longer matches it).
 
-    Left out, as :func:`rkd_edge.runtime.bundle.verify_bundle` leaves them out: the manifest itself, hidden
-    entries (the marker, locks) and what other commands add later (``evaluation/``, ``trt/``, whose engines
-    the manifest's ``tensorrt`` record hashes).
+    Left out, as verification leaves them out: :func:`rkd_edge.runtime.bundle.outside_manifest` (``trt/``'s
+    engines are hashed by the manifest's ``tensorrt`` record).
     """
     files = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        unlisted = rel.parts[0] in UNLISTED_OK or any(part.startswith(".") for part in rel.parts)
-        if path.is_file() and path.name != MANIFEST and not unlisted:
+        if path.is_file() and not outside_manifest(rel.parts[0]):
             files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest["files"] = files
     write_json(root / MANIFEST, manifest)

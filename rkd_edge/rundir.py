@@ -250,7 +250,8 @@ class RunDir:
                     f"{self.stage_record(stage)} and rerun rkd-edge pipeline --out {self.root} to train it again"
                 )
             if ck.is_file():
-                recorded = (self.done(stage) or {}).get("checkpoint_sha256")
+                record = self.done(stage)
+                recorded = (record or {}).get("checkpoint_sha256")
                 if recorded is not None and sha256_file(ck) != recorded:
                     raise UserError(
                         f"{ck} is not the checkpoint stage {stage} wrote (its sha256 differs from "
@@ -259,7 +260,7 @@ class RunDir:
                     )
                 saved = load_checkpoint(ck)
                 pruned = bool(spec["encoder"].get("pruned"))
-                state = untrained_codec(system, saved.get("model"), self.done(stage))
+                state = untrained_codec(system, saved.get("model"), record)
                 load_state(system, state, ck, pruned=pruned, channel_ids=saved.get("channel_ids"))
                 break
         else:

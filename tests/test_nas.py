@@ -174,3 +174,12 @@ def test_a_one_cell_search_steps_without_a_reduction_cell(second_order):
     value = arch.step(batch, batch)
     assert torch.isfinite(value) and not torch.equal(before[0], model.alphas_normal)
     assert torch.isfinite(model.alphas_reduce).all()
+
+
+@pytest.mark.parametrize("layers,steps,channels,partial", [(3, 3, 8, 1), (5, 4, 16, 2), (1, 2, 4, 1), (8, 2, 8, 4)])
+def test_the_preflight_counts_a_supernet_as_built(layers, steps, channels, partial):
+    """Counted one distinct cell at a time on the meta device, equal to the network built whole."""
+    from rkd_edge.preflight import supernet_params
+
+    sk = Skeleton(1, 8, 10, layers=layers, steps=steps, init_channels=channels, feature_dim=16)
+    assert supernet_params(sk, partial) == count_params(SearchNetwork(sk, partial))

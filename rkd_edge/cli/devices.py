@@ -165,6 +165,7 @@ def lut_cmd(
     check_threads(threads)
     if (blocker := file_in_the_way(out.parents)) is not None:
         raise UserError(f"{blocker} is a file, not a folder; choose another --out")
+    refuse_inside_bundle(out, "--out")  # before the lock, whose file would be made there too
     cfg = resolve(preset, config, overrides, dataset=dataset, data_dir=data_dir)
     with OutputLock(out):  # a second table for the same file stops at once, not after measuring
         _lut(out, precision, threads, force, cfg)
@@ -174,7 +175,6 @@ def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
     """``devices lut`` under its output's lock."""
     from rkd_edge import progress
 
-    refuse_inside_bundle(out, "--out")
     if out.is_symlink():  # followed, a write would land wherever it points; replaced, the link is lost
         raise UserError(f"{out} is a symbolic link; give a plain file name as --out")
     if out.is_dir():

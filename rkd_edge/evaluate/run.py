@@ -75,7 +75,8 @@ def evaluation_target(
 
 
 def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
-    """Write one evaluation's files as a set under a lock: all of them, or (on failure) none.
+    """Write one evaluation's files as a set: all of them, or (on failure) none. The caller holds the folder's
+    lock (:func:`evaluation_target`).
 
     Args:
         out: The folder.
@@ -83,7 +84,7 @@ def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
         write: ``write(staging_dir)`` writes every file of the set into the staging folder.
         of: What was evaluated (see :func:`evaluation_folder`).
     """
-    with OutputLock(out), FileSet(out) as fs:
+    with FileSet(out) as fs:
         write(fs.dir)
         if mark:
             write_marker(fs.dir, "evaluation", of=of)

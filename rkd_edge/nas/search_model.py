@@ -77,21 +77,6 @@ def make_head(sk: Skeleton, c_last: int) -> tuple[nn.Module, nn.Module]:
     return head, nn.Linear(sk.feature_dim, sk.num_classes)
 
 
-def supernet_params(sk: Skeleton, partial_channels: int = 1) -> int:
-    """Parameters of ``SearchNetwork(sk, partial_channels)`` without building it: each distinct cell counted
-    once on the meta device (64 cells of 16 steps are some 300,000 modules; built whole, minutes)."""
-
-    def count(m: nn.Module) -> int:
-        return sum(p.numel() for p in m.parameters())
-
-    with torch.device("meta"):
-        stem, c_stem = make_stem(sk)
-        cells, c_last = cell_specs(sk, c_stem, partial_channels)
-        per_cell = {args: count(SearchCell(*args)) for args in set(cells)}
-        alphas = 2 * edges_per_cell(sk.steps) * len(PRIMITIVES)
-        return count(stem) + sum(per_cell[a] for a in cells) + sum(map(count, make_head(sk, c_last))) + alphas
-
-
 class SearchNetwork(nn.Module):
     """Supernet: ``x: [B, C, H, W]`` -> ``(features [B, D], logits [B, N])``.
 

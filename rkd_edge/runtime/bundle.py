@@ -389,14 +389,20 @@ def _engine_rel(rec: dict) -> str:
 UNLISTED_OK = ("evaluation", "trt")
 
 
+def outside_manifest(top: str) -> bool:
+    """Whether a bundle's top-level entry ``top`` is left out of its manifest's files: the manifest itself,
+    hidden entries (the marker, locks) and what other commands add later (:data:`UNLISTED_OK`)."""
+    return top == MANIFEST or top in UNLISTED_OK or top.startswith(".")
+
+
 def _check_unlisted(root: Path, files: dict) -> None:
     """Refuse a file the manifest does not list: ONNX Runtime would load a model's external data from beside
     it, unhashed, and a reader could take it for part of the bundle."""
     for folder, dirs, names in os.walk(root):
         rel_dir = Path(folder).relative_to(root)
         if rel_dir == Path("."):
-            dirs[:] = [d for d in dirs if d not in UNLISTED_OK and not d.startswith(".")]
-            names = [n for n in names if n != MANIFEST and not n.startswith(".")]
+            dirs[:] = [d for d in dirs if not outside_manifest(d)]
+            names = [n for n in names if not outside_manifest(n)]
         for name in sorted(names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
             rel = (rel_dir / name).as_posix()
             if rel not in files:
