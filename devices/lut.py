@@ -17,9 +17,7 @@ Version-1 tables (``device``, ``unit``, ``batch``, ``entries`` only) still load.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -30,7 +28,7 @@ from rkd_edge.devices.latency import measure
 
 from rkd_edge import env
 from rkd_edge.errors import UserError
-from rkd_edge.io import write_json
+from rkd_edge.io import strict_json, write_json
 from rkd_edge.runtime.runners.ort import cpu_session
 
 FORMAT = "rkd-edge-latency-table"
@@ -38,6 +36,7 @@ VERSION = 2
 PRECISIONS = ("fp32", "int8")
 # Short windows: a table has a few hundred entries and the machines are shared (DESIGN.md section 6 allows
 # the protocol's lengths to be configured).
+MAX_MS = 86_400_000.0  # a day: no layer's latency comes near
 PROTOCOL = {"warmup_s": 0.05, "min_seconds": 0.15, "min_iterations": 30, "max_seconds": 1.0}
 
 
@@ -53,10 +52,10 @@ def read_table(path: str | Path) -> dict:
     """Load and check the format of a latency table; anything else is one line (UserError)."""
     path = Path(path)
     try:
-        table = json.loads(path.read_text())
+        table = strict_json(path.read_text())  # a key twice, NaN, 1e999 refused
     except OSError as exc:
         raise UserError(f"latency table {path} cannot be read ({exc.strerror or exc}); {_rebuild_hint()}") from None
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: a UnicodeDecodeError too
         raise UserError(f"{path} is not JSON, so not a latency table; {_rebuild_hint()}") from None
     if not isinstance(table, dict) or not isinstance(table.get("entries"), dict) or "device" not in table:
         raise UserError(f"{path} is not a latency table (no 'device' and 'entries'); {_rebuild_hint()}")
@@ -64,7 +63,12 @@ def read_table(path: str | Path) -> dict:
         raise UserError(f"{path} is a {table.get('format')!r} file, not a latency table; {_rebuild_hint()}")
     if table.get("unit", "ms") != "ms":
         raise UserError(f"latency table {path} has unit {table.get('unit')!r}; only ms tables are read")
-    bad = [k for k, v in table["entries"].items() if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0]
+    # 0 < v < a day, compared before any float(v): an int of 400 digits overflows a float; true is not a time
+    bad = [
+        k
+        for k, v in table["entries"].items()
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < MAX_MS
+    ]
     if bad:
         raise UserError(f"latency table {path}: entry {bad[0]!r} is not a positive time in ms; {_rebuild_hint()}")
     return table

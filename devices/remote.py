@@ -362,15 +362,20 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
         proc = run(
             target, " ".join(map(shlex.quote, argv)), timeout=timeout or bench_timeout(settings), what="the bench"
         )
+        failed = None
         if proc.returncode:
             msg = _last_line(proc.stderr.decode(errors="replace")).removeprefix("error: ")
             hint = "" if msg != "no message" else f"; rerun it on {target.name} without -q to see why"
-            raise UserError(f"the bench on {target.name} failed (exit {proc.returncode}): {msg}{hint}")
+            failed = UserError(f"the bench on {target.name} failed (exit {proc.returncode}): {msg}{hint}")
+        # A bench that measured writes its JSON before it exits 2 for a --select it could not make: the rows
+        # come back and this side says why nothing was selected.
         proc = run(target, f"cat {shlex.quote(out)}")
         try:
-            result = json.loads(proc.stdout.decode())
+            result = json.loads(proc.stdout.decode()) if not proc.returncode else None
         except (ValueError, RecursionError):
-            raise UserError(f"the bench on {target.name} wrote no readable JSON at {out}") from None
+            result = None
+        if result is None:
+            raise failed or UserError(f"the bench on {target.name} wrote no readable JSON at {out}")
         check_result(result, target.name)
     finally:
         with contextlib.suppress(UserError):  # the connection went away: the folder stays in /tmp

@@ -559,11 +559,25 @@ def table(result: dict) -> str:
             f"machine reference kernel p50 {machine['p50_ms']:.4f} ms, moved {100 * machine['drift']:.1f} % "
             f"between rounds{steal}"
         )
-        if not machine["steady"]:
+    for backend, sel in (result.get("selection") or {}).items():
+        if sel.get("written"):
             out.append(
-                f"warning: the machine's speed moved by more than {100 * MAX_DRIFT:.0f} % while timing; "
-                "ratios inside this run hold, but compare its latencies with another run's only on a quiet machine"
+                f"selected for {backend} on this device ({sel['fingerprint']}): "
+                + ", ".join(f"{m}={p}" for m, p in sel["choice"].items())
+                + f" (accuracy {sel['accuracy']:.4f} vs {sel['reference_accuracy']:.4f} fp32)"
             )
+    return "\n".join(out)
+
+
+def warnings_of(result: dict) -> list[str]:
+    """What makes a result's numbers less than they seem (for stderr, next to the table on stdout)."""
+    out = []
+    machine, env_ = result.get("machine_reference"), result["environment"]
+    if machine and not machine["steady"]:
+        out.append(
+            f"warning: the machine's speed moved by more than {100 * MAX_DRIFT:.0f} % while timing; "
+            "ratios inside this run hold, but compare its latencies with another run's only on a quiet machine"
+        )
     if (fewest := fewest_timed_calls(result["results"])) is not None and fewest < MIN_TIMED_CALLS:
         out.append(
             f"warning: as few as {fewest} timed calls per row (fewer than {MIN_TIMED_CALLS}): p50 is rough and "
@@ -575,16 +589,16 @@ def table(result: dict) -> str:
             f"warning: --threads {threads} is more than the {usable} CPUs this process may use; threads take "
             "turns on the cores, so latencies are higher and noisier than with at most that many"
         )
-    for backend, sel in (result.get("selection") or {}).items():
-        if sel.get("written"):
-            out.append(
-                f"selected for {backend} on this device ({sel['fingerprint']}): "
-                + ", ".join(f"{m}={p}" for m, p in sel["choice"].items())
-                + f" (accuracy {sel['accuracy']:.4f} vs {sel['reference_accuracy']:.4f} fp32)"
-            )
-        else:
-            out.append(f"no selection for {backend}: {sel.get('reason')}")
-    return "\n".join(out)
+    return out
+
+
+def unselected(result: dict) -> list[str]:
+    """Why ``--select`` chose nothing for a back end, one line each (empty: every selection written)."""
+    return [
+        f"no selection for {backend}: {sel.get('reason')}"
+        for backend, sel in (result.get("selection") or {}).items()
+        if not sel.get("written")
+    ]
 
 
 def check_schema(result: dict) -> None:

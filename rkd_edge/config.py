@@ -22,7 +22,14 @@ import yaml
 from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json
-from rkd_edge.limits import IMAGE_SIZE_RANGE, MAX_PARAMS, SNR_LIMIT_DB, check_eval_passes, check_snr_db
+from rkd_edge.limits import (
+    IMAGE_SIZE_RANGE,
+    MAX_PARAMS,
+    MAX_SYMBOLS,
+    SNR_LIMIT_DB,
+    check_eval_passes,
+    check_snr_db,
+)
 
 # The methods ``--method`` compares; what each one runs is declared in rkd_edge.methods.
 METHODS = ("rkd-sc", "authors-2025", "deepjscc", "no-stage2")
@@ -403,7 +410,7 @@ RANGES: dict[str, tuple] = {
     "search.lambdas": (0.0, None, False, False),
     "search.alpha_kd": (0.0, None, False, False),
     "teacher.label_smoothing": (0.0, 1.0, False, True),
-    "codec.max_symbols": (1, 4096, False, False),
+    "codec.max_symbols": (1, MAX_SYMBOLS, False, False),
     "codec.depth": (0, 64, False, False),
     "codec.rician_k": (0.0, None, False, False),
     "stage1.losses": (0.0, None, False, False),
@@ -667,35 +674,43 @@ def read_config(path: Path, what: str) -> RunConfig:
 MAX_RANGE_POINTS = 1000
 
 
-def parse_range(text: str) -> list[float]:
-    """Parse ``start:stop:step`` (inclusive) or ``a,b,c`` into floats, e.g. ``-10:24:2``."""
+def parse_range(text: str, option: str = "", example: str = "-10:24:2") -> list[float]:
+    """Parse ``start:stop:step`` (inclusive) or ``a,b,c`` into floats, e.g. ``-10:24:2``.
+
+    Args:
+        text: The range as given.
+        option: The option it came from, for messages (``--lambda``); empty for SNR ranges.
+        example: A range of that option's kind, for messages.
+    """
+    what = f"{option} range" if option else "range"
+    malformed = f"malformed {what} {text!r}; use start:stop:step (e.g. {example}) or a,b,c"
     if not isinstance(text, str):
-        raise UserError(f"malformed range {text!r}; use start:stop:step (e.g. -10:24:2) or a,b,c")
+        raise UserError(malformed)
     try:
         if ":" in text:
             parts = [float(p) for p in text.split(":")]
-            if not all(math.isfinite(p) for p in parts):
-                raise ValueError
-            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            if len(parts) != 3 or not all(math.isfinite(p) for p in parts):
                 raise ValueError
             start, stop, step = parts
+            if step <= 0 or stop < start:
+                raise UserError(f"{what} {text!r} needs a positive step and stop >= start (e.g. {example})")
             span = (stop - start) / step  # inf for -1e308:1e308:1: as many points as too many
             if not span < MAX_RANGE_POINTS:
                 raise UserError(
-                    f"range {text!r} has more than {MAX_RANGE_POINTS:,} points; use a larger step or a smaller span"
+                    f"{what} {text!r} has more than {MAX_RANGE_POINTS:,} points; use a larger step or a smaller span"
                 )
             n = int(round(span)) + 1
-            values = [round(start + i * step, 6) for i in range(n) if start + i * step <= stop + 1e-9]
+            values = [round(start + i * step, 6) + 0.0 for i in range(n) if start + i * step <= stop + 1e-9]
             if len(set(values)) != len(values):  # a step under the 6 decimals kept: 0:1e-7:1e-8
-                raise UserError(f"range {text!r} has a step below 0.000001; use a larger step")
+                raise UserError(f"{what} {text!r} has a step below 0.000001; use a larger step")
             return values
-        values = [float(p) for p in text.split(",")]  # an empty item ("1,,2", "") is a typo: refused
-        if not all(math.isfinite(v) for v in values):
+        values = [float(p) + 0.0 for p in text.split(",")]  # + 0.0: -0 is 0 (a "-0" key, -0.0 in the CSV)
+        if not all(math.isfinite(v) for v in values):  # an empty item ("1,,2", "") is a typo: refused above
             raise ValueError
         if len(values) > MAX_RANGE_POINTS:
             raise UserError(f"{len(values):,} values, more than {MAX_RANGE_POINTS:,}; give fewer")
         if len(set(values)) != len(values):
-            raise UserError(f"range {text!r} repeats a value; give each once")
+            raise UserError(f"{what} {text!r} repeats a value; give each once")
         return values
     except ValueError:
-        raise UserError(f"malformed range {text!r}; use start:stop:step (e.g. -10:24:2) or a,b,c") from None
+        raise UserError(malformed) from None

@@ -262,11 +262,14 @@ def read_json(path: str | os.PathLike, what: str = "file", expect: type | None =
 
 
 class FileSet:
-    """Several files of one result committed together.
+    """Several files of one result committed together: all of the new set, or the old one.
 
-    Writers write into a hidden staging folder inside ``folder`` (same filesystem); only when every file
-    is written are they renamed into place. A failure while writing (a full disk, say) leaves the
-    previous set whole, and the staging folder is removed.
+    Writers write into a hidden staging folder inside ``folder`` (same filesystem). When every file is
+    written, the staging folder gets a commit list (written last, atomically) and the files are renamed into
+    place. A failure while writing (a full disk) leaves the previous set whole and the staging folder is
+    removed; a process killed between two renames leaves a committed staging folder, whose renames the next
+    ``FileSet`` of the folder finishes before it starts (:func:`finish_file_sets`). Writers of one folder hold
+    its lock (:class:`OutputLock`).
 
     Example::
 
@@ -285,19 +288,53 @@ class FileSet:
 
     def __enter__(self) -> FileSet:
         _check_parent(self.folder / "x")
-        self.dir = Path(tempfile.mkdtemp(prefix=".staging.", dir=self.folder))
+        finish_file_sets(self.folder)
+        self.dir = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None:
-                staged = sorted(p for p in self.dir.iterdir() if p.is_file())
-                for tmp in staged:
-                    os.chmod(tmp, FILE_MODE)
-                for tmp in staged:
-                    os.replace(tmp, self.folder / tmp.name)
-        finally:
+            if exc_type is not None:
+                return
+            staged = sorted(p for p in self.dir.iterdir() if p.is_file())
+            for tmp in staged:
+                os.chmod(tmp, FILE_MODE)
+            listed = self.dir / (COMMIT_LIST + ".tmp")
+            listed.write_text(json.dumps([p.name for p in staged]))
+            os.replace(listed, self.dir / COMMIT_LIST)  # the set is committed from here on
+        except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        finally:
+            if exc_type is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+        # A rename that fails here leaves the committed staging folder: the next FileSet finishes the set.
+        _rename_committed(self.dir, self.folder)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+STAGING_PREFIX = ".staging."
+COMMIT_LIST = ".commit.json"  # in a staging folder: its files form a whole set, to be renamed into place
+
+
+def _rename_committed(staging: Path, folder: Path) -> None:
+    for name in strict_json((staging / COMMIT_LIST).read_text()):
+        if isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..", COMMIT_LIST):
+            src = staging / name
+            if src.is_file() and not src.is_symlink():
+                os.replace(src, folder / name)
+
+
+def finish_file_sets(folder: Path) -> None:
+    """Finish what a killed :class:`FileSet` left in ``folder``: a committed set's remaining renames (the new
+    set whole), and an uncommitted staging folder removed (the old set whole). The caller holds the lock."""
+    for staging in Path(folder).glob(STAGING_PREFIX + "*"):
+        if staging.is_symlink() or not staging.is_dir():
+            continue
+        if (staging / COMMIT_LIST).is_file():
+            with contextlib.suppress(OSError, ValueError):
+                _rename_committed(staging, Path(folder))
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def special_entry(root: Path) -> Path | None:

@@ -23,6 +23,9 @@ IMAGE_SIZE_RANGE = (4, 1024)
 # Parameters of any one network rkd-edge trains: 0.4 GB of float32 weights, 1.6 GB with AdamW's state and
 # the gradients, far beyond an edge encoder or codec (the quickstart's whole system has about 50 k).
 MAX_PARAMS = 100_000_000
+# Complex symbols per image (codec.max_symbols, --symbols): 64x a quickstart's 16 features, and well inside
+# the wire's 16-bit k.
+MAX_SYMBOLS = 4096
 # Passes over the test split in one evaluation (channels x SNRs x lengths x trials): the defaults make a few
 # hundred; beyond this an evaluation runs for days on a CPU.
 MAX_EVAL_PASSES = 100_000

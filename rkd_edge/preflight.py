@@ -18,7 +18,7 @@ from rkd_edge.errors import UserError
 from rkd_edge.limits import MAX_PARAMS
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cells import make_stem
-from rkd_edge.nas.cost import count_params
+from rkd_edge.nas.cost import count_params, load_latency_table
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.nas.operations import PRIMITIVES
 from rkd_edge.nas.search import make_skeleton, weights_half
@@ -88,6 +88,25 @@ def check_genotype(path: str, splits: DataSplits) -> Genotype:
     return g
 
 
+def check_latency_table(cfg: RunConfig, splits: DataSplits) -> None:
+    """A search priced by latency needs a table holding every entry its skeleton reads (one line now, not an
+    error after the teacher trained); a table given without ``--cost latency`` would price nothing."""
+    s = cfg.search
+    if s.latency_table and s.cost != "latency":  # it would hide a forgotten --cost
+        raise UserError(
+            f"--latency-table (search.latency_table) is read only with --cost latency, but search.cost is {s.cost}; "
+            "add --cost latency or leave the table out"
+        )
+    if s.cost != "latency" or s.genotype:  # a reused genotype searches nothing
+        return
+    if not s.latency_table:
+        raise UserError(
+            "search.cost latency needs a latency table: pass --latency-table FILE (measure one with "
+            "rkd-edge devices lut on the target device)"
+        )
+    load_latency_table(s.latency_table, make_skeleton(cfg, splits), s.latency_precision)
+
+
 def check_run(cfg: RunConfig, splits: DataSplits, searched: bool = False) -> None:
     """Refuse, with one line, a run that would fail or exhaust memory after the teacher trained.
 
@@ -97,11 +116,13 @@ def check_run(cfg: RunConfig, splits: DataSplits, searched: bool = False) -> Non
         searched: The run's search is done (a resumed run): its inputs are not read again.
 
     Raises:
-        UserError: an empty search half, a genotype for other data, or a network above :data:`MAX_PARAMS`.
+        UserError: a latency table that cannot price the search, an empty search half, a genotype for other
+            data, or a network above :data:`MAX_PARAMS`.
     """
     s = cfg.search
     feature_dim = s.feature_dim
     if "search" in METHOD_STAGES[cfg.method] and not searched:
+        check_latency_table(cfg, splits)
         if s.genotype is None:
             weights_half(len(splits.train), s.train_fraction)
             check_supernet(cfg, splits)

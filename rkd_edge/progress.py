@@ -32,6 +32,7 @@ def task(description: str, total: int | None) -> Iterator:
     if _QUIET:
         yield _Null()
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(
@@ -41,6 +42,7 @@ def task(description: str, total: int | None) -> Iterator:
         TimeElapsedColumn(),
         TextColumn("{task.fields[info]}"),
         transient=False,
+        console=Console(stderr=True),  # stdout holds the result only: `rkd-edge evaluate ... > out.json` parses
     )
     with prog:
         tid = prog.add_task(description, total=total, info="")

@@ -34,6 +34,7 @@ from rkd_edge.data import DataSplits, create_dataset
 from rkd_edge.distill.loop import load_checkpoint
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json, sha256_file, special_entry, write_json
+from rkd_edge.limits import MAX_PARAMS
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.nas.genotypes import Genotype
@@ -212,7 +213,10 @@ class RunDir:
 
     # --- loaders ---------------------------------------------------------------------------------
     def require_run(self) -> None:
-        if kind_of(self.root) != "run" or not self.system.is_file():
+        kind = kind_of(self.root)
+        if kind not in (None, "run"):  # "run rkd-edge pipeline --out BUNDLE" would be refused: it is not free
+            raise UserError(f"{self.root} is an rkd-edge {kind}, not a run; give the run folder rkd-edge pipeline made")
+        if kind != "run" or not self.system.is_file():
             raise UserError(
                 f"{self.root} is not a trained run (no system.json); run rkd-edge pipeline --out {self.root}"
             )
@@ -371,7 +375,22 @@ def load_splits(cfg: RunConfig) -> DataSplits:
 
 
 def build_system(spec: dict, run: Path) -> SemanticSystem:
-    """An untrained system shaped by ``spec`` (genotype read from ``run``)."""
+    """An untrained system shaped by ``spec`` (genotype read from ``run``).
+
+    Counted first on the meta device (shapes only): ``system.json`` and ``genotype.json`` carry no digest, and
+    hand-edited widths would otherwise allocate hundreds of gigabytes before any checkpoint is compared.
+    """
+    with torch.device("meta"):
+        n = count_params(_build_system(spec, run))
+    if n > MAX_PARAMS:
+        raise UserError(
+            f"{Path(run) / 'system.json'} and its genotype describe a network of {n:,} parameters, more than the "
+            f"{MAX_PARAMS:,} rkd-edge builds; this is not a run rkd-edge trained (restore its files)"
+        )
+    return _build_system(spec, run)
+
+
+def _build_system(spec: dict, run: Path) -> SemanticSystem:
     enc = spec["encoder"]
     if enc["kind"] == "genotype":
         encoder = create_encoder(Genotype.load(Path(run) / enc["file"]))

@@ -1,5 +1,9 @@
 """The command line: help, data info, and one-line errors with exit code 2 for bad input."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tests.conftest import run_cli
@@ -83,3 +87,46 @@ def test_other_runtime_errors_are_not_called_memory(monkeypatch):
     monkeypatch.setattr(cli, "app", app)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["teacher", "train"])
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["evaluate", "X", "--snr"], "error: Option '--snr' requires an argument; see rkd-edge evaluate --help"),
+        (["devices", "estimate", "X", "--batch"], "see rkd-edge devices estimate --help"),
+        (["evaluate", "X", "-q"], "error: -q belongs before the command: rkd-edge -q evaluate ..."),
+    ],
+)
+def test_a_usage_error_names_its_own_command(args, line):
+    """An option without its value pointed at the root's help; -q after the command said only 'No such option'."""
+    proc = run_cli(*args)
+    (said,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and said.startswith("error: ") and line in said, proc.stderr
+
+
+def _with_closed(fd: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
+        stdout=None if fd == 1 else subprocess.PIPE,
+        stderr=None if fd == 2 else subprocess.PIPE,
+        preexec_fn=lambda: os.close(fd),
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_closed_stdout_or_stderr_keeps_the_exit_code():
+    """`data list >&-` printed its result nowhere and exited 0; with stderr closed a usage error exited 1."""
+    proc = _with_closed(1, "data", "list")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: standard output is closed; redirect it to a file or /dev/null"
+    )
+    assert _with_closed(2, "nosuch").returncode == 2
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", "from rkd_edge.cli import main; main()", "nosuch"],
+            stderr=open("/dev/full", "w"),  # noqa: SIM115 - closed with the process
+            timeout=120,
+        ).returncode
+        == 2
+    )

@@ -510,6 +510,11 @@ def test_estimate_cli_on_a_bundle(tiny_bundle, tmp_path):
         ("encoder", "int8", 32),
         ("rx", "fp16", 1),
     }
+    for model in ("encoder", "tx", "rx"):  # every node's shape known, so cost grows with the batch
+        rows = {x["batch"]: x for x in res["results"] if (x["model"], x["precision"]) == (model, "fp16")}
+        assert rows[32]["gflops"] == pytest.approx(32 * rows[1]["gflops"], rel=0.02), model
+        graph = load_with_batch(tiny_bundle / "models" / f"{model}.onnx", 1)
+        assert all(c.flops > 0 for c in node_costs(graph) if c.op in ("MatMul", "Gemm", "Conv")), model
     r = run_cli("devices", "estimate", str(tiny_bundle), "--device", "nano", "--precision", "int8")
     assert r.returncode == 2 and "no fast INT8" in r.stderr
     r = run_cli("devices", "estimate", str(tiny_bundle), "--device", "host", "--precision", "fp32,int8")

@@ -172,7 +172,8 @@ def test_bundle_without_the_fused_graph_still_runs(tiny_bundle, tmp_path):
 
 
 def test_bundle_evaluation_fp32_and_int8_side_by_side(tiny_bundle, tmp_path):
-    run_cli("-q", "evaluate", str(tiny_bundle), "--snr", "0,10", "--trials", "1", "--out", str(tmp_path), check=True)
+    proc = run_cli("evaluate", str(tiny_bundle), "--snr", "0,10", "--trials", "1", "--out", str(tmp_path), check=True)
+    assert "noiseless" in json.loads(proc.stdout)  # progress bars on stderr: `evaluate ... > out.json` parses
     rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"onnx-fp32", "onnx-int8"}
     assert (tmp_path / "accuracy_vs_snr.png").stat().st_size > 1000
@@ -180,8 +181,9 @@ def test_bundle_evaluation_fp32_and_int8_side_by_side(tiny_bundle, tmp_path):
 
 def test_bundle_evaluation_matches_pytorch_point_by_point(tiny_run, tiny_bundle, tmp_path):
     """Both back ends share one loop and one noise source, so FP32 ONNX equals PyTorch at every point
-    (up to a test sample whose decision sits on a float-rounding edge)."""
-    args = ["--snr", "-4,0,8", "--channel", "awgn,rayleigh", "--trials", "1"]
+    (up to a test sample whose decision sits on a float-rounding edge). Both name as the noiseless bound the
+    noiseless grid's row, not the first identity row of the user's grid."""
+    args = ["--snr", "-4,0,8", "--channel", "awgn,rayleigh,identity", "--trials", "1"]
     run_cli("-q", "evaluate", str(tiny_run), *args, "--out", str(tmp_path / "pt"), check=True)
     run_cli("-q", "evaluate", str(tiny_bundle), *args, "--out", str(tmp_path / "ort"), check=True)
 
@@ -193,6 +195,10 @@ def test_bundle_evaluation_matches_pytorch_point_by_point(tiny_run, tiny_bundle,
     assert pt.keys() == ort.keys() and len(pt) >= 7
     for key, r in pt.items():
         assert abs(r["accuracy"] - ort[key]["accuracy"]) <= 2 / r["n"], key
+    (bound,) = [r for (c, snr, _), r in pt.items() if c == "identity" and snr not in (-4, 0, 8)]
+    summary = {d: json.loads((tmp_path / d / "evaluation_summary.json").read_text()) for d in ("pt", "ort")}
+    assert summary["pt"]["noiseless"] == bound["accuracy"]
+    assert abs(summary["ort"]["noiseless"]["onnx-fp32"] - bound["accuracy"]) <= 2 / bound["n"]
 
 
 def test_tensorrt_absent_skips_cleanly(tiny_bundle):
@@ -239,3 +245,10 @@ def test_codec_options_export_with_parity(part, tmp_path):
         feeds = [(torch.randn(6, 8, 2), length_mask(k, 8), snr, ch)]
     p = parity(g["module"], cpu_session(path), feeds, g["input_names"])
     assert p["max_abs_error"] < 1e-4 and p["cosine"] > 0.9999, p
+
+
+def test_export_of_a_bundle_says_it_takes_a_run(tiny_bundle, tmp_path):
+    """It advised `rkd-edge pipeline --out BUNDLE`, which is refused: the folder is a bundle."""
+    proc = run_cli("-q", "export", str(tiny_bundle), "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2 and "is an rkd-edge bundle, not a run" in proc.stderr
+    assert "pipeline --out" not in proc.stderr

@@ -14,6 +14,7 @@ from rkd_edge.runtime import BundleError, Runtime
 from rkd_edge.runtime.bundle import Bundle
 from rkd_edge.runtime.runners import BACKENDS, create_runner, runner_class
 from rkd_edge.runtime.runners.device import fingerprint
+from rkd_edge.runtime.runners.torch_eager import TorchRunner
 from tests.conftest import restamp_checkpoint, write_manifest_as_rkd_edge
 
 
@@ -99,6 +100,22 @@ def test_tensorrt_engines_skip_with_a_reason_or_are_missing_from_the_bundle(tiny
     else:  # a GPU machine with TensorRT: an un-built bundle names the command that builds its engines
         with pytest.raises(BundleError, match="rkd-edge export trt"):
             Runtime(str(tiny_bundle), backend="tensorrt")
+
+
+def test_pytorch_sizes_count_what_each_graph_reads(tiny_run, tiny_bundle):
+    """The tx graph holds the whole codec but reads only its transmitter half: its size is that half, so the
+    PyTorch sizes add up like the exported graphs' (tx + rx = codec + classifier) and sit under each ONNX file
+    (which adds the graph's nodes to the same weights: half its bytes in these tiny models)."""
+    ref = Runtime(str(tiny_bundle), backend="pytorch", run=str(tiny_run))
+    size = {name: r.size_bytes() for name, r in ref.runners.items()}
+    size["transmitter"] = TorchRunner("transmitter").load(tiny_run, "fp32").size_bytes()  # ONNX Runtime fuses only
+    system = ref.runners["tx"].module.codec, ref.runners["rx"].module.classifier
+    whole = sum(p.numel() * p.element_size() for m in system for p in m.parameters())
+    assert size["tx"] + size["rx"] == whole + sum(b.numel() * b.element_size() for m in system for b in m.buffers())
+    assert size["transmitter"] == size["encoder"] + size["tx"]
+    for name in size:
+        onnx_bytes = (tiny_bundle / "models" / f"{name}.onnx").stat().st_size
+        assert 0.5 * onnx_bytes < size[name] <= onnx_bytes, name
 
 
 def test_pytorch_reference_matches_onnxruntime(tiny_run, tiny_bundle, digits):

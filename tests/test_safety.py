@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rkd_edge.io import FileSet, finish_file_sets
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
 
@@ -454,6 +455,42 @@ def test_an_evaluation_marker_is_committed_with_its_set(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         commit_evaluation(out, True, write, of="bundle 0123456789abcdef")
     assert (out / "evaluation.csv").exists() and kind_of(out) == "evaluation"
+    monkeypatch.setattr(os, "replace", real)
+    finish_file_sets(out)  # the next writer of the folder finishes the committed set
+    assert (out / "evaluation.json").read_text() == "x" and not list(out.glob(".staging.*"))
+
+
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from rkd_edge.io import FileSet
+real, done = os.replace, []
+def replace(src, dst):
+    real(src, dst)
+    if ".staging." in str(src) and ".staging." not in str(dst):
+        done.append(dst)
+        if len(done) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+with FileSet(sys.argv[1]) as fs:
+    for name in ("a.png", "b.png", "c.csv", "d.json"):
+        fs.path(name).write_text("new")
+"""
+
+
+def test_a_file_set_killed_between_its_renames_is_finished_by_the_next_writer(tmp_path):
+    """A kill between two renames (an OOM kill, a power cut) left new plots beside the old CSV and JSON, and a
+    staging folder no later evaluation removed: the next writer now completes the committed set."""
+    out = tmp_path / "ev"
+    out.mkdir()
+    for name in ("a.png", "b.png", "c.csv", "d.json"):
+        (out / name).write_text("old")
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(out)], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert sorted((out / n).read_text() for n in ("a.png", "b.png", "c.csv", "d.json")) == ["new", "new", "old", "old"]
+    with FileSet(out) as fs:
+        fs.path("e.txt").write_text("next")
+    assert {(out / n).read_text() for n in ("a.png", "b.png", "c.csv", "d.json")} == {"new"}
+    assert not list(out.glob(".staging.*"))
 
 
 def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp_path):
@@ -518,6 +555,21 @@ def test_a_checkpoint_swapped_in_after_its_stage_is_refused(run_copy, tmp_path):
     shutil.copy(run_copy / "checkpoints" / "stage1.pt", run_copy / "checkpoints" / "stage2.pt")
     for args in (["export", str(run_copy), "--out", str(tmp_path / "b")], ["evaluate", str(run_copy)]):
         one_line_exit_2(run_cli("-q", *args), "is not the checkpoint stage stage2 wrote")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "file,key,widths",
+    [("system.json", "codec", {"dim": 16384, "heads": 256, "depth": 64}),
+     ("genotype.json", "skeleton", {"init_channels": 4096, "layers": 64})],
+)  # fmt: skip
+def test_a_run_whose_files_describe_a_huge_network_is_refused_before_it_is_built(run_copy, tmp_path, file, key, widths):
+    """system.json and genotype.json carry no digest: widened by hand they described 10^11 parameters, which
+    export allocated (killed by memory) before any checkpoint was compared."""
+    data = json.loads((run_copy / file).read_text())
+    data[key].update(widths)
+    (run_copy / file).write_text(json.dumps(data))
+    one_line_exit_2(run_cli("-q", "export", str(run_copy), "--out", str(tmp_path / "b")), "parameters, more than")
     assert not (tmp_path / "b").exists()
 
 
@@ -775,6 +827,8 @@ def test_full_disk_during_evaluate_and_export_keeps_the_previous_results(tiny_ru
     _fill(small_disk)
     one_line_exit_2(run_cli("-q", "evaluate", str(run), "--snr", "0", "--trials", "1"), "No space left")
     assert tree_digest(run) == before
+    one_line_exit_2(run_cli("-q", "evaluate", str(run), "--snr", "0", "--trials", "1", "--out", str(small_disk / "ev")))
+    assert not (small_disk / "ev").exists()  # it said nothing was left: no empty folder either
     one_line_exit_2(run_cli("-q", "export", str(run), "--out", str(small_disk / "b")))
     assert not (small_disk / "b").exists()
     assert not [p.name for p in small_disk.iterdir() if p.name.startswith(".")]
@@ -1068,6 +1122,15 @@ def test_the_wire_scanner_finds_external_tensors_wherever_onnx_keeps_them(tiny_b
     assert external_tensors(data + group) == 0
 
 
+def _replace_model(bundle: Path, rel: str, model) -> None:
+    """Write ``model`` over the bundle's file ``rel`` and rehash it in the manifest, as rkd-edge's writer would."""
+    data = model.SerializeToString()
+    (bundle / rel).write_bytes(data)
+    _edit_manifest(
+        bundle, lambda m: m["files"].update({rel: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}})
+    )
+
+
 def test_a_model_reading_external_data_from_the_working_folder_is_refused(tiny_bundle, tmp_path):
     """ONNX Runtime resolves a model's external data against the folder a command runs in: a bundle whose
     (rehashed) encoder names ``secret.bin`` would run on whatever file of that name lies there."""
@@ -1080,11 +1143,7 @@ def test_a_model_reading_external_data_from_the_working_folder_is_refused(tiny_b
     big = max(model.graph.initializer, key=lambda t: len(t.raw_data))
     size = len(big.raw_data)
     _external(big)
-    data = model.SerializeToString()
-    (b / rel).write_bytes(data)
-    _edit_manifest(
-        b, lambda m: m["files"].update({rel: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}})
-    )
+    _replace_model(b, rel, model)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     (cwd / "secret.bin").write_bytes(b"\x00" * size)
@@ -1094,3 +1153,45 @@ def test_a_model_reading_external_data_from_the_working_folder_is_refused(tiny_b
         cwd=cwd, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     one_line_exit_2(proc, "external data")
+
+
+def _asks_16_tb(model) -> None:
+    """Add a 16 TB constant to ``model``'s first output, through a node that ONNX Runtime runs each call."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_before" if o == out else o for o in node.output]
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([200_000, 200_000, 100], np.int64), "huge_shape"),
+            numpy_helper.from_array(np.array([0, 1, 2], np.int64), "all_axes"),
+        ]
+    )
+    model.graph.node.extend(
+        [
+            helper.make_node("ConstantOfShape", ["huge_shape"], ["huge"]),
+            helper.make_node("ReduceSum", ["huge", "all_axes"], ["total"], keepdims=0),
+            helper.make_node("Add", [f"{out}_before", "total"], [out]),
+        ]
+    )
+
+
+def test_a_model_that_fails_inside_onnx_runtime_is_one_line(tiny_bundle, tmp_path):
+    """(Rehashed) transmitter models that load and declare the right interface but ask ONNX Runtime for a 16 TB
+    tensor when they run: evaluate and tx said so in a 60-line traceback, exit 1."""
+    import onnx
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    for name in ("encoder", "transmitter"):  # tx runs the fused graph, evaluate the encoder
+        rel = f"models/{name}.onnx"
+        model = onnx.load(str(b / rel))
+        _asks_16_tb(model)
+        _replace_model(b, rel, model)
+    proc = run_cli("-q", "evaluate", str(b), "--snr", "0", "--trials", "1", "--out", str(tmp_path / "ev"))
+    one_line_exit_2(proc, "the encoder model failed in ONNX Runtime")
+    assert not (tmp_path / "ev").exists()
+    proc = run_cli("-q", "tx", str(b), "split:test", "--to", "127.0.0.1:9", "--snr-db", "10", "-n", "1")
+    one_line_exit_2(proc, "the transmitter model failed in ONNX Runtime (ConstantOfShape: Failed to allocate memory")

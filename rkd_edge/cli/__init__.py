@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import signal
 import sys
@@ -29,6 +32,8 @@ app = typer.Typer(
 @app.callback()
 def _root(quiet: bool = typer.Option(False, "--quiet", "-q", help="Silence progress bars and status lines.")):
     progress.set_quiet(quiet)
+    if quiet:  # matplotlib's notes about an unwritable config folder (it uses a temporary one) are not errors
+        logging.getLogger("matplotlib").setLevel(logging.ERROR)
 
 
 def _register() -> None:
@@ -47,6 +52,7 @@ _register()
 
 
 INTERRUPTED = 130  # the shell's code for SIGINT; no command exits with it otherwise
+BROKEN_PIPE = 1  # click's code for a reader that went away during a command's own writes; the same after it
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -81,56 +87,90 @@ def out_of_memory(exc: BaseException) -> bool:
     )
 
 
+def _say(line: str) -> None:
+    """One line on stderr; a closed or full stderr does not change the exit code the line went with."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # AttributeError: no sys.stderr at all
+        print(line, file=sys.stderr, flush=True)
+
+
+def _command_path(args: list[str]) -> str:
+    """``rkd-edge evaluate`` for ``[-q, evaluate, RUN, --snr]``: the command a usage error belongs to (click
+    names only the root for an option that lacks its value)."""
+    cmd, path = typer.main.get_command(app), ["rkd-edge"]
+    for a in args:
+        if a.startswith("-"):
+            continue
+        sub = getattr(cmd, "commands", {}).get(a)
+        if sub is None:
+            break
+        cmd = sub
+        path.append(a)
+    return " ".join(path)
+
+
+def _usage_line(exc: click_errors.UsageError, args: list[str]) -> str:
+    where = exc.ctx.command_path if exc.ctx and exc.ctx.command_path != "rkd-edge" else _command_path(args)
+    message = exc.format_message().rstrip(".")
+    if where != "rkd-edge" and message in ("No such option: -q", "No such option: --quiet"):
+        return f"error: -q belongs before the command: rkd-edge -q {where.removeprefix('rkd-edge ')} ..."
+    return f"error: {message}; see {where} --help"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a parent that chose to ignore it is obeyed
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    args = sys.argv[1:] if argv is None else argv
+    if sys.stdout is None:  # started with stdout closed (`>&-`): a result printed there would vanish, exit 0
+        _say("error: standard output is closed; redirect it to a file or /dev/null")
+        sys.exit(2)
     try:
-        _refuse_empty(sys.argv[1:] if argv is None else argv)
+        _refuse_empty(args)
         code = app(args=argv, prog_name="rkd-edge", standalone_mode=False)  # usage errors reach us: one line
+        sys.stdout.flush()  # a reader that went away is found here, not in the interpreter's exit
     except getattr(click_errors, "NoArgsIsHelpError", ()):  # bare `rkd-edge` or group: typer printed the help
         sys.exit(2)
     except click_errors.UsageError as exc:  # unknown option, missing argument, a value click cannot convert
-        where = exc.ctx.command_path if exc.ctx else "rkd-edge"
-        print(f"error: {exc.format_message().rstrip('.')}; see {where} --help", file=sys.stderr)
+        _say(_usage_line(exc, args))
         sys.exit(2)
     except click_errors.ClickException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
+        _say(f"error: {exc.format_message()}")
         sys.exit(exc.exit_code)
     except typer.Abort:
-        print("aborted", file=sys.stderr)
+        _say("aborted")
         sys.exit(1)
     except (UserError, BundleError) as exc:
         text = str(exc)  # a message quoting a huge argument stays one readable line
-        print(f"error: {text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + ' ...'}", file=sys.stderr)
+        _say(f"error: {text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + ' ...'}")
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED
+    except BrokenPipeError:  # `rkd-edge ... | head`: the reader has what it wanted; exit as a pipe's writer does
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(BROKEN_PIPE)
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
             raise
         tried = re.search(r"tried to allocate [\d.]+ ?[KMGT]?i?B(ytes)?", str(exc), re.IGNORECASE)
-        print(
+        _say(
             f"error: out of memory ({tried[0] if tried else type(exc).__name__}); lower data.batch_size, "
-            "data.image_size or the network sizes (finished stages and checkpoints are kept: rerun to resume)",
-            file=sys.stderr,
+            "data.image_size or the network sizes (finished stages and checkpoints are kept: rerun to resume)"
         )
         sys.exit(2)
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: the environment, said in one line. Outputs are
         # committed whole or not at all, so what was there before is intact.
         where = f" ({exc.filename})" if exc.filename else ""
-        print(
+        _say(
             f"error: {exc.strerror or exc}{where}; check that path and its permissions (outputs are written whole "
-            "or not at all: nothing was left half-written)",
-            file=sys.stderr,
+            "or not at all: nothing was left half-written)"
         )
         sys.exit(2)
     if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) inside app(): the line is said here
-        print(
+        _say(
             "interrupted: nothing half-written is left (a training command keeps its finished stages and "
-            "checkpoints: rerun it to resume; a remote bench was stopped on the device)",
-            file=sys.stderr,
+            "checkpoints: rerun it to resume; a remote bench was stopped on the device)"
         )
     if isinstance(code, int) and code:  # typer.Exit(n) and --help come back as a code outside standalone mode
         sys.exit(code)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from rkd_edge import progress
 from rkd_edge.cli.common import comma_list
 from rkd_edge.errors import UserError
 
@@ -49,7 +50,7 @@ def bench(
     """Profile a bundle: per stage and end to end latency (mean, p50..p99, max), throughput, accuracy
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
     from rkd_edge import __version__
-    from rkd_edge.bench import SCHEMA, Settings, run_bench, table, write_selection
+    from rkd_edge.bench import SCHEMA, Settings, run_bench, table, unselected, warnings_of, write_selection
     from rkd_edge.io import write_new_json
     from rkd_edge.outputs import check_new_outputs
     from rkd_edge.runtime.bundle import bundle_id, load_manifest
@@ -112,9 +113,13 @@ def bench(
     else:
         result = run_bench(bundle, settings)
     typer.echo(table(result))
+    for line in warnings_of(result):
+        typer.echo(line, err=True)
     if json_out:
         write_new_json(json_out, result, "--json")
-        typer.echo(f"wrote {json_out}")
+        progress.log(f"wrote {json_out}")
+    if select and (why := unselected(result)):  # asked for and not done: the measurements stay, the exit says so
+        raise UserError("; ".join(why))
 
 
 def register(app: typer.Typer) -> None:

@@ -155,10 +155,10 @@ def lut_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing table."),
 ):
     """Measure the per-operation latency table that search --cost latency --latency-table FILE reads."""
-    if device != "host":
+    if device != "host":  # a profile key (orin-nano) or a torch device (cuda): neither is measured from here
         raise UserError(
-            f"a latency table is measured on the machine it describes; run rkd-edge devices lut on the {device} "
-            "itself (--device host there) and pass the file to search"
+            f"--device {device}: a latency table is measured on the machine it describes, so only --device host "
+            "is taken; run rkd-edge devices lut there (a Jetson: on the board itself) and pass the file to search"
         )
     if precision not in ("fp32", "int8"):
         raise UserError(f"--precision is fp32 or int8, got {precision!r}")

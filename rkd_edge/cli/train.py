@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -61,8 +60,6 @@ def _pipeline_cmd(stop_after: str | None, doc: str):
             flags={"teacher.spec": teacher, "method": method},
         )
         pipe = Pipeline(cfg, out, source)
-        with _closed_on_error(pipe), pipe.removed_if_failed_early():
-            check_inputs(pipe)
         result = pipe.run(stop_after)
         from rkd_edge.distill import ddp
 
@@ -94,7 +91,7 @@ def evaluate(
     from rkd_edge import env
     from rkd_edge.config import parse_range
     from rkd_edge.errors import UserError
-    from rkd_edge.limits import check_snr_db
+    from rkd_edge.limits import MAX_SYMBOLS, check_snr_db
 
     check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU evaluates here too
@@ -108,9 +105,9 @@ def evaluate(
             if "repeats" in str(exc):
                 raise UserError(f"--symbols repeats a value in {symbols!r}; give each once") from None
             values = []
-        if not values or any(v != int(v) or v < 1 for v in values):
-            raise UserError(
-                f"--symbols takes whole numbers of complex symbols, 1 or more (e.g. 4,8,16), got {symbols!r}"
+        if not values or any(v != int(v) or not 1 <= v <= MAX_SYMBOLS for v in values):  # a float past 2**53 is
+            raise UserError(  # another number: quoted as given, not as read
+                f"--symbols takes whole numbers of complex symbols, 1 to {MAX_SYMBOLS} (e.g. 4,8,16), got {symbols!r}"
             )
         ks = [int(v) for v in values]
     if snr is not None:
@@ -134,48 +131,6 @@ def evaluate(
     else:
         raise UserError(f"{target} is neither a run directory nor a bundle")
     echo_json({k: v for k, v in summary.items() if k != "rows"})
-
-
-@contextlib.contextmanager
-def _closed_on_error(pipe):
-    """Release the run folder's lock at once when the command fails (the folder may be removed after)."""
-    try:
-        yield
-    except BaseException:
-        pipe.close()
-        raise
-
-
-def check_inputs(pipe) -> None:
-    """Files the config names, checked before any work starts (the teacher may train for an hour first): a
-    latency table against the search skeleton (a reused genotype: ``rkd_edge.preflight``).
-
-    Args:
-        pipe: The pipeline about to run (its resolved config, data, and the stages already done).
-    """
-    from rkd_edge.errors import UserError
-    from rkd_edge.nas.cost import load_latency_table
-    from rkd_edge.nas.search import make_skeleton
-
-    cfg, splits, s = pipe.cfg, pipe.splits, pipe.cfg.search
-    # A hand-designed encoder searches nothing; a resumed run past its search reads neither file again.
-    if cfg.method == "authors-2025" or pipe.done("search") is not None:
-        return
-    if s.latency_table and s.cost != "latency":  # a table that prices nothing would hide a forgotten --cost
-        raise UserError(
-            f"--latency-table (search.latency_table) is read only with --cost latency, but search.cost is {s.cost}; "
-            "add --cost latency or leave the table out"
-        )
-    if s.genotype:  # checked against the data by rkd_edge.preflight, when the pipeline was made
-        return
-    if s.cost == "latency":
-        if not s.latency_table:
-            raise UserError(
-                "search.cost latency needs a latency table: pass --latency-table FILE (measure one with "
-                "rkd-edge devices lut on the target device)"
-            )
-        # A wrong or incomplete table is one line before the teacher trains, not an error an hour later.
-        load_latency_table(s.latency_table, make_skeleton(cfg, splits), s.latency_precision)
 
 
 def search_cmd(
@@ -203,7 +158,7 @@ def search_cmd(
 
     flags = {
         "teacher.spec": teacher,
-        "search.lambdas": parse_range(lambdas) if lambdas is not None else None,
+        "search.lambdas": parse_range(lambdas, "--lambda", "0:0.1:0.02") if lambdas is not None else None,
         "search.cost": cost,
         "search.latency_table": latency_table,
         "search.latency_precision": precision,
@@ -212,8 +167,6 @@ def search_cmd(
     if "search" not in METHOD_STAGES[cfg.method]:
         raise UserError(f"method {cfg.method} uses no searched student; search with --set method=rkd-sc")
     pipe = Pipeline(cfg, out)
-    with _closed_on_error(pipe), pipe.removed_if_failed_early():
-        check_inputs(pipe)
     # Recorded as a stage, as the pipeline does: a rerun skips a finished search, and a stopped sweep
     # resumes after its last scored lambda.
     rec = pipe.run(stop_after="search")["search"]

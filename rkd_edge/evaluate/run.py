@@ -84,13 +84,21 @@ def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
         write: ``write(staging_dir)`` writes every file of the set into the staging folder.
         of: What was evaluated (see :func:`evaluation_folder`).
     """
-    with FileSet(out) as fs:
-        write(fs.dir)
-        if mark:
-            write_marker(fs.dir, "evaluation", of=of)
-        # A set is whole or absent: a plot the new evaluation does not draw must not outlive the old one.
-        for name in EVALUATION_ENTRIES - {p.name for p in fs.dir.iterdir()}:
-            (out / name).unlink(missing_ok=True)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # --out a/b makes a, as every --out does
+    try:
+        with FileSet(out) as fs:
+            write(fs.dir)
+            if mark:
+                write_marker(fs.dir, "evaluation", of=of)
+            # A set is whole or absent: a plot the new evaluation does not draw must not outlive the old one.
+            for name in EVALUATION_ENTRIES - {p.name for p in fs.dir.iterdir()}:
+                (out / name).unlink(missing_ok=True)
+    except BaseException:
+        if created:  # a full disk left nothing, not an empty folder the next evaluation must be told about
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 def evaluate_run(
@@ -120,14 +128,15 @@ def evaluate_run(
         system.to(device)
         grid = Grid(channels, snrs, ks, trials or ec.trials, cfg.seed)
         rows = evaluate_torch(system, splits.test, grid, mcfg.codec, splits.source_dim, device, cfg.method)
-        rows += evaluate_torch(
+        bound = evaluate_torch(
             system, splits.test, noiseless_grid(mcfg, ks), mcfg.codec, splits.source_dim, device, cfg.method
         )
+        rows += bound
         report_k = ec.report_symbols or max(ks)
         title = f"{cfg.method} on {splits.name}"
         # Upper bounds drawn as dashed levels: the student through the noiseless codec, and the teacher on
         # the same test split (recorded by the run's teacher stage).
-        noiseless_row = next(r for r in rows if r["channel"] == "identity")
+        noiseless_row = bound[0]  # not an identity row the user's grid may also hold
         noiseless = noiseless_row["accuracy"]
         bounds = {"student, noiseless codec": noiseless}
         teacher = rd.done("teacher")

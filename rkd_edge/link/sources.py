@@ -145,12 +145,18 @@ def read_image(path: Path) -> np.ndarray:
         Image = None
     try:
         if path.suffix.lower() == ".npy":
-            a = np.load(path, allow_pickle=False)
+            try:  # mapped: the header is checked before any memory is taken
+                a = np.load(path, mmap_mode="r", allow_pickle=False)
+            except ValueError as exc:
+                if "mmap length" not in str(exc):
+                    raise
+                raise ValueError("its header declares more data than the file holds (truncated?)") from None
             if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and not 1 <= a.shape[2] <= 4):
                 raise ValueError(
                     f"a .npy image must be uint8 [H, W] or [H, W, C] with C = 1..4, got {a.dtype} {list(a.shape)}"
                 )
             _check_size(a.shape[1], a.shape[0])
+            a = np.array(a)
             return a[..., None] if a.ndim == 2 else a
         if Image is not None:
             with Image.open(path) as im:

@@ -10,10 +10,10 @@ A twin of :mod:`rkd_edge.channel` with exactly the conventions of DESIGN.md sect
   or passes ``y`` unequalised with ``h`` to the decoder (``decoder``);
 - masked (inactive) symbols come out as 0; the CSI of AWGN and identity is ``1 + 0j``.
 
-The random draws are the same standard normals, in the same order and shapes, as the torch channels
-(fading ``[B, 1 or K, 2]`` first, then noise ``[B, K, 2]``), so given the same draws both give the same output
-(``tests/test_link.py`` checks it against :mod:`rkd_edge.channel`). Here the draws come from a seeded
-``numpy.random.Generator``: the same seed gives the same noise.
+Given the same draws (fading ``[B, 1 or K, 2]``, noise ``[B, K, 2]`` standard normals) both give the same
+output (``tests/test_link.py`` checks it against :mod:`rkd_edge.channel`). Here the draws come from a seeded
+``numpy.random.Generator``, one sample after the other: the same seed gives the same noise, however the
+samples are grouped into calls.
 """
 
 from __future__ import annotations
@@ -91,9 +91,16 @@ class NumpyChannel:
         return d
 
     def draw(self, batch: int, k: int, rng: np.random.Generator) -> Draws:
-        """Standard normals for ``batch`` samples of ``k`` symbols, in the torch channels' order."""
-        fading = rng.standard_normal((batch, 1 if self.mode == "block" else k, 2), np.float32) if self.fading else None
-        noise = rng.standard_normal((batch, k, 2), np.float32) if self.name != "identity" else None
+        """Standard normals for ``batch`` samples of ``k`` symbols, one sample after the other.
+
+        Each sample takes its fading and then its noise from the stream before the next sample's: a receiver
+        that decodes frames one by one or in batches of any size draws the same channel for every frame.
+        """
+        n_fading = (1 if self.mode == "block" else k) * 2 if self.fading else 0
+        n_noise = k * 2 if self.name != "identity" else 0
+        z = rng.standard_normal((batch, n_fading + n_noise), np.float32)
+        fading = z[:, :n_fading].reshape(batch, -1, 2) if n_fading else None
+        noise = z[:, n_fading:].reshape(batch, k, 2) if n_noise else None
         return Draws(fading, noise)
 
     def __call__(

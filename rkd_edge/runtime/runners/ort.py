@@ -7,6 +7,7 @@ missing (ONNX Runtime itself silently falls back to the CPU).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +46,28 @@ def session_options(model_path: str | Path, threads: int = 0, provider: str = "c
     """
     import onnxruntime as ort
 
+    # Fatal only, from the sessions and from ONNX Runtime's environment: its errors reach us as exceptions,
+    # said in one line (runners.infer); logged too, they came as a second, coloured line before it.
+    ort.set_default_logger_severity(4)
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     if threads:
         opts.intra_op_num_threads = threads
     if provider == "cpu" and Path(model_path).name.endswith(".int8.onnx") and int8_saturates():
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return opts
+
+
+def ort_reason(exc: BaseException, limit: int = 200) -> str:
+    """What an ONNX Runtime error says, short: the failing node's operator and the status message, without
+    the ``[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION :`` prefix and the C++ source locations."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    node = re.search(r"while running (\w+) node", text)
+    text = text.split("Status Message:", 1)[-1]
+    text = re.sub(r"\S+\.(?:cc|cpp|h):\d+ (?:[^()]*\([^)]*\)\s*)?", "", text).strip()
+    text = f"{node[1]}: {text}" if node else text
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
 def cpu_session(model: str | Path | bytes, threads: int = 0, **options):
@@ -161,7 +177,16 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.session is None:
             raise BundleError(f"{self.model}: load() the runner before infer()")
-        return dict(zip(self._names, self.session.run(None, feeds), strict=True))
+        try:
+            values = self.session.run(None, feeds)
+        except Exception as exc:  # ONNX Runtime's own errors: one line, not a traceback from deep in a session
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            raise BundleError(
+                f"the {self.model} model failed in ONNX Runtime ({ort_reason(exc)}); a smaller batch may fit, "
+                "else re-export the bundle"
+            ) from None
+        return dict(zip(self._names, values, strict=True))
 
     @property
     def providers(self) -> list[str]:

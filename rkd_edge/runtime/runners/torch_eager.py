@@ -26,6 +26,37 @@ def _load_run(run: Path) -> tuple:
     return _RUNS[key]
 
 
+def _call_counting_bytes(torch, module, inputs: list) -> tuple[tuple, int]:
+    """One call on example inputs: its outputs (for their shapes) and the bytes of the parameters and buffers
+    it read.
+
+    A parameter counts when the outputs depend on it (autograd reaches it: one gathered row of a per-length
+    table counts the whole table, as the exported graph holds it); a buffer counts when the module owning it
+    ran its forward.
+    """
+    ran: set[int] = set()
+    hooks = [m.register_forward_hook(lambda m, *_: ran.add(id(m))) for m in module.modules()]
+    params = [p for p in module.parameters() if p.dtype.is_floating_point]
+    flags = [p.requires_grad for p in params]
+    try:
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
+            out = module(*inputs)
+            out = out if isinstance(out, tuple) else (out,)
+            floats = [t for t in out if t.dtype.is_floating_point and t.requires_grad]
+            total = sum(t.sum() for t in floats)
+            grads = torch.autograd.grad(total, params, allow_unused=True) if floats else [None] * len(params)
+    finally:
+        for h in hooks:
+            h.remove()
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+    used = [p for p, g in zip(params, grads, strict=True) if g is not None]
+    used += [b for m in module.modules() if id(m) in ran for b in m.buffers(recurse=False)]
+    return tuple(t.detach() for t in out), sum(t.numel() * t.element_size() for t in used)
+
+
 class TorchCudaTimer:
     """Milliseconds between ``torch.cuda.Event`` records before and after one call."""
 
@@ -117,9 +148,7 @@ class TorchRunner(Runner):
             TensorMeta(n, ("batch", *t.shape[1:]), str(t.numpy().dtype))
             for n, t in zip(g["input_names"], g["inputs"], strict=True)
         ]
-        with torch.inference_mode():  # one call on the example inputs gives the outputs' shapes
-            example = self.module(*[t.to(self.device) for t in g["inputs"]])
-        example = example if isinstance(example, tuple) else (example,)
+        example, self._bytes = _call_counting_bytes(torch, self.module, [t.to(self.device) for t in g["inputs"]])
         self.outputs = [
             TensorMeta(n, ("batch", *t.shape[1:]), str(t.cpu().numpy().dtype))
             for n, t in zip(g["output_names"], example, strict=True)
@@ -149,11 +178,9 @@ class TorchRunner(Runner):
         return TorchCudaTimer(self._torch) if self.device == "cuda" and self.module is not None else super().timer()
 
     def size_bytes(self) -> int:
-        """Bytes of the module's parameters and buffers (the run's checkpoint holds more than this model)."""
-        if self.module is None:
-            return 0
-        tensors = [*self.module.parameters(), *self.module.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Bytes of the parameters and buffers this model reads (the run's checkpoint holds more than this model:
+        the tx graph holds the whole codec but reads only its transmitter half)."""
+        return self._bytes if self.module is not None else 0
 
     def memory(self) -> dict:
         if self.device != "cuda" or self.module is None:
