@@ -45,7 +45,7 @@ def main() -> None:
     )
     with open(out / "pareto.csv") as fh:
         rows = list(csv.DictReader(fh))
-    cols = ["lambda", "params", "flops", "latency_ms", "expected_cost", "val_acc"]
+    cols = ["lambda", "params", "macs", "latency_ms", "expected_cost", "val_acc"]
     cmd = f"python benchmarks/sweep.py --teacher {args.teacher} --lambdas {args.lambdas} --cost {args.cost}"
     print(
         record(

@@ -36,14 +36,17 @@ from rkd_edge.devices.latency import measure
 from rkd_edge.devices.profiles import DeviceProfile, get_profile
 
 from rkd_edge.errors import UserError
-from rkd_edge.runtime.bundle import PRECISIONS
+from rkd_edge.runtime.bundle import PRECISIONS, dims_agree
 from rkd_edge.runtime.onnx_wire import WireError, external_tensors
-from rkd_edge.runtime.runners.ort import cpu_session
+from rkd_edge.runtime.runners.ort import cpu_session, ort_reason
 
 METHOD = (
     "roofline per ONNX node: max(FLOPs / peak rate, bytes / bandwidth) + launch overhead, summed; "
     "activations fused into their matrix op; memory = weights + peak live activations (devices/estimate.py)"
 )
+MIB = 2**20  # every "mb" of rkd-edge (bench sizes, peak RSS, tegrastats' RAM) is 2^20 bytes
+# Operators whose output shape depends on the input's values (or runs a subgraph): no shape estimate holds.
+VALUE_SHAPED = {"NonZero", "Unique", "Compress", "NonMaxSuppression", "TopK", "Loop", "If", "Scan", "Range"}
 MATRIX_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 VIEW_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Size", "Dropout"}
 FUSABLE = {"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Add", "Mul", "Erf", "Gelu"}
@@ -98,14 +101,31 @@ def read_model(path: str | Path, declared: dict | None = None):
         raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export the bundle") from None
     if outside:
         raise UserError(f"{path} keeps tensors in another file (external data), which no bundle does; re-export it")
+    # ONNX's operators and ONNX Runtime's own (the CPU INT8 graphs' fused ones); any other domain has no cost
+    # here and no kernel in ONNX Runtime (evaluate and bench refuse it)
+    if custom := next((n for n in model.graph.node if n.domain not in ("", "ai.onnx", "com.microsoft")), None):
+        raise UserError(
+            f"{path} uses operator {custom.domain}:{custom.op_type}, which no exported bundle holds; re-export it"
+        )
     for kind, graph_side in (("inputs", model.graph.input), ("outputs", model.graph.output)):
-        want = [t.get("name") for t in (declared or {}).get(kind) or [] if isinstance(t, dict)]
+        declared_side = [t for t in (declared or {}).get(kind) or [] if isinstance(t, dict)]
+        want = [t.get("name") for t in declared_side]
         inits = {i.name for i in model.graph.initializer}
-        got = [v.name for v in graph_side if v.name not in inits]
+        got = {v.name: v for v in graph_side if v.name not in inits}
         if want and sorted(got) != sorted(want):
             raise UserError(
                 f"{path} has {kind} {sorted(got)}, the manifest declares {sorted(want)}; re-export the bundle"
             )
+        for t in declared_side:  # an image of 300000 x 300000 pixels declared in the graph: estimated, the memory
+            dims = [
+                d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in got[t["name"]].type.tensor_type.shape.dim
+            ]
+            if not dims_agree(t.get("shape") or [], dims):
+                raise UserError(
+                    f"{path}: {kind[:-1]} {t['name']!r} is {dims}, the manifest declares {t.get('shape')}; "
+                    "re-export the bundle"
+                )
     return model
 
 
@@ -114,6 +134,13 @@ def load_with_batch(path: str | Path, batch: int):
     import onnx
 
     model = read_model(path)
+    if odd := next((n for n in model.graph.node if n.op_type in VALUE_SHAPED), None):
+        raise UserError(
+            f"{path} has a {odd.op_type} node, whose output shape depends on the input's values: its cost cannot "
+            "be estimated from shapes (no exported bundle holds one); re-export the bundle"
+        )
+    symbolic = onnx.ModelProto()
+    symbolic.CopyFrom(model)
     inits = {i.name for i in model.graph.initializer}
     for v in list(model.graph.input) + list(model.graph.output):
         if v.name in inits:
@@ -122,16 +149,17 @@ def load_with_batch(path: str | Path, batch: int):
             if d.dim_param or not d.HasField("dim_value"):
                 d.dim_value = batch
     del model.graph.value_info[:]
-    return _complete_shapes(onnx.shape_inference.infer_shapes(model, data_prop=True))
+    return _complete_shapes(onnx.shape_inference.infer_shapes(model, data_prop=True), symbolic, batch, path)
 
 
-def _complete_shapes(model):
+def _complete_shapes(model, symbolic, batch: int, path) -> object:
     """Shapes that static inference left open (an ``Expand`` to a shape computed from the input's, as torch
-    exports ``x.expand(B, -1, -1)``), taken from one ONNX Runtime call on zeros at the same input shapes.
+    exports ``x.expand(B, -1, -1)``), measured by ONNX Runtime on zeros at batch 1 and 2 and extended to
+    ``batch`` (each dimension linear in the batch): the probe's memory does not grow with the batch asked for.
 
     Without them the nodes after the open value counted 0 FLOPs and 0 bytes: the rx graph's whole
-    transformer, 1/800 of its cost at batch 1. The graphs have a fixed maximum length K and a mask, so their
-    shapes do not depend on the input values.
+    transformer, 1/800 of its cost at batch 1. Operators whose output shapes depend on values are refused
+    before (:data:`VALUE_SHAPED`), so zeros give the shapes any input gives.
     """
     import onnx
 
@@ -139,20 +167,32 @@ def _complete_shapes(model):
     missing = [o for n in model.graph.node for o in n.output if o and o not in known]
     if not missing:
         return model
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing)
-    inits = {i.name for i in model.graph.initializer}
-    feeds = {
-        v.name: np.zeros(known[v.name][0], onnx.helper.tensor_dtype_to_np_dtype(known[v.name][1]))
-        for v in model.graph.input
-        if v.name not in inits
-    }
-    values = cpu_session(probe.SerializeToString(), threads=1).run(missing, feeds)
-    model.graph.value_info.extend(
-        onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-        for name, v in zip(missing, values, strict=True)
-    )
+    symbolic.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing)
+    inits = {i.name for i in symbolic.graph.initializer}
+    inputs = [v for v in symbolic.graph.input if v.name not in inits]
+    session = cpu_session(symbolic.SerializeToString(), threads=1)
+    measured = []
+    for b in (1, 2):
+        feeds = {
+            v.name: np.zeros(
+                [d.dim_value if d.HasField("dim_value") else b for d in v.type.tensor_type.shape.dim],
+                onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type),
+            )
+            for v in inputs
+        }
+        try:
+            measured.append(session.run(missing, feeds))
+        except Exception as exc:  # ONNX Runtime's own error: one line, as evaluate and bench say it
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            raise UserError(f"{path} failed in ONNX Runtime ({ort_reason(exc)}); re-export the bundle") from None
+    for name, one, two in zip(missing, *measured, strict=True):
+        dims = [a + (c - a) * (batch - 1) for a, c in zip(one.shape, two.shape, strict=False)]
+        if one.ndim != two.ndim or min(dims, default=0) < 0:
+            raise UserError(f"{path}: {name} changes rank or shrinks with the batch; re-export the bundle")
+        model.graph.value_info.append(
+            onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(one.dtype), dims)
+        )
     return model
 
 
@@ -278,7 +318,7 @@ def estimate_model(path: str | Path, profile: DeviceProfile, precision: str, bat
         if c.view:
             continue
         t_c = c.flops / (matrix_rate if c.matrix else other_rate)
-        t_m = c.bytes / (cache_bw if c.bytes <= profile.cache_mb * 1e6 else bw)
+        t_m = c.bytes / (cache_bw if c.bytes <= profile.cache_mb * MIB else bw)
         if t_c >= t_m:
             compute_s += t_c
         else:
@@ -298,10 +338,10 @@ def estimate_model(path: str | Path, profile: DeviceProfile, precision: str, bat
         "nodes": len(costs),
         "launches": launches,
         "gflops": round(sum(c.flops for c in costs) / 1e9, 6),
-        "mbytes_moved": round(sum(c.bytes for c in costs) / 1e6, 4),
-        "memory_mb": round((weights + peak) / 1e6, 4),
-        "weights_mb": round(weights / 1e6, 4),
-        "peak_activations_mb": round(peak / 1e6, 4),
+        "mbytes_moved": round(sum(c.bytes for c in costs) / MIB, 4),
+        "memory_mb": round((weights + peak) / MIB, 4),
+        "weights_mb": round(weights / MIB, 4),
+        "peak_activations_mb": round(peak / MIB, 4),
     }
 
 

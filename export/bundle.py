@@ -64,7 +64,7 @@ def export_bundle(
     int8: bool = False,
     opset: int = DEFAULT_OPSET,
     calibration: str = "minmax",
-    calib_samples: int = 256,
+    calib_samples: int | None = None,
     force: bool = False,
     calib_min: int = MIN_SAMPLES,
     target: dict | None = None,
@@ -95,7 +95,7 @@ def export_bundle(
 
 
 def _build(
-    work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int, int], target: dict | None
+    work, source, cfg, mcfg, system, spec, splits, int8, opset, calib: tuple[str, int | None, int], target: dict | None
 ) -> dict:
     calibration, calib_samples, calib_min = calib
     graphs = graph_io(system, splits.input_shape)

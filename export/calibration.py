@@ -16,37 +16,52 @@ from rkd_edge.errors import UserError
 
 # DESIGN.md section 5: at least this many real samples per model unless the user lowers the floor.
 MIN_SAMPLES = 128
+DEFAULT_SAMPLES = 256  # asked for when --calib-samples is not given (the whole split where it is smaller)
 
 
-def check_count(count: int, minimum: int = MIN_SAMPLES, available: int | None = None) -> None:
-    """Refuse a calibration set smaller than ``minimum`` real samples (one line, exit code 2).
+def check_count(count: int | None, minimum: int = MIN_SAMPLES, available: int | None = None) -> None:
+    """Refuse a calibration set smaller than ``minimum`` real samples, or larger than the split (one line,
+    exit code 2).
 
     Args:
-        count: Samples asked for (``--calib-samples``).
+        count: Samples asked for (``--calib-samples``; ``None``: the default).
         minimum: The floor (``--calib-min``; 128 unless lowered explicitly).
         available: Real samples the split holds, where known.
     """
-    if count < 1:
+    if count is not None and count < 1:
         raise UserError(f"--calib-samples must be at least 1 real sample, got {count}")
     if minimum < 1:
         raise UserError(f"--calib-min must be at least 1, got {minimum}")
-    if count < minimum:
+    if count is not None and available is not None and count > available:  # taken quietly as `available` before
         raise UserError(
-            f"--calib-samples {count} is below the floor of {minimum} real samples; raise it, or lower the "
-            f"floor explicitly with --calib-min {count}"
+            f"--calib-samples {count} is more than the {available} images of the training split; give at most "
+            f"{available}"
         )
     if available is not None and available < minimum:
         raise UserError(
             f"the training split has only {available} images, fewer than the {minimum} calibration samples "
             f"required; lower the floor explicitly with --calib-min {available}"
         )
+    count = default_count(count, available)
+    if count < minimum:
+        raise UserError(
+            f"--calib-samples {count} is below the floor of {minimum} real samples; raise it, or lower the "
+            f"floor explicitly with --calib-min {count}"
+        )
+
+
+def default_count(count: int | None, available: int | None = None) -> int:
+    """The samples a calibration takes: ``count``, or by default :data:`DEFAULT_SAMPLES` (at most the split)."""
+    if count is not None:
+        return count
+    return DEFAULT_SAMPLES if available is None else min(DEFAULT_SAMPLES, available)
 
 
 @torch.no_grad()
 def build_feeds(
     system,
     split: Split,
-    count: int,
+    count: int | None,
     seed: int,
     cc: CodecConfig,
     snrs=(-10.0, -5.0, 0.0, 5.0, 10.0, 20.0),
@@ -60,6 +75,7 @@ def build_feeds(
         UserError: Fewer than ``minimum`` real samples asked for or available in ``split``.
     """
     check_count(count, minimum, len(split))
+    count = default_count(count, len(split))
     system.eval()
     g = torch.Generator().manual_seed(hash_seed(seed, "calibration"))
     pos = np.sort(torch.randperm(len(split), generator=g)[:count].numpy())

@@ -19,6 +19,7 @@ from rkd_edge.devices.latency import interleaved
 
 from rkd_edge import progress
 from rkd_edge.runtime.runners.ort import cpu_session
+from rkd_edge.stats import wilson
 
 MODELS = ("encoder", "tx", "rx")
 BATCHES = (1, 32)
@@ -358,13 +359,24 @@ def select_precisions(
         if form != "int8-cpu" and cpu.is_file():
             cpu.unlink()
         default[name] = "fp32" if chosen[name] == "fp32" else "int8"
+        fp32 = acc[name]["fp32"]
         report[name] = {
             "ratio_b1": round(r["ratio_b1"], 3),
             "ratio_b32": round(r["ratio_b32"], 3),
             "form": form,
             "winner": r["winner"],
-            "accuracy_change_pts": round(-drops[name], 2),
+            "accuracy_change_pts": round(-drops[name], 2) + 0.0,  # + 0.0: no "-0.00 pts" for no change
             "accuracy_points": {p: [round(a, 4), round(acc[name]["int8"][p], 4)] for p, a in acc[name]["fp32"].items()},
+            # what the points are of (DESIGN.md: k, trials, n and an interval next to every accuracy); the
+            # same noise for both, so their difference is far tighter than either interval
+            "accuracy_of": {
+                "images": len(labels),
+                "k": k,
+                "trials": 1,
+                "seed": seed,
+                "channel": channel_kwargs,
+                "ci95": {p: [round(v, 4) for v in wilson(a * len(labels), len(labels))] for p, a in fp32.items()},
+            },
             "default": default[name],
             "candidates": {c: {b: round(v, 3) for b, v in cr.items()} for c, cr in r["candidates"].items()},
             "p50_ms": {v: {b: round(t, 4) for b, t in d.items()} for v, d in r["p50_ms"].items()},

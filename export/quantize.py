@@ -278,11 +278,15 @@ def qdq_summary(path: Path) -> dict:
     model = onnx.load(str(path))
     ops = [n.op_type for n in model.graph.node]
     qop = sorted({o for o in ops if o.startswith("QLinear") or o in ("ConvInteger", "MatMulInteger")})
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    # A Q/DQ graph keeps its Convs as Conv nodes: float only where the weights do not come through a DQ
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
     return {
         "QuantizeLinear": ops.count("QuantizeLinear"),
         "DequantizeLinear": ops.count("DequantizeLinear"),
         "BatchNormalization": ops.count("BatchNormalization"),
         "qoperator_ops": qop,
-        "float_convs": ops.count("Conv"),
+        "float_convs": sum(len(n.input) < 2 or n.input[1] not in dequantized for n in convs),
+        "qdq_convs": sum(len(n.input) > 1 and n.input[1] in dequantized for n in convs),
         "ops": sorted(set(ops)),
     }

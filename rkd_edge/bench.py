@@ -517,8 +517,8 @@ def write_selection(root: Path, fp: str, choice: dict[str, str]) -> None:
 
 def table(result: dict) -> str:
     """The results as a text table, one row per back end, precision, batch and stage."""
-    head = ["backend", "precision", "batch", "stage", "status", "size MB", "accuracy", "p50 ms", "p99 ms", "mean ms"]
-    head += ["per s", "peak RSS MB"]
+    head = ["backend", "precision", "batch", "stage", "status", "size MiB", "accuracy", "p50 ms", "p99 ms", "mean ms"]
+    head += ["per s", "peak RSS MiB"]
     lines = []
     for r in result["results"]:
         lat = r.get("latency_ms") or {}
@@ -593,12 +593,12 @@ def warnings_of(result: dict) -> list[str]:
 
 
 def unselected(result: dict) -> list[str]:
-    """Why ``--select`` chose nothing for a back end, one line each (empty: every selection written)."""
-    return [
-        f"no selection for {backend}: {sel.get('reason')}"
-        for backend, sel in (result.get("selection") or {}).items()
-        if not sel.get("written")
-    ]
+    """Why ``--select`` chose nothing, one line per back end: empty when it wrote a selection for any (the
+    ``pytorch`` back end runs FP32 only and never has one to write)."""
+    selection = result.get("selection") or {}
+    if any(sel.get("written") for sel in selection.values()):
+        return []
+    return [f"no selection for {backend}: {sel.get('reason')}" for backend, sel in selection.items()]
 
 
 def check_schema(result: dict) -> None:

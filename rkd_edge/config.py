@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -77,7 +78,7 @@ class SearchConfig:
     stem_stride: int = 1
     feature_dim: int = 64
     lambdas: list[float] = field(default_factory=lambda: [0.5])
-    cost: str = "params"  # params | flops | latency
+    cost: str = "params"  # params | flops (multiply-accumulates, MACs) | latency
     latency_table: str | None = None
     latency_precision: str | None = None  # fp32 | int8: the precision the latency table must be measured in
     alpha_kd: float = 1.0
@@ -589,6 +590,15 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node):
         self._no_base_60(node)
+        # YAML 1.1 reads 0x10 as 16, 010 as 8 and 1_0 as 10: a count typed so is not what the user meant
+        value = str(node.value)
+        if not re.fullmatch(r"[-+]?(0|[1-9][0-9]*)", value) and re.fullmatch(r"[-+]?[0-9][0-9a-fA-FxXoObB_]*", value):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{short_repr(node.value)} reads as a hex, octal, binary or _-grouped number in YAML 1.1; "
+                "write it in decimal",
+            )
         return super().construct_yaml_int(node)
 
     def construct_yaml_float(self, node):

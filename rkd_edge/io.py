@@ -268,18 +268,23 @@ class FileSet:
     written, the staging folder gets a commit list (written last, atomically) and the files are renamed into
     place. A failure while writing (a full disk) leaves the previous set whole and the staging folder is
     removed; a process killed between two renames leaves a committed staging folder, whose renames the next
-    ``FileSet`` of the folder finishes before it starts (:func:`finish_file_sets`). Writers of one folder hold
-    its lock (:class:`OutputLock`).
+    ``FileSet`` of the folder with the same ``names`` finishes before it starts (:func:`finish_file_sets`).
+    Writers of one folder hold its lock (:class:`OutputLock`).
+
+    Args:
+        folder: Where the set lives.
+        names: The file names a set of this kind may hold; a leftover listing any other name is not finished
+            (a planted ``.staging.x`` listing ``system.json`` must not replace a run's files).
 
     Example::
 
-        with FileSet(out) as fs:
+        with FileSet(out, EVALUATION_ENTRIES) as fs:
             write_rows(rows, fs.dir)                       # writes fs.dir / "evaluation.csv", ...
             plot(fs.path("accuracy_vs_snr.png"))
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: str | os.PathLike, names: frozenset[str] | set[str]) -> None:
+        self.folder, self.names = Path(folder), frozenset(names)
         self.dir: Path | None = None
 
     def path(self, name: str) -> Path:
@@ -288,7 +293,7 @@ class FileSet:
 
     def __enter__(self) -> FileSet:
         _check_parent(self.folder / "x")
-        finish_file_sets(self.folder)
+        finish_file_sets(self.folder, self.names)
         self.dir = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
         return self
 
@@ -297,6 +302,8 @@ class FileSet:
             if exc_type is not None:
                 return
             staged = sorted(p for p in self.dir.iterdir() if p.is_file())
+            if stray := [p.name for p in staged if p.name not in self.names]:
+                raise ValueError(f"a file set of {sorted(self.names)} was given {stray}")
             for tmp in staged:
                 os.chmod(tmp, FILE_MODE)
             listed = self.dir / (COMMIT_LIST + ".tmp")
@@ -309,31 +316,51 @@ class FileSet:
             if exc_type is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
         # A rename that fails here leaves the committed staging folder: the next FileSet finishes the set.
-        _rename_committed(self.dir, self.folder)
+        _rename_listed(self.dir, self.folder, _commit_list(self.dir) or [])
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 STAGING_PREFIX = ".staging."
 COMMIT_LIST = ".commit.json"  # in a staging folder: its files form a whole set, to be renamed into place
+MAX_COMMIT_LIST = 1 << 16  # bytes: a list of a few file names
 
 
-def _rename_committed(staging: Path, folder: Path) -> None:
-    for name in strict_json((staging / COMMIT_LIST).read_text()):
-        if isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..", COMMIT_LIST):
-            src = staging / name
-            if src.is_file() and not src.is_symlink():
-                os.replace(src, folder / name)
+def _commit_list(staging: Path) -> list[str] | None:
+    """The names a staging folder's commit list holds; ``None`` when it has none, or one rkd-edge did not
+    write (a link, a huge file, not a list of plain names)."""
+    path = staging / COMMIT_LIST
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_COMMIT_LIST:
+            return None
+        names = strict_json(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    plain = isinstance(names, list) and all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..")
+                                            for n in names)  # fmt: skip
+    return names if plain else None
 
 
-def finish_file_sets(folder: Path) -> None:
-    """Finish what a killed :class:`FileSet` left in ``folder``: a committed set's remaining renames (the new
-    set whole), and an uncommitted staging folder removed (the old set whole). The caller holds the lock."""
+def _rename_listed(staging: Path, folder: Path, names: list[str]) -> None:
+    for name in names:
+        src = staging / name
+        if src.is_file() and not src.is_symlink():
+            os.replace(src, folder / name)
+
+
+def finish_file_sets(folder: Path, names: frozenset[str]) -> None:
+    """Finish what a killed :class:`FileSet` of ``names`` left in ``folder``: a committed set's remaining
+    renames (the new set whole); a staging folder without a readable commit list is removed (the old set
+    whole). One listing another name is left alone: not a set of this kind. The caller holds the lock."""
     for staging in Path(folder).glob(STAGING_PREFIX + "*"):
         if staging.is_symlink() or not staging.is_dir():
             continue
-        if (staging / COMMIT_LIST).is_file():
-            with contextlib.suppress(OSError, ValueError):
-                _rename_committed(staging, Path(folder))
+        listed = _commit_list(staging)
+        if listed is not None and not set(listed) <= names:
+            continue
+        if listed:
+            with contextlib.suppress(OSError):
+                _rename_listed(staging, Path(folder), listed)
         shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -212,6 +212,7 @@ class Pipeline:
         rec = {}
         if spec is None:
             tdir = self.rd.teacher_dir
+            self.rd.require_teacher(self.cfg)
             if not (tdir / "teacher.json").is_file():
                 with ddp.solo():  # rank 0 trains it while the other ranks wait at the stage barrier
                     train_teacher(self.cfg, self.splits, tdir, self.device)
@@ -235,7 +236,7 @@ class Pipeline:
             return {
                 "lambda": g.search.get("lambda"),
                 "params": g.params,
-                "flops": g.flops,
+                "macs": g.macs,
                 "genotype": "genotype.json",
                 "reused": self.cfg.search.genotype,
                 "sweep": [],

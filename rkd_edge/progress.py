@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 _QUIET = False
@@ -29,7 +30,7 @@ class _Null:
 @contextlib.contextmanager
 def task(description: str, total: int | None) -> Iterator:
     """A progress task; call ``.advance(n=1, **fields)`` on the yielded object."""
-    if _QUIET:
+    if _QUIET or sys.stderr is None:  # started with stderr closed (2>&-): progress is cosmetic, the work is not
         yield _Null()
         return
     from rich.console import Console
@@ -68,11 +69,10 @@ def set_log_file(path) -> None:
 
 def log(message: str) -> None:
     """A status line on stderr unless quiet, and in the run log if one is set."""
-    import sys
     import time
 
     if _LOG_FILE is not None:
         with open(_LOG_FILE, "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
-    if not _QUIET:
+    if not _QUIET and sys.stderr is not None:
         print(message, file=sys.stderr)

@@ -59,6 +59,7 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     src = RunDir(run)
     cfg, system, spec = src.load()
     src.require_complete(cfg, "pruning it")
+    src.require_teacher(cfg)
     if spec["encoder"].get("pruned"):
         raise UserError(f"{run} is already pruned; prune its source run with a larger --ratio instead")
     widest = max((m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)), default=0)

@@ -66,7 +66,7 @@ def write_report(rd: RunDir, splits: DataSplits, mcfg: RunConfig, results: dict)
         "environment": env.environment(),
         "config_hash": cfg.digest(),
     }
-    with FileSet(rd.root) as fs:
+    with FileSet(rd.root, {rd.report_json.name, rd.report_md.name}) as fs:
         fs.path(rd.report_json.name).write_text(json_text(report))
         fs.path(rd.report_md.name).write_text(markdown(report, results))
     return report
@@ -86,7 +86,7 @@ def markdown(r: dict, results: dict) -> str:
         "",
         f"Student accuracy path: {s['accuracy_path']}.",
         "",
-        f"Student MACs: {s['flops']:,}. Report length k = {c['report_symbols']} complex symbols, bandwidth "
+        f"Student MACs: {s['macs']:,}. Report length k = {c['report_symbols']} complex symbols, bandwidth "
         f"ratio {c['bandwidth_ratio']} ({c['source_dim']}). Channel: Rayleigh {r['channel']['rayleigh_mode']} "
         f"fading, CSI `{r['channel']['csi']}`; SNR is {r['channel']['snr']}.",
         "",
@@ -112,11 +112,12 @@ def markdown(r: dict, results: dict) -> str:
         "",
     ]
     if "search" in results:
+        search = results["search"]
+        macs = search.get("macs", search.get("flops", 0))  # "flops": a run searched before the name said MACs
         lines += [
             "## Architecture search",
             "",
-            f"lambda = {results['search']['lambda']}, "
-            f"params = {results['search']['params']:,}, MACs = {results['search']['flops']:,}",
+            f"lambda = {search['lambda']}, params = {search['params']:,}, MACs = {macs:,} (encoder and classifier)",
             "",
             "![architecture weights](arch_weights.png)",
             "",

@@ -60,7 +60,7 @@ RECORD_FIELDS: dict[str, dict[str, tuple]] = {
         "checkpoint_sha256": (str,),
     },
     "teacher": {"accuracy": _NUM, "params": (int,), "embed_dim": (int,), "spec": (str,), "identity": (str,)},
-    "search": {"params": (int,), "flops": (int,), "genotype": (str,)},
+    "search": {"params": (int,), "macs": (int,), "flops": (int,), "genotype": (str,)},  # flops: runs before macs
     "evaluate": {
         "report_symbols": (int,),
         "noiseless": (*_NUM, None),
@@ -240,6 +240,16 @@ class RunDir:
                 f"complete it with rkd-edge pipeline --out {self.root} before {what}"
             )
 
+    def require_teacher(self, cfg: RunConfig) -> None:
+        """Refuse (one line) a run whose teacher stage finished but whose trained teacher is gone: loading it
+        would train another, quietly, whose numbers no record of the run describes."""
+        trained_here = cfg.teacher.spec is None and self.done("teacher") is not None
+        if trained_here and not (self.teacher_dir / "teacher.json").is_file():
+            raise UserError(
+                f"{self.teacher_dir} is missing although stage teacher finished; restore it, or remove "
+                f"{self.stage_record('teacher')} and rerun rkd-edge pipeline --out {self.root} to train it again"
+            )
+
     def load(self) -> tuple[RunConfig, SemanticSystem, dict]:
         """Config, trained system (latest stage checkpoint, on the CPU) and the system spec."""
         self.require_run()
@@ -413,11 +423,14 @@ def load_run(run: str | Path) -> tuple[RunConfig, SemanticSystem, dict]:
 
 
 def student_costs(system: SemanticSystem, input_shape) -> dict:
-    """Parameters and FLOPs of the student (encoder + classifier) of a system."""
+    """Parameters and multiply-accumulates of the student (encoder + classifier) of a system, and of its
+    encoder alone."""
+    encoder_macs = count_macs(system.encoder, tuple(input_shape))
     return {
         "params": count_params(system.encoder) + count_params(system.classifier),
         "encoder_params": count_params(system.encoder),
-        "flops": count_macs(system.encoder, tuple(input_shape)) + system.classifier.weight.numel(),
+        "macs": encoder_macs + system.classifier.weight.numel(),
+        "encoder_macs": encoder_macs,
     }
 
 

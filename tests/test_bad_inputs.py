@@ -176,6 +176,9 @@ SET_CASES = [
     ("seed=1.5", "seed"),
     ("seed=true", "seed"),
     ("seed=4294967296", "seed"),
+    ("stage1.epochs=0x10", "write it in decimal"),  # YAML 1.1: 16
+    ("stage1.epochs=010", "write it in decimal"),  # YAML 1.1: 8
+    ("stage1.epochs=1_0", "write it in decimal"),
     ("codec.symbols=abc", "codec.symbols"),
     ("codec.symbols=[0]", "codec.symbols"),
     ("codec.symbols=[32]", "codec.symbols"),
@@ -581,8 +584,11 @@ class _Payload:
 
 
 def _torch_save(obj, path: Path) -> None:
+    """``torch.save(obj)``, the string ``"zeros"`` in a dict's values standing for a tensor of three zeros."""
     import torch
 
+    if isinstance(obj, dict):
+        obj = {k: torch.zeros(3) if isinstance(v, str) and v == "zeros" else v for k, v in obj.items()}
     torch.save(obj, path)
 
 
@@ -840,6 +846,11 @@ RUN_PARAMS = (
         case("export-calib-samples-0", "export {run} --out {out} --int8 --calib-samples 0", "calib"),
         case("export-calib-samples-negative", "export {run} --out {out} --int8 --calib-samples -5", "calib"),
         case("export-calib-below-floor", "export {run} --out {out} --int8 --calib-samples 10", "calib"),
+        case(  # taken quietly as the split's size before
+            "export-calib-beyond-split",
+            "export {run} --out {out} --int8 --calib-samples 100000000000",
+            "images of the training split; give at most",
+        ),
         case("export-calib-min-negative", "export {run} --out {out} --int8 --calib-min -1", "calib"),
         case("export-no-out", "export {run}", "--out"),
         case("export-run-missing", "export {missing} --out {out}", None),
@@ -1224,6 +1235,12 @@ HOSTILE_PARAMS = [
         "teacher eval timm:resnet18@{tmp}/w.pth",
         "is not a PyTorch or safetensors file",
         lambda env: _write(Path(env["tmp"]) / "w.pth", b""),
+    ),
+    case(  # timm loads a file for another class count leniently: one of none of its keys gave a random teacher
+        "teacher-eval-timm-foreign-keys",
+        "teacher eval timm:resnet18@{tmp}/w.pth",
+        "lack 100 of the 100 backbone tensors of resnet18",
+        lambda env: _torch_save({"foo": "zeros"}, Path(env["tmp"]) / "w.pth"),
     ),
     case("teacher-eval-untrained", "teacher eval cnn-base", "untrained"),
     case("teacher-eval-random-timm", "teacher eval timm:resnet18@random", "untrained"),

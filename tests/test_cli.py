@@ -95,6 +95,7 @@ def test_other_runtime_errors_are_not_called_memory(monkeypatch):
         (["evaluate", "X", "--snr"], "error: Option '--snr' requires an argument; see rkd-edge evaluate --help"),
         (["devices", "estimate", "X", "--batch"], "see rkd-edge devices estimate --help"),
         (["evaluate", "X", "-q"], "error: -q belongs before the command: rkd-edge -q evaluate ..."),
+        (["evaluate", "X", "--quiet"], "error: -q belongs before the command: rkd-edge -q evaluate ..."),
     ],
 )
 def test_a_usage_error_names_its_own_command(args, line):

@@ -92,3 +92,32 @@ def test_normalisation_recorded(digits):
 
 def test_every_name_listed():
     assert {"digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH"} == set(dataset_names())
+
+
+def _grey_folder(root, values: dict[str, tuple[int, int]], dtype: str) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, (lo, hi) in values.items():
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(lo, hi, (16, 16)).astype(dtype)).save(root / name / f"{i}.png")
+
+
+def test_16_bit_images_are_scaled_not_clipped_to_white(tmp_path):
+    """Pillow's convert clipped every 16-bit value above 255 to white: both classes one flat image (std 0),
+    then a NaN loss blamed on the learning rate. The transmitter's reader scales them the same way."""
+    from rkd_edge.link.sources import read_image
+
+    _grey_folder(tmp_path / "d", {"dark": (256, 20_000), "bright": (40_000, 60_000)}, "uint16")
+    splits = create_dataset(f"imagefolder:{tmp_path / 'd'}", seed=0, val_fraction=0.2, test_fraction=0.2)
+    by_class = [splits.train.images[splits.train.labels == c].mean() for c in (0, 1)]  # bright, dark
+    assert by_class[0] > 150 > 80 > by_class[1] and min(splits.transform.std) > 0.1
+    picture = read_image(tmp_path / "d" / "bright" / "0.png")
+    assert picture.dtype == np.uint8 and 150 < picture.mean() < 240
+
+
+def test_a_dataset_of_flat_images_is_refused(tmp_path):
+    _grey_folder(tmp_path / "d", {"a": (255, 256), "b": (255, 256)}, "uint8")
+    with pytest.raises(UserError, match="standard deviation 0"):
+        create_dataset(f"imagefolder:{tmp_path / 'd'}", seed=0, val_fraction=0.2, test_fraction=0.2)

@@ -541,15 +541,7 @@ def test_a_latency_table_is_never_written_through_a_link(tmp_path):
     assert link.is_symlink() and not (tmp_path / "nowhere.json").exists()
 
 
-def test_estimate_refuses_a_model_with_external_data(tiny_bundle, tmp_path):
-    """A bundle model whose weights point at another file (here outside the bundle) is one line, exit 2:
-    the estimate reads shapes only and never opens that file (it was an onnx ValidationError traceback)."""
-    import hashlib
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    path = bundle / "models" / "encoder.onnx"
-    model = onnx.load(str(path))
+def _external_data(model) -> None:
     t = model.graph.initializer[0]
     n = len(t.raw_data)
     t.ClearField("raw_data")
@@ -557,13 +549,71 @@ def test_estimate_refuses_a_model_with_external_data(tiny_bundle, tmp_path):
     for key, value in (("location", "../../secret.txt"), ("offset", "0"), ("length", str(n))):
         entry = t.external_data.add()
         entry.key, entry.value = key, value
+
+
+def _custom_op(model) -> None:
+    model.graph.node[0].domain = "evil.custom"
+    model.opset_import.add(domain="evil.custom", version=1)
+
+
+def _shape_from_values(model, op: str) -> None:
+    """Add to the first output a tensor whose shape comes from the input's values: through ``op`` (a
+    NonZero), or through ReduceMax + 1.6e13 (16 TB of zeros the probe of open shapes would allocate)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    out, image = model.graph.output[0].name, model.graph.input[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_before" if o == out else o for o in node.output]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([200_000, 200_000, 100], np.int64), "huge")])
+    if op == "NonZero":
+        shaped = [helper.make_node("NonZero", [image], ["where"]), helper.make_node("Shape", ["where"], ["shape"])]
+    else:
+        shaped = [
+            helper.make_node("ReduceMax", [image], ["top"], keepdims=0),
+            helper.make_node("Cast", ["top"], ["top_int"], to=TensorProto.INT64),
+            helper.make_node("Add", ["top_int", "huge"], ["shape"]),
+        ]
+    model.graph.node.extend(
+        [
+            *shaped,
+            helper.make_node("ConstantOfShape", ["shape"], ["filled"]),
+            helper.make_node("ReduceSum", ["filled"], ["total"], keepdims=0),
+            helper.make_node("Add", [f"{out}_before", "total"], [out]),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (_external_data, "external data"),
+        (_custom_op, "uses operator evil.custom:"),
+        (lambda m: _shape_from_values(m, "NonZero"), "has a NonZero node, whose output shape depends on"),
+        (lambda m: _shape_from_values(m, "ReduceMax"), "failed in ONNX Runtime (ConstantOfShape: Failed to allocate"),
+    ],
+    ids=["external-data", "custom-op", "value-shaped", "probe-fails"],
+)
+def test_estimate_refuses_a_model_no_bundle_holds(tiny_bundle, tmp_path, damage, needle):
+    """(Rehashed) encoders whose weights point at another file, here outside the bundle (an onnx
+    ValidationError traceback; the estimate never opens that file), with an operator of another domain
+    (estimated at 0 cost, exit 0, where evaluate and bench refuse it), with a shape that depends on values
+    (estimated on zeros: 0 FLOPs, exit 0) or that fails when its open shapes are measured (a traceback):
+    one line, exit 2."""
+    import hashlib
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    path = bundle / "models" / "encoder.onnx"
+    model = onnx.load(str(path))
+    damage(model)
     data = model.SerializeToString()
     path.write_bytes(data)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"]["models/encoder.onnx"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     write_manifest_as_rkd_edge(bundle, manifest)
     r = run_cli("devices", "estimate", str(bundle), "--device", "thor")
-    assert r.returncode == 2 and "external data" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_search_priced_by_an_int8_table_records_it(tiny_teacher_dir, tmp_path):

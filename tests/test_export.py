@@ -252,3 +252,19 @@ def test_export_of_a_bundle_says_it_takes_a_run(tiny_bundle, tmp_path):
     proc = run_cli("-q", "export", str(tiny_bundle), "--out", str(tmp_path / "b"))
     assert proc.returncode == 2 and "is an rkd-edge bundle, not a run" in proc.stderr
     assert "pipeline --out" not in proc.stderr
+
+
+def test_a_command_with_stderr_closed_still_does_its_work(tiny_bundle, tmp_path):
+    """Progress is cosmetic: with stderr closed (2>&-) the progress bar's write failed and evaluate exited 2
+    having written nothing."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from rkd_edge.cli import main; main()", "evaluate", str(tiny_bundle), "--snr", "0",
+         "--trials", "1", "--channel", "awgn", "--out", str(tmp_path / "ev")],
+        stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "noiseless" in json.loads(proc.stdout)
+    assert (tmp_path / "ev" / "evaluation.json").is_file()

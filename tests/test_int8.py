@@ -56,7 +56,10 @@ def test_calibration_floor():
         check_count(100)
     check_count(100, minimum=64)  # lowered explicitly
     with pytest.raises(UserError, match="only 90 images"):
-        check_count(128, available=90)
+        check_count(None, available=90)  # the default takes the whole split, under the floor
+    with pytest.raises(UserError, match="is more than the 90 images of the training split"):
+        check_count(128, available=90)  # taken quietly as 90 before
+    check_count(None, available=200)  # the default: 200 of them
     with pytest.raises(UserError):
         check_count(10, minimum=0)
 
@@ -103,6 +106,10 @@ def test_export_int8_reports_ratio_accuracy_and_default_per_model(tiny_bundle):
             assert r["winner"] != "fp32" and max(r["ratio_b1"], r["ratio_b32"]) < 1.0
             assert r["accuracy_change_pts"] >= -0.5
         assert len(r["accuracy_points"]) == 6  # AWGN and Rayleigh at 0, 10, 20 dB
+        of = r["accuracy_of"]  # what the points are of, with each FP32 point's interval around it
+        assert of["trials"] == 1 and of["images"] >= 1 and of["ci95"].keys() == r["accuracy_points"].keys()
+        for p, (lo, hi) in of["ci95"].items():
+            assert lo <= r["accuracy_points"][p][0] <= hi
         cpu_file = tiny_bundle / "models" / f"{name}.int8-cpu.onnx"
         shipped = "onnxruntime_cpu" in m["models"][name]["int8"]
         assert cpu_file.is_file() == shipped == (r["form"] == "int8-cpu")
@@ -110,6 +117,14 @@ def test_export_int8_reports_ratio_accuracy_and_default_per_model(tiny_bundle):
             assert f"models/{name}.int8-cpu.onnx" in m["files"]
     cal = m["calibration"]
     assert cal["encoder"]["structure"]["BatchNormalization"] == 0
+    # Convs whose weights come through a DequantizeLinear are quantized (every Conv was counted as float)
+    import onnx
+
+    graph = onnx.load(str(tiny_bundle / "models" / "encoder.int8.onnx")).graph
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert cal["encoder"]["structure"]["qdq_convs"] == sum(n.input[1] in dq_out for n in convs) > 0
+    assert cal["encoder"]["structure"]["float_convs"] == len(convs) - cal["encoder"]["structure"]["qdq_convs"]
 
 
 def test_measure_ratios_on_a_bundle(tiny_bundle):

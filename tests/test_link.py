@@ -557,6 +557,7 @@ def test_tcp_from_stdin_and_signals_end_both_sides_with_counters(bundle, tmp_pat
     t, r = summary_of(tx_err, "tx"), json.loads((tmp_path / "r.json").read_text())
     assert t["stopped_by"] == "SIGINT" and t["frames_sent"] == 25 and t["labelled"] == 0
     assert r["stopped_by"] == "SIGTERM" and r["counters"]["decoded"] == 25 and "accuracy" not in r
+    assert t["datagrams"] == r["counters"]["datagrams"] == 0 and t["bytes"] == r["counters"]["bytes"]  # a stream
     assert "TORCH-IMPORTED False" in tx_err and "TORCH-IMPORTED False" in rx_err
 
 

@@ -75,7 +75,8 @@ def test_student_params_match_genotype_estimate(seed, stem_stride, size):
     enc = create_encoder(g)
     assert count_params(enc) == g.encoder_params
     assert count_params(enc) + 32 * 10 + 10 == g.params
-    assert count_macs(enc, (1, size, size)) == g.flops
+    assert count_macs(enc, (1, size, size)) == g.encoder_macs
+    assert g.macs == g.encoder_macs + 32 * 10  # the classifier's, as params holds it
     assert enc(torch.randn(3, 1, size, size)).shape == (3, 32)
     assert type(enc).__name__ != "SearchNetwork"
 
@@ -88,10 +89,10 @@ def test_widened_genotype_counts_what_it_builds(channels):
     wide = widen(g, channels)
     enc = create_encoder(wide)
     assert wide.normal == g.normal and wide.reduce == g.reduce and wide.skeleton.init_channels == channels
-    assert count_params(enc) == wide.encoder_params and count_macs(enc, (1, 8, 8)) == wide.flops
+    assert count_params(enc) == wide.encoder_params and count_macs(enc, (1, 8, 8)) == wide.encoder_macs
     assert wide.search["searched_channels"] == 8
     if channels == 8:
-        assert (wide.params, wide.flops) == (g.params, g.flops)
+        assert (wide.params, wide.macs) == (g.params, g.macs)
     else:
         assert (wide.params > g.params) == (channels > 8)
 
@@ -183,3 +184,13 @@ def test_the_preflight_counts_a_supernet_as_built(layers, steps, channels, parti
 
     sk = Skeleton(1, 8, 10, layers=layers, steps=steps, init_channels=channels, feature_dim=16)
     assert supernet_params(sk, partial) == count_params(SearchNetwork(sk, partial))
+
+
+def test_a_genotype_written_with_flops_reads_them_as_the_encoders_macs():
+    """Genotypes before the name said MACs hold the encoder's multiply-accumulates as ``flops``."""
+    g = _derived()
+    old = g.to_dict()
+    old["flops"] = old.pop("encoder_macs")
+    del old["macs"]
+    again = Genotype.from_dict(old)
+    assert (again.encoder_macs, again.macs) == (g.encoder_macs, g.macs)

@@ -14,7 +14,8 @@ def test_report_has_required_fields(tiny_run):
     r = json.loads((tiny_run / "report.json").read_text())
     assert {"dataset", "teacher", "student", "codec", "curves", "timings_s", "versions"} <= set(r)
     assert {"spec", "params", "accuracy"} <= set(r["teacher"])
-    assert {"params", "flops", "accuracy"} <= set(r["student"])
+    assert {"params", "macs", "encoder_macs", "accuracy"} <= set(r["student"])
+    assert r["student"]["macs"] > r["student"]["encoder_macs"]  # the classifier's, in the student's count
     assert {"params", "symbols"} <= set(r["codec"])
     assert r["codec"]["tx_params"] + r["codec"]["rx_params"] == r["codec"]["params"] > 0
     assert set(r["curves"]) == {"awgn", "rayleigh"}

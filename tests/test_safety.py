@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from rkd_edge.io import FileSet, finish_file_sets
+from rkd_edge.outputs import EVALUATION_ENTRIES
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
 
@@ -456,7 +457,7 @@ def test_an_evaluation_marker_is_committed_with_its_set(tmp_path, monkeypatch):
         commit_evaluation(out, True, write, of="bundle 0123456789abcdef")
     assert (out / "evaluation.csv").exists() and kind_of(out) == "evaluation"
     monkeypatch.setattr(os, "replace", real)
-    finish_file_sets(out)  # the next writer of the folder finishes the committed set
+    finish_file_sets(out, frozenset({"evaluation.csv", "evaluation.json", ".rkd-edge.json"}))  # the next writer
     assert (out / "evaluation.json").read_text() == "x" and not list(out.glob(".staging.*"))
 
 
@@ -471,7 +472,7 @@ def replace(src, dst):
         if len(done) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 os.replace = replace
-with FileSet(sys.argv[1]) as fs:
+with FileSet(sys.argv[1], {"a.png", "b.png", "c.csv", "d.json"}) as fs:
     for name in ("a.png", "b.png", "c.csv", "d.json"):
         fs.path(name).write_text("new")
 """
@@ -487,10 +488,37 @@ def test_a_file_set_killed_between_its_renames_is_finished_by_the_next_writer(tm
     proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(out)], capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     assert sorted((out / n).read_text() for n in ("a.png", "b.png", "c.csv", "d.json")) == ["new", "new", "old", "old"]
-    with FileSet(out) as fs:
+    with FileSet(out, {"a.png", "b.png", "c.csv", "d.json", "e.txt"}) as fs:
         fs.path("e.txt").write_text("next")
     assert {(out / n).read_text() for n in ("a.png", "b.png", "c.csv", "d.json")} == {"new"}
     assert not list(out.glob(".staging.*"))
+
+
+@pytest.mark.parametrize(
+    "listing",
+    ['["system.json", "config.json", ".rkd-edge.json"]', '["evil"]', "5", "null", "[" * 100_000, "link", "huge"],
+)
+def test_a_planted_staging_folder_never_replaces_a_runs_files(tmp_path, listing):
+    """A hand-made .staging.x whose commit list named system.json, config.json or the marker replaced them
+    at the next evaluation (which said exit 0); a list that was a number, null or nested 100,000 deep was a
+    traceback at every later evaluation; a list linked to a 12 GB file was read whole."""
+    run = tmp_path / "run"
+    (run / ".staging.x").mkdir(parents=True)
+    for name in ("system.json", "config.json", ".rkd-edge.json", "evil"):
+        (run / ".staging.x" / name).write_text("planted")
+    (run / "system.json").write_text("mine")
+    commit = run / ".staging.x" / ".commit.json"
+    if listing == "link":
+        (tmp_path / "big").write_bytes(b"[" * (1 << 17))
+        commit.symlink_to(tmp_path / "big")
+    elif listing == "huge":
+        commit.write_text('["evaluation.csv"' + ", " * (1 << 16) + "]")
+    else:
+        commit.write_text(listing)
+    with FileSet(run, EVALUATION_ENTRIES) as fs:
+        fs.path("evaluation.csv").write_text("new")
+    assert (run / "system.json").read_text() == "mine" and (run / "evaluation.csv").read_text() == "new"
+    assert not any((run / n).exists() for n in ("config.json", ".rkd-edge.json", "evil"))
 
 
 def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp_path):
@@ -571,6 +599,23 @@ def test_a_run_whose_files_describe_a_huge_network_is_refused_before_it_is_built
     (run_copy / file).write_text(json.dumps(data))
     one_line_exit_2(run_cli("-q", "export", str(run_copy), "--out", str(tmp_path / "b")), "parameters, more than")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_run_whose_trained_teacher_is_gone_is_refused_not_retrained(run_copy):
+    """prune (and a resumed pipeline) quietly trained another teacher, whose accuracy no record held. The
+    tiny run loads its teacher by spec; a run that trained its own keeps it in teacher/."""
+    from rkd_edge.errors import UserError
+    from rkd_edge.rundir import RunDir
+
+    rd = RunDir(run_copy)
+    cfg = rd.load_config()
+    cfg.teacher.spec = None  # as a run that trained its teacher: teacher/ holds it
+    assert rd.done("teacher") is not None and not (run_copy / "teacher" / "teacher.json").exists()
+    with pytest.raises(UserError, match="teacher is missing although stage teacher finished"):
+        rd.require_teacher(cfg)
+    (run_copy / "teacher").mkdir()
+    (run_copy / "teacher" / "teacher.json").write_text("{}")
+    rd.require_teacher(cfg)
 
 
 def test_export_refuses_an_unfinished_run(run_copy, tmp_path):

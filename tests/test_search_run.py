@@ -43,7 +43,7 @@ def test_search_same_seed_same_genotype(tmp_path, tiny_teacher_dir):
         search_cli(out, tiny_teacher_dir)
         genos.append(json.loads((out / "genotype.json").read_text()))
         assert (out / "search_log.json").is_file() and (out / "arch_weights.png").stat().st_size > 1000
-        assert {"params", "flops", "normal", "reduce"} <= set(genos[-1])
+        assert {"params", "macs", "encoder_macs", "normal", "reduce"} <= set(genos[-1])
     assert genos[0] == genos[1]
     # search.derive_max_params: the same search, its cells built at the widest width within the budget
     # (search.derive_channels builds them at a given width through the same widen(); tests/test_nas.py)
@@ -52,7 +52,7 @@ def test_search_same_seed_same_genotype(tmp_path, tiny_teacher_dir):
     fit = json.loads((tmp_path / "budget" / "genotype.json").read_text())
     assert (fit["normal"], fit["reduce"]) == (genos[0]["normal"], genos[0]["reduce"])
     assert fit["skeleton"]["init_channels"] > 8 and fit["search"]["searched_channels"] == 8
-    assert genos[0]["params"] < fit["params"] <= budget and fit["flops"] > genos[0]["flops"]
+    assert genos[0]["params"] < fit["params"] <= budget and fit["macs"] > genos[0]["macs"]
 
 
 def test_lambda_sweep_writes_pareto(tmp_path, tiny_teacher_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -61,7 +62,7 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-MAX_MESSAGE = 2000  # characters of an error line
+MAX_MESSAGE = 600  # characters of an error line (a message quoting a hostile value in full ran to 2,000)
 
 
 def _refuse_empty(args: list[str]) -> None:
@@ -93,6 +94,15 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def _writable(stream, fd: int) -> bool:
+    """Whether a standard stream can be written. Closed at start, Python makes it ``None``, or a launcher's
+    own file (a pyenv shim script, read-only) takes its descriptor: writes to it fail mid-command."""
+    try:
+        return stream is not None and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except OSError:
+        return False
+
+
 def _command_path(args: list[str]) -> str:
     """``rkd-edge evaluate`` for ``[-q, evaluate, RUN, --snr]``: the command a usage error belongs to (click
     names only the root for an option that lacks its value)."""
@@ -111,7 +121,7 @@ def _command_path(args: list[str]) -> str:
 def _usage_line(exc: click_errors.UsageError, args: list[str]) -> str:
     where = exc.ctx.command_path if exc.ctx and exc.ctx.command_path != "rkd-edge" else _command_path(args)
     message = exc.format_message().rstrip(".")
-    if where != "rkd-edge" and message in ("No such option: -q", "No such option: --quiet"):
+    if where != "rkd-edge" and re.match(r"No such option: (-q|--quiet)\b", message):  # click may add suggestions
         return f"error: -q belongs before the command: rkd-edge -q {where.removeprefix('rkd-edge ')} ..."
     return f"error: {message}; see {where} --help"
 
@@ -121,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a parent that chose to ignore it is obeyed
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = sys.argv[1:] if argv is None else argv
-    if sys.stdout is None:  # started with stdout closed (`>&-`): a result printed there would vanish, exit 0
+    if not _writable(sys.stdout, 1):  # started with stdout closed (`>&-`): a result printed there would vanish
         _say("error: standard output is closed; redirect it to a file or /dev/null")
         sys.exit(2)
+    if not _writable(sys.stderr, 2):  # closed (`2>&-`): progress and messages go nowhere, the work still runs
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115 - the process's own stream
     try:
         _refuse_empty(args)
         code = app(args=argv, prog_name="rkd-edge", standalone_mode=False)  # usage errors reach us: one line

@@ -120,6 +120,9 @@ def bench(
         progress.log(f"wrote {json_out}")
     if select and (why := unselected(result)):  # asked for and not done: the measurements stay, the exit says so
         raise UserError("; ".join(why))
+    for backend, sel in (result.get("selection") or {}).items():  # another back end's choice was written
+        if not sel.get("written"):
+            progress.log(f"no selection for {backend}: {sel.get('reason')}")
 
 
 def register(app: typer.Typer) -> None:

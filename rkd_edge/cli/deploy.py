@@ -21,7 +21,7 @@ def export(
     ),
     calibration: str = typer.Option(None, "--calibration", help="--int8: minmax (default), entropy or percentile."),
     calib_samples: int = typer.Option(
-        None, "--calib-samples", help="--int8: real calibration samples (>= --calib-min; default 256)."
+        None, "--calib-samples", help="--int8: real calibration samples (--calib-min to the train split's size; 256)."
     ),
     calib_min: int = typer.Option(
         None, "--calib-min", help="--int8: floor on real calibration samples (default 128; lower it explicitly)."
@@ -53,7 +53,6 @@ def export(
         echo_json(build_engines(bundle, fp16=fp16, int8=int8))
         return
     calibration = calibration or "minmax"
-    calib_samples = 256 if calib_samples is None else calib_samples
     calib_min = 128 if calib_min is None else calib_min
     opset = _target_opset(target_device, opset, int8)
     if out is None:

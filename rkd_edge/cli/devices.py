@@ -138,7 +138,7 @@ def estimate_cmd(
         ]
         for r in res["results"]
     ]
-    typer.echo(_table(["model", "precision", "batch", "est. ms", "bound", "launches", "GFLOP", "est. MB"], rows))
+    typer.echo(_table(["model", "precision", "batch", "est. ms", "bound", "launches", "GFLOP", "est. MiB"], rows))
 
 
 @app.command("lut")

@@ -106,10 +106,10 @@ def evaluate(
     spec: str = typer.Argument(..., help="Teacher spec, e.g. local:DIR."),
     dataset: str = DATASET,
     data_dir: str = DATA_DIR,
-    image_size: int = typer.Option(None),
-    channels: int = typer.Option(None),
+    image_size: int = typer.Option(None, help="Side in pixels the images are resized to (default: the dataset's)."),
+    channels: int = typer.Option(None, help="Image channels, 1 or 3 (the dataset's own if not set)."),
     split: str = typer.Option("test", help="train, val or test."),
-    seed: int = 0,
+    seed: int = typer.Option(0, help="Seed of the train/val/test split (the run's seed gives the run's split)."),
     device: str = RUN_DEVICE,
 ):
     """Report a teacher's accuracy on a dataset split."""

@@ -141,7 +141,7 @@ def search_cmd(
     config: str = CONFIG,
     overrides: list[str] = SET,
     lambdas: str = typer.Option(None, "--lambda", help="Complexity weight(s): 0.5 or 0,0.1,1."),
-    cost: str = typer.Option(None, "--cost", help="params, flops or latency."),
+    cost: str = typer.Option(None, "--cost", help="params, flops (multiply-accumulates) or latency."),
     latency_table: str = typer.Option(None, "--latency-table", help="Latency lookup table JSON."),
     precision: str = typer.Option(
         None, "--precision", help="--cost latency: the table must be measured in fp32 or int8 (devices lut)."
@@ -170,7 +170,7 @@ def search_cmd(
     # Recorded as a stage, as the pipeline does: a rerun skips a finished search, and a stopped sweep
     # resumes after its last scored lambda.
     rec = pipe.run(stop_after="search")["search"]
-    echo_json({k: rec[k] for k in ("lambda", "params", "flops", "sweep")})
+    echo_json({k: rec.get(k) for k in ("lambda", "params", "macs", "sweep")})
 
 
 def register(app: typer.Typer) -> None:

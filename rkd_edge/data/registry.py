@@ -70,6 +70,11 @@ def create_dataset(
     out_c = channels or raw.images.shape[-1]
     out_s = image_size or raw.images.shape[1]
     mean, std = channel_stats(raw.images[tr], out_c)
+    if min(std) < 1e-6:  # normalised by it, every image is one value and every loss NaN or flat
+        raise UserError(
+            f"the training images of {name} are one flat value in a channel (standard deviation 0); "
+            "check that they are the pictures meant (a 16-bit export clipped to white, a blank scan)"
+        )
     transform = ImageTransform(size=out_s, channels=out_c, mean=mean, std=std)
     splits = {
         nm: Split(nm, raw.images[ix], raw.labels[ix], ix.astype("int64"), transform, flip)

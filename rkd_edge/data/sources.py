@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.errors import UserError
+from rkd_edge.images import eight_bit
 from rkd_edge.limits import IMAGE_SIZE_RANGE
 
 FASHION_CLASSES = [
@@ -213,8 +214,10 @@ def load_imagefolder(path: str, image_size: int | None) -> RawData:
             try:
                 with Image.open(f) as im:
                     size = size or _first_size(f, im.size)
-                    im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+                    im = eight_bit(im).convert("RGB").resize((size, size), Image.BILINEAR)
                     images.append(np.asarray(im, dtype=np.uint8))
+            except ValueError as exc:  # a floating-point image (eight_bit)
+                raise UserError(f"cannot read image {f}: {exc}") from None
             except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
                 raise UserError(f"cannot read image {f}; remove or replace it") from None
             labels.append(ci)

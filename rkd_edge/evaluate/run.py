@@ -13,7 +13,15 @@ from rkd_edge.evaluate.plots import plot_snr, plot_symbols
 from rkd_edge.evaluate.snr import Grid, curves, evaluate_torch, noiseless_grid, write_rows
 from rkd_edge.io import FileSet, OutputLock, json_text
 from rkd_edge.methods import method_config
-from rkd_edge.outputs import EVALUATION_ENTRIES, check_output, foreign_entries, kind_of, marker_field, write_marker
+from rkd_edge.outputs import (
+    EVALUATION_ENTRIES,
+    MARKER,
+    check_output,
+    foreign_entries,
+    kind_of,
+    marker_field,
+    write_marker,
+)
 from rkd_edge.rundir import RunDir, load_splits, weights_digest
 
 EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", "accuracy_vs_symbols.png"]
@@ -87,7 +95,7 @@ def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # --out a/b makes a, as every --out does
     try:
-        with FileSet(out) as fs:
+        with FileSet(out, EVALUATION_ENTRIES | ({MARKER} if mark else set())) as fs:
             write(fs.dir)
             if mark:
                 write_marker(fs.dir, "evaluation", of=of)

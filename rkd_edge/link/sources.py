@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.errors import UserError
+from rkd_edge.images import eight_bit
 
 IMAGE_SUFFIXES = (".png", ".pgm", ".ppm", ".pnm", ".npy", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -160,7 +161,8 @@ def read_image(path: Path) -> np.ndarray:
             return a[..., None] if a.ndim == 2 else a
         if Image is not None:
             with Image.open(path) as im:
-                a = np.asarray(im.convert("L" if im.mode in ("L", "I;16", "I", "1") else "RGB"))
+                im = eight_bit(im)
+                a = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"))
             return a[..., None] if a.ndim == 2 else a
         data = path.read_bytes()
         if data.startswith(PNG_SIGNATURE):

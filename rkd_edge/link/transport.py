@@ -319,8 +319,7 @@ class Sender:
             SendStoppedError: ``stopped()`` while a TCP send waited.
         """
         if self.tcp:
-            self._send_stream(frame)
-            self.datagrams += 1
+            self._send_stream(frame)  # a stream has no datagrams (0, as the receiver counts it): frames are counted
             self.bytes += len(frame)
             return
         for d in fragment(frame, frame_id, self.max_datagram):

@@ -1,4 +1,5 @@
-"""Complexity costs of operations (parameters, FLOPs, measured latency) and their expectation.
+"""Complexity costs of operations (parameters, FLOPs counted as multiply-accumulates, measured latency) and
+their expectation.
 
 The penalty of KDL-DARTS is ``E[cost] = sum over cells and edges of softmax(alpha) . cost``, divided by
 the cost of the most expensive choice on every edge, so it lies in [0, 1] whatever the metric.

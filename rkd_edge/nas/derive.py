@@ -61,6 +61,11 @@ def head_params(sk: Skeleton) -> int:
     return sk.feature_dim * sk.num_classes + sk.num_classes
 
 
+def head_macs(sk: Skeleton) -> int:
+    """Multiply-accumulates of the classifier on the student's features (part of the student's count)."""
+    return sk.feature_dim * sk.num_classes
+
+
 def skeleton_costs(sk: Skeleton) -> tuple[int, int]:
     """Parameters and MACs of everything but the searched operations (stem, preprocessing, head)."""
     empty = [("none", j) for i in range(sk.steps) for j in (0, 1)]
@@ -71,7 +76,8 @@ def skeleton_costs(sk: Skeleton) -> tuple[int, int]:
 def derive(
     model, max_skip: int | None, tables: dict[str, torch.Tensor], reductions: list[bool], search_info: dict
 ) -> Genotype:
-    """Genotype with cost estimates: params and FLOPs = skeleton + the chosen operations' table costs."""
+    """Genotype with cost estimates: params and MACs = skeleton + the chosen operations' table costs (+ the
+    classifier's, in ``params`` and ``macs``)."""
     sk = model.skeleton
     normal, info_n = derive_cell(model.alphas_normal, sk.steps, max_skip)
     reduce, info_r = derive_cell(model.alphas_reduce, sk.steps, max_skip)
@@ -79,6 +85,7 @@ def derive(
     cells = {False: normal, True: reduce}
     skel_params, skel_macs = skeleton_costs(sk)
     enc_params = skel_params + int(chosen_cost(cells, tables["params"], sk.steps, reductions))
+    enc_macs = skel_macs + int(chosen_cost(cells, tables["flops"], sk.steps, reductions))
     g = Genotype(
         normal,
         reduce,
@@ -87,7 +94,8 @@ def derive(
         list(concat),
         params=enc_params + head_params(sk),
         encoder_params=enc_params,
-        flops=skel_macs + int(chosen_cost(cells, tables["flops"], sk.steps, reductions)),
+        encoder_macs=enc_macs,
+        macs=enc_macs + head_macs(sk),
         search={**search_info, "safeguards": {"normal": info_n, "reduce": info_r}},
     )
     if "latency" in tables:
@@ -98,13 +106,13 @@ def derive(
 def widen(g: Genotype, init_channels: int) -> Genotype:
     """The same cells built at another width (DARTS searches a narrow network and trains its cells wider).
 
-    Params and FLOPs are counted on the built encoder (the search's tables price the search width only);
+    Params and MACs are counted on the built encoder (the search's tables price the search width only);
     the search record is kept and notes the width it ran at.
     """
     sk = dataclasses.replace(g.skeleton, init_channels=init_channels)
     wide = dataclasses.replace(g, skeleton=sk, search={**g.search, "searched_channels": g.skeleton.init_channels})
-    wide.encoder_params, wide.flops = built_costs(wide)
-    wide.params = wide.encoder_params + head_params(sk)
+    wide.encoder_params, wide.encoder_macs = built_costs(wide)
+    wide.params, wide.macs = wide.encoder_params + head_params(sk), wide.encoder_macs + head_macs(sk)
     wide.latency_ms = None  # a latency table prices the searched width only
     return wide
 

@@ -74,7 +74,8 @@ class Genotype:
     reduce_concat: list[int] = field(default_factory=list)
     params: int = 0
     encoder_params: int = 0
-    flops: int = 0
+    macs: int = 0  # multiply-accumulates of one image through encoder and classifier
+    encoder_macs: int = 0
     latency_ms: float | None = None
     search: dict = field(default_factory=dict)
 
@@ -101,7 +102,9 @@ class Genotype:
                 reduce_concat=list(d["reduce_concat"]),
                 params=int(d.get("params", 0)),
                 encoder_params=int(d.get("encoder_params", 0)),
-                flops=int(d.get("flops", 0)),
+                # "flops" in genotypes written before: the encoder's MACs under another name
+                encoder_macs=int(d.get("encoder_macs", d.get("flops", 0))),
+                macs=int(d.get("macs", int(d.get("flops", 0)) + sk.feature_dim * sk.num_classes)),
                 latency_ms=d.get("latency_ms"),
                 search=d.get("search", {}),
             )

@@ -59,7 +59,7 @@ def weights_half(n: int, fraction: float) -> int:
 
 
 def cost_tables(sk: Skeleton, cfg: RunConfig, out: Path | None) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Params and FLOPs tables always (for estimates); latency when it is the chosen cost.
+    """Params and MACs ("flops") tables always (for estimates); latency when it is the chosen cost.
 
     Returns:
         The tables by metric, and where the latency table comes from (precision, device, back end) or None.

@@ -59,7 +59,7 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
         row = {
             "lambda": lam,
             "params": genotype.params,
-            "flops": genotype.flops,
+            "macs": genotype.macs,
             "latency_ms": genotype.latency_ms,
             "expected_cost": genotype.search["expected_cost"],
             "normal": " ".join(op for op, _ in genotype.normal),
@@ -81,7 +81,7 @@ def run_sweep(cfg: RunConfig, splits, teacher, cache, out: Path, device: str) ->
     return {
         "lambda": chosen.search["lambda"],
         "params": chosen.params,
-        "flops": chosen.flops,
+        "macs": chosen.macs,
         "genotype": "genotype.json",
         "sweep": [r for r, _ in rows],
     }
@@ -100,7 +100,7 @@ def _finished(sub: Path, cfg: RunConfig) -> tuple[dict, Genotype] | None:
 
 
 def _write_pareto(rows: list[dict], out: Path) -> None:
-    cols = ["lambda", "params", "flops", "latency_ms", "expected_cost", "val_acc", "normal"]
+    cols = ["lambda", "params", "macs", "latency_ms", "expected_cost", "val_acc", "normal"]
     write_text(
         out / "pareto.csv",
         "\n".join([",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]) + "\n",

@@ -244,6 +244,13 @@ def _check_interface(path: Path, name: str, prec: str, rec: dict) -> None:
         raise _fail(path, f"the {prec} {name} model declares inputs {sorted(got_in)} and outputs {sorted(got_out)}")
 
 
+def dims_agree(declared, actual) -> bool:
+    """Dimensions agree where both are fixed integers (a named or unknown dimension is dynamic)."""
+    if len(declared) != len(actual):
+        return False
+    return all(not (isinstance(d, int) and isinstance(a, int)) or d == a for d, a in zip(declared, actual, strict=True))
+
+
 def _declared_shape(rec: dict, kind: str, name: str) -> list:
     """The shape a checked model record (:func:`_check_model`, :func:`_check_interface`) declares for its
     input or output ``name``."""

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from rkd_edge.limits import MAX_THREADS
-from rkd_edge.runtime.bundle import Bundle, BundleError
+from rkd_edge.runtime.bundle import Bundle, BundleError, dims_agree
 from rkd_edge.runtime.runners import BACKENDS, Runner, create_runner
 from rkd_edge.runtime.runners.device import fingerprint
 
@@ -51,13 +51,6 @@ def _held(per_model: dict[str, str], manifest: dict, source: str) -> dict[str, s
     if source != "argument" and bad:
         raise BundleError(f"the manifest's {source} names {bad}, but the bundle holds {manifest.get('precisions')}")
     return per_model
-
-
-def _dims_agree(declared, actual) -> bool:
-    """Dimensions agree where both are fixed integers (a named or unknown dimension is dynamic)."""
-    if len(declared) != len(actual):
-        return False
-    return all(not (isinstance(d, int) and isinstance(a, int)) or d == a for d, a in zip(declared, actual, strict=True))
 
 
 def _finite(x: np.ndarray, what: str) -> None:
@@ -221,7 +214,7 @@ class Runtime:
                 exact_dtypes = r.backend.startswith("onnxruntime")  # engines may narrow int64 to int32
                 for w in want:
                     t = got[w["name"]]
-                    if not _dims_agree(w["shape"], t.shape) or (exact_dtypes and t.dtype != w["dtype"]):
+                    if not dims_agree(w["shape"], t.shape) or (exact_dtypes and t.dtype != w["dtype"]):
                         raise BundleError(
                             f"{name} {kind[:-1]} {w['name']!r} is {t.dtype} {list(t.shape)}, the manifest declares "
                             f"{w['dtype']} {w['shape']}; re-export the bundle"

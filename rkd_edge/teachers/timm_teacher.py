@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -46,9 +47,13 @@ class TimmTeacher(Teacher):
         try:
             offline = weights is None and os.environ.get("RKD_EDGE_DOWNLOAD") != "1"
             # torch warns about the pickle protocol of a foreign file before refusing it: the refusal is the line
-            with _hub_offline(offline), warnings.catch_warnings():
+            # timm logs the keys a file lacks or adds (the classifier, for another class count): _check_covers
+            # says in one line what matters
+            with _hub_offline(offline), warnings.catch_warnings(), _quiet_logger("timm"):
                 warnings.simplefilter("ignore")
                 self.model = _create(timm, name, image_size, kwargs)
+                if weights not in (None, "", "random"):
+                    _check_covers(timm, self.model, name, weights)
         except UserError:
             raise
         # A weights file from elsewhere fails in many ways (a bad safetensors header, a pickle that is not a
@@ -93,6 +98,33 @@ class TimmTeacher(Teacher):
         feats = self.model.forward_features(x)
         emb = self.model.forward_head(feats, pre_logits=True)
         return emb, self.model.get_classifier()(emb)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_covers(timm, model, name: str, weights: str) -> None:
+    """A weights file must hold every backbone tensor of the model: timm loads a file for another number of
+    classes leniently (the classifier is dropped), so one holding none of the model's keys loaded with only
+    a warning and left a random teacher at chance level."""
+    state = timm.models.load_state_dict(weights, weights_only=True)
+    head = model.pretrained_cfg.get("classifier") or ""
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    wanted = [k for k in model.state_dict() if not k.startswith(heads) and not k.endswith("num_batches_tracked")]
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise UserError(
+            f"teacher weights {weights} lack {len(missing)} of the {len(wanted)} backbone tensors of {name} "
+            f"(e.g. {missing[0]!r}); give a .safetensors/.pth state dict saved from this timm model"
+        )
 
 
 def _create(timm, name: str, image_size: int, kwargs: dict):
