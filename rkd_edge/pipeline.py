@@ -191,9 +191,11 @@ class Pipeline:
                 results[stage] = prev
             elif main or stage in DISTRIBUTED_STAGES:
                 progress.log(f"[{stage}] starting")
-                t0 = time.time()
+                t0, resumed = time.time(), prev is None and self.rd.resumable(stage)
                 info = getattr(self, f"stage_{stage}")()
                 info["seconds"] = prev["seconds"] if prev else round(time.time() - t0, 2)
+                if resumed or (prev and prev.get("resumed")):  # its seconds are the part after the interruption
+                    info["resumed"] = True
                 results[stage] = self.mark(stage, info) if main else info
                 progress.log(f"[{stage}] done in {info['seconds']:.0f} s")
             ddp.barrier()

@@ -62,6 +62,7 @@ def write_report(rd: RunDir, splits: DataSplits, mcfg: RunConfig, results: dict)
         "noiseless_accuracy": ev.get("noiseless"),
         "noiseless_symbols": ev.get("noiseless_symbols"),
         "timings_s": {k: v.get("seconds") for k, v in results.items()},
+        "resumed_stages": [k for k, v in results.items() if v.get("resumed")],  # timed after an interruption only
         "versions": env.versions(),
         "environment": env.environment(),
         "config_hash": cfg.digest(),
@@ -123,7 +124,9 @@ def markdown(r: dict, results: dict) -> str:
             "",
         ]
     lines += ["## Timings (s)", "", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in r["timings_s"].items()]
+    resumed = set(r.get("resumed_stages") or [])
+    lines += [f"| {k} | {v}{' (resumed: the part after the interruption)' if k in resumed else ''} |"
+              for k, v in r["timings_s"].items()]  # fmt: skip
     lines += [
         "",
         f"Config hash `{r['config_hash'][:16]}`; versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),

@@ -136,6 +136,11 @@ class RunDir:
     def epoch_checkpoint(self, stage: str) -> Path:
         return self.root / "train" / f"{stage}.ckpt"
 
+    def resumable(self, stage: str) -> bool:
+        """Whether an interrupted run of ``stage`` left epochs to resume from (its own or the teacher's)."""
+        partial = [self.epoch_checkpoint(stage)] + ([self.teacher_dir / "checkpoint.pt"] if stage == "teacher" else [])
+        return any(p.is_file() for p in partial)
+
     # --- records ---------------------------------------------------------------------------------
     def done(self, stage: str) -> dict | None:
         """The record of a finished stage, or ``None``; one whose fields have other types than rkd-edge

@@ -13,6 +13,7 @@ from tests.conftest import run_cli, tiny_overrides
 def test_report_has_required_fields(tiny_run):
     r = json.loads((tiny_run / "report.json").read_text())
     assert {"dataset", "teacher", "student", "codec", "curves", "timings_s", "versions"} <= set(r)
+    assert r["resumed_stages"] == []  # run without an interruption: every stage timed whole
     assert {"spec", "params", "accuracy"} <= set(r["teacher"])
     assert {"params", "macs", "encoder_macs", "accuracy"} <= set(r["student"])
     assert r["student"]["macs"] > r["student"]["encoder_macs"]  # the classifier's, in the student's count

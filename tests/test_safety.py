@@ -828,6 +828,8 @@ def test_stage_killed_after_its_last_epoch_resumes_there(tiny_teacher_dir, tmp_p
     assert f"resuming after epoch {last + 1} of {last + 1}" in again.stderr, again.stderr[-2000:]
     record = json.loads((out / "stages" / "stage1.json").read_text())
     assert len(record["history"]) == last + 1 and not ck.exists()
+    # its seconds are those after the interruption: the record says so (they read as the whole stage's)
+    assert record["resumed"] is True and "resumed" not in json.loads((out / "stages" / "search.json").read_text())
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--ratio", "0.0001"), ("--ratio", "nan"), ("--epochs", "-1")])
