@@ -32,6 +32,8 @@ def check_count(count: int | None, minimum: int = MIN_SAMPLES, available: int | 
         raise UserError(f"--calib-samples must be at least 1 real sample, got {count}")
     if minimum < 1:
         raise UserError(f"--calib-min must be at least 1, got {minimum}")
+    if count is None and available is None:  # the default is settled against the split (build_feeds)
+        return
     if count is not None and available is not None and count > available:  # taken quietly as `available` before
         raise UserError(
             f"--calib-samples {count} is more than the {available} images of the training split; give at most "

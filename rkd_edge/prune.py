@@ -127,9 +127,9 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     pipe.stage_teacher()
     shape = tuple(spec["input_shape"])
     source = {"run": Path(run).name, "weights_sha256": weights_digest(system)}
-    before = {
-        "params": count_params(system.encoder),
-        "macs": count_macs(system.encoder, shape),
+    before = {  # the encoder alone (what pruning changes; the report's student counts add the classifier)
+        "encoder_params": count_params(system.encoder),
+        "encoder_macs": count_macs(system.encoder, shape),
         "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
     }
     system.to(pipe.device)
@@ -142,7 +142,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
         ignored_layers=[system.encoder.head],
     )
     pruner.step()
-    if count_params(system.encoder) >= before["params"]:
+    if count_params(system.encoder) >= before["encoder_params"]:
         # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
         hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
         why = (
@@ -151,7 +151,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
             else "it is under one channel of every prunable layer"
         )
         raise UserError(f"--ratio {ratio} removes no channel of this encoder ({why}); {hint}")
-    progress.log(f"pruned encoder: {before['params']:,} -> {count_params(system.encoder):,} parameters")
+    progress.log(f"pruned encoder: {before['encoder_params']:,} -> {count_params(system.encoder):,} parameters")
     finetune = (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)) if epochs > 0 else ()
     for name, sc in finetune:
         sc = copy.deepcopy(sc)
@@ -182,8 +182,8 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     spec["encoder"]["pruned"] = {"ratio": ratio, "from": Path(run).name}
     write_json(rd.system, spec)
     after = {
-        "params": count_params(system.encoder),
-        "macs": count_macs(system.encoder, shape),
+        "encoder_params": count_params(system.encoder),
+        "encoder_macs": count_macs(system.encoder, shape),
         "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
     }
     summary = evaluate_run(work)

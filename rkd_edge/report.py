@@ -114,7 +114,9 @@ def markdown(r: dict, results: dict) -> str:
     ]
     if "search" in results:
         search = results["search"]
-        macs = search.get("macs", search.get("flops", 0))  # "flops": a run searched before the name said MACs
+        # "flops" in a run searched before the name said MACs: the encoder's, without the classifier's
+        head = r["student"]["macs"] - r["student"]["encoder_macs"]
+        macs = search["macs"] if "macs" in search else search.get("flops", 0) + head
         lines += [
             "## Architecture search",
             "",

@@ -359,4 +359,4 @@ def test_cuda_run_evaluate_export_prune_without_gpu(cuda_run, tmp_path):
     pruned = json.loads(
         cli("-q", "prune", str(run), "--out", str(tmp_path / "pruned-gpu"), "--epochs", "1", "--device", "cuda").stdout
     )
-    assert pruned["after"]["params"] < pruned["before"]["params"]
+    assert pruned["after"]["encoder_params"] < pruned["before"]["encoder_params"]

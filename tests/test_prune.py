@@ -12,11 +12,11 @@ def test_prune_run_then_export(tiny_run, tmp_path):
     out = tmp_path / "pruned"
     proc = run_cli("-q", "prune", str(tiny_run), "--out", str(out), "--ratio", "0.5", "--epochs", "1", check=True)
     rec = json.loads(proc.stdout)
-    assert rec["after"]["params"] < 0.8 * rec["before"]["params"]
-    assert rec["after"]["macs"] < rec["before"]["macs"]
+    assert rec["after"]["encoder_params"] < 0.8 * rec["before"]["encoder_params"]
+    assert rec["after"]["encoder_macs"] < rec["before"]["encoder_macs"]
     _, system, spec = load_run(out)
     assert spec["encoder"]["pruned"]["ratio"] == 0.5
-    assert sum(p.numel() for p in system.encoder.parameters()) == rec["after"]["params"]
+    assert sum(p.numel() for p in system.encoder.parameters()) == rec["after"]["encoder_params"]
     _, source, _ = load_run(tiny_run)
     full = json.loads((out / "prune.json").read_text())
     assert full["source"] == {"run": tiny_run.name, "weights_sha256": weights_digest(source)} and full["versions"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkd_edge.io import FileSet, finish_file_sets
+from rkd_edge.io import STAGING_TAG, FileSet, finish_file_sets
 from rkd_edge.outputs import EVALUATION_ENTRIES
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
@@ -504,7 +504,9 @@ def test_a_planted_staging_folder_never_replaces_a_runs_files(tmp_path, listing)
     traceback at every later evaluation; a list linked to a 12 GB file was read whole."""
     run = tmp_path / "run"
     (run / ".staging.x").mkdir(parents=True)
-    for name in ("system.json", "config.json", ".rkd-edge.json", "evil"):
+    (run / ".staging.mine").mkdir()  # a user's own folder of that name: no tag, never touched
+    (run / ".staging.mine" / "notes.txt").write_text("precious")
+    for name in ("system.json", "config.json", ".rkd-edge.json", "evil", STAGING_TAG):  # the tag forged too
         (run / ".staging.x" / name).write_text("planted")
     (run / "system.json").write_text("mine")
     commit = run / ".staging.x" / ".commit.json"
@@ -519,6 +521,7 @@ def test_a_planted_staging_folder_never_replaces_a_runs_files(tmp_path, listing)
         fs.path("evaluation.csv").write_text("new")
     assert (run / "system.json").read_text() == "mine" and (run / "evaluation.csv").read_text() == "new"
     assert not any((run / n).exists() for n in ("config.json", ".rkd-edge.json", "evil"))
+    assert (run / ".staging.mine" / "notes.txt").read_text() == "precious"
 
 
 def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp_path):
@@ -784,7 +787,7 @@ def test_prune_killed_leaves_nothing_and_resumes(run_copy, tmp_path):
     assert not out.exists() and partial.is_dir()
     run_cli(*args, check=True)
     rec = json.loads((out / "prune.json").read_text())
-    assert rec["after"]["params"] < rec["before"]["params"]
+    assert rec["after"]["encoder_params"] < rec["before"]["encoder_params"]
     assert not partial.exists() and not (out / "train").exists()
     assert not (out / "checkpoints" / "stage1.pt").exists()  # the unpruned weights stay with the source
     one_line_exit_2(run_cli(*args), "already exists")

@@ -170,6 +170,10 @@ def search_cmd(
     # Recorded as a stage, as the pipeline does: a rerun skips a finished search, and a stopped sweep
     # resumes after its last scored lambda.
     rec = pipe.run(stop_after="search")["search"]
+    if "macs" not in rec:  # searched before the name said MACs: its genotype reads them with the classifier's
+        from rkd_edge.nas.genotypes import Genotype
+
+        rec = {**rec, "macs": Genotype.load(pipe.rd.genotype).macs}
     echo_json({k: rec.get(k) for k in ("lambda", "params", "macs", "sweep")})
 
 
