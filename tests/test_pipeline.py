@@ -292,3 +292,15 @@ def test_evaluation_passes_grouped_for_a_gpu_give_the_batch_by_batch_rows(tiny_r
     for a, b in zip(one, grouped, strict=True):
         assert (a["channel"], a["snr_db"], a["k"]) == (b["channel"], b["snr_db"], b["k"])
         assert abs(a["accuracy"] - b["accuracy"]) <= 1 / a["n"], (a, b)
+
+
+def test_a_search_recorded_with_flops_reports_the_students_macs(tiny_run):
+    """Runs searched before the name said MACs hold the encoder's as ``flops``: the report's search line
+    adds the classifier's, as its label says (it gave the encoder's alone)."""
+    from rkd_edge.report import markdown
+
+    r = json.loads((tiny_run / "report.json").read_text())
+    results = {p.stem: json.loads(p.read_text()) for p in (tiny_run / "stages").glob("*.json")}
+    old = {k: v for k, v in results["search"].items() if k != "macs"}
+    old["flops"] = r["student"]["encoder_macs"]
+    assert f"MACs = {r['student']['macs']:,} (encoder and classifier)" in markdown(r, {**results, "search": old})
