@@ -299,25 +299,23 @@ class FileSet:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:  # the writer failed: the old set stays whole
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        names = sorted(p.name for p in self.dir.iterdir() if p.is_file() and p.name != STAGING_TAG)
         try:
-            if exc_type is not None:
-                return
-            staged = sorted(p for p in self.dir.iterdir() if p.is_file() and p.name != STAGING_TAG)
-            if stray := [p.name for p in staged if p.name not in self.names]:
+            if stray := [n for n in names if n not in self.names]:
                 raise ValueError(f"a file set of {sorted(self.names)} was given {stray}")
-            for tmp in staged:
-                os.chmod(tmp, FILE_MODE)
+            for name in names:
+                os.chmod(self.dir / name, FILE_MODE)
             listed = self.dir / (COMMIT_LIST + ".tmp")
-            listed.write_text(json.dumps([p.name for p in staged]))
+            listed.write_text(json.dumps(names))
             os.replace(listed, self.dir / COMMIT_LIST)  # the set is committed from here on
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
-        finally:
-            if exc_type is not None:
-                shutil.rmtree(self.dir, ignore_errors=True)
         # A rename that fails here leaves the committed staging folder: the next FileSet finishes the set.
-        _rename_listed(self.dir, self.folder, _commit_list(self.dir) or [])
+        _rename_listed(self.dir, self.folder, names)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
