@@ -295,14 +295,14 @@ class FileSet:
         _check_parent(self.folder / "x")
         finish_file_sets(self.folder, self.names)
         self.dir = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
-        (self.dir / STAGING_TAG).touch()  # a user's own .staging.x folder carries none: it is never touched
+        (self.dir / FILE_SET_TAG).touch()  # a user's own .staging.x folder carries none: it is never touched
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:  # the writer failed: the old set stays whole
             shutil.rmtree(self.dir, ignore_errors=True)
             return
-        names = sorted(p.name for p in self.dir.iterdir() if p.is_file() and p.name != STAGING_TAG)
+        names = sorted(p.name for p in self.dir.iterdir() if p.is_file() and p.name != FILE_SET_TAG)
         try:
             if stray := [n for n in names if n not in self.names]:
                 raise ValueError(f"a file set of {sorted(self.names)} was given {stray}")
@@ -321,7 +321,7 @@ class FileSet:
 
 STAGING_PREFIX = ".staging."
 COMMIT_LIST = ".commit.json"  # in a staging folder: its files form a whole set, to be renamed into place
-STAGING_TAG = ".rkd-edge-staging"  # in a staging folder: made by a FileSet
+FILE_SET_TAG = ".rkd-edge-staging"  # in a staging folder: made by a FileSet
 MAX_COMMIT_LIST = 1 << 16  # bytes: a list of a few file names
 
 
@@ -336,7 +336,7 @@ def _commit_list(staging: Path) -> list[str] | None:
         names = strict_json(path.read_text())
     except (OSError, ValueError, RecursionError):
         return None
-    odd = ("", ".", "..", STAGING_TAG)
+    odd = ("", ".", "..", FILE_SET_TAG)
     plain = isinstance(names, list) and all(isinstance(n, str) and n == Path(n).name and n not in odd for n in names)
     return names if plain else None
 
@@ -353,7 +353,7 @@ def finish_file_sets(folder: Path, names: frozenset[str]) -> None:
     renames (the new set whole); a staging folder without a readable commit list is removed (the old set
     whole). One listing another name is left alone: not a set of this kind. The caller holds the lock."""
     for staging in Path(folder).glob(STAGING_PREFIX + "*"):
-        if staging.is_symlink() or not staging.is_dir() or not (staging / STAGING_TAG).is_file():
+        if staging.is_symlink() or not staging.is_dir() or not (staging / FILE_SET_TAG).is_file():
             continue
         listed = _commit_list(staging)
         if listed is not None and not set(listed) <= names:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkd_edge.io import STAGING_TAG, FileSet, finish_file_sets
+from rkd_edge.io import FILE_SET_TAG, FileSet, finish_file_sets
 from rkd_edge.outputs import EVALUATION_ENTRIES
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
@@ -506,7 +506,7 @@ def test_a_planted_staging_folder_never_replaces_a_runs_files(tmp_path, listing)
     (run / ".staging.x").mkdir(parents=True)
     (run / ".staging.mine").mkdir()  # a user's own folder of that name: no tag, never touched
     (run / ".staging.mine" / "notes.txt").write_text("precious")
-    for name in ("system.json", "config.json", ".rkd-edge.json", "evil", STAGING_TAG):  # the tag forged too
+    for name in ("system.json", "config.json", ".rkd-edge.json", "evil", FILE_SET_TAG):  # the tag forged too
         (run / ".staging.x" / name).write_text("planted")
     (run / "system.json").write_text("mine")
     commit = run / ".staging.x" / ".commit.json"
