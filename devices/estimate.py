@@ -38,7 +38,7 @@ from rkd_edge.devices.profiles import DeviceProfile, get_profile
 from rkd_edge.errors import UserError
 from rkd_edge.runtime.bundle import PRECISIONS, dims_agree
 from rkd_edge.runtime.onnx_wire import WireError, external_tensors
-from rkd_edge.runtime.runners.ort import cpu_session, ort_reason
+from rkd_edge.runtime.runners.ort import cpu_session, is_ort_error, ort_reason
 
 METHOD = (
     "roofline per ONNX node: max(FLOPs / peak rate, bytes / bandwidth) + launch overhead, summed; "
@@ -183,7 +183,7 @@ def _complete_shapes(model, symbolic, batch: int, path) -> object:
         try:
             measured.append(session.run(missing, feeds))
         except Exception as exc:  # ONNX Runtime's own error: one line, as evaluate and bench say it
-            if not type(exc).__module__.startswith("onnxruntime"):
+            if not is_ort_error(exc):
                 raise
             raise UserError(f"{path} failed in ONNX Runtime ({ort_reason(exc)}); re-export the bundle") from None
     for name, one, two in zip(missing, *measured, strict=True):

@@ -58,6 +58,11 @@ def session_options(model_path: str | Path, threads: int = 0, provider: str = "c
     return opts
 
 
+def is_ort_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is ONNX Runtime's own error (a failed allocation, a node it cannot run)."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
 def ort_reason(exc: BaseException, limit: int = 200) -> str:
     """What an ONNX Runtime error says, short: the failing node's operator and the status message, without
     the ``[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION :`` prefix and the C++ source locations."""
@@ -180,7 +185,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             values = self.session.run(None, feeds)
         except Exception as exc:  # ONNX Runtime's own errors: one line, not a traceback from deep in a session
-            if not type(exc).__module__.startswith("onnxruntime"):
+            if not is_ort_error(exc):
                 raise
             raise BundleError(
                 f"the {self.model} model failed in ONNX Runtime ({ort_reason(exc)}); a smaller batch may fit, "
