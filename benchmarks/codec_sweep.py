@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import evaluation_points, md_table, record  # noqa: E402
-from rkd_edge.devices.latency import REFERENCE, interleaved  # noqa: E402
 
+from rkd_edge.devices.latency import REFERENCE, interleaved  # noqa: E402
 from rkd_edge.nas.cost import count_params  # noqa: E402
 from rkd_edge.rundir import load_run, load_splits  # noqa: E402
 from rkd_edge.runtime import Runtime  # noqa: E402

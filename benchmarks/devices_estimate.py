@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import md_table, record  # noqa: E402
+
 from rkd_edge.devices.estimate import estimate_model, host_profile, measure_host, model_for  # noqa: E402
 from rkd_edge.devices.latency import interleaved  # noqa: E402
-
 from rkd_edge.runtime.bundle import Bundle  # noqa: E402
 from rkd_edge.runtime.runners.ort import cpu_session  # noqa: E402
 

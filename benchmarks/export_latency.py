@@ -23,7 +23,8 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     args = ap.parse_args()
 
-    from rkd_edge.bench import Settings, run_bench
+    from rkd_edge.bench import run_bench
+    from rkd_edge.bench_schema import Settings
 
     s = Settings(
         backends=[args.backend],

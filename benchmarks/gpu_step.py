@@ -35,7 +35,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import md_table, record  # noqa: E402
 
-from rkd_edge.channel import CHANNEL_TYPES, create_channel  # noqa: E402
+from rkd_edge.channel import create_channel  # noqa: E402
+from rkd_edge.channel_ids import channel_id  # noqa: E402
 from rkd_edge.distill.losses import feature_regression, kd_kl  # noqa: E402
 from rkd_edge.nas.genotypes import Skeleton  # noqa: E402
 from rkd_edge.nas.search_model import SearchNetwork  # noqa: E402
@@ -218,7 +219,7 @@ def main() -> None:
         ch = create_channel("rayleigh")
         k = max(system.codec.symbol_set)
         s = torch.full((EVAL_BATCH,), 0.0, device=device)
-        c = torch.full((EVAL_BATCH,), CHANNEL_TYPES.index("rayleigh"), device=device)
+        c = torch.full((EVAL_BATCH,), channel_id("rayleigh"), device=device)
         kk = torch.full((EVAL_BATCH,), k, device=device)
         with torch.no_grad():
             f = system.encoder(x)

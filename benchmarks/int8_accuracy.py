@@ -25,11 +25,10 @@ def main() -> None:
     ap.add_argument("--methods", default="minmax,entropy,percentile")
     args = ap.parse_args()
 
+    from rkd_edge.config import parse_range
     from rkd_edge.export.calibration import build_feeds
     from rkd_edge.export.int8 import chain_accuracy
     from rkd_edge.export.quantize import CPU_RECIPES, RECORD_RECIPE, quantize_model
-
-    from rkd_edge.config import parse_range
     from rkd_edge.methods import method_config
     from rkd_edge.progress import set_quiet
     from rkd_edge.rundir import RunDir, load_splits

@@ -52,9 +52,9 @@ def searched(work: Path, preset: str, dataset: str, teacher: str, cost: str, lam
 def encoder_files(genotype: Path, out: Path) -> dict[str, Path]:
     """FP32 ONNX and the INT8 CPU form (the export's recipe) of the genotype's encoder, random weights."""
     import torch
+
     from rkd_edge.export.onnx_export import export_onnx
     from rkd_edge.export.quantize import CPU_RECIPES, quantize_model
-
     from rkd_edge.nas.genotypes import Genotype
     from rkd_edge.students.network import StudentEncoder
 

@@ -51,9 +51,8 @@ def speed(bundle: Path, threads: int, seconds: float) -> dict:
 
 def accuracy(bundle: Path, forms: dict[str, str], trials: int) -> dict:
     """FP32 and all-INT8 chains on the whole test split at every SNR of the bundle's evaluation grid."""
-    from rkd_edge.export.int8 import chain_accuracy
-
     from rkd_edge.config import parse_range, read_config
+    from rkd_edge.export.int8 import chain_accuracy
     from rkd_edge.io import read_json
     from rkd_edge.methods import method_config
     from rkd_edge.rundir import load_splits
@@ -204,8 +203,8 @@ def fm_shaped(out: Path) -> None:
     channels, 64 features) with a DARTS-typical genotype (separable and dilated convs, pools, skips), BN
     statistics set, random weights: for speed only (accuracy needs a trained run)."""
     import torch
-    from rkd_edge.export.onnx_export import export_onnx
 
+    from rkd_edge.export.onnx_export import export_onnx
     from rkd_edge.nas.genotypes import Genotype, Skeleton
     from rkd_edge.students.network import StudentEncoder
 

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from rkd_edge.devices.detect import host_cpu
 from rkd_edge.devices.latency import measure
 from rkd_edge.devices.profiles import DeviceProfile, get_profile
-
 from rkd_edge.errors import UserError
-from rkd_edge.runtime.bundle import PRECISIONS, dims_agree
+from rkd_edge.runtime.bundle import DEFAULT_OPSET, PRECISIONS, Bundle, dims_agree
 from rkd_edge.runtime.onnx_wire import WireError, external_tensors
 from rkd_edge.runtime.runners.ort import cpu_session, is_ort_error, ort_reason
 
@@ -375,8 +375,6 @@ def estimate_bundle(
     batches: tuple[int, ...] = (1,),
 ) -> dict:
     """Estimates for every model of a bundle, every precision and batch; labelled as an estimate."""
-    from rkd_edge.runtime.bundle import Bundle
-
     b = Bundle.open(bundle)
     # On the host ONNX Runtime runs the bundle's INT8 (Q/DQ) graphs themselves: without them there is
     # nothing INT8 to estimate (on a Jetson TensorRT builds INT8 from the FP32 graph).
@@ -427,7 +425,7 @@ def _graph(nodes, inputs, outputs, inits=()) -> bytes:
     from onnx import helper
 
     g = helper.make_graph(nodes, "probe", inputs, outputs, list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
     m.ir_version = 8
     return m.SerializeToString()
 

@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from rkd_edge.devices.latency import measure
 
 from rkd_edge import env
+from rkd_edge.devices.latency import measure
 from rkd_edge.errors import UserError
 from rkd_edge.io import strict_json, write_json
+from rkd_edge.runtime.bundle import DEFAULT_OPSET
 from rkd_edge.runtime.runners.ort import cpu_session
 
 FORMAT = "rkd-edge-latency-table"
@@ -119,7 +120,7 @@ def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
             str(path),
             input_names=["x"],
             output_names=["y"],
-            opset_version=17,
+            opset_version=DEFAULT_OPSET,
             dynamo=False,
         )
     if precision == "fp32":

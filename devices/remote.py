@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rkd_edge import __version__, progress
-from rkd_edge.bench import PRECISIONS, SCHEMA, STAGES, check_result
+from rkd_edge.bench_schema import SCHEMA, STAGES, check_result
 from rkd_edge.errors import UserError
-from rkd_edge.runtime.bundle import MANIFEST, load_manifest
+from rkd_edge.runtime.bundle import MANIFEST, PRECISIONS, load_manifest
 
 # ssh failure messages -> what the user should hear (ssh exits 255 for its own failures)
 _AUTH = ("Permission denied", "Too many authentication failures", "no mutual signature", "Authentication failed")

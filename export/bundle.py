@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import torch
+
+from rkd_edge import env, progress
+from rkd_edge.channel import create_channel
+from rkd_edge.channel_ids import CHANNEL_IDS, CHANNEL_TYPES, channel_id
+from rkd_edge.errors import UserError
 from rkd_edge.export.calibration import MIN_SAMPLES, build_feeds, check_count, feeds_count, feeds_digest
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.int8 import select_precisions
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
 from rkd_edge.export.quantize import cpu_recipe, qdq_summary, quantize_model, quantize_qdq
-
-from rkd_edge import env, progress
-from rkd_edge.channel import CHANNEL_TYPES, create_channel
-from rkd_edge.channel_ids import CHANNEL_IDS
-from rkd_edge.errors import UserError
 from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.outputs import check_output, write_marker
@@ -47,7 +47,7 @@ def parity_feeds(system, split, cc, seed: int) -> dict[str, list[tuple]]:
                 n = len(f)
                 s = torch.full((n,), snr)
                 kk = torch.full((n,), k, dtype=torch.long)
-                c = torch.full((n,), CHANNEL_TYPES.index(name), dtype=torch.long)
+                c = torch.full((n,), channel_id(name), dtype=torch.long)
                 with torch.no_grad():
                     sym, mask = system.codec.tx(f, s, kk, c)
                     out = create_channel(name, **cc.channel_kwargs())(sym, s, mask, g)
@@ -196,7 +196,7 @@ def _build(
             "layout": "[B, K, 2] float32 I/Q + mask [B, K]",
             "source_dim": splits.source_dim,
         },
-        "channel": {"rayleigh_mode": mcfg.codec.rayleigh_mode, "csi": mcfg.codec.csi, "rician_k": mcfg.codec.rician_k},
+        "channel": mcfg.codec.fading_settings(),
         "parity": parities,
         "parity_tolerance": PARITY_TOLERANCE,
         "calibration": calib_rec,

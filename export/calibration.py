@@ -8,7 +8,8 @@ import hashlib
 import numpy as np
 import torch
 
-from rkd_edge.channel import CHANNEL_TYPES, create_channel
+from rkd_edge.channel import create_channel
+from rkd_edge.channel_ids import channel_id
 from rkd_edge.config import CodecConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
@@ -91,7 +92,7 @@ def build_feeds(
         snr = torch.tensor([snrs[(start + i) % len(snrs)] for i in range(n)], dtype=torch.float32)
         k = torch.tensor([ks[(start + i) % len(ks)] for i in range(n)], dtype=torch.long)
         name = channels[(start // 32) % len(channels)]
-        ctype = torch.full((n,), CHANNEL_TYPES.index(name), dtype=torch.long)
+        ctype = torch.full((n,), channel_id(name), dtype=torch.long)
         sym, mask = system.codec.tx(f, snr, k, ctype)
         out = create_channel(name, **cc.channel_kwargs())(sym, snr, mask, g)
         feeds["encoder"].append({"image": x.numpy()})

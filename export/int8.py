@@ -15,9 +15,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from rkd_edge.devices.latency import interleaved
 
 from rkd_edge import progress
+from rkd_edge.channel_ids import channel_id
+from rkd_edge.devices.latency import interleaved
+from rkd_edge.runtime.bundle import DEFAULT_OPSET
 from rkd_edge.runtime.runners.ort import cpu_session
 from rkd_edge.stats import wilson
 
@@ -185,7 +187,7 @@ def single_conv(path: Path, channels: int, kernel: int, depthwise: bool, size: i
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", channels, size, size])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
     onnx.save(model, str(path))
 
 
@@ -261,7 +263,7 @@ def chain_accuracy(
     """
     import torch
 
-    from rkd_edge.channel import CHANNEL_TYPES, create_channel
+    from rkd_edge.channel import create_channel
 
     def path(name):
         v = variant.get(name, "fp32")
@@ -275,7 +277,7 @@ def chain_accuracy(
         g = torch.Generator().manual_seed(seed * 1000 + p)
         ch = create_channel(name, **channel_kwargs)
         n = len(feats)
-        cond = {"snr_db": np.full(n, snr, np.float32), "channel": np.full(n, CHANNEL_TYPES.index(name), np.int64)}
+        cond = {"snr_db": np.full(n, snr, np.float32), "channel": np.full(n, channel_id(name), np.int64)}
         sym, mask = tx.run(None, {"features": feats, "k": np.full(n, k, np.int64), **cond})
         o = ch(torch.from_numpy(sym), torch.from_numpy(cond["snr_db"]), torch.from_numpy(mask), g)
         feed = {"symbols": o.y.numpy().astype(np.float32), "mask": mask, **cond}

@@ -11,8 +11,8 @@ import torch
 
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path
+from rkd_edge.runtime.bundle import DEFAULT_OPSET
 
-DEFAULT_OPSET = 17  # LayerNormalization
 # The newest opset the TorchScript exporter (dynamo=False, used here) writes.
 MAX_OPSET = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
 

@@ -112,7 +112,6 @@ def build_engine(
 def build_engines(bundle: Path, fp16: bool = False, int8: bool = False, max_batch: int = 32) -> dict:
     """Build an engine per model and precision into ``BUNDLE/trt``, and record them in the manifest."""
     from rkd_edge.export.bundle import write_manifest
-
     from rkd_edge.runtime.bundle import Bundle
 
     b = Bundle.open(bundle)

@@ -11,6 +11,8 @@ and checkpoints store the table they were trained with (``channel_ids``) next to
 
 from __future__ import annotations
 
+from rkd_edge.errors import UserError
+
 CHANNEL_IDS: dict[str, int] = {"identity": 0, "awgn": 1, "rayleigh": 2, "rician": 3}
 # Rows of a codec's channel-type embedding: room for types appended later without new shapes.
 CHANNEL_CAPACITY = 8
@@ -21,6 +23,9 @@ CHANNEL_TYPES: list[str] = sorted(CHANNEL_IDS, key=CHANNEL_IDS.__getitem__)
 # check: one coefficient per transmission or per symbol, and what the receiver does with the CSI.
 FADING_MODES = ("block", "fast")
 CSI_MODES = ("zf", "mmse", "decoder")
+# The config keys (``codec.*``) that set the fading channels, under which bundles record them too
+# (``manifest["channel"]``).
+FADING_KEYS = ("rayleigh_mode", "csi", "rician_k")
 
 assert sorted(CHANNEL_IDS.values()) == list(range(len(CHANNEL_IDS))) and len(CHANNEL_IDS) <= CHANNEL_CAPACITY
 
@@ -28,3 +33,20 @@ assert sorted(CHANNEL_IDS.values()) == list(range(len(CHANNEL_IDS))) and len(CHA
 def same_ids(table: dict[str, int]) -> bool:
     """Whether another table (a checkpoint's or a manifest's) gives every shared name the same id."""
     return all(CHANNEL_IDS.get(name, i) == i for name, i in table.items())
+
+
+def fading_kwargs(rayleigh_mode: str = "block", csi: str = "zf", rician_k: float = 3.0) -> dict:
+    """The channel constructors' arguments (``mode``, ``csi``, ``k_factor``) for the settings named by
+    :data:`FADING_KEYS`: the one place that maps the config's and manifest's names to the channels'."""
+    return {"mode": rayleigh_mode, "csi": csi, "k_factor": rician_k}
+
+
+def channel_id(name: str) -> int:
+    """The stable id a codec is conditioned on for channel type ``name``.
+
+    Raises:
+        UserError: ``name`` is not a channel type.
+    """
+    if name not in CHANNEL_IDS:
+        raise UserError(f"unknown channel {name!r}; choose one of {', '.join(CHANNEL_TYPES)}")
+    return CHANNEL_IDS[name]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
+from rkd_edge.channel_ids import CHANNEL_TYPES, CSI_MODES, FADING_KEYS, FADING_MODES, fading_kwargs
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json
 from rkd_edge.limits import (
@@ -143,9 +143,12 @@ class CodecConfig:
     rician_k: float = 3.0
 
     def channel_kwargs(self) -> dict:
-        """The fading channels' settings, as :func:`rkd_edge.channel.create_channel` takes them (the one
-        place that maps config keys to channel arguments; bundles record the same three)."""
-        return {"mode": self.rayleigh_mode, "csi": self.csi, "k_factor": self.rician_k}
+        """The fading channels' settings, as :func:`rkd_edge.channel.create_channel` takes them."""
+        return fading_kwargs(**self.fading_settings())
+
+    def fading_settings(self) -> dict:
+        """The :data:`~rkd_edge.channel_ids.FADING_KEYS` settings, as a bundle's manifest records them."""
+        return {key: getattr(self, key) for key in FADING_KEYS}
 
 
 @dataclass
@@ -193,24 +196,22 @@ def augmenting(own: bool | None, data_augment: bool) -> bool:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check names against the registries before any work starts (one clear line if wrong)."""
-    # The registries of channels, codecs, cost metrics and teachers live with their torch code: imported here, when
-    # a config is validated, so that reading a config (the torch-free CLI paths) never loads torch.
-    from rkd_edge.channel import CHANNELS
-    from rkd_edge.codec import CODECS
+    # The cost metrics and teachers are registered with their torch code: imported here, when a config is
+    # validated, so that reading a config (the torch-free CLI paths) never loads torch.
     from rkd_edge.nas.cost import METRICS
     from rkd_edge.teachers.registry import check_arch, check_spec
 
     checks = [
         ("method", cfg.method, METHODS),
         ("search.cost", cfg.search.cost, METRICS),
-        ("codec.name", cfg.codec.name, CODECS),
+        ("codec.name", cfg.codec.name, CODEC_NAMES),
     ]
     if cfg.search.latency_precision is not None:
         checks.append(("search.latency_precision", cfg.search.latency_precision, ("fp32", "int8")))
-    checks += [(f"{n}.channels", c, CHANNELS) for n in ("stage1", "stage2") for c in getattr(cfg, n).channels]
+    checks += [(f"{n}.channels", c, CHANNEL_TYPES) for n in ("stage1", "stage2") for c in getattr(cfg, n).channels]
     amp_modes = ("off", "bf16")
     checks += [(f"{k}.amp", getattr(cfg, k).amp, amp_modes) for k in ("teacher", "search", "stage1", "stage2")]
-    checks += [("evaluate.channels", c, CHANNELS) for c in cfg.evaluate.channels]
+    checks += [("evaluate.channels", c, CHANNEL_TYPES) for c in cfg.evaluate.channels]
     for key, value, allowed in checks:
         if value not in allowed:
             raise UserError(f"{key}: unknown value {short_repr(value)}; choose one of {', '.join(allowed)}")
@@ -229,6 +230,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+# The registries' names, torch-free (the registries live with their torch code; a test checks they agree).
+CODEC_NAMES = ("cat", "plain", "direct")  # rkd_edge.codec.CODECS
 LOSS_TERMS = ("ce", "kd", "feat", "recon")
 STAGE_LENGTHS = ("draw", "all")
 MODULE_GROUPS = ("encoder", "classifier", "projector", "codec", "codec.tx", "codec.rx")

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from rkd_edge.channel.base import ChannelOutput
-from rkd_edge.channel.registry import CHANNEL_TYPES
+from rkd_edge.channel_ids import channel_id
+from rkd_edge.config import MODULE_GROUPS
+from rkd_edge.errors import UserError
 
 
 class SemanticSystem(nn.Module):
@@ -41,13 +43,9 @@ class SemanticSystem(nn.Module):
                 for n, p in self.codec.named_parameters()
                 if n.startswith(half + "_") or (half == "tx" and n.startswith("power"))
             ]
-        module = getattr(self, group, None)
-        if module is None and group not in ("encoder", "classifier", "projector", "codec"):
-            from rkd_edge.errors import UserError
-
-            raise UserError(
-                f"unknown module group {group!r}; use encoder, classifier, projector, codec, codec.tx or codec.rx"
-            )
+        if group not in MODULE_GROUPS:
+            raise UserError(f"unknown module group {group!r}; use {', '.join(MODULE_GROUPS)}")
+        module = getattr(self, group)
         return [] if module is None else [(f"{group}.{n}", p) for n, p in module.named_parameters()]
 
     def set_trainable(self, groups: list[str]) -> None:
@@ -123,7 +121,7 @@ class SemanticSystem(nn.Module):
 def channel_type_ids(names: tuple[str, ...], device: torch.device) -> torch.Tensor:
     """``int64 [len(names)]`` type ids of the channels named, made once per device (a tensor built from a
     list on a GPU is a blocking copy: once per step it would stall the host)."""
-    return torch.tensor([CHANNEL_TYPES.index(n) for n in names], device=device)
+    return torch.tensor([channel_id(n) for n in names], device=device)
 
 
 def apply_channels(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from rkd_edge.config import CODEC_NAMES
 from rkd_edge.errors import UserError
 from rkd_edge.limits import is_whole
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from rkd_edge.data import DataSplits
 
 ENCODER_KINDS = ("genotype", "resnet-like")
-CODEC_NAMES = ("cat", "plain", "direct")  # rkd_edge.codec.CODECS (checked by a test)
 # Whole-number fields: (lo, hi). The bounds are the config's for the same keys (rkd_edge.config.RANGES).
 WHOLE = {
     "num_classes": (1, 1 << 20),

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from rkd_edge.devices.latency import drift
 
-from rkd_edge.bench import warnings_of
+from rkd_edge.bench_schema import warnings_of
+from rkd_edge.devices.latency import drift
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import Bundle
 from rkd_edge.runtime.runners import unavailable
@@ -328,7 +328,7 @@ def _fake_remote(tmp_path: Path, body: str) -> Path:
     """A device-side rkd-edge that speaks this schema and version, then runs ``body`` for the bench
     (``$5`` is the --json path the caller reads back)."""
     from rkd_edge import __version__
-    from rkd_edge.bench import SCHEMA
+    from rkd_edge.bench_schema import SCHEMA
 
     exe = tmp_path / "fake-rkd-edge"
     info = json.dumps({"rkd_edge": __version__, "schema": SCHEMA})

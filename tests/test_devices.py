@@ -12,6 +12,7 @@ import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
+
 from rkd_edge.devices.detect import detect, parse_device_tree_model, parse_nv_tegra_release, parse_nvpmodel_query
 from rkd_edge.devices.estimate import estimate_model, host_profile, load_with_batch, node_costs
 from rkd_edge.devices.latency import REFERENCE, drift, interleaved, measure, steal_fraction, summarize
@@ -27,7 +28,6 @@ from rkd_edge.devices.telemetry import (
     peak_rss_kb,
     read_meminfo,
 )
-
 from rkd_edge.errors import UserError
 from rkd_edge.runtime import Runtime
 from tests.conftest import run_cli, write_manifest_as_rkd_edge

@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from rkd_edge.export.graphs import graph_io
-from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
 
 from rkd_edge.codec.blocks import length_mask
+from rkd_edge.export.graphs import graph_io
+from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
 from rkd_edge.runtime import BundleError, Runtime
 from rkd_edge.runtime.runners.ort import cpu_session
 from tests.conftest import run_cli

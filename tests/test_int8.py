@@ -7,11 +7,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from rkd_edge.errors import UserError
 from rkd_edge.export.calibration import MIN_SAMPLES, check_count
 from rkd_edge.export.int8 import measure_ratios, session, single_conv
 from rkd_edge.export.quantize import CPU_RECIPE, CPU_RECIPES, fold_bn_through_concat, qdq_summary, quantize_model
-
-from rkd_edge.errors import UserError
 from tests.conftest import run_cli
 
 
@@ -179,8 +179,8 @@ def test_a_cpu_form_that_loses_accuracy_is_not_kept(tiny_bundle, tmp_path, digit
 
     import onnx
     from onnx import numpy_helper
-    from rkd_edge.export.int8 import select_precisions
 
+    from rkd_edge.export.int8 import select_precisions
     from rkd_edge.runtime import Runtime
 
     work = tmp_path / "b"

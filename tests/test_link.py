@@ -386,6 +386,51 @@ def test_hostile_headers_with_valid_crc(runtime):
     assert 0 <= s["latency_ms"]["mean_ms"] < 60_000
 
 
+def test_future_timestamps_neither_count_as_latency_nor_pass_max_age(runtime):
+    """A frame dated an hour ahead is from an unsynchronised clock or a forger: no (negative) latency in the
+    mean, and with --max-age-ms its age cannot be told, so it is stale."""
+    ahead = time.time_ns() + 59 * 60 * 10**9
+    frames = real_frames(runtime, 3)
+    forged = wire.decode_frame(frames[0], runtime.bundle.bundle_id, runtime.max_symbols)
+
+    def dated(fid, ts):
+        return wire.encode_frame(
+            frame_id=fid, timestamp_ns=ts, bundle_id=runtime.bundle.bundle_id, snr_db=10.0, channel="awgn",
+            symbols=forged.symbols, dtype="float16", label=1,
+        )  # fmt: skip
+
+    rx, out = receiver(runtime)
+    rx.ingest_frame(dated(10, ahead), "peer")
+    rx.ingest_frame(frames[1], "peer")
+    rx.flush()
+    s = rx.summary()
+    assert s["counters"]["unsynced"] == 1 and s["counters"]["decoded"] == 2 and s["latency_ms"]["mean_ms"] >= 0
+    rx, _ = receiver(runtime, max_age_ms=100.0)
+    assert not rx.ingest_frame(dated(11, ahead), "peer") and rx.counters["stale"] == 1
+    assert rx.ingest_frame(frames[2], "peer")
+
+
+def test_symbols_that_overflow_through_fading_are_dropped_not_fatal(runtime):
+    """Finite int8 symbols of ~1e38 (a forged scale, valid CRC) overflow float32 in the fading product: the
+    frame is counted malformed and the frames beside it are decoded."""
+    huge = wire.encode_frame(
+        frame_id=99, timestamp_ns=time.time_ns(), bundle_id=runtime.bundle.bundle_id, snr_db=10.0, channel="awgn",
+        symbols=np.full((runtime.max_symbols, 2), 2.5e38, np.float32), dtype="int8", label=1,
+    )  # fmt: skip
+    for name in ("rayleigh", "rician"):
+        overflowed = 0
+        for seed in range(12):  # whether the product overflows depends on the fading drawn
+            rx, out = receiver(runtime, channel=name, seed=seed)
+            for d in [*real_frames(runtime, 2), huge]:
+                assert rx.ingest_frame(d, "peer")
+            rx.flush()
+            assert rx.counters["malformed"] + rx.counters["decoded"] == 3, name
+            frames = [json.loads(line)["frame"] for line in out.getvalue().splitlines()]
+            assert frames[:2] == [0, 1] and len(frames) == rx.counters["decoded"]
+            overflowed += rx.counters["malformed"]
+        assert overflowed > 0, name
+
+
 def test_fragment_loss_reordering_duplication_and_timeout():
     frames = [frame_bytes(fid=i, k=16, seed=i) for i in range(20)]
     frags = [(i, d) for i, f in enumerate(frames) for d in wire.fragment(f, i, max_datagram=40)]
@@ -778,6 +823,44 @@ def test_dripping_connections_neither_lock_senders_out_nor_keep_rx_alive(bundle)
         stop.set()
         for c in socks:
             c.close()
+
+
+def test_senders_of_only_refused_frames_do_not_lock_real_senders_out(bundle):
+    """64 connections that send well-framed frames with a wrong CRC are not active senders: they make room
+    for a real one (and closing one of them while its bytes wait in the same select batch is not fatal)."""
+    import threading
+
+    from rkd_edge.link.rx import EVICT_IDLE_S, MAX_CONNECTIONS
+
+    bad = frame_bytes()[:-4] + b"\0\0\0\0"
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "3", "--idle-timeout", "60")
+    wait_listening(rx)
+    stop = threading.Event()
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
+
+    def garbage():
+        while not stop.wait(0.1):
+            for c in socks:
+                with contextlib.suppress(OSError):
+                    c.send(bad)
+
+    threading.Thread(target=garbage, daemon=True).start()
+    try:
+        time.sleep(EVICT_IDLE_S + 1)
+        frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
+        tx = subprocess.run(
+            [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
+            input=frames, capture_output=True, timeout=120,
+        )  # fmt: skip
+        _, rx_err = rx.communicate(timeout=120)
+    finally:
+        stop.set()
+        for c in socks:
+            c.close()
+    assert tx.returncode == 0 and rx.returncode == 0, tx.stderr.decode() + rx_err
+    counters = summary_of(rx_err, "rx")["counters"]
+    assert counters["decoded"] == 3 and counters["crc"] > 0 and "Traceback" not in rx_err
 
 
 def _deaf_receiver(read_first: int = 0):

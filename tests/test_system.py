@@ -14,13 +14,13 @@ import torch
 from rkd_edge.channel import active_power, create_channel
 from rkd_edge.codec import CODECS, create_codec
 from rkd_edge.codec.blocks import length_mask
-from rkd_edge.config import StageConfig, load_config
+from rkd_edge.config import CODEC_NAMES, StageConfig, load_config
 from rkd_edge.distill.stages import run_stage
 from rkd_edge.nas.genotypes import Genotype, Skeleton
 from rkd_edge.rundir import build_system
 from rkd_edge.students import create_encoder
 from rkd_edge.system import SemanticSystem
-from rkd_edge.system_spec import CODEC_NAMES, check_spec, system_spec
+from rkd_edge.system_spec import check_spec, system_spec
 
 
 def small_genotype(c_in=1, size=8) -> Genotype:

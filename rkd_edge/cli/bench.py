@@ -9,9 +9,14 @@ from pathlib import Path
 
 import typer
 
-from rkd_edge import progress
+from rkd_edge import __version__, progress
+from rkd_edge.bench_schema import SCHEMA, Settings, table, unselected, warnings_of, write_selection
 from rkd_edge.cli.common import comma_list
 from rkd_edge.errors import UserError
+from rkd_edge.io import write_new_json
+from rkd_edge.outputs import check_new_outputs
+from rkd_edge.runtime.bundle import bundle_id, load_manifest
+from rkd_edge.runtime.runners import BACKENDS
 
 
 def bench(
@@ -49,19 +54,12 @@ def bench(
 ):
     """Profile a bundle: per stage and end to end latency (mean, p50..p99, max), throughput, accuracy
     through the simulated channel, model size and peak memory; a table, and the JSON with --json."""
-    from rkd_edge import __version__
-    from rkd_edge.bench import SCHEMA, Settings, run_bench, table, unselected, warnings_of, write_selection
-    from rkd_edge.io import write_new_json
-    from rkd_edge.outputs import check_new_outputs
-    from rkd_edge.runtime.bundle import bundle_id, load_manifest
 
     if schema:
         typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
         return
     if bundle is None:
         raise UserError("usage: rkd-edge bench BUNDLE [--backend ...] [--precision fp32,int8] [--batch 1,32]")
-    from rkd_edge.runtime.runners import BACKENDS
-
     check_new_outputs({"--json": json_out})
     if select and bundle.is_dir() and not os.access(bundle, os.W_OK):  # found out after minutes of timing, else
         raise UserError(
@@ -97,7 +95,7 @@ def bench(
         from rkd_edge.devices.remote import Target, remote_bench
 
         target = Target.parse(host, port, identity, ssh_option or [])
-        result = remote_bench(bundle, target, settings, remote_rkd_edge)  # checked: bench.check_result
+        result = remote_bench(bundle, target, settings, remote_rkd_edge)  # checked: bench_schema.check_result
         manifest = load_manifest(bundle)
         if result["bundle_id"] != bundle_id(manifest):
             raise UserError(f"{target.name} benched another bundle ({result['bundle_id']}); rerun the bench")
@@ -111,6 +109,8 @@ def bench(
                 raise UserError(f"the selection from {target.name} loses more than --tolerance {tolerance:g}")
             write_selection(bundle, sel["fingerprint"], sel["choice"])
     else:
+        from rkd_edge.bench import run_bench  # torch: only to measure here
+
         result = run_bench(bundle, settings)
     typer.echo(table(result))
     for line in warnings_of(result):

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
+from rkd_edge import env
 from rkd_edge.cli.common import RUN_DEVICE, check_values, echo_json
+from rkd_edge.devices.profiles import get_profile
+from rkd_edge.errors import UserError
+from rkd_edge.export.quantize import METHODS
+from rkd_edge.runtime.bundle import DEFAULT_OPSET
 
 
 def export(
@@ -29,8 +34,6 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
 ):
     """Export a run to a bundle (ONNX + manifest), or build TensorRT engines: export trt BUNDLE."""
-    from rkd_edge.errors import UserError
-
     # Options that would do nothing are refused rather than silently ignored.
     if target != "trt" and bundle is not None:
         raise UserError(f"'export RUN' takes one folder, got a second one ({bundle}); only 'export trt BUNDLE' has two")
@@ -60,7 +63,6 @@ def export(
     from rkd_edge.export.bundle import export_bundle
     from rkd_edge.export.calibration import check_count
     from rkd_edge.export.onnx_export import check_opset
-    from rkd_edge.export.quantize import METHODS
 
     check_opset(opset)  # before the run is loaded: a wrong opset is one line, not an exporter traceback
 
@@ -93,8 +95,6 @@ def _target_record(name: str | None) -> dict | None:
     """What a bundle records of the device profile it was exported for (``--target``)."""
     if name is None:
         return None
-    from rkd_edge.devices.profiles import get_profile
-
     p = get_profile(name)
     return {"profile": p.key, "name": p.name, "tensorrt": p.tensorrt, "max_onnx_opset": p.max_onnx_opset}
 
@@ -105,10 +105,7 @@ def _target_opset(name: str | None, opset: int | None, int8: bool) -> int:
     A target whose TensorRT parses less than the exporter needs, an explicit ``--opset`` above the
     target's ceiling, and INT8 for a target without fast INT8 are each refused with one line.
     """
-    from rkd_edge.devices.profiles import get_profile
-    from rkd_edge.errors import UserError
-
-    default = 17  # LayerNormalization needs 17 (DESIGN.md section 5)
+    default = DEFAULT_OPSET
     if name is None:
         return default if opset is None else opset
     p = get_profile(name)
@@ -140,7 +137,6 @@ def prune(
     device: str = RUN_DEVICE,
 ):
     """Prune the student encoder with torch-pruning, fine-tune, and evaluate (a new run)."""
-    from rkd_edge import env
     from rkd_edge.prune import prune_run
 
     check_values({"device": device})

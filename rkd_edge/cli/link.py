@@ -36,7 +36,7 @@ def tx(
     ),
     summary: Path = SUMMARY,
 ):
-    """Encode images with the bundle's encoder and tx models and send the symbols (no PyTorch needed)."""
+    """Encode images with the bundle's encoder and tx models and send the symbols (PyTorch only for split:NAME)."""
     from rkd_edge.link.tx import run_tx
 
     run_tx(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from rkd_edge import env
 from rkd_edge.cli.common import (
     CONFIG,
     DATA_DIR,
@@ -21,6 +22,10 @@ from rkd_edge.cli.common import (
     echo_json,
     resolve,
 )
+from rkd_edge.config import validate
+from rkd_edge.errors import UserError
+from rkd_edge.io import OutputLock, read_json, staged_dir, write_json
+from rkd_edge.outputs import check_output, kind_of, write_marker
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -40,11 +45,6 @@ def train(
     force: bool = typer.Option(False, "--force", help="Replace a finished teacher at --out (only an rkd-edge one)."),
 ):
     """Train a teacher; the spec local:OUT then loads it. An unfinished teacher at OUT resumes."""
-    from rkd_edge import env
-    from rkd_edge.config import validate
-    from rkd_edge.errors import UserError
-    from rkd_edge.io import OutputLock, read_json, staged_dir, write_json
-    from rkd_edge.outputs import check_output, kind_of, write_marker
     from rkd_edge.rundir import load_splits
     from rkd_edge.teachers.registry import check_arch
     from rkd_edge.teachers.train import train_teacher
@@ -113,9 +113,7 @@ def evaluate(
     device: str = RUN_DEVICE,
 ):
     """Report a teacher's accuracy on a dataset split."""
-    from rkd_edge import env
     from rkd_edge.data import create_dataset
-    from rkd_edge.errors import UserError
     from rkd_edge.teachers import create_teacher
     from rkd_edge.teachers.base import accuracy, count_params
     from rkd_edge.teachers.registry import check_spec

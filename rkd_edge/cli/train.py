@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from rkd_edge import env
 from rkd_edge.cli.common import (
     CONFIG,
     DATA_DIR,
@@ -20,6 +21,10 @@ from rkd_edge.cli.common import (
     echo_json,
     resolve,
 )
+from rkd_edge.config import parse_range
+from rkd_edge.errors import UserError
+from rkd_edge.limits import MAX_SYMBOLS, check_snr_db
+from rkd_edge.methods import METHOD_STAGES
 
 METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025, deepjscc or no-stage2.")
 TEACHER = typer.Option(
@@ -88,11 +93,6 @@ def evaluate(
     device: str = RUN_DEVICE,
 ):
     """Accuracy against SNR with 95 % intervals (CSV, JSON, PNG), for a run or a bundle."""
-    from rkd_edge import env
-    from rkd_edge.config import parse_range
-    from rkd_edge.errors import UserError
-    from rkd_edge.limits import MAX_SYMBOLS, check_snr_db
-
     check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU evaluates here too
 
@@ -151,9 +151,6 @@ def search_cmd(
     device: str = DEVICE,
 ):
     """KDL-DARTS: search a student with CE + KD + lambda * cost; writes OUT/genotype.json."""
-    from rkd_edge.config import parse_range
-    from rkd_edge.errors import UserError
-    from rkd_edge.methods import METHOD_STAGES
     from rkd_edge.pipeline import Pipeline
 
     flags = {

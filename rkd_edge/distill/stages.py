@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rkd_edge.channel import create_channel
-from rkd_edge.config import CodecConfig, StageConfig, augmenting
+from rkd_edge.config import LOSS_TERMS, CodecConfig, StageConfig, augmenting
 from rkd_edge.data import DataSplits, Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.distill import ddp
@@ -21,10 +21,9 @@ from rkd_edge.distill.graphs import graphed, use_graphs
 from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.distill.losses import feature_regression, kd_kl, weighted_sum
 from rkd_edge.env import eval_batch_size
+from rkd_edge.errors import UserError
 from rkd_edge.system import SemanticSystem
 from rkd_edge.teachers.cache import TeacherCache
-
-LOSS_TERMS = ("ce", "kd", "feat", "recon")
 
 
 class TeacherSource:
@@ -108,9 +107,7 @@ def run_stage(
     stage's own ``sc.augment`` overrides it where set.
     """
     unknown = set(sc.losses) - set(LOSS_TERMS)
-    if unknown:
-        from rkd_edge.errors import UserError
-
+    if unknown:  # validate() checks configs; a StageConfig built in code arrives here unchecked
         raise UserError(f"stage {name}: unknown loss {sorted(unknown)[0]!r}; use {', '.join(LOSS_TERMS)}")
     robust = codec_cfg is not None
     system.to(device)

@@ -12,6 +12,7 @@ import torch
 
 from rkd_edge import progress
 from rkd_edge.channel import create_channel
+from rkd_edge.channel_ids import channel_id
 from rkd_edge.config import CodecConfig, RunConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
@@ -137,8 +138,6 @@ def evaluate_torch(
     8 on a GPU, where 20 small passes per point cost 20 times the kernel launches); the channel still
     draws its noise batch by batch, in order, so the rows do not depend on it beyond float rounding.
     """
-    from rkd_edge.channel import CHANNEL_TYPES
-
     system.eval()
     # The channel runs on the host with the host generator, so a run evaluates to the same rows on a GPU,
     # on a CPU and through ONNX Runtime.
@@ -153,7 +152,7 @@ def evaluate_torch(
     def link(f, snr, k, name, ch, g):
         b = len(f)
         s = torch.full((b,), snr, device=device)
-        c = torch.full((b,), CHANNEL_TYPES.index(name), device=device)
+        c = torch.full((b,), channel_id(name), device=device)
         sym, mask = system.codec.tx(f, s, torch.full((b,), k, device=device), c)
         sym_h, s_h, mask_h = sym.cpu(), s.cpu(), mask.cpu()
         outs = [ch(sym_h[i : i + NOISE_BATCH], s_h[i : i + NOISE_BATCH], mask_h[i : i + NOISE_BATCH], g)

@@ -44,6 +44,9 @@ from rkd_edge.stats import wilson
 # A frame whose timestamp is further than this from the receiver's clock (either way) is decoded, but its
 # latency is not counted ("unsynced"): clocks an hour apart are not synchronised, and the mean would be noise.
 MAX_CLOCK_OFFSET_MS = 3_600_000.0
+# A frame dated further ahead of the receiver's clock than this is from a clock that is not synchronised (or
+# a forged header): its latency is not counted, and with --max-age-ms its age cannot be told, so it is stale.
+MAX_FUTURE_MS = 1_000.0
 MAX_CONNECTIONS = 64  # TCP senders served at once; more are closed (counted) so descriptors cannot run out
 EVICT_IDLE_S = 2.0  # when all are taken, one silent this long makes room for a new sender
 DROP_REASONS = (
@@ -144,29 +147,33 @@ class Receiver:
         for reason, detail in self.reassembler.expire(time.monotonic() if now is None else now):
             self.drop(reason, detail)
 
-    def ingest_frame(self, data: bytes, peer) -> None:
-        """One whole frame. Never raises: bad frames are counted and dropped; good ones queue for decoding."""
+    def ingest_frame(self, data: bytes, peer) -> bool:
+        """One whole frame. Never raises: bad frames are counted and dropped; good ones queue for decoding.
+        Returns whether it queued the frame (a sender whose frames are all dropped is not an active one)."""
         try:
             f = decode_frame(data, self.bundle_id, self.rt.max_symbols)
         except WireError as exc:
             self.drop(exc.reason, exc.detail, peer)
-            return
+            return False
         except Exception as exc:
             self.drop("internal", f"{type(exc).__name__}: {exc}", peer)
-            return
+            return False
         if f.label is not None and not 0 <= f.label < len(self.rt.classes):
             self.drop("malformed", f"frame {f.frame_id}: label {f.label} is not a class of this bundle", peer)
-            return
+            return False
         key = (peer, f.frame_id)
         if key in self.seen:
             self.drop("duplicate", f"frame {f.frame_id} again", peer)
-            return
+            return False
         self.seen[key] = None
         if len(self.seen) > 65536:
             self.seen.popitem(last=False)
-        if self.max_age_ms is not None and (age := (time.time_ns() - f.timestamp_ns) / 1e6) > self.max_age_ms:
-            self.drop("stale", f"frame {f.frame_id} is {age:.0f} ms old (--max-age-ms {self.max_age_ms:g})", peer)
-            return
+        if self.max_age_ms is not None:
+            age = (time.time_ns() - f.timestamp_ns) / 1e6
+            if age > self.max_age_ms or age < -MAX_FUTURE_MS:
+                when = f"{age:.0f} ms old" if age >= 0 else f"dated {-age:.0f} ms ahead of this clock"
+                self.drop("stale", f"frame {f.frame_id} is {when} (--max-age-ms {self.max_age_ms:g})", peer)
+                return False
         top = self.highest.pop(peer, -1)
         self.highest[peer] = max(top, f.frame_id)
         if len(self.highest) > 1024:
@@ -175,6 +182,7 @@ class Receiver:
             self.counters["reordered"] += 1
         self.counters["frames"] += 1
         self.queue.append((f, peer))
+        return True
 
     def flush(self) -> int:
         """Decode the queued frames (up to ``count``) in batches and write their lines; returns how many."""
@@ -198,7 +206,17 @@ class Receiver:
         told = [f.channel for f in frames]
         csi = None
         if self.channel is not None:
-            y, csi = self.channel(y, snr, mask, self.rng)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, frame by frame
+                y, csi = self.channel(y, snr, mask, self.rng)
+            finite = np.isfinite(y).all(axis=(1, 2)) & np.isfinite(csi).all(axis=(1, 2))
+            if not finite.all():  # symbols so large that fading overflows float32: a forged frame, not a signal
+                for f in (f for f, ok in zip(frames, finite, strict=True) if not ok):
+                    self.drop("malformed", f"frame {f.frame_id}: its symbols overflow float32 through the channel")
+                keep = np.flatnonzero(finite)
+                frames, y, mask, snr, csi = [frames[i] for i in keep], y[keep], mask[keep], snr[keep], csi[keep]
+                b, told = len(frames), [f.channel for f in frames]
+                if not b:
+                    return 0
             if not self.warned_mismatch and any(t != self.channel.name for t in told):
                 self.warned_mismatch = True
                 print(
@@ -221,20 +239,21 @@ class Receiver:
         p = np.exp(z)
         p /= p.sum(-1, keepdims=True)
         pred, conf = p.argmax(-1), p.max(-1)
+        scored = np.isfinite(logits).all(-1)  # a decoder that gives NaN predicts nothing (not class 0)
         now_ns, now = time.time_ns(), time.perf_counter()
         self.first = self.first if self.first is not None else now
         self.last = now
         lines = []
         for i, f in enumerate(frames):
             lat = (now_ns - f.timestamp_ns) / 1e6
-            synced = abs(lat) <= MAX_CLOCK_OFFSET_MS
+            synced = -MAX_FUTURE_MS <= lat <= MAX_CLOCK_OFFSET_MS
             if synced:
                 self.latency.add(lat)
             else:  # a clock that is not set, or a forged header: no latency, rather than a poisoned mean
                 self.counters["unsynced"] += 1
             rec = {
                 "frame": f.frame_id,
-                "pred": int(pred[i]),
+                "pred": int(pred[i]) if scored[i] else None,
                 "confidence": round(float(conf[i]), 6) if np.isfinite(conf[i]) else None,
                 "k": f.k,
                 "snr_db": float(snr[i]),
@@ -243,7 +262,7 @@ class Receiver:
             if f.label is not None:
                 rec["label"] = f.label
                 self.labelled += 1
-                self.correct += int(pred[i]) == f.label
+                self.correct += bool(scored[i]) and int(pred[i]) == f.label
             lines.append(json.dumps(rec))
         try:
             self.out.write("\n".join(lines) + "\n")
@@ -395,6 +414,8 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                                 break
                 else:
                     conn = key.fileobj
+                    if conn not in conns:  # closed earlier in this batch of events (evicted for a new sender)
+                        continue
                     splitter, peer, _ = conns[conn]
                     try:
                         data = conn.recv(1 << 16)
@@ -407,8 +428,8 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                     if data:
                         rx.counters["bytes"] += len(data)
                         for frame in splitter.feed(data):
-                            rx.ingest_frame(frame, peer)
-                            conns[conn][2] = last_data = time.monotonic()
+                            if rx.ingest_frame(frame, peer):  # only frames it takes keep a sender active
+                                conns[conn][2] = last_data = time.monotonic()
                         if (exc := splitter.error) is not None:
                             rx.drop(exc.reason, f"{exc.detail}; closing the connection", peer)
                             closed = True

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rkd_edge.devices.lut import check_entries, latency_key, make_table, measure_entries, read_table, write_table
 from torch import nn
 
+from rkd_edge.devices.lut import check_entries, latency_key, make_table, measure_entries, read_table, write_table
 from rkd_edge.errors import UserError
 from rkd_edge.nas.cells import cell_plan
 from rkd_edge.nas.genotypes import Skeleton

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, same_ids
+from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, fading_kwargs, same_ids
 from rkd_edge.errors import short_repr
 from rkd_edge.io import TOOL_MARKER, sha256_bytes, sha256_file, strict_json
 from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
@@ -89,6 +89,8 @@ INTERFACE = {
     "rx": ({"symbols", "mask", "snr_db", "channel"}, {"logits"}),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
+# The ONNX opset models are exported at: the codec's LayerNormalization needs 17 (DESIGN.md section 5).
+DEFAULT_OPSET = 17
 MAX_IMAGE_SIZE = IMAGE_SIZE_RANGE[1]
 MAX_CLASSES = 100_000
 # Bundles exported since the fused graph existed also hold ``transmitter`` (encoder + tx in one graph).
@@ -309,11 +311,10 @@ def channel_kwargs(root: Path, manifest: dict) -> dict:
             k_factor = json.loads((root / "config.json").read_text()).get("codec", {}).get("rician_k")
         except (ValueError, AttributeError, RecursionError):
             k_factor = None
-    return {
-        "mode": ch.get("rayleigh_mode", "block"),
-        "csi": ch.get("csi", "zf"),
-        "k_factor": float(k_factor) if _finite_number(k_factor) else 3.0,
-    }
+    recorded = {key: ch[key] for key in ("rayleigh_mode", "csi") if key in ch}
+    if _finite_number(k_factor):
+        recorded["rician_k"] = float(k_factor)
+    return fading_kwargs(**recorded)
 
 
 # Manifest keys that a device may rewrite after export (the measured precision selection per device

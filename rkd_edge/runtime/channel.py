@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
+from rkd_edge.channel_ids import CHANNEL_TYPES, CSI_MODES, FADING_MODES
 from rkd_edge.errors import UserError
 
-NAMES = ("identity", "awgn", "rayleigh", "rician")
+NAMES = tuple(CHANNEL_TYPES)
 
 
 def noise_variance(snr_db: float | np.ndarray) -> np.ndarray:
