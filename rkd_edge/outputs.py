@@ -16,7 +16,15 @@ import re
 from pathlib import Path
 
 from rkd_edge.errors import UserError
-from rkd_edge.io import TOOL_MARKER, check_new_files, file_in_the_way, special_entry, write_json
+from rkd_edge.io import (
+    COMMIT_LIST,
+    FILE_SET_TAG,
+    TOOL_MARKER,
+    check_new_files,
+    file_in_the_way,
+    special_entry,
+    write_json,
+)
 from rkd_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, verify_bundle
 
 MARKER = TOOL_MARKER
@@ -39,8 +47,9 @@ EVALUATION_ENTRIES = frozenset(
 # Hidden entries rkd-edge makes inside its folders while it writes, each named after the entry it writes:
 # an atomic write's temporary (.NAME.XXXXXXXX.tmp), a nested output's staging folder and tag
 # (.NAME.XXXXXXXX.partial[.tag]), the copy it moves aside to replace it (.NAME.PID.old) and its lock
-# (.NAME.lock, holding a pid); and an evaluation set's staging folder (.staging.XXXXXXXX, evaluation files
-# only). Any other hidden name (.git, a user's notes or backups) is someone else's.
+# (.NAME.lock, holding a pid); and a file set's staging folder (.staging.XXXXXXXX: the FileSet tag, its commit
+# list, and files of the folder's own kinds or their temporaries). Any other hidden name (.git, a user's notes
+# or backups) is someone else's.
 _RANDOM = r"[a-z0-9_]{8}"
 _NAMED_AFTER = re.compile(rf"\.(?P<base>.+)\.({_RANDOM}\.(tmp|partial|partial\.tag)|\d+\.old|lock)")
 _STAGING = re.compile(rf"\.staging\.{_RANDOM}")
@@ -52,7 +61,7 @@ def _tool_hidden(folder: Path, name: str, allowed: frozenset) -> bool:
     if path.is_symlink():
         return False
     if _STAGING.fullmatch(name):
-        return path.is_dir() and all(p.is_file() and p.name in EVALUATION_ENTRIES for p in path.iterdir())
+        return _file_set_staging(path, allowed)
     m = _NAMED_AFTER.fullmatch(name)
     if m is None:
         return False
@@ -63,6 +72,21 @@ def _tool_hidden(folder: Path, name: str, allowed: frozenset) -> bool:
         return False
     if name.endswith(".lock"):  # a lock holds its holder's pid, or nothing
         return path.is_file() and path.stat().st_size <= 32 and (path.read_bytes().strip() or b"0").isdigit()
+    return True
+
+
+def _file_set_staging(path: Path, allowed: frozenset) -> bool:
+    """Whether ``path`` is what a killed :class:`~rkd_edge.io.FileSet` leaves: its tag, maybe its commit
+    list, and plain files named as the folder's own entries (or their atomic-write temporaries). The next
+    writer of that set finishes or removes it (:func:`rkd_edge.io.finish_file_sets`)."""
+    if path.is_symlink() or not path.is_dir() or not (path / FILE_SET_TAG).is_file():
+        return False
+    own = allowed | {MARKER, FILE_SET_TAG, COMMIT_LIST, COMMIT_LIST + ".tmp"}
+    for entry in path.iterdir():
+        m = _NAMED_AFTER.fullmatch(entry.name)
+        temporary = m is not None and entry.name.endswith(".tmp") and m["base"] in own
+        if entry.is_symlink() or not entry.is_file() or not (entry.name in own or temporary):
+            return False
     return True
 
 
@@ -115,17 +139,24 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
         except (OSError, *_UNREADABLE):
             return sorted(names)
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-        return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(f))
+        return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(folder, f))
     allowed = {"run": RUN_ENTRIES, "teacher": TEACHER_ENTRIES, "evaluation": EVALUATION_ENTRIES}[kind]
     extra = (n for n in names if n not in allowed and not _tool_hidden(folder, n, allowed))
     return sorted(n for n in extra if not (kind == "run" and _nested_artefact(folder / n)))
 
 
-def _bundle_evaluation_file(rel: str) -> bool:
-    """Whether ``rel`` (a path in a bundle) is a file ``rkd-edge evaluate BUNDLE`` writes: only those, so
-    that a user's notes kept in ``BUNDLE/evaluation`` stop ``--force`` instead of going with it."""
+def _bundle_evaluation_file(bundle: Path, rel: str) -> bool:
+    """Whether ``rel`` (a path in a bundle) is a file ``rkd-edge evaluate BUNDLE`` writes (its results, or
+    what a killed one leaves: its lock, a staging folder or temporary): only those, so that a user's notes kept
+    in ``BUNDLE/evaluation`` stop ``--force`` instead of going with it."""
     parts = rel.split("/")
-    return len(parts) == 2 and parts[0] == "evaluation" and parts[1] in EVALUATION_ENTRIES | {MARKER}
+    if len(parts) == 1:
+        return _tool_hidden(bundle, parts[0], frozenset({"evaluation"}))
+    if parts[0] != "evaluation" or len(parts) > 3:
+        return False
+    name, folder = parts[1], bundle / "evaluation"
+    allowed = EVALUATION_ENTRIES | {MARKER}
+    return len(parts) == 2 and name in allowed or _tool_hidden(folder, name, allowed)
 
 
 def _nested_artefact(path: Path) -> bool:
@@ -187,6 +218,10 @@ def check_output(
     if out.is_symlink():
         raise UserError(f"{out} is a symbolic link; give the real folder as --out")
     if not any(out.iterdir()):
+        return False
+    # what an evaluation killed before its marker was written leaves (its staging folder): still free
+    leftovers = EVALUATION_ENTRIES | {MARKER}
+    if kind == "evaluation" and all(_tool_hidden(out, p.name, leftovers) for p in out.iterdir()):
         return False
     for src in sources:
         if _inside(Path(src), out):

@@ -257,7 +257,8 @@ class Pipeline:
         return build_system(spec, self.out).to(self.device)
 
     def _train(self, name: str, sc, system: SemanticSystem, robust: bool, previous: str | None) -> dict:
-        if previous is not None and self.rd.checkpoint(previous).is_file():
+        # a finished previous stage whose checkpoint is gone or replaced is refused, not trained from scratch
+        if previous is not None and self.rd.verified_checkpoint(previous) is not None:
             self._load_previous(system, previous)
         teacher = None if self.cfg.method == "deepjscc" else self.teacher
         history = run_stage(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run
 from rkd_edge.io import OutputLock, commit_dir, read_json, special_entry, write_json
 from rkd_edge.nas.cost import count_macs, count_params
-from rkd_edge.outputs import check_output
+from rkd_edge.outputs import MARKER, RUN_ENTRIES, check_output
 from rkd_edge.pipeline import Pipeline
 from rkd_edge.rundir import RunDir, checkpoint_state, weights_digest
 
@@ -62,12 +63,7 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     src.require_teacher(cfg)
     if spec["encoder"].get("pruned"):
         raise UserError(f"{run} is already pruned; prune its source run with a larger --ratio instead")
-    widest = max((m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)), default=0)
-    if widest * ratio < 1:
-        raise UserError(
-            f"--ratio {ratio} removes less than one channel of the widest layer ({widest} channels); "
-            f"give at least {1 / max(widest, 1):.3g}"
-        )
+    _check_removes_channels(tp, copy.deepcopy(system), tuple(spec["input_shape"]), ratio)
     with OutputLock(out):
         work = out.parent / f".{out.name}.prune-partial"
         job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}
@@ -86,14 +82,43 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
             progress.log(f"prune: resuming {work}")
         else:
             _copy_run(run, work, job)
-        try:
-            record = _prune(tp, work, run, cfg, system, spec, ratio, epochs)
-        except UserError:
-            shutil.rmtree(work, ignore_errors=True)  # it cannot succeed as asked: nothing to resume
-            raise
+        # A failure from here on (a full disk, an interruption) leaves the partial folder to resume from.
+        record = _prune(tp, work, run, cfg, system, spec, ratio, epochs)
         state.unlink()
         commit_dir(work, out, replace=False)
     return record
+
+
+def _pruner(tp, system, shape: tuple[int, ...], ratio: float):
+    """torch-pruning's structured pruner over the encoder's channels (L2 group magnitude; the head stays)."""
+    return tp.pruner.BasePruner(
+        system.encoder,
+        torch.zeros(2, *shape, device=next(system.parameters()).device),
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        ignored_layers=[system.encoder.head],
+    )
+
+
+def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float) -> None:
+    """Refuse a ratio that would remove no channel, by pruning ``system`` (a copy) before any work starts."""
+    widest = max((m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)), default=0)
+    if widest * ratio < 1:
+        raise UserError(
+            f"--ratio {ratio} removes less than one channel of the widest layer ({widest} channels); "
+            f"give at least {1 / max(widest, 1):.3g}"
+        )
+    params = count_params(system.encoder)
+    _pruner(tp, system, shape, ratio).step()
+    if count_params(system.encoder) >= params:
+        # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
+        hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
+        why = (
+            "it would empty every layer, and torch-pruning keeps a layer whole rather than empty it"
+            if ratio > 0.5
+            else "it is under one channel of every prunable layer"
+        )
+        raise UserError(f"--ratio {ratio} removes no channel of this encoder ({why}); {hint}")
 
 
 def _job_of(work: Path) -> dict | None:
@@ -113,12 +138,26 @@ def _copy_run(run: Path, work: Path, job: dict) -> None:
     work.mkdir()
     write_json(work / JOB_FILE, {**job, "copied": False})
     try:
-        shutil.copytree(run, work, ignore=shutil.ignore_patterns(*NOT_COPIED, JOB_FILE), dirs_exist_ok=True)
+        shutil.copytree(run, work, ignore=_not_copied(run), dirs_exist_ok=True)
     except (OSError, shutil.Error) as exc:
         shutil.rmtree(work, ignore_errors=True)
         reason = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
         raise UserError(f"cannot copy {run} to prune it ({reason}); free space or fix the run and rerun") from None
     write_json(work / JOB_FILE, job)
+
+
+def _not_copied(run: Path):
+    """``copytree``'s ignore: :data:`NOT_COPIED`, and at the top of the run whatever rkd-edge did not write
+    there (a user's notes stay with the source; a copy would make the pruned run not the toolkit's)."""
+    patterns = shutil.ignore_patterns(*NOT_COPIED, JOB_FILE)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = set(patterns(folder, names))
+        if Path(folder) == run:
+            skipped |= {n for n in names if n not in RUN_ENTRIES | {MARKER}}
+        return skipped
+
+    return ignore
 
 
 def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epochs: int) -> dict:
@@ -133,30 +172,15 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
         "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
     }
     system.to(pipe.device)
-    example = torch.zeros(2, *shape, device=pipe.device)
-    pruner = tp.pruner.BasePruner(
-        system.encoder,
-        example,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=ratio,
-        ignored_layers=[system.encoder.head],
-    )
-    pruner.step()
-    if count_params(system.encoder) >= before["encoder_params"]:
-        # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
-        hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
-        why = (
-            "it would empty every layer, and torch-pruning keeps a layer whole rather than empty it"
-            if ratio > 0.5
-            else "it is under one channel of every prunable layer"
-        )
-        raise UserError(f"--ratio {ratio} removes no channel of this encoder ({why}); {hint}")
+    _pruner(tp, system, shape, ratio).step()  # removes channels: checked on a copy before the work began
     progress.log(f"pruned encoder: {before['encoder_params']:,} -> {count_params(system.encoder):,} parameters")
-    finetune = (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)) if epochs > 0 else ()
-    for name, sc in finetune:
+    # What each trained stage's record says of the pruned model: its fine-tune and the accuracy after it.
+    tuned = {}
+    for name, sc in (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)):
         sc = copy.deepcopy(sc)
         sc.epochs = epochs
-        run_stage(
+        t0 = time.time()
+        history = run_stage(
             f"prune-{name}",
             sc,
             system,
@@ -170,14 +194,21 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
             codec_cfg=pipe.cfg.codec if name == "stage2" else None,
             # Kept until the prune is committed: a rerun after an interruption resumes from here.
             checkpoint=rd.epoch_checkpoint(f"prune-{name}"),
-        )
+        ) if epochs > 0 else []  # fmt: skip
+        tuned[name] = {
+            "history": history,
+            "seconds": round(time.time() - t0, 2),
+            "clean_test_accuracy": validate(system, pipe.splits.test, pipe.device, cfg.seed),
+            "finetune_epochs": epochs,
+        }
     system.cpu()
     for stage in ("stage1", "probe"):
         rd.checkpoint(stage).unlink(missing_ok=True)  # the unpruned weights stay with the source run
     save_checkpoint(rd.checkpoint("stage2"), checkpoint_state(system, cfg))
-    # The copied records describe the source: each says so, and stage 2's holds the pruned checkpoint's digest.
+    # The copied records say they come from the source; the trained stages' describe the pruned model (its
+    # fine-tune, its accuracy; stage 2's holds the pruned checkpoint's digest).
     for stage in [p.stem for p in sorted((work / "stages").glob("*.json"))]:
-        rd.mark(stage, {**rd.done(stage), "pruned_from": Path(run).name})
+        rd.mark(stage, {**rd.done(stage), **tuned.get(stage, {}), "pruned_from": Path(run).name})
     spec = read_json(rd.system)
     spec["encoder"]["pruned"] = {"ratio": ratio, "from": Path(run).name}
     write_json(rd.system, spec)
@@ -187,6 +218,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
         "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
     }
     summary = evaluate_run(work)
+    rd.mark("evaluate", {**rd.done("evaluate"), **summary, "pruned_from": Path(run).name})
     pipe.close()
     shutil.rmtree(work / "train", ignore_errors=True)
     record = {

@@ -255,28 +255,34 @@ class RunDir:
                 f"{self.stage_record('teacher')} and rerun rkd-edge pipeline --out {self.root} to train it again"
             )
 
+    def verified_checkpoint(self, stage: str) -> Path | None:
+        """``stage``'s checkpoint, checked against its stage record (None: the stage has neither).
+
+        Raises:
+            UserError: the stage finished but its checkpoint is missing, or is not the one it wrote.
+        """
+        ck, record = self.checkpoint(stage), self.stage_record(stage)
+        again = f"restore it, or remove {record} and rerun rkd-edge pipeline --out {self.root} to train it again"
+        if not ck.is_file():
+            if record.is_file():
+                raise UserError(f"{ck} is missing although stage {stage} finished; {again}")
+            return None
+        recorded = (self.done(stage) or {}).get("checkpoint_sha256")
+        if recorded is not None and sha256_file(ck) != recorded:
+            differs = f"its sha256 differs from {record}"
+            raise UserError(f"{ck} is not the checkpoint stage {stage} wrote ({differs}); {again}")
+        return ck
+
     def load(self) -> tuple[RunConfig, SemanticSystem, dict]:
         """Config, trained system (latest stage checkpoint, on the CPU) and the system spec."""
         self.require_run()
         cfg, spec = self.load_config(), self.load_spec()
         system = build_system(spec, self.root)
         for stage in TRAINED_STAGES:
-            ck = self.checkpoint(stage)
-            if self.stage_record(stage).is_file() and not ck.is_file():
-                # the latest finished stage's weights are gone: an earlier stage's are not this run's result
-                raise UserError(
-                    f"{ck} is missing although stage {stage} finished; restore it, or remove "
-                    f"{self.stage_record(stage)} and rerun rkd-edge pipeline --out {self.root} to train it again"
-                )
-            if ck.is_file():
+            # the latest finished stage's weights: an earlier stage's are not this run's result
+            ck = self.verified_checkpoint(stage)
+            if ck is not None:
                 record = self.done(stage)
-                recorded = (record or {}).get("checkpoint_sha256")
-                if recorded is not None and sha256_file(ck) != recorded:
-                    raise UserError(
-                        f"{ck} is not the checkpoint stage {stage} wrote (its sha256 differs from "
-                        f"{self.stage_record(stage)}); restore it, or remove that record and rerun rkd-edge pipeline "
-                        f"--out {self.root} to train the stage again"
-                    )
                 saved = load_checkpoint(ck)
                 pruned = bool(spec["encoder"].get("pruned"))
                 state = untrained_codec(system, saved.get("model"), record)

@@ -22,6 +22,10 @@ def test_prune_run_then_export(tiny_run, tmp_path):
     assert full["source"] == {"run": tiny_run.name, "weights_sha256": weights_digest(source)} and full["versions"]
     stages = sorted((out / "stages").glob("*.json"))
     assert stages and all(json.loads(p.read_text())["pruned_from"] == tiny_run.name for p in stages)
+    # the trained stages' records describe the pruned model (they kept the source's accuracy and history)
+    stage2 = json.loads((out / "stages" / "stage2.json").read_text())
+    assert stage2["clean_test_accuracy"] == full["after"]["clean_accuracy"] and len(stage2["history"]) == 1
+    assert json.loads((out / "stages" / "evaluate.json").read_text())["curves"] == full["curves"]
     run_cli("-q", "export", str(out), "--out", str(tmp_path / "bundle"), check=True)
     assert run_cli("prune", str(tiny_run), "--out", str(out)).returncode == 2  # never overwrites
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkd_edge.io import FILE_SET_TAG, FileSet, finish_file_sets
+from rkd_edge.io import COMMIT_LIST, FILE_SET_TAG, FileSet, finish_file_sets
 from rkd_edge.outputs import EVALUATION_ENTRIES
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
@@ -522,6 +522,71 @@ def test_a_planted_staging_folder_never_replaces_a_runs_files(tmp_path, listing)
     assert (run / "system.json").read_text() == "mine" and (run / "evaluation.csv").read_text() == "new"
     assert not any((run / n).exists() for n in ("config.json", ".rkd-edge.json", "evil"))
     assert (run / ".staging.mine" / "notes.txt").read_text() == "precious"
+
+
+def _killed_file_set(folder: Path, names: list[str], committed: bool) -> Path:
+    """What a FileSet killed while it wrote leaves: its tagged staging folder, files of the set, an atomic
+    write's temporary, and (killed between its renames) its commit list."""
+    staging = folder / ".staging.k1ll3d00"
+    staging.mkdir(parents=True)
+    (staging / FILE_SET_TAG).touch()
+    for name in names:
+        (staging / name).write_text("new")
+    (staging / f".{names[0]}.abcd1234.tmp").write_text("half")
+    if committed:
+        (staging / COMMIT_LIST).write_text(json.dumps(names))
+    return staging
+
+
+def test_a_killed_file_sets_leftovers_are_the_toolkits_and_do_not_block_a_resume(run_copy, tiny_teacher_dir):
+    """A kill while the report or an evaluation was committed left .staging.X, which made the run 'hold files
+    rkd-edge did not write': the pipeline could not resume (nor prune, which then deleted its partial work)."""
+    staging = _killed_file_set(run_copy, ["report.md", "report.json"], committed=True)
+    rerun = ["-q", "pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    run_cli(*rerun, check=True)
+    assert not staging.exists() and json.loads((run_copy / "report.json").read_text())["student"]
+    # a user's file in such a folder makes it someone else's again
+    staging = _killed_file_set(run_copy, ["evaluation.csv"], committed=False)
+    (staging / "thesis.txt").write_text("mine")
+    one_line_exit_2(run_cli(*rerun), ".staging.k1ll3d00")
+    assert (staging / "thesis.txt").read_text() == "mine"
+
+
+def test_an_evaluation_folder_left_by_a_kill_before_its_marker_is_written_again(tiny_run, tmp_path):
+    out = tmp_path / "ev"
+    staging = _killed_file_set(out, ["evaluation.csv", "evaluation.json"], committed=False)
+    args = ["-q", "evaluate", str(tiny_run), "--snr", "0", "--channel", "awgn", "--symbols", "4", "--out", str(out)]
+    run_cli(*args, check=True)
+    assert not staging.exists() and (out / "evaluation.csv").read_text() != "new"
+
+
+def test_a_killed_bundle_evaluations_lock_and_staging_do_not_stop_export_force(tiny_run, tiny_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / ".evaluation.lock").write_text("4242\n")
+    _killed_file_set(bundle / "evaluation", ["evaluation.csv"], committed=True)
+    run_cli("-q", "export", str(tiny_run), "--out", str(bundle), "--force", check=True)
+    assert not (bundle / ".evaluation.lock").exists() and not (bundle / "evaluation").exists()
+    Runtime(str(bundle))  # verifies
+
+
+def test_a_finished_stage_whose_checkpoint_is_gone_is_refused_not_trained_from_scratch(run_copy, tiny_teacher_dir):
+    """Stage 2 started from random weights when stage 1's checkpoint was gone (its record still there): a run
+    at chance, recorded with a valid digest."""
+    for rel in ("checkpoints/stage1.pt", "checkpoints/stage2.pt", "stages/stage2.json", "stages/evaluate.json"):
+        (run_copy / rel).unlink()
+    rerun = ["-q", "pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    one_line_exit_2(run_cli(*rerun), "stage1.pt is missing although stage stage1 finished")
+    assert not (run_copy / "checkpoints" / "stage2.pt").exists()
+
+
+def test_prune_leaves_a_users_files_with_the_source(run_copy, tmp_path):
+    """A user's notes in the run were copied into the partial folder, which then 'held files rkd-edge did not
+    write' (naming the partial folder, which no --out could change)."""
+    (run_copy / "notes.txt").write_text("mine")
+    out = tmp_path / "pruned"
+    run_cli("-q", "prune", str(run_copy), "--out", str(out), "--ratio", "0.5", "--epochs", "0", check=True)
+    assert not (out / "notes.txt").exists() and (run_copy / "notes.txt").read_text() == "mine"
 
 
 def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp_path):
