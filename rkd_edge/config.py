@@ -220,8 +220,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"codec.symbols {bad} outside 1..{cfg.codec.max_symbols} (codec.max_symbols)")
     if not cfg.search.lambdas or any(v < 0 for v in cfg.search.lambdas):
         raise UserError("search.lambdas must be a non-empty list of values >= 0")
-    for v in parse_range(cfg.evaluate.snr_db):
-        check_snr_db(v, "evaluate.snr_db")
+    parse_snr_range(cfg.evaluate.snr_db, "evaluate.snr_db")
     if cfg.teacher.spec is not None:
         check_spec(cfg.teacher.spec)
     else:
@@ -376,7 +375,10 @@ def _typed(value, hint, key: str):
             raise UserError(f"{key}: expected true or false, got {short_repr(value)}")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= _INT_LIMIT:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT_LIMIT:
+            _in_range(key, value)  # the key's own range, where it has one
+            raise UserError(f"{key}: {short_repr(value)} is too large to be a number here")
+        if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{key}: expected an integer, got {short_repr(value)}")
         return value
     if hint is float:
@@ -384,6 +386,7 @@ def _typed(value, hint, key: str):
             with contextlib.suppress(ValueError):
                 value = float(value)
         if isinstance(value, int) and abs(value) >= _INT_LIMIT:
+            _in_range(key, value)
             raise UserError(f"{key}: {short_repr(value)} is too large to be a number here")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise UserError(f"{key}: expected a finite number, got {short_repr(value)}")
@@ -406,7 +409,6 @@ RANGES: dict[str, tuple] = {
     "data.val_fraction": (0.0, 1.0, True, True),  # 0: no validation split to pick the kept epoch
     "data.test_fraction": (0.0, 1.0, True, True),
     "data.image_size": (*IMAGE_SIZE_RANGE, False, False),
-    "data.channels": (1, 4, False, False),
     "search.warmup_epochs": (0, None, False, False),
     "search.stem_stride": (1, 2, False, False),
     "search.max_skip": (0, None, False, False),
@@ -449,13 +451,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "codec.csi": CSI_MODES,
     "codec.rayleigh_mode": FADING_MODES,
+    "data.channels": (1, 3),  # grey or RGB
 }
 
 
 def _in_range(key: str, value) -> None:
     section_key = ".".join(key.split(".")[:2]).split("[")[0]
-    if section_key in CHOICES and value not in CHOICES[section_key]:
-        raise UserError(f"{key}: {short_repr(value)} is not allowed; choose one of {', '.join(CHOICES[section_key])}")
+    if section_key in CHOICES and value is not None and value not in CHOICES[section_key]:
+        allowed = ", ".join(map(str, CHOICES[section_key]))
+        raise UserError(f"{key}: {short_repr(value)} is not allowed; choose one of {allowed}")
     rng = RANGES.get(section_key) or RANGES.get(_leaf(key))
     if rng is None or value is None or isinstance(value, str | bool):
         return
@@ -687,24 +691,38 @@ def read_config(path: Path, what: str) -> RunConfig:
 MAX_RANGE_POINTS = 1000
 
 
-def parse_range(text: str, option: str = "", example: str = "-10:24:2") -> list[float]:
+def parse_snr_range(text: str, option: str) -> list[float]:
+    """:func:`parse_range` of SNRs in dB (Es/N0), each finite and within +-:data:`SNR_LIMIT_DB` (``option``
+    names the range in messages)."""
+    return parse_range(text, check=lambda v: check_snr_db(v, option))
+
+
+def parse_range(
+    text: str, option: str = "", example: str = "-10:24:2", check: typing.Callable[[float], object] | None = None
+) -> list[float]:
     """Parse ``start:stop:step`` (inclusive) or ``a,b,c`` into floats, e.g. ``-10:24:2``.
 
     Args:
         text: The range as given.
         option: The option it came from, for messages (``--lambda``); empty for SNR ranges.
         example: A range of that option's kind, for messages.
+        check: Raises for a value out of bounds: applied to the ends (and every listed value) before the
+            points are counted, so that -1000:0:1 is refused for -1000, not for its thousand points.
     """
     what = f"{option} range" if option else "range"
     malformed = f"malformed {what} {text!r}; use start:stop:step (e.g. {example}) or a,b,c"
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not text.isascii():  # float() reads other scripts' digits; nothing else does
         raise UserError(malformed)
     try:
         if ":" in text:
             parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3 or not all(math.isfinite(p) for p in parts):
+            if len(parts) != 3:
                 raise ValueError
+            if not all(math.isfinite(p) for p in parts):
+                raise UserError(f"{what} {text!r} holds a value that is not a finite number (e.g. {example})")
             start, stop, step = parts
+            for end in (start, stop) if check else ():
+                check(end)
             if step <= 0 or stop < start:
                 raise UserError(f"{what} {text!r} needs a positive step and stop >= start (e.g. {example})")
             span = (stop - start) / step  # inf for -1e308:1e308:1: as many points as too many
@@ -719,7 +737,9 @@ def parse_range(text: str, option: str = "", example: str = "-10:24:2") -> list[
             return values
         values = [float(p) + 0.0 for p in text.split(",")]  # + 0.0: -0 is 0 (a "-0" key, -0.0 in the CSV)
         if not all(math.isfinite(v) for v in values):  # an empty item ("1,,2", "") is a typo: refused above
-            raise ValueError
+            raise UserError(f"{what} {text!r} holds a value that is not a finite number (e.g. {example})")
+        for v in values if check else ():
+            check(v)
         if len(values) > MAX_RANGE_POINTS:
             raise UserError(f"{len(values):,} values, more than {MAX_RANGE_POINTS:,}; give fewer")
         if len(set(values)) != len(values):

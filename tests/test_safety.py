@@ -251,6 +251,33 @@ def test_unfinished_teacher_resumes_only_with_its_own_settings(tiny_teacher_dir,
     assert json.loads((out / "teacher.json").read_text())["history"][-1]["epoch"] == 0
 
 
+STOP_SWALLOWED = """
+import os, signal, sys, time
+from rkd_edge import cli
+
+def swallowing():  # as torch's lazy sympy import did: it caught the stop, then failed with another error
+    try:
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    raise AttributeError("module 'sympy' has no attribute 'logic'")
+
+cli.app.command("swallow")(swallowing)
+cli.main(["swallow"])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_a_library_swallowed_is_still_one_interrupted_line(sig):
+    """A SIGTERM landing inside torch's lazy import was a 105-line AttributeError traceback, exit 1."""
+    proc = subprocess.run(
+        [sys.executable, "-c", STOP_SWALLOWED.replace("{sig}", sig)], capture_output=True, text=True, timeout=120
+    )
+    err = proc.stderr.strip()
+    assert proc.returncode == 130 and err.startswith("interrupted:") and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_says_what_is_kept_in_one_line(tiny_run, tmp_path, sig):
     """typer turns Ctrl-C into exit 130 inside the app: the line must still reach the user. SIGTERM (a job

@@ -56,9 +56,13 @@ INTERRUPTED = 130  # the shell's code for SIGINT; no command exits with it other
 BROKEN_PIPE = 1  # click's code for a reader that went away during a command's own writes; the same after it
 
 
-def _stop_on_sigterm(signum, frame) -> None:
-    """SIGTERM (``kill``, a job scheduler, ``timeout``) stops a command as Ctrl-C does: locks released,
-    partial work kept for the rerun to resume, one line said."""
+_STOPPED: list[int] = []  # the signals that asked this process to stop
+
+
+def _stop(signum, frame) -> None:
+    """SIGINT, and SIGTERM (``kill``, a job scheduler, ``timeout``): stop as Ctrl-C does (locks released,
+    partial work kept for the rerun to resume, one line said), remembering that a stop was asked for."""
+    _STOPPED.append(signum)
     raise KeyboardInterrupt
 
 
@@ -69,8 +73,8 @@ def _refuse_empty(args: list[str]) -> None:
     """An empty argument is a missing value (an unset shell variable), never a choice: as a path it would
     mean the current folder, so ``--out ""`` would make a run of whatever folder the user stands in."""
     for i, a in enumerate(args):
-        if a == "" or (a.startswith("--") and a.endswith("=")):
-            opt = a[:-1] if a else (args[i - 1] if i and args[i - 1].startswith("-") else "")
+        if not a.strip() or (a.startswith("--") and a.endswith("=")):  # blank (" ") is as empty
+            opt = a[:-1] if a.strip() else (args[i - 1] if i and args[i - 1].startswith("-") else "")
             before = " ".join(args[max(0, i - 2) : i])
             what = f"{opt} was given an empty value" if opt else f"the argument after {before!r} is empty"
             raise UserError(f"{what} (an unset shell variable?); give a value or leave it out")
@@ -129,7 +133,9 @@ def _usage_line(exc: click_errors.UsageError, args: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a parent that chose to ignore it is obeyed
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stop)
     args = sys.argv[1:] if argv is None else argv
     if not _writable(sys.stdout, 1):  # started with stdout closed (`>&-`): a result printed there would vanish
         _say("error: standard output is closed; redirect it to a file or /dev/null")
@@ -180,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             "or not at all: nothing was left half-written)"
         )
         sys.exit(2)
+    except Exception:
+        # A stop that lands inside a library (torch's lazy imports swallow the KeyboardInterrupt and fail
+        # later with another error) is still the stop that was asked for, not a failure of the command.
+        if not _STOPPED:
+            raise
+        code = INTERRUPTED
     if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) inside app(): the line is said here
         _say(
             "interrupted: nothing half-written is left (a training command keeps its finished stages and "

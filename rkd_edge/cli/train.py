@@ -21,9 +21,9 @@ from rkd_edge.cli.common import (
     echo_json,
     resolve,
 )
-from rkd_edge.config import parse_range
+from rkd_edge.config import parse_range, parse_snr_range
 from rkd_edge.errors import UserError
-from rkd_edge.limits import MAX_SYMBOLS, check_snr_db
+from rkd_edge.limits import MAX_SYMBOLS
 from rkd_edge.methods import METHOD_STAGES
 
 METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025, deepjscc or no-stage2.")
@@ -111,8 +111,7 @@ def evaluate(
             )
         ks = [int(v) for v in values]
     if snr is not None:
-        for v in parse_range(snr):
-            check_snr_db(v, "--snr")
+        parse_snr_range(snr, "--snr")
     if trials is not None:
         # the config's range: 1 .. 10,000 draws per point
         check_values({"evaluate.trials": trials}, {"evaluate.trials": "--trials"})

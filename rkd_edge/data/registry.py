@@ -53,7 +53,7 @@ def create_dataset(
         where = "ships with scikit-learn" if key == "digits" else "reads the folder after imagefolder:"
         raise UserError(f"{key} reads no --data-dir ({where}); leave --data-dir (data.data_dir) out")
     if channels not in (None, 1, 3):
-        raise UserError(f"channels must be 1 or 3, got {channels}")
+        raise UserError(f"data.channels (--channels) is 1 (grey) or 3 (RGB), got {channels}")
     if image_size is not None and not 4 <= image_size <= 1024:
         raise UserError(f"image size must be between 4 and 1024 pixels, got {image_size}")
     loader, flip = DATASETS[key]
