@@ -17,6 +17,8 @@ from pathlib import Path
 from rkd_edge.devices.profiles import match_profile
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+# Where a kernel without /proc/device-tree exposes the same file.
+DEVICE_TREE_MODEL_SYSFS = Path("/sys/firmware/devicetree/base/model")
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 
 # L4T major.minor -> JetPack, for the releases the profiles name (jetson-stats keeps the full table:
@@ -60,6 +62,16 @@ class Detection:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def jetson_model(root: Path = Path("/")) -> str | None:
+    """The device tree's model string (e.g. ``NVIDIA Jetson AGX Orin Developer Kit``), or None without one."""
+    for path in (DEVICE_TREE_MODEL, DEVICE_TREE_MODEL_SYSFS):
+        try:
+            return parse_device_tree_model((root / path.relative_to("/")).read_bytes())
+        except OSError:
+            continue
+    return None
 
 
 def parse_device_tree_model(raw: bytes | str) -> str:
@@ -115,10 +127,9 @@ def detect(root: Path = Path("/"), run_nvpmodel: bool = True) -> Detection:
         run_nvpmodel: Query ``nvpmodel -q`` when it is on PATH.
     """
     d = Detection(jetson=False, cpu=host_cpu(), cpu_count=os.cpu_count() or 0, machine=platform.machine())
-    model_path = root / DEVICE_TREE_MODEL.relative_to("/")
     release_path = root / NV_TEGRA_RELEASE.relative_to("/")
-    if model_path.is_file():
-        d.model = parse_device_tree_model(model_path.read_bytes())
+    if (model := jetson_model(root)) is not None:
+        d.model = model
         prof = match_profile(d.model)
         d.profile = prof.key if prof else None
         if prof is None:

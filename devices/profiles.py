@@ -79,9 +79,6 @@ class DeviceProfile:
         src = d.pop("sources")
         return {k: {"value": v, "source": src.get(k, "")} for k, v in d.items()}
 
-    def unverified_fields(self) -> list[str]:
-        return sorted(k for k, v in self.sources.items() if v.startswith("unverified"))
-
 
 # Derivation rules, by architecture: CUDA cores per SM, and (FP16, INT8) ops per tensor core per clock.
 _CORES_PER_SM = {"Ampere": 128}

@@ -216,18 +216,3 @@ def jtop_available() -> str | None:
     except ImportError:
         return "jetson-stats (jtop) is not installed (pip install jetson-stats on the Jetson)"
     return None
-
-
-def jtop_snapshot(timeout_s: float = 5.0) -> dict:
-    """One ``jtop`` stats record (CPU/GPU load, power, temperatures, nvpmodel) where jetson-stats is installed
-    and its service runs; raises RuntimeError with the reason otherwise."""
-    reason = jtop_available()
-    if reason:
-        raise RuntimeError(reason)
-    from jtop import jtop
-
-    with jtop() as j:
-        end = time.monotonic() + timeout_s
-        while j.ok() and time.monotonic() < end:
-            return dict(j.stats)
-    raise RuntimeError("jtop service did not answer; is jtop.service running?")

@@ -6,7 +6,7 @@ The API is detected by feature, not by version string:
   * ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH`` without strong typing (8.x): explicit batch, and
     the INT8 flag lets TensorRT honour the Q/DQ nodes (explicit quantization, no calibrator).
   * ``IBuilderConfig.set_memory_pool_limit`` (8.4+) or the older ``max_workspace_size``.
-Jetson Nano (Maxwell) has no fast INT8 path: INT8 is refused there.
+Jetson Nano (Maxwell) and TX2 (Pascal) have no fast INT8 path: INT8 is refused there (their profiles say so).
 """
 
 from __future__ import annotations
@@ -14,25 +14,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rkd_edge.devices.detect import jetson_model
+from rkd_edge.devices.profiles import match_profile
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path, sha256_file
 from rkd_edge.runtime.onnx_wire import check_self_contained
 
 
-def jetson_model() -> str | None:
-    """The Jetson module name from the device tree, or None off Jetson."""
-    for p in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
-        try:
-            return Path(p).read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
-        except OSError:
-            continue
-    return None
-
-
 def int8_supported(model: str | None) -> tuple[bool, str]:
-    """INT8 needs tensor cores or DP4A: refused on the Maxwell Jetson Nano (but not Orin Nano)."""
-    if model and "nano" in model.lower() and "orin" not in model.lower():
-        return False, f"{model} (Maxwell) has no fast INT8; build FP16 engines instead (--fp16)"
+    """Whether the Jetson named by device-tree ``model`` has fast INT8 (its profile's ``fast_int8``: not the
+    Maxwell Nano nor the Pascal TX2); True off Jetson and for a module no profile knows."""
+    profile = match_profile(model) if model else None
+    if profile is not None and not profile.fast_int8:
+        return False, f"{profile.name} ({profile.gpu_arch}) has no fast INT8; build FP16 engines instead (--fp16)"
     return True, ""
 
 

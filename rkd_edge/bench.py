@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +211,92 @@ def _status(backend: str, precision: str, bundle: Bundle, s: Settings) -> str | 
     return None
 
 
+@dataclass
+class _Variants:
+    """What one bench call loaded and will time: the callables per (back end, precision, batch, stage),
+    their timers and batch sizes, the runtimes per (back end, precision), and the rows of the variants
+    that cannot run (unavailable here, or failed to load or on their first call)."""
+
+    fns: dict = field(default_factory=dict)
+    timers: dict = field(default_factory=dict)
+    batch_of: dict = field(default_factory=dict)
+    runtimes: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)  # (backend, precision, batch) -> "failed: why"
+    rows: list = field(default_factory=list)
+
+    def unmeasured(self, backend: str, prec: str, status: str, batches: list[int]) -> None:
+        """Rows of a variant that was not measured (unavailable here, or failed to load)."""
+        for n in batches:
+            for stage in (st for st in STAGES if st != FUSED):
+                row = {"backend": backend, "precision": prec, "batch": n, "stage": stage, "status": status}
+                row.update({"latency_ms": None, "throughput_per_s": None, "accuracy": None, "size_mb": None})
+                self.rows.append({**row, "memory": {}})
+
+
+def _load_variants(b: Bundle, s: Settings, precisions: list[str], images: np.ndarray, k: int, seed: int) -> _Variants:
+    """Open a runtime per (back end, precision) and make each stage's timed call at each batch; a variant
+    that cannot run becomes its rows' status, not a crash. The caller closes ``runtimes``."""
+    v = _Variants()
+    for backend in s.backends:
+        for prec in precisions:
+            if status := _status(backend, prec, b, s):
+                v.unmeasured(backend, prec, status, s.batches)
+                continue
+            try:
+                rt = Runtime(str(b.root), precision=prec, backend=backend, threads=s.threads, run=s.run)
+            except UserError as exc:  # a BundleError (not a UserError) goes up: the bundle's files are at fault
+                v.unmeasured(backend, prec, f"failed: {first_sentence(exc)}", s.batches)
+                continue
+            v.runtimes[(backend, prec)] = rt
+            for n in s.batches:
+                try:
+                    feeds = _stage_feeds(rt, images, n, s, k, seed)
+                    for stage, runner in rt.loaded.items():  # the three models, and the fused graph if loaded
+
+                        def fn(r=runner, f=feeds[stage]):
+                            return r.infer(f)
+
+                        fn()  # one call first: a variant that fails is a row, not a crash
+                        key = (backend, prec, n, stage)
+                        v.fns[key], v.timers[key], v.batch_of[key] = fn, runner.timer(), n
+                    e2e = _end_to_end(rt, feeds["images"], s, k)
+                    e2e()
+                    key = (backend, prec, n, "end_to_end")
+                    v.fns[key], v.batch_of[key] = e2e, n
+                except Exception as exc:  # noqa: BLE001 - a back end's failure becomes its row's status
+                    for stage in STAGES:
+                        v.fns.pop((backend, prec, n, stage), None)
+                    v.failed[(backend, prec, n)] = f"failed: {first_sentence(exc)}"
+    return v
+
+
+def _measured_rows(v: _Variants, s: Settings, timed: dict, accuracy: dict, memory: dict) -> list[dict]:
+    """One row per (back end, precision, batch, stage) of the loaded runtimes: latency, size, accuracy, memory."""
+    rows = []
+    for (backend, prec), rt in v.runtimes.items():
+        sizes = {name: r.size_bytes() / 2**20 for name, r in rt.loaded.items()}
+        # end to end: the files a deployment loads (the fused graph in place of encoder and tx where it runs)
+        sent_by = (FUSED,) if FUSED in sizes else ("encoder", "tx")
+        sizes["end_to_end"] = sum(sizes[name] for name in (*sent_by, "rx"))
+        for n in s.batches:
+            for stage in (st for st in STAGES if st in sizes):  # no fused row where it is not loaded
+                key = (backend, prec, n, stage)
+                row = {"backend": backend, "precision": prec, "batch": n, "stage": stage}
+                if key in timed:
+                    row["status"] = "ok"
+                    row.update(_summary_to_row(timed[key]))
+                    row["p50_per_reference"] = round(timed[key]["p50_per_reference"], 4)
+                    row["timer"] = getattr(v.timers.get(key), "name", "host")
+                else:
+                    row["status"] = v.failed.get((backend, prec, n), "failed: not measured")
+                row["accuracy"] = accuracy[(backend, prec)]["accuracy"]
+                row["size_mb"] = round(sizes[stage], 4)
+                row["memory"] = memory.get((backend, prec, n), {})
+                row["providers"] = rt.providers
+                rows.append(row)
+    return rows
+
+
 def run_bench(bundle: Path, s: Settings) -> dict:
     """Measure every (back end, precision, batch, stage) of ``bundle``; returns the bench JSON."""
     b = Bundle.open(bundle)
@@ -228,131 +314,66 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     point = {"channel": s.channel, "snr_db": float(s.snr_db), "k": int(k), "trials": int(trials), "seed": cfg.seed}
     grid = Grid([s.channel], [float(s.snr_db)], [int(k)], int(trials), cfg.seed)
 
-    results: list[dict] = []
-    fns, timers, batch_of, runtimes, where = {}, {}, {}, {}, {}
-
-    def rows(backend, prec, status, **extra):
-        """Rows of a variant that was not measured (unavailable here, or failed to load)."""
-        for n in s.batches:
-            for stage in (st for st in STAGES if st != FUSED):
-                results.append(
-                    {"backend": backend, "precision": prec, "batch": n, "stage": stage, "status": status, **extra}
-                )
-                results[-1].update({"latency_ms": None, "throughput_per_s": None, "accuracy": None, "size_mb": None})
-                results[-1].setdefault("memory", {})
-
-    for backend in s.backends:
-        for prec in precisions:
-            if status := _status(backend, prec, b, s):
-                rows(backend, prec, status)
-                continue
-            try:
-                rt = Runtime(str(b.root), precision=prec, backend=backend, threads=s.threads, run=s.run)
-            except UserError as exc:  # a BundleError (not a UserError) goes up: the bundle's files are at fault
-                rows(backend, prec, f"failed: {first_sentence(exc)}")
-                continue
-            runtimes[(backend, prec)] = rt
-            for n in s.batches:
-                try:
-                    feeds = _stage_feeds(rt, splits.test.images, n, s, k, cfg.seed)
-                    for stage, runner in rt.loaded.items():  # the three models, and the fused graph if loaded
-
-                        def fn(r=runner, f=feeds[stage]):
-                            return r.infer(f)
-
-                        fn()  # one call first: a variant that fails is a row, not a crash
-                        key = (backend, prec, n, stage)
-                        fns[key], timers[key], batch_of[key] = fn, runner.timer(), n
-                    e2e = _end_to_end(rt, feeds["images"], s, k)
-                    e2e()
-                    key = (backend, prec, n, "end_to_end")
-                    fns[key], batch_of[key] = e2e, n
-                except Exception as exc:  # noqa: BLE001 - a back end's failure becomes its row's status
-                    for stage in STAGES:
-                        fns.pop((backend, prec, n, stage), None)
-                    where[(backend, prec, n)] = f"failed: {first_sentence(exc)}"
-
-    if not fns:  # every variant failed or cannot run here: say why once, not as a table of the same line
-        why = [r["status"] for r in results if r["status"].startswith("failed")] + list(where.values())
-        why = why or [r["status"] for r in results]
-        raise UserError(f"nothing could be measured: {why[0] if why else 'no variant was asked for'}")
-    timed, machine = {}, None
-    if fns:
-        progress.log(f"timing {len(fns)} variants interleaved, {s.seconds:g} s each")
+    v = _load_variants(b, s, precisions, splits.test.images, k, cfg.seed)
+    try:
+        if not v.fns:  # every variant failed or cannot run here: say why once, not as a table of the same line
+            why = [r["status"] for r in v.rows if r["status"].startswith("failed")] + list(v.failed.values())
+            why = why or [r["status"] for r in v.rows]
+            raise UserError(f"nothing could be measured: {why[0] if why else 'no variant was asked for'}")
+        progress.log(f"timing {len(v.fns)} variants interleaved, {s.seconds:g} s each")
         before = cpu_times()
         timed = interleaved(
-            fns,
-            batch_of,
+            v.fns,
+            v.batch_of,
             rounds=s.rounds,
             per_round_s=s.seconds / s.rounds,
             warmup_s=s.warmup,
-            timers=timers,
+            timers=v.timers,
             reference=True,
         )
         machine = _machine_reference(timed.pop(REFERENCE), steal_fraction(before, cpu_times()))
 
-    accuracy, memory = {}, {}
-    for (backend, prec), rt in runtimes.items():
-        try:
-            acc = evaluate_runtime(rt, splits.test, grid, cfg.codec, splits.source_dim, f"{backend}-{prec}")[0]
-            accuracy[(backend, prec)] = {
-                "accuracy": acc["accuracy"],
-                "n": acc["n"],
-                "ci": [acc["ci_low"], acc["ci_high"]],
-            }
-        except Exception as exc:  # noqa: BLE001 - recorded, the latency rows stay
-            accuracy[(backend, prec)] = {"accuracy": None, "error": first_sentence(exc)}
-        if s.memory:
-            for n in s.batches:
-                memory[(backend, prec, n)] = fresh_process_memory(b.root, backend, prec, n, s.threads, s.run)
+        accuracy, memory = {}, {}
+        for (backend, prec), rt in v.runtimes.items():
+            try:
+                acc = evaluate_runtime(rt, splits.test, grid, cfg.codec, splits.source_dim, f"{backend}-{prec}")[0]
+                accuracy[(backend, prec)] = {
+                    "accuracy": acc["accuracy"],
+                    "n": acc["n"],
+                    "ci": [acc["ci_low"], acc["ci_high"]],
+                }
+            except Exception as exc:  # noqa: BLE001 - recorded, the latency rows stay
+                accuracy[(backend, prec)] = {"accuracy": None, "error": first_sentence(exc)}
+            if s.memory:
+                for n in s.batches:
+                    memory[(backend, prec, n)] = fresh_process_memory(b.root, backend, prec, n, s.threads, s.run)
 
-    for (backend, prec), rt in runtimes.items():
-        sizes = {name: r.size_bytes() / 2**20 for name, r in rt.loaded.items()}
-        # end to end: the files a deployment loads (the fused graph in place of encoder and tx where it runs)
-        sent_by = (FUSED,) if FUSED in sizes else ("encoder", "tx")
-        sizes["end_to_end"] = sum(sizes[name] for name in (*sent_by, "rx"))
-        acc = accuracy[(backend, prec)]
-        for n in s.batches:
-            for stage in (st for st in STAGES if st in sizes):  # no fused row where it is not loaded
-                key = (backend, prec, n, stage)
-                row = {"backend": backend, "precision": prec, "batch": n, "stage": stage}
-                if key in timed:
-                    row["status"] = "ok"
-                    row.update(_summary_to_row(timed[key]))
-                    row["p50_per_reference"] = round(timed[key]["p50_per_reference"], 4)
-                    row["timer"] = getattr(timers.get(key), "name", "host")
-                else:
-                    row["status"] = where.get((backend, prec, n), "failed: not measured")
-                row["accuracy"] = acc["accuracy"]
-                row["size_mb"] = round(sizes[stage], 4)
-                row["memory"] = memory.get((backend, prec, n), {})
-                row["providers"] = rt.providers
-                results.append(row)
-
-    order = {(bk, p): i for i, (bk, p) in enumerate((bk, p) for bk in s.backends for p in precisions)}
-    results.sort(key=lambda r: (order[(r["backend"], r["precision"])], r["batch"], STAGES.index(r["stage"])))
-    out = {
-        "schema": SCHEMA,
-        "rkd_edge": __version__,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bundle": str(bundle),
-        "bundle_id": b.bundle_id,
-        "settings": {**asdict(s), "symbols": int(k), "trials": int(trials), "precisions": precisions},
-        "accuracy_point": point,
-        "accuracy": {f"{bk}/{p}": v for (bk, p), v in accuracy.items()},
-        "fingerprints": {bk: {"fingerprint": fingerprint(bk), "facts": device_facts(bk)} for bk in s.backends},
-        "environment": environment(s.threads),
-        "machine_reference": machine,
-        "results": results,
-    }
-    if s.select:
-        out["selection"] = {}
-        for backend in s.backends:
-            if any((backend, p) in runtimes for p in precisions):
-                out["selection"][backend] = select_for_device(b, backend, out, runtimes, splits, grid, cfg, s)
-    for rt in runtimes.values():
-        rt.close()
-    return out
+        results = v.rows + _measured_rows(v, s, timed, accuracy, memory)
+        order = {(bk, p): i for i, (bk, p) in enumerate((bk, p) for bk in s.backends for p in precisions)}
+        results.sort(key=lambda r: (order[(r["backend"], r["precision"])], r["batch"], STAGES.index(r["stage"])))
+        out = {
+            "schema": SCHEMA,
+            "rkd_edge": __version__,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "bundle": str(bundle),
+            "bundle_id": b.bundle_id,
+            "settings": {**asdict(s), "symbols": int(k), "trials": int(trials), "precisions": precisions},
+            "accuracy_point": point,
+            "accuracy": {f"{bk}/{p}": a for (bk, p), a in accuracy.items()},
+            "fingerprints": {bk: {"fingerprint": fingerprint(bk), "facts": device_facts(bk)} for bk in s.backends},
+            "environment": environment(s.threads),
+            "machine_reference": machine,
+            "results": results,
+        }
+        if s.select:
+            out["selection"] = {}
+            for backend in s.backends:
+                if any((backend, p) in v.runtimes for p in precisions):
+                    out["selection"][backend] = select_for_device(b, backend, out, v.runtimes, splits, grid, cfg, s)
+        return out
+    finally:  # however the bench ends (an error, Ctrl-C), the runtimes' sessions and device memory go
+        for rt in v.runtimes.values():
+            rt.close()
 
 
 # -- --select --------------------------------------------------------------------------------------------

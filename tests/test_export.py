@@ -212,12 +212,14 @@ def test_tensorrt_absent_skips_cleanly(tiny_bundle):
         pytest.skip("TensorRT is installed here: engine builds are exercised on the target device")
 
 
-def test_jetson_nano_refuses_int8():
+def test_jetsons_without_fast_int8_refuse_it():
     from rkd_edge.export.tensorrt import int8_supported
 
     assert not int8_supported("NVIDIA Jetson Nano Developer Kit")[0]
     assert int8_supported("NVIDIA Jetson Orin Nano Developer Kit")[0]
     assert int8_supported("NVIDIA Jetson AGX Xavier")[0]
+    assert not int8_supported("NVIDIA Jetson TX2 Developer Kit")[0]  # Pascal: its profile has no fast INT8
+    assert int8_supported(None)[0] and int8_supported("a workstation")[0]
 
 
 def test_existing_bundle_not_overwritten(tiny_run, tiny_bundle):

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides
 
 
 def test_report_has_required_fields(tiny_run):
@@ -76,6 +76,7 @@ def test_stage2_rerun_needs_only_what_stage1_trained(tiny_run, tiny_teacher_dir,
     state = torch.load(ck, weights_only=True)
     state["model"] = {n: v for n, v in state["model"].items() if not n.startswith("codec.")}
     torch.save(state, ck)
+    restamp_checkpoint(run, "stage1")  # as a run whose stage 1 saved no codec would hold (a swap is refused)
     args = ["-q", "pipeline", "--out", str(run), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
     run_cli(*args, check=True)
     redone = torch.load(run / "checkpoints" / "stage2.pt", weights_only=True)["model"]
@@ -88,6 +89,7 @@ def test_stage2_rerun_needs_only_what_stage1_trained(tiny_run, tiny_teacher_dir,
         (run / p).unlink()
     state["model"] = {n: v for n, v in state["model"].items() if not n.startswith("encoder.cells.0")}
     torch.save(state, ck)
+    restamp_checkpoint(run, "stage1")
     proc = run_cli(*args)
     assert proc.returncode == 2 and "rerun stage stage1" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -71,8 +71,8 @@ def test_ort_runner_metadata_matches_manifest_and_infers(tiny_bundle):
     x = np.zeros((2, *r.inputs[0].shape[1:]), np.float32)
     out = r.infer({"image": x})
     assert list(out) == ["features"] and out["features"].shape[0] == 2 and out["features"].dtype == np.float32
-    with pytest.raises(BundleError, match="takes inputs"):
-        r.check_feeds({"images": x})
+    with pytest.raises(BundleError, match="takes inputs"):  # ONNX Runtime's own refusal was a ValueError
+        r.infer({"images": x})
 
 
 @pytest.mark.skipif(_ort_has("CUDAExecutionProvider"), reason="CUDA EP present: the refusal is not reachable")

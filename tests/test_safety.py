@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from rkd_edge.io import COMMIT_LIST, FILE_SET_TAG, FileSet, finish_file_sets
-from rkd_edge.outputs import EVALUATION_ENTRIES
+from rkd_edge.outputs import EVALUATION_ENTRIES, foreign_entries
 from rkd_edge.runtime import BundleError, Runtime
 from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
 
@@ -406,11 +406,21 @@ def test_a_run_made_at_out_while_the_pipeline_loads_its_data_is_checked_again(tm
     assert not (tmp_path / ".run.lock").exists()
 
 
+def test_evaluate_run_writes_beside_the_report_not_over_its_files(run_copy):
+    """evaluate RUN replaced the CSV and PNGs that report.md shows and quotes, leaving the report stale: it
+    writes RUN/evaluation now, as evaluate BUNDLE writes BUNDLE/evaluation."""
+    own = {n: (run_copy / n).read_bytes() for n in ("evaluation.csv", "accuracy_vs_snr.png", "report.md")}
+    run_cli("-q", "evaluate", str(run_copy), "--snr", "0", "--channel", "awgn", "--trials", "1", check=True)
+    assert {n: (run_copy / n).read_bytes() for n in own} == own
+    assert "0.0" in (run_copy / "evaluation" / "evaluation.csv").read_text()
+    assert not foreign_entries(run_copy, "run")  # the run stays the toolkit's: resumable, replaceable
+
+
 def test_a_locked_run_is_not_written_by_a_second_process(run_copy):
     from rkd_edge.io import OutputLock
 
     with OutputLock(run_copy):  # as a running pipeline holds it
-        proc = run_cli("-q", "evaluate", str(run_copy))
+        proc = run_cli("-q", "evaluate", str(run_copy), "--out", str(run_copy))  # its own evaluation, in place
     one_line_exit_2(proc, "another rkd-edge process")
 
 

@@ -89,7 +89,7 @@ def evaluate(
     snr: str = typer.Option(None, "--snr", help="SNR range in dB, start:stop:step or a,b,c."),
     symbols: str = typer.Option(None, "--symbols", help="Comma list of k (complex symbols)."),
     trials: int = typer.Option(None, "--trials", help="Noise draws per point."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder for the files (default: TARGET)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for the files (default: TARGET/evaluation)."),
     device: str = RUN_DEVICE,
 ):
     """Accuracy against SNR with 95 % intervals (CSV, JSON, PNG), for a run or a bundle."""
@@ -126,7 +126,8 @@ def evaluate(
     elif target.is_dir():
         from rkd_edge.evaluate.run import evaluate_run
 
-        summary = evaluate_run(target, channels, snr, ks, trials, out)
+        # RUN/evaluation, as BUNDLE/evaluation: the run's own files are its evaluate stage's, which its report shows
+        summary = evaluate_run(target, channels, snr, ks, trials, out if out is not None else target / "evaluation")
     else:
         raise UserError(f"{target} is neither a run directory nor a bundle")
     echo_json({k: v for k, v in summary.items() if k != "rows"})

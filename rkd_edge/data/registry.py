@@ -86,7 +86,7 @@ def create_dataset(
         source=raw.source,
         transform=transform,
         notes={
-            "native_shape": list(raw.images.shape[1:]),
+            "loaded_shape": list(raw.images.shape[1:]),  # H x W x C as read (imagefolder: squares, RGB)
             "official_test_split": raw.test_start is not None,
             **raw.notes,
         },

@@ -34,6 +34,9 @@ FIELDS = [
     "ci_high",
     "n",
     "trials",
+    # The channel type the codec was told: the channel's own, except on the noiseless row (identity channel,
+    # the codec told a type it was trained on, and snr_db the SNR it was told, not a channel's).
+    "told_channel",
 ]
 
 
@@ -43,8 +46,9 @@ def describe(name: str, cc: CodecConfig) -> dict:
     return {"channel": name, "mode": d.get("mode", "-"), "csi": d.get("csi", "-")}
 
 
-def make_row(method, name, cc, snr, k, source_dim, per_image: np.ndarray, trials) -> dict:
-    """One result row; ``per_image: [N] float64`` is each image's accuracy over the ``trials``."""
+def make_row(method, name, cc, snr, k, source_dim, per_image: np.ndarray, trials, told: str | None = None) -> dict:
+    """One result row; ``per_image: [N] float64`` is each image's accuracy over the ``trials``; ``told`` the
+    channel type the codec was conditioned on (default ``name``)."""
     lo, hi = interval(per_image, trials)
     n = len(per_image)
     correct = float(per_image.sum())
@@ -60,6 +64,7 @@ def make_row(method, name, cc, snr, k, source_dim, per_image: np.ndarray, trials
         "ci_high": round(hi, 6),
         "n": n,  # images (the independent samples); each seen `trials` times
         "trials": trials,
+        "told_channel": told or name,
     }
 
 
@@ -112,7 +117,7 @@ def sweep(feats: list, link, grid: Grid, cc: CodecConfig, source_dim: int, metho
                         trial = [np.asarray(link(f, float(snr), k, grid.told or name, ch, g) == y) for f, y in feats]
                         hits = hits + np.concatenate(trial).astype(np.float64)
                     per_image = hits / grid.trials
-                    rows.append(make_row(method, name, cc, snr, k, source_dim, per_image, grid.trials))
+                    rows.append(make_row(method, name, cc, snr, k, source_dim, per_image, grid.trials, grid.told))
                     bar.advance()
     return rows
 

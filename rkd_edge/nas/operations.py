@@ -126,7 +126,6 @@ OPS: dict[str, OpBuilder] = {
     "inv_res_5x5": lambda c, s, a: InvertedResidual(c, 5, s, 3, a),
 }
 PRIMITIVES = list(OPS)
-PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
 
 
 def build_op(name: str, c: int, stride: int, affine: bool = True) -> nn.Module:

@@ -35,6 +35,3 @@ def create_encoder(
     if path.suffix == ".json" or path.exists():
         return StudentEncoder(Genotype.load(path))
     raise UserError(f"unknown encoder {spec!r}; give a genotype.json or 'resnet-like'")
-
-
-ENCODERS = ("genotype:PATH", "resnet-like")

@@ -119,7 +119,7 @@ class Runner(ABC):
         self.close()
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """Refuse feeds whose names differ from the model's inputs (one line naming both)."""
-        want = [m.name for m in self.inputs]
-        if sorted(feeds) != sorted(want):
-            raise BundleError(f"{self.model} takes inputs {want}, got {sorted(feeds)}")
+        """Refuse feeds whose names differ from the model's inputs (one line naming both); every back end's
+        :meth:`infer` starts with it (ONNX Runtime's own refusal is a ValueError, a dict lookup a KeyError)."""
+        if feeds.keys() != {m.name for m in self.inputs}:
+            raise BundleError(f"{self.model} takes inputs {[m.name for m in self.inputs]}, got {sorted(feeds)}")

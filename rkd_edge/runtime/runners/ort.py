@@ -182,6 +182,7 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.session is None:
             raise BundleError(f"{self.model}: load() the runner before infer()")
+        self.check_feeds(feeds)
         try:
             values = self.session.run(None, feeds)
         except Exception as exc:  # ONNX Runtime's own errors: one line, not a traceback from deep in a session

@@ -127,6 +127,7 @@ class TensorRTRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.context is None:
             raise BundleError(f"{self.model}: load() the runner before infer()")
+        self.check_feeds(feeds)
         cuda = self.cuda
         dev, host_out = {}, {}
         for m in self.inputs:

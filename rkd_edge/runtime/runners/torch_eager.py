@@ -160,6 +160,7 @@ class TorchRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.module is None:
             raise BundleError(f"{self.model}: load() the runner before infer()")
+        self.check_feeds(feeds)
         torch = self._torch
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]
         with torch.inference_mode():
