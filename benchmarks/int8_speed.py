@@ -30,7 +30,9 @@ def _load() -> dict:
 
 def speed(bundle: Path, threads: int, seconds: float) -> dict:
     """Ratios of one thread setting: per model at batch 1 and 32, and encoder + tx at batch 32."""
-    from rkd_edge.export.int8 import measure_end_to_end, measure_ratios
+    from int8_profile import measure_end_to_end
+
+    from rkd_edge.export.int8 import measure_ratios
 
     r = measure_ratios(bundle, ("int8", "int8-cpu"), threads=threads, seconds=seconds)
     forms = {m: ("int8-cpu" if "int8-cpu" in v["candidates"] else "int8") for m, v in r.items()}
@@ -138,7 +140,7 @@ def main() -> None:
 
 
 def width_sweep() -> None:
-    from rkd_edge.export.int8 import conv_width_sweep
+    from int8_profile import conv_width_sweep
 
     load = _load()
     rows = conv_width_sweep()
@@ -162,7 +164,9 @@ def width_sweep() -> None:
 
 def profile(bundle: Path) -> None:
     """Per-node ONNX Runtime profile of the encoder, FP32 against each INT8 form, batch 32 and 1, 1 thread."""
-    from rkd_edge.export.int8 import by_conv_kind, conv_kinds, profile_nodes, session
+    from int8_profile import by_conv_kind, conv_kinds, profile_nodes
+
+    from rkd_edge.export.int8 import session
 
     mdir = bundle / "models"
     out, rows, kind_rows = {}, [], []
@@ -239,8 +243,10 @@ def recipes(bundle: Path, seconds: float) -> None:
     accuracy is int8_accuracy.py's job)."""
     import tempfile
 
+    from int8_profile import slower_nodes
+
     from rkd_edge.devices.latency import interleaved
-    from rkd_edge.export.int8 import session, slower_nodes
+    from rkd_edge.export.int8 import session
     from rkd_edge.export.quantize import Recipe, qdq_summary, quantize_model, with_exclusions
 
     ops = ("Add", "Concat", "MaxPool", "Relu")

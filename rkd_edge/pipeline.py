@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from rkd_edge import env, progress
+from rkd_edge.checkpoints import load_checkpoint, save_checkpoint
 from rkd_edge.codec.cat import CATCodec
 from rkd_edge.config import RunConfig, validate
 from rkd_edge.distill import ddp
-from rkd_edge.distill.loop import load_checkpoint, save_checkpoint
 from rkd_edge.distill.stages import run_stage
 from rkd_edge.distill.stages import validate as clean_accuracy
 from rkd_edge.errors import UserError

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from rkd_edge import env, progress
+from rkd_edge.checkpoints import save_checkpoint
 from rkd_edge.config import RANGES
-from rkd_edge.distill.loop import save_checkpoint
 from rkd_edge.distill.stages import run_stage, validate
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from rkd_edge.channel_ids import CHANNEL_CAPACITY, CHANNEL_IDS, same_ids
+from rkd_edge.checkpoints import load_checkpoint
 from rkd_edge.codec import create_codec
 from rkd_edge.config import RunConfig, read_config
 from rkd_edge.data import DataSplits, create_dataset
-from rkd_edge.distill.loop import load_checkpoint
 from rkd_edge.errors import UserError, short_repr
 from rkd_edge.io import read_json, sha256_file, special_entry, write_json
 from rkd_edge.limits import MAX_PARAMS

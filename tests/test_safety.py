@@ -629,7 +629,8 @@ def test_prune_leaves_a_users_files_with_the_source(run_copy, tmp_path):
 def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp_path):
     import torch
 
-    from rkd_edge.distill.loop import fit, load_checkpoint
+    from rkd_edge.checkpoints import load_checkpoint
+    from rkd_edge.distill.loop import fit
     from rkd_edge.errors import UserError
 
     model = torch.nn.Linear(2, 2)

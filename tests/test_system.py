@@ -413,7 +413,7 @@ def test_resumed_optimizer_keeps_its_own_step_mode():
 def test_equal_weights_save_to_equal_bytes(tmp_path):
     """Checkpoints are written through a temporary file; the bytes must not carry its random name, so a
     teacher retrained to the same weights keeps the same identity (its hash) and its cached outputs."""
-    from rkd_edge.distill.loop import save_checkpoint
+    from rkd_edge.checkpoints import save_checkpoint
 
     state = make_system().state_dict()
     (tmp_path / "b").mkdir()

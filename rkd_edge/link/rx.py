@@ -36,6 +36,7 @@ from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
 from rkd_edge.outputs import check_new_outputs
+from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import channel_kwargs
 from rkd_edge.runtime.channel import NAMES as CHANNEL_NAMES
 from rkd_edge.runtime.channel import NumpyChannel
@@ -472,8 +473,6 @@ def run_rx(
     )
     check_threads(threads)
     check_new_outputs({"--summary": summary_path, "--out": out})
-    from rkd_edge.runtime import Runtime
-
     rt = Runtime(str(bundle), precision=precision, threads=threads)
     rx = Receiver(rt, sys.stdout, channel, snr_db, seed, count, batch, reassembly_timeout_s, max_age_ms)
     with contextlib.ExitStack() as files:

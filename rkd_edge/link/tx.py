@@ -13,6 +13,7 @@ import contextlib
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import ReceiverStalledError, Sender, SendStoppedError, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
 from rkd_edge.outputs import check_new_outputs
+from rkd_edge.runtime import Runtime
 
 MIN_RATE = 1 / MAX_SECONDS  # frames per second: one a day
 
@@ -69,6 +71,52 @@ def check_options(
 
 RECEIVER_CLOSED = "receiver closed the connection"
 RECEIVER_STALLED = "receiver stopped reading"
+
+
+@dataclass
+class _Sent:
+    """What has gone out so far: kept however the sending ends (a signal, a receiver gone, a bad image).
+
+    Attributes:
+        latency: Per frame, ms from the batch's start (image read) to its frame handed to the socket.
+        first: ``perf_counter`` at the first batch's start; ``last``: when the last frame went out.
+    """
+
+    latency: Window = field(default_factory=Window)
+    frames: int = 0
+    labelled: int = 0
+    first: float | None = None
+    last: float | None = None
+
+
+def _send_frames(rt, images, sender: Sender, stop: StopOnSignal, out: _Sent, encode: dict, k: int, batch: int,
+                 count: int | None, rate: float) -> str:  # fmt: skip
+    """Encode ``batch`` images per model call and send one frame each until ``count``, the source's end or a
+    signal, at most ``rate`` frames per second; returns why it stopped. ``encode``: the frame fields every
+    frame carries (bundle id, SNR, channel type, payload dtype)."""
+    while True:
+        if stop:
+            return stop.signal
+        take = batch if count is None else min(batch, count - out.frames)
+        if take <= 0:
+            return "count"
+        chunk = [item for _, item in zip(range(take), images, strict=False)]
+        if not chunk:
+            return stop.signal or "end of source"  # a signal also ends a source waiting on stdin
+        t0, ts = time.perf_counter(), time.time_ns()
+        out.first = out.first if out.first is not None else t0
+        sym, _ = rt.send(np.stack([im for im, _ in chunk]), encode["snr_db"], k, encode["channel"])
+        for i, (_, label) in enumerate(chunk):
+            frame = encode_frame(frame_id=out.frames, timestamp_ns=ts, symbols=sym[i, :k], label=label, **encode)
+            sender.send(frame, out.frames)
+            out.last = time.perf_counter()
+            out.latency.add((out.last - t0) * 1e3)
+            out.frames += 1
+            out.labelled += label is not None
+        if rate > 0:
+            wait_until = out.first + out.frames / rate
+            while not stop and (now := time.perf_counter()) < wait_until:
+                time.sleep(min(0.2, wait_until - now))
 
 
 def run_tx(
@@ -117,8 +165,6 @@ def run_tx(
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu, threads, send_timeout_s)
     check_new_outputs({"--summary": summary_path})
-    from rkd_edge.runtime import Runtime
-
     rt = Runtime(str(bundle), precision=precision, threads=threads)
     bundle_id = rt.bundle.bundle_id
     k = rt.max_symbols if k is None else k
@@ -138,9 +184,8 @@ def run_tx(
         "dtype": dtype,
         "batch": batch,
     }
-    latency = Window()
-    sent = labelled = 0
-    stopped_by, first, last, sender, failure = "end of source", None, None, None, None
+    out = _Sent()
+    stopped_by, sender, failure = "end of source", None, None
     with contextlib.ExitStack() as files, StopOnSignal() as stop:
         summary_file = files.enter_context(new_file(summary_path, "--summary")) if summary_path else None
         try:  # a second Ctrl-C while the source opens or the connection is made also ends here
@@ -155,41 +200,8 @@ def run_tx(
                     file=sys.stderr,
                     flush=True,
                 )
-            while True:
-                if stop:
-                    stopped_by = stop.signal
-                    break
-                take = batch if count is None else min(batch, count - sent)
-                if take <= 0:
-                    stopped_by = "count"
-                    break
-                chunk = [item for _, item in zip(range(take), images, strict=False)]
-                if not chunk:
-                    stopped_by = stop.signal or "end of source"  # a signal also ends a source waiting on stdin
-                    break
-                t0, ts = time.perf_counter(), time.time_ns()
-                first = first if first is not None else t0
-                sym, _ = rt.send(np.stack([im for im, _ in chunk]), snr_db, k, channel)
-                for i, (_, label) in enumerate(chunk):
-                    frame = encode_frame(
-                        frame_id=sent,
-                        timestamp_ns=ts,
-                        bundle_id=bundle_id,
-                        snr_db=snr_db,
-                        channel=channel,
-                        symbols=sym[i, :k],
-                        dtype=dtype,
-                        label=label,
-                    )
-                    sender.send(frame, sent)
-                    last = time.perf_counter()
-                    latency.add((last - t0) * 1e3)
-                    sent += 1
-                    labelled += label is not None
-                if rate > 0:
-                    wait_until = first + sent / rate
-                    while not stop and (now := time.perf_counter()) < wait_until:
-                        time.sleep(min(0.2, wait_until - now))
+            encode = {"bundle_id": bundle_id, "snr_db": snr_db, "channel": channel, "dtype": dtype}
+            stopped_by = _send_frames(rt, images, sender, stop, out, encode, k, batch, count, rate)
         except ForcedStopError as exc:
             stopped_by = f"{exc} (second signal)"
         except SendStoppedError as exc:
@@ -199,22 +211,23 @@ def run_tx(
         except (BrokenPipeError, ConnectionResetError) as exc:
             stopped_by = f"{RECEIVER_CLOSED} ({exc.strerror or exc})"
         except UserError as exc:  # an unreadable image mid-stream: what was sent before it is still reported
-            if not sent:
+            if not out.frames:
                 raise
             failure, stopped_by = exc, f"error: {exc}"
         finally:
             if sender is not None:
                 sender.close()
-        elapsed = (last - first) if sent and last is not None else 0.0
+        sent = out.frames
+        elapsed = (out.last - out.first) if sent and out.last is not None else 0.0
         summary.update(
             frames_sent=sent,
-            labelled=labelled,
+            labelled=out.labelled,
             datagrams=sender.datagrams if sender else 0,
             bytes=sender.bytes if sender else 0,
             send_errors=sender.send_errors if sender else 0,
             elapsed_s=round(elapsed, 6),
             throughput_fps=round(sent / elapsed, 3) if elapsed > 0 else None,
-            latency_ms=latency.summary(),
+            latency_ms=out.latency.summary(),
             stopped_by=stopped_by,
             torch_imported="torch" in sys.modules,
         )

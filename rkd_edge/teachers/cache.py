@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from rkd_edge import progress
+from rkd_edge.checkpoints import read_plain, save_checkpoint
 from rkd_edge.data import Split
-from rkd_edge.distill.loop import read_plain, save_checkpoint
 from rkd_edge.env import eval_batch_size
 from rkd_edge.teachers.base import Teacher
 

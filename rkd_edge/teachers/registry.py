@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rkd_edge.distill.loop import read_plain
+from rkd_edge.checkpoints import read_plain
 from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import read_json, sha256_file
 from rkd_edge.teachers.base import Teacher

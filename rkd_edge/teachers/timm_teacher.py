@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from rkd_edge.distill.loop import looks_like_weights
+from rkd_edge.checkpoints import looks_like_weights
 from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.io import sha256_file
 from rkd_edge.teachers.base import Teacher

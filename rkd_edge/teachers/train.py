@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from rkd_edge import env
+from rkd_edge.checkpoints import save_checkpoint
 from rkd_edge.config import RunConfig, augmenting
 from rkd_edge.data import DataSplits
 from rkd_edge.distill import ddp
 from rkd_edge.distill.graphs import graphed, use_graphs
-from rkd_edge.distill.loop import autocast, fit, make_optimizer, save_checkpoint
+from rkd_edge.distill.loop import autocast, fit, make_optimizer
 from rkd_edge.io import write_json
 from rkd_edge.teachers.base import accuracy, count_params
 from rkd_edge.teachers.registry import create_teacher
