@@ -36,6 +36,9 @@ class PlainTransformerCodec(nn.Module):
         return nn.functional.pad(f, (0, pad)).view(f.shape[0], self.max_symbols, 2)
 
     def tx(self, f, snr_db, k, channel):
+        """``f: [B, D] float32`` features -> ``(x: [B, K, 2] float32 I/Q, unit power over the active symbols;
+        mask: [B, K] float32)``; ``snr_db: [B] dB``, ``k: [B] int64``, ``channel: [B] int64`` as
+        :meth:`~rkd_edge.codec.cat.CATCodec.tx` (unused here)."""
         mask = length_mask(k, self.max_symbols)
         t = self.tx_in(self._pairs(f)) + self.tx_pos
         for blk in self.tx_blocks:
@@ -43,6 +46,8 @@ class PlainTransformerCodec(nn.Module):
         return self.power(self.tx_out(t), mask), mask
 
     def rx(self, y, mask, snr_db, channel, csi=None):
+        """``y: [B, K, 2] float32`` received I/Q, ``mask: [B, K]`` -> ``f_hat: [B, D] float32``; the
+        conditioning inputs as :meth:`~rkd_edge.codec.cat.CATCodec.rx` (unused here)."""
         t = self.rx_in(y) + self.rx_pos
         for blk in self.rx_blocks:
             t = blk(t, None, mask)
@@ -65,10 +70,15 @@ class DirectCodec(nn.Module):
         self.register_buffer("scale", torch.tensor(math.sqrt(2.0)))
 
     def tx(self, f, snr_db, k, channel):
+        """``f: [B, D] float32`` features -> ``(x: [B, K, 2] float32 I/Q, unit power over the active symbols;
+        mask: [B, K] float32)``; ``snr_db: [B] dB``, ``k: [B] int64``, ``channel: [B] int64`` as
+        :meth:`~rkd_edge.codec.cat.CATCodec.tx` (unused here)."""
         mask = length_mask(k, self.max_symbols)
         pad = 2 * self.max_symbols - f.shape[-1]
         x = nn.functional.pad(f, (0, pad)).view(f.shape[0], self.max_symbols, 2)
         return self.power(x, mask), mask
 
     def rx(self, y, mask, snr_db, channel, csi=None):
+        """``y: [B, K, 2] float32`` received I/Q, ``mask: [B, K]`` -> ``f_hat: [B, D] float32``; the
+        conditioning inputs as :meth:`~rkd_edge.codec.cat.CATCodec.rx` (unused here)."""
         return (y * self.scale).reshape(y.shape[0], -1)[:, : self.feature_dim]

@@ -82,7 +82,9 @@ class Runner(ABC):
 
     @abstractmethod
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once: input name -> array, output name -> array (host memory, synchronous)."""
+        """Run once: input name -> array, output name -> array (host memory, synchronous). The names are the
+        model's (:data:`rkd_edge.runtime.bundle.INTERFACE`, e.g. ``image: [B, C, H, W] float32`` normalised,
+        ``symbols: [B, K, 2] float32`` I/Q); other names are refused (:meth:`check_feeds`)."""
 
     def close(self) -> None:  # noqa: B027 - optional: back ends with nothing to release keep it
         """Release sessions, engines and device memory."""
