@@ -735,21 +735,28 @@ def test_rx_outputs_are_created_exclusively_and_a_killed_rx_leaves_its_lines_in_
     assert e.value.code == 2 and len(err) == 1 and "o.jsonl.partial exists" in err[0], err
 
 
+def _three_frames_once_idle(bundle: Path, port: int) -> subprocess.CompletedProcess:
+    """``tx`` of three random frames over TCP to the rx on ``port``, once the connections that hold all its
+    places have been idle long enough to make room for one."""
+    from rkd_edge.link.rx import EVICT_IDLE_S
+
+    time.sleep(EVICT_IDLE_S + 1)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
+    return subprocess.run(
+        [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
+        input=frames, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_idle_connections_do_not_lock_senders_out_and_a_closed_link_is_one_line(bundle, tmp_path):
-    from rkd_edge.link.rx import EVICT_IDLE_S, MAX_CONNECTIONS
+    from rkd_edge.link.rx import MAX_CONNECTIONS
 
     port = free_port(socket.SOCK_STREAM)
     rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "3", "--idle-timeout", "60")
     wait_listening(rx)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS + 5)]
     try:
-        time.sleep(EVICT_IDLE_S + 1)
-        frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
-        tx = subprocess.run(
-            [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}",
-             "--snr-db", "5"],
-            input=frames, capture_output=True, timeout=120,
-        )  # fmt: skip
+        tx = _three_frames_once_idle(bundle, port)
         _, rx_err = rx.communicate(timeout=120)
     finally:
         for c in idle:
@@ -789,7 +796,7 @@ def test_dripping_connections_neither_lock_senders_out_nor_keep_rx_alive(bundle)
     and --idle-timeout counts whole frames, not bytes."""
     import threading
 
-    from rkd_edge.link.rx import EVICT_IDLE_S, MAX_CONNECTIONS
+    from rkd_edge.link.rx import MAX_CONNECTIONS
 
     port = free_port(socket.SOCK_STREAM)
     rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "3", "--idle-timeout", "60")
@@ -799,12 +806,7 @@ def test_dripping_connections_neither_lock_senders_out_nor_keep_rx_alive(bundle)
     drip = threading.Thread(target=_drip, args=(socks, stop), daemon=True)
     drip.start()
     try:
-        time.sleep(EVICT_IDLE_S + 1)
-        frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
-        tx = subprocess.run(
-            [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
-            input=frames, capture_output=True, timeout=120,
-        )  # fmt: skip
+        tx = _three_frames_once_idle(bundle, port)
         _, rx_err = rx.communicate(timeout=120)
         assert tx.returncode == 0 and rx.returncode == 0, tx.stderr.decode() + rx_err
         assert summary_of(rx_err, "rx")["counters"]["decoded"] == 3
@@ -830,7 +832,7 @@ def test_senders_of_only_refused_frames_do_not_lock_real_senders_out(bundle):
     for a real one (and closing one of them while its bytes wait in the same select batch is not fatal)."""
     import threading
 
-    from rkd_edge.link.rx import EVICT_IDLE_S, MAX_CONNECTIONS
+    from rkd_edge.link.rx import MAX_CONNECTIONS
 
     bad = frame_bytes()[:-4] + b"\0\0\0\0"
     port = free_port(socket.SOCK_STREAM)
@@ -847,12 +849,7 @@ def test_senders_of_only_refused_frames_do_not_lock_real_senders_out(bundle):
 
     threading.Thread(target=garbage, daemon=True).start()
     try:
-        time.sleep(EVICT_IDLE_S + 1)
-        frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8).tobytes()
-        tx = subprocess.run(
-            [sys.executable, "-c", CLI, "tx", str(bundle), "-", "--tcp", "--to", f"127.0.0.1:{port}", "--snr-db", "5"],
-            input=frames, capture_output=True, timeout=120,
-        )  # fmt: skip
+        tx = _three_frames_once_idle(bundle, port)
         _, rx_err = rx.communicate(timeout=120)
     finally:
         stop.set()
