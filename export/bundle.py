@@ -6,6 +6,7 @@ failed export leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -89,7 +90,9 @@ def export_bundle(
     mcfg = method_config(cfg)
     splits = load_splits(mcfg)
     system = system.cpu().eval()
-    with OutputLock(out), staged_dir(out, replace) as work:
+    # Replacing a bundle waits for no evaluation of it: one running now is refused (its lock), not overtaken.
+    evaluation = OutputLock(out / "evaluation") if replace else contextlib.nullcontext()
+    with OutputLock(out), evaluation, staged_dir(out, replace) as work:
         calib = (calibration, calib_samples, calib_min)
         # The source run as seen from the bundle's folder (the PyTorch reference finds it there).
         source = Path(os.path.relpath(run.resolve(), out.resolve().parent)).as_posix()

@@ -353,7 +353,11 @@ def finish_file_sets(folder: Path, names: frozenset[str]) -> None:
     renames (the new set whole); a staging folder without a readable commit list is removed (the old set
     whole). One listing another name is left alone: not a set of this kind. The caller holds the lock."""
     for staging in Path(folder).glob(STAGING_PREFIX + "*"):
-        if staging.is_symlink() or not staging.is_dir() or not (staging / FILE_SET_TAG).is_file():
+        if staging.is_symlink() or not staging.is_dir():
+            continue
+        if not (staging / FILE_SET_TAG).is_file():  # a user's own folder of that name, or one killed before
+            with contextlib.suppress(OSError):  # its tag: only an empty one goes
+                staging.rmdir()
             continue
         listed = _commit_list(staging)
         if listed is not None and not set(listed) <= names:
@@ -483,8 +487,9 @@ class OutputLock:
             return
         if self._fd is not None:
             OutputLock._held.pop(self.path.resolve(), None)
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            with contextlib.suppress(FileNotFoundError):  # the file it locked: a later holder's stays
+                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                    self.path.unlink()
             os.close(self._fd)
             self._fd = None
 

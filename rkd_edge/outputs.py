@@ -79,8 +79,10 @@ def _file_set_staging(path: Path, allowed: frozenset) -> bool:
     """Whether ``path`` is what a killed :class:`~rkd_edge.io.FileSet` leaves: its tag, maybe its commit
     list, and plain files named as the folder's own entries (or their atomic-write temporaries). The next
     writer of that set finishes or removes it (:func:`rkd_edge.io.finish_file_sets`)."""
-    if path.is_symlink() or not path.is_dir() or not (path / FILE_SET_TAG).is_file():
+    if path.is_symlink() or not path.is_dir():
         return False
+    if not (path / FILE_SET_TAG).is_file():  # killed between making the folder and tagging it: empty
+        return not any(path.iterdir())
     own = allowed | {MARKER, FILE_SET_TAG, COMMIT_LIST, COMMIT_LIST + ".tmp"}
     for entry in path.iterdir():
         m = _NAMED_AFTER.fullmatch(entry.name)
@@ -159,11 +161,23 @@ def _bundle_evaluation_file(bundle: Path, rel: str) -> bool:
     return len(parts) == 2 and name in allowed or _tool_hidden(folder, name, allowed)
 
 
+def evaluation_leftovers(path: Path) -> bool:
+    """Whether ``path`` holds only what an evaluation killed before its marker was written leaves there (its
+    staging folder, temporaries, lock): still free for the next evaluation, and the toolkit's."""
+    leftovers = EVALUATION_ENTRIES | {MARKER}
+    return (
+        path.is_dir() and not path.is_symlink() and all(_tool_hidden(path, p.name, leftovers) for p in path.iterdir())
+    )
+
+
 def _nested_artefact(path: Path) -> bool:
-    """Whether ``path`` is an evaluation or bundle that rkd-edge wrote inside a run (``evaluate RUN --out
-    RUN/eval``, ``export RUN --out RUN/bundle``) holding nothing else: the run stays the toolkit's."""
-    if path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
+    """Whether ``path`` is an evaluation or bundle that rkd-edge wrote inside a run (``evaluate RUN`` into
+    RUN/evaluation, ``export RUN --out RUN/bundle``) holding nothing else, or what a killed evaluation left
+    there: the run stays the toolkit's."""
+    if path.is_symlink() or not path.is_dir():
         return False
+    if not (path / MARKER).is_file():
+        return evaluation_leftovers(path)
     kind = kind_of(path)
     return kind in ("evaluation", "bundle") and not foreign_entries(path, kind)
 
@@ -219,9 +233,7 @@ def check_output(
         raise UserError(f"{out} is a symbolic link; give the real folder as --out")
     if not any(out.iterdir()):
         return False
-    # what an evaluation killed before its marker was written leaves (its staging folder): still free
-    leftovers = EVALUATION_ENTRIES | {MARKER}
-    if kind == "evaluation" and all(_tool_hidden(out, p.name, leftovers) for p in out.iterdir()):
+    if kind == "evaluation" and evaluation_leftovers(out):  # an evaluation killed before its marker: free
         return False
     for src in sources:
         if _inside(Path(src), out):
@@ -244,9 +256,10 @@ def check_output(
             ) from None
     extra = foreign_entries(out, kind)
     if extra:
+        verb = "resume into" if action == RESUMES else "replace"
         raise UserError(
-            f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); refusing to replace it, "
-            "choose another --out"
+            f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); refusing to {verb} it: move them "
+            "out, or choose another --out"
         )
     # rkd-edge writes neither links nor special files: one inside would lead a resumed run's writes (or a
     # reader) out of the folder, into someone else's files.
@@ -258,6 +271,9 @@ def check_output(
     return True
 
 
+RESUMES = "rkd-edge resumes"  # check_output's action for a folder written in place
+
+
 def check_resumable(out: Path, kind: str = "run") -> bool:
     """Whether ``out`` may be created or resumed as a ``kind`` folder written in place (a training run).
 
@@ -267,7 +283,7 @@ def check_resumable(out: Path, kind: str = "run") -> bool:
     Raises:
         UserError: ``out`` is a file, or a folder holding anything else.
     """
-    return check_output(Path(out), kind, force=True, action="rkd-edge resumes")
+    return check_output(Path(out), kind, force=True, action=RESUMES)
 
 
 def refuse_inside_bundle(path: str | Path, option: str) -> None:

@@ -120,6 +120,9 @@ class Pipeline:
             raise UserError(f"--from {source} is not an rkd-edge run folder; give a run made by rkd-edge pipeline")
         if src.root.resolve() == self.out.resolve():
             raise UserError("--from names the run itself; to resume a run, leave --from out")
+        if src.system.is_file() and src.load_spec()["encoder"].get("pruned"):
+            # its stage-2 weights fit only its pruned encoder, and prune kept no stage-1 checkpoint
+            raise UserError(f"--from {source} is a pruned run; start from the run it was pruned from")
         stages, differs = reusable_stages(cfg, src.load_config())
         stages = [s for s in stages if src.done(s) is not None]
         if not stages:

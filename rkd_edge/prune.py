@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rkd_edge import env, progress
+from rkd_edge import env, progress, stops
 from rkd_edge.checkpoints import save_checkpoint
 from rkd_edge.config import RANGES
 from rkd_edge.distill.stages import run_stage, validate
@@ -67,7 +67,6 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     with OutputLock(out):
         work = out.parent / f".{out.name}.prune-partial"
         job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}
-        state = work / JOB_FILE
         if work.exists() or work.is_symlink():
             recorded = _job_of(work)
             if recorded is None:
@@ -84,8 +83,9 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
             _copy_run(run, work, job)
         # A failure from here on (a full disk, an interruption) leaves the partial folder to resume from.
         record = _prune(tp, work, run, cfg, system, spec, ratio, epochs)
-        state.unlink()
         commit_dir(work, out, replace=False)
+        # after the rename: killed before it, the partial folder is still a prune's (its job file says so)
+        (out / JOB_FILE).unlink()
     return record
 
 
@@ -110,6 +110,7 @@ def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float) ->
         )
     params = count_params(system.encoder)
     _pruner(tp, system, shape, ratio).step()
+    stops.check()  # torch-pruning's tracing swallows a KeyboardInterrupt (a bare except)
     if count_params(system.encoder) >= params:
         # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
         hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
@@ -173,6 +174,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     }
     system.to(pipe.device)
     _pruner(tp, system, shape, ratio).step()  # removes channels: checked on a copy before the work began
+    stops.check()
     progress.log(f"pruned encoder: {before['encoder_params']:,} -> {count_params(system.encoder):,} parameters")
     # What each trained stage's record says of the pruned model: its fine-tune and the accuracy after it.
     tuned = {}

@@ -5,7 +5,7 @@ import json
 import torch
 
 from rkd_edge.rundir import load_run, shrink_to_state, weights_digest
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_overrides
 
 
 def test_prune_run_then_export(tiny_run, tmp_path):
@@ -28,6 +28,9 @@ def test_prune_run_then_export(tiny_run, tmp_path):
     assert json.loads((out / "stages" / "evaluate.json").read_text())["curves"] == full["curves"]
     run_cli("-q", "export", str(out), "--out", str(tmp_path / "bundle"), check=True)
     assert run_cli("prune", str(tiny_run), "--out", str(out)).returncode == 2  # never overwrites
+    # its stage-2 weights fit only the pruned encoder, and it keeps no stage-1 checkpoint: not a --from source
+    proc = run_cli("-q", "pipeline", "--out", str(tmp_path / "again"), "--from", str(out), *tiny_overrides())
+    assert proc.returncode == 2 and "is a pruned run" in proc.stderr and not (tmp_path / "again").exists()
 
 
 def test_shrink_to_state_rebuilds_narrow_layers():

@@ -589,6 +589,67 @@ def test_a_killed_file_sets_leftovers_are_the_toolkits_and_do_not_block_a_resume
     assert (staging / "thesis.txt").read_text() == "mine"
 
 
+def test_a_killed_evaluate_run_leaves_the_run_resumable_and_evaluable(run_copy, tiny_teacher_dir):
+    """Killed right after making its staging folder, evaluate RUN left RUN/.evaluation.lock and an
+    RUN/evaluation holding only that folder: the pipeline refused to resume the run ('files rkd-edge did not
+    write'), and evaluate RUN said its folder was not empty."""
+    (run_copy / "evaluation" / ".staging.k1ll3d00").mkdir(parents=True)  # not yet tagged: empty
+    (run_copy / ".evaluation.lock").write_text("4242\n")
+    rerun = ["-q", "pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    run_cli(*rerun, check=True)
+    run_cli("-q", "evaluate", str(run_copy), "--snr", "0", "--channel", "awgn", "--trials", "1", check=True)
+    assert (run_copy / "evaluation" / "evaluation.csv").is_file()
+    assert not list((run_copy / "evaluation").glob(".staging.*"))
+
+
+def test_a_runs_own_evaluation_folder_is_refreshed_after_its_weights_change(run_copy):
+    """RUN/evaluation recorded the weights it evaluated: once stage 2 trained further, evaluate RUN refused
+    its own folder as 'the evaluation of another run or bundle'."""
+    args = ["-q", "evaluate", str(run_copy), "--snr", "0", "--channel", "awgn", "--trials", "1"]
+    run_cli(*args, check=True)
+    marker = run_copy / "evaluation" / ".rkd-edge.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "of": "run weights 0123456789abcdef"}))
+    run_cli(*args, check=True)
+    assert json.loads(marker.read_text())["of"] != "run weights 0123456789abcdef"
+
+
+def test_export_force_does_not_replace_a_bundle_being_evaluated(tiny_run, tiny_bundle, tmp_path):
+    """export --force replaced a bundle under a running evaluate, whose results then landed in the new
+    bundle as the evaluation of the old one."""
+    from rkd_edge.io import OutputLock
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    before = tree_digest(bundle)
+    with OutputLock(bundle / "evaluation"):  # as a running evaluate BUNDLE holds it
+        one_line_exit_2(run_cli("-q", "export", str(tiny_run), "--out", str(bundle), "--force"), "another rkd-edge")
+    assert tree_digest(bundle) == before
+
+
+KILLED_AFTER_PRUNE_COMMIT = """
+import os, signal, sys
+import rkd_edge.prune as prune
+real = prune.commit_dir
+def commit_then_die(*a, **kw):
+    real(*a, **kw)
+    os.kill(os.getpid(), signal.SIGKILL)
+prune.commit_dir = commit_then_die
+from rkd_edge.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_prune_killed_after_its_rename_is_a_whole_run(run_copy, tmp_path):
+    """The job file went before the rename: killed between them, the finished partial folder was 'not made by
+    rkd-edge prune' and its result lost."""
+    out = tmp_path / "pruned"
+    args = ["-q", "prune", str(run_copy), "--out", str(out), "--ratio", "0.5", "--epochs", "0"]
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_PRUNE_COMMIT, *args], capture_output=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert (out / "prune.json").is_file() and not (tmp_path / ".pruned.prune-partial").exists()
+    run_cli("-q", "export", str(out), "--out", str(tmp_path / "b"), check=True)
+
+
 def test_an_evaluation_folder_left_by_a_kill_before_its_marker_is_written_again(tiny_run, tmp_path):
     out = tmp_path / "ev"
     staging = _killed_file_set(out, ["evaluation.csv", "evaluation.json"], committed=False)

@@ -17,7 +17,7 @@ try:  # typer >= 0.16 carries its own copy of click; its exceptions are those cl
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_errors
 
-from rkd_edge import progress
+from rkd_edge import progress, stops
 from rkd_edge.errors import UserError
 from rkd_edge.runtime.bundle import BundleError
 
@@ -56,13 +56,10 @@ INTERRUPTED = 130  # the shell's code for SIGINT; no command exits with it other
 BROKEN_PIPE = 1  # click's code for a reader that went away during a command's own writes; the same after it
 
 
-_STOPPED: list[int] = []  # the signals that asked this process to stop
-
-
 def _stop(signum, frame) -> None:
     """SIGINT, and SIGTERM (``kill``, a job scheduler, ``timeout``): stop as Ctrl-C does (locks released,
     partial work kept for the rerun to resume, one line said), remembering that a stop was asked for."""
-    _STOPPED.append(signum)
+    stops.request(signum)
     raise KeyboardInterrupt
 
 
@@ -189,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         # A stop that lands inside a library (torch's lazy imports swallow the KeyboardInterrupt and fail
         # later with another error) is still the stop that was asked for, not a failure of the command.
-        if not _STOPPED:
+        if not stops.requested():
             raise
         code = INTERRUPTED
     if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) inside app(): the line is said here

@@ -127,7 +127,7 @@ def evaluate(
         from rkd_edge.evaluate.run import evaluate_run
 
         # RUN/evaluation, as BUNDLE/evaluation: the run's own files are its evaluate stage's, which its report shows
-        summary = evaluate_run(target, channels, snr, ks, trials, out if out is not None else target / "evaluation")
+        summary = evaluate_run(target, channels, snr, ks, trials, out, default=target / "evaluation")
     else:
         raise UserError(f"{target} is neither a run directory nor a bundle")
     echo_json({k: v for k, v in summary.items() if k != "rows"})

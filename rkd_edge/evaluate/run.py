@@ -17,6 +17,7 @@ from rkd_edge.outputs import (
     EVALUATION_ENTRIES,
     MARKER,
     check_output,
+    evaluation_leftovers,
     foreign_entries,
     kind_of,
     marker_field,
@@ -38,14 +39,17 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
     Returns:
         The folder, and whether it is an evaluation folder to mark (False: the run itself).
     """
-    if out is None or Path(out).resolve() == Path(default).resolve():
+    if out is not None and kind_of(Path(out)) == "run" and Path(out).resolve() in {Path(s).resolve() for s in sources}:
+        return Path(out), False  # the run's own files (its report's), asked for by name
+    own = out is None or Path(out).resolve() == Path(default).resolve()
+    if own:
         default = Path(default)
         if default in sources:  # the run itself: its evaluation files are the run's
             return default, False
         # A bundle's evaluation folder: written in place, so a link there would lead the writes elsewhere.
         if default.is_symlink() or (default.exists() and not default.is_dir()):
             raise UserError(f"{default} is a symbolic link or not a folder; remove it, or give --out a new folder")
-        if not default.exists() or not any(default.iterdir()):
+        if not default.exists() or not any(default.iterdir()) or evaluation_leftovers(default):
             return default, True
         if kind_of(default) != "evaluation":
             raise UserError(f"{default} holds files rkd-edge did not write; move them, or give --out a new folder")
@@ -59,7 +63,9 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
                 f"{out} holds files rkd-edge did not write ({', '.join(extra[:3])}); move them, or give --out "
                 "a new folder"
             )
-        if (recorded := marker_field(out, "of")) is not None and recorded != of:
+        # the target's own folder (RUN/evaluation, BUNDLE/evaluation) holds its latest evaluation, whatever
+        # weights it had then; another --out holds another run's or bundle's, which this must not replace
+        if not own and (recorded := marker_field(out, "of")) is not None and recorded != of:
             raise UserError(f"{out} holds the evaluation of another run or bundle; give --out a new folder")
         return out, True
     if found in ("run", "bundle"):
@@ -117,12 +123,19 @@ def evaluate_run(
     trials: int | None = None,
     out: Path | None = None,
     quiet_summary: bool = False,
+    default: Path | None = None,
 ) -> dict:
-    """Accuracy against SNR for every channel and length; returns a summary for the report."""
+    """Accuracy against SNR for every channel and length; returns a summary for the report.
+
+    Args:
+        out: ``--out``; None: ``default``.
+        default: The run's own folder for it (``RUN/evaluation`` for ``evaluate RUN``); None: the run itself
+            (its evaluate stage, whose files its report shows).
+    """
     rd = RunDir(run)
     cfg, system, spec = rd.load()
     of = f"run weights {weights_digest(system)[:16]}"  # a pruned run keeps its source's config, not its weights
-    with evaluation_target(out, rd.root, (rd.root,), of) as (out, mark):
+    with evaluation_target(out, default or rd.root, (rd.root,), of) as (out, mark):
         ec = cfg.evaluate
         channels = channels or ec.channels
         snrs = parse_range(snr or ec.snr_db)
