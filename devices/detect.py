@@ -75,9 +75,10 @@ def jetson_model(root: Path = Path("/")) -> str | None:
 
 
 def parse_device_tree_model(raw: bytes | str) -> str:
-    """``/proc/device-tree/model`` is NUL-terminated; return the clean model string."""
+    """``/proc/device-tree/model`` is NUL-terminated; return the clean model string (printable characters
+    only: it is printed to a terminal, where an escape sequence would act)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text.replace("\x00", "").strip()
+    return "".join(c for c in text if c.isprintable()).strip()
 
 
 def parse_nv_tegra_release(text: str) -> dict:
@@ -102,7 +103,7 @@ def parse_nvpmodel_query(text: str) -> dict:
     if m := _NVP_MODE.search(text):
         out["power_mode"] = m[1]
         rest = text[m.end() :].split()
-        if rest and rest[0].isdigit():
+        if rest and re.fullmatch(r"[0-9]{1,6}", rest[0]):  # ASCII digits: str.isdigit() takes '²' too
             out["power_mode_id"] = int(rest[0])
     return out
 

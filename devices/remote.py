@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shlex
 import subprocess
 import tarfile
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rkd_edge import __version__, progress
-from rkd_edge.bench_schema import SCHEMA, STAGES, check_result
+from rkd_edge.bench_schema import SCHEMA, STAGES, check_result, unselected
 from rkd_edge.errors import UserError
 from rkd_edge.runtime.bundle import MANIFEST, PRECISIONS, load_manifest
 
@@ -98,6 +99,10 @@ class Target:
         # A host (or user) starting with '-' would reach ssh as an option (-oProxyCommand=...).
         if not host or any(c.isspace() for c in spec) or spec.startswith("-") or host.startswith("-"):
             raise UserError(f"--host {spec!r} is not USER@HOST or HOST")
+        # what a host name, an IPv6 address or a login may hold (ssh itself refuses the rest, in words that
+        # would read as a device without rkd-edge)
+        if not re.fullmatch(r"[\w.-]+", user or "x") or not re.fullmatch(r"[\w.:%\[\]-]+", host):
+            raise UserError(f"--host {spec!r} has characters no user or host name has; give USER@HOST or HOST")
         if port is not None and not 0 < port < 65536:
             raise UserError(f"--port must be 1..65535, got {port}")
         if identity is not None and not Path(identity).is_file():
@@ -254,10 +259,15 @@ def check_version(target: Target, exe: str) -> dict:
     """The device's rkd-edge must exist and speak this bench schema and version (``X.Y``)."""
     proc = run(target, f"{shlex.quote(exe)} bench --schema")
     err = proc.stderr.decode(errors="replace")
-    if proc.returncode == 127 or "command not found" in err or "No such file" in err:
+    if proc.returncode == 127:  # the shell's status for a command it cannot find
         raise UserError(
             f"{exe} is not found on {target.name}; install rkd-edge there (pip install rkd-edge) or pass "
             "--remote-rkd-edge PATH (non-interactive ssh sessions do not read .bashrc)"
+        )
+    if proc.returncode != 0:  # ssh's own complaint (a bad --ssh-option), or the device's rkd-edge failing
+        raise UserError(
+            f"'{exe} bench --schema' failed on {target.name} (exit {proc.returncode}: {_last_line(err) or 'no message'}"
+            f"); check --host and --ssh-option, and that rkd-edge {__version__} runs there"
         )
     try:
         info = json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -377,6 +387,8 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
         if result is None:
             raise failed or UserError(f"the bench on {target.name} wrote no readable JSON at {out}")
         check_result(result, target.name)
+        if failed is not None and not (settings.select and unselected(result)):
+            raise failed  # the device's own error, not the documented --select it could not make
     finally:
         with contextlib.suppress(UserError):  # the connection went away: the folder stays in /tmp
             run(target, f"rm -rf {shlex.quote(work)}")

@@ -38,6 +38,7 @@ from rkd_edge.bench_schema import (
     SCHEMA,
     STAGES,
     Settings,
+    check_asked,
     fewest_timed_calls,
     write_selection,
 )
@@ -302,12 +303,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     b = Bundle.open(bundle)
     m = b.manifest
     s.check()
-    precisions = s.precisions or list(m["precisions"])
-    k = m["symbols"]["max"] if s.symbols is None else s.symbols
-    if not 1 <= k <= m["symbols"]["max"]:
-        raise UserError(f"--symbols must be from 1 to {m['symbols']['max']} (the bundle's K), got {k}")
-    if s.channel not in m["channel_types"] or s.channel == "identity":
-        raise UserError(f"--channel {s.channel!r} is not one of {[c for c in m['channel_types'] if c != 'identity']}")
+    k, precisions = check_asked(s, m)
     cfg = method_config(read_config(b.root / "config.json", "bundle config"))
     trials = cfg.evaluate.trials if s.trials is None else s.trials  # both checked: Settings.check, the config
     splits = load_splits(cfg)

@@ -165,6 +165,9 @@ def warnings_of(result: dict) -> list[str]:
             f"warning: as few as {fewest} timed calls per row (fewer than {MIN_TIMED_CALLS}): p50 is rough and "
             "p90..p99 are single calls; give more --seconds"
         )
+    errors = [m["error"] for r in result["results"] if isinstance(m := r.get("memory"), dict) and m.get("error")]
+    if errors:  # e.g. a bundle file changed while it was measured: the fresh process refused it
+        out.append(f"warning: peak memory of {len(errors)} row(s) was not measured: {str(errors[0])[:200]}")
     threads, usable = env_.get("threads_requested"), env_.get("cpus_usable")
     if isinstance(threads, int) and isinstance(usable, int) and threads > usable:
         out.append(
@@ -225,12 +228,29 @@ def _fields(obj, spec: dict, what: str, optional: bool = False) -> None:
             raise ValueError(f"{what}.{key} is not a short line of printable text")
 
 
+_ORDER = ("p50", "p90", "p95", "p99", "max")
+
+
+def _check_latency(latency: dict, row: dict, what: str) -> None:
+    """A row's latency as a measurement has it: finite, ordered p50 <= p90 <= p95 <= p99 <= max, a positive
+    mean, and a throughput of batch / mean (what :mod:`rkd_edge.bench` writes)."""
+    _fields(latency, dict.fromkeys(_ORDER, _NUM), f"{what}.latency_ms", optional=True)
+    ordered = [latency[k] for k in _ORDER if k in latency]
+    if latency["mean"] <= 0 or ordered[0] < 0 or ordered != sorted(ordered):
+        raise ValueError(f"{what}.latency_ms is not a measurement (negative, or percentiles out of order)")
+    per_s = row.get("throughput_per_s")
+    if per_s is not None and abs(per_s - row["batch"] * 1e3 / latency["mean"]) > 0.05 * per_s:  # 4-decimal ms
+        raise ValueError(f"{what}.throughput_per_s {per_s!r} is not batch / mean latency")
+
+
 def check_result(result, source: str) -> dict:
     """``result`` if it is a bench JSON of this schema with every field the table and ``--select`` read,
     else one line naming ``source`` (a device's bench JSON is data from elsewhere)."""
     check_schema(result)
     try:
         _fields(result, _TOP, "result")
+        if not result["results"]:
+            raise ValueError("results is empty")
         _fields(result["accuracy_point"], _POINT, "accuracy_point")
         _fields(result["environment"], {"cpu": str, "cpu_count": (int, type(None))}, "environment", optional=True)
         for i, row in enumerate(result["results"]):
@@ -245,8 +265,8 @@ def check_result(result, source: str) -> dict:
                 raise ValueError(f"results[{i}] has a batch below 1 or a negative size or throughput")
             if row.get("accuracy") is not None and not 0 <= row["accuracy"] <= 1:
                 raise ValueError(f"results[{i}].accuracy is {row['accuracy']!r}")
-            if row.get("latency_ms") is not None and min(row["latency_ms"][k] for k in _LATENCY) < 0:
-                raise ValueError(f"results[{i}].latency_ms is negative")
+            if (latency := row.get("latency_ms")) is not None:
+                _check_latency(latency, row, f"results[{i}]")
             memory = row.get("memory") or {}
             _fields(memory, {"peak_rss_mb": _OPT_NUM}, f"results[{i}].memory", optional=True)
         if result.get("machine_reference") is not None:
@@ -267,6 +287,65 @@ def check_result(result, source: str) -> dict:
                     raise ValueError(f"selection.{backend}.fingerprint is {sel['fingerprint']!r}")
     except (ValueError, AttributeError, TypeError) as exc:
         raise UserError(f"the bench result from {source} is malformed ({exc}); rerun it there") from None
+    return result
+
+
+def check_asked(s: Settings, manifest: dict) -> tuple[int, list[str]]:
+    """What ``s`` asks of a bundle, checked against its (verified) manifest before anything is timed or sent
+    over SSH; returns k (complex symbols) and the precisions to measure."""
+    precisions = s.precisions or list(manifest["precisions"])
+    k = manifest["symbols"]["max"] if s.symbols is None else s.symbols
+    if not 1 <= k <= manifest["symbols"]["max"]:
+        raise UserError(f"--symbols must be from 1 to {manifest['symbols']['max']} (the bundle's K), got {k}")
+    channels = [c for c in manifest["channel_types"] if c != "identity"]
+    if s.channel not in channels:
+        raise UserError(f"--channel {s.channel!r} is not one of {channels}")
+    if s.select and ("fp32" not in precisions or precisions == ["fp32"]):
+        raise UserError(
+            "--select chooses against the fp32 reference among the precisions measured; this bench measures "
+            f"{', '.join(precisions)} (measure fp32 and int8 of a bundle exported with --int8, or drop --select)"
+        )
+    return k, precisions
+
+
+def check_answer(result: dict, s: Settings, k: int, precisions: list[str], source: str) -> dict:
+    """``result`` (already :func:`check_result`) if it answers what ``s`` asked (the accuracy point, the
+    back ends, precisions and batches) and its selection agrees with its own rows, else one line naming
+    ``source``. A selection ``--select`` did not ask for is dropped: it was not made here.
+
+    Args:
+        k: The complex symbols asked for (``s.symbols`` or the bundle's K).
+        precisions: The precisions asked for (``s.precisions`` or the bundle's).
+    """
+    point, asked = result["accuracy_point"], {"channel": s.channel, "snr_db": float(s.snr_db), "k": k}
+    if s.trials is not None:
+        asked["trials"] = s.trials
+    wrong = [key for key, value in asked.items() if point.get(key) != value]
+    for row in result["results"]:
+        if row["backend"] not in s.backends or row["precision"] not in precisions or row["batch"] not in s.batches:
+            wrong.append(f"a row of {row['backend']} {row['precision']} at batch {row['batch']}")
+            break
+    if not s.select:
+        result.pop("selection", None)
+    for backend, sel in (result.get("selection") or {}).items():
+        if not sel["written"]:
+            continue
+        accuracy = {key: (v or {}).get("accuracy") for key, v in (result.get("accuracy") or {}).items()}
+        fingerprint = ((result.get("fingerprints") or {}).get(backend) or {}).get("fingerprint")
+        uniform = set(sel["choice"].values())
+        measured = {r["precision"] for r in result["results"] if r["backend"] == backend and r["status"] == "ok"}
+        if (
+            sel["fingerprint"] != fingerprint
+            or sel["reference_accuracy"] != accuracy.get(f"{backend}/fp32")
+            or (len(uniform) == 1 and sel["accuracy"] != accuracy.get(f"{backend}/{next(iter(uniform))}"))
+            or not uniform <= measured
+        ):
+            wrong.append(f"the selection for {backend} (its fingerprint, accuracies or precisions)")
+    if wrong:
+        raise UserError(
+            f"the bench result from {source} does not answer what was asked: {', '.join(map(str, wrong[:3]))} "
+            "disagree; rerun it there"
+        )
     return result
 
 

@@ -314,6 +314,14 @@ def test_remote_failures_are_one_line(sshd, tiny_bundle, tmp_path):
     assert "version mismatch" in line and "0.0.9" in line
     line = _one_error_line(run_cli("bench", *base, *args, "--remote-rkd-edge", "/nonexistent/rkd-edge"))
     assert "not found" in line
+    # ssh's own refusals were read as 'the rkd-edge there is older than 0.1.0'; debug output naming a missing
+    # known_hosts file as 'rkd-edge not found'
+    line = _one_error_line(run_cli("bench", *base, *args, "--ssh-option", "ConnectTimeout=abc"))
+    assert "failed on" in line and "exit 255" in line and "older than" not in line, line
+    host = ["--host", "root@127.0.0.1;touch${IFS}x", *args[2:]]
+    assert "no user or host name has" in _one_error_line(run_cli("bench", *base, *host))
+    proc = run_cli("-q", "bench", *base, *args, "--ssh-option", "LogLevel=DEBUG1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_bundle, damaged)
     model = damaged / "models" / "rx.onnx"
@@ -386,16 +394,42 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
         run_cli(*args, "--select", "--remote-rkd-edge", str(_fake_remote(tmp_path, f'cp {tmp_path}/other "$5"')))
     )
     assert "another bundle" in line and (copy / "manifest.json").read_bytes() == manifest
-    (tmp_path / "selected").write_text(json.dumps({**result_local, "selection": {"onnxruntime": written}}))
+    # what the device answers must be what was asked (--batch 1), and its selection must agree with its rows
+    batch1 = {**result_local, "results": [r for r in result_local["results"] if r["batch"] == 1]}
+    fp32 = result_local["accuracy"]["onnxruntime/fp32"]["accuracy"]
+    fingerprint = result_local["fingerprints"]["onnxruntime"]["fingerprint"]
+    written = {**written, "fingerprint": fingerprint, "accuracy": fp32, "reference_accuracy": fp32}
+    row = batch1["results"][0]
+    unasked = {
+        "rows-of-another-batch": {**result_local, "selection": {"onnxruntime": written}},
+        "another-point": {**batch1, "accuracy_point": {**batch1["accuracy_point"], "snr_db": 30.0}},
+        "selection-of-another-device": {
+            **batch1,
+            "selection": {"onnxruntime": {**written, "fingerprint": "0123456789abcdef"}},
+        },
+        "selection-claims-another-accuracy": {**batch1, "selection": {"onnxruntime": {**written, "accuracy": 0.99}}},
+    }
+    lying = {
+        "percentiles-out-of-order": {**row, "latency_ms": {**row["latency_ms"], "p50": 50.0, "max": 0.5}},
+        "throughput-not-batch-over-mean": {**row, "throughput_per_s": 1e11},
+    }
+    for name, payload in [*unasked.items(), *((n, {**batch1, "results": [r]}) for n, r in lying.items())]:
+        (tmp_path / name).write_text(json.dumps(payload))
+        exe = _fake_remote(tmp_path, f'cp {tmp_path / name} "$5"')
+        line = _one_error_line(run_cli(*args, "--select", "--remote-rkd-edge", str(exe)))
+        assert ("does not answer" if name in unasked else "malformed") in line, (name, line)
+    assert (copy / "manifest.json").read_bytes() == manifest
+    (tmp_path / "selected").write_text(json.dumps({**batch1, "selection": {"onnxruntime": written}}))
     exe = _fake_remote(tmp_path, f'cp {tmp_path / "selected"} "$5"')
     proc = run_cli(*args, "--remote-rkd-edge", str(exe))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (copy / "manifest.json").read_bytes() == manifest
+    assert "selected for" not in proc.stdout  # not asked for here: not made here
     assert f"{tiny_bundle.name} " not in proc.stdout.splitlines()[0] and str(copy) in proc.stdout.splitlines()[0]
     assert "on " in proc.stdout.splitlines()[0] and "127.0.0.1" in proc.stdout.splitlines()[0]
     proc = run_cli(*args, "--select", "--remote-rkd-edge", str(exe))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((copy / "manifest.json").read_text())["selection"] == {"0123456789abcdef": choice}
+    assert json.loads((copy / "manifest.json").read_text())["selection"] == {fingerprint: choice}
 
 
 def _ctrl_c_while_the_device_runs(sshd, bundle: Path, exe: Path, pidfile: Path) -> str:

@@ -355,6 +355,10 @@ def test_detect_parsers_and_host(tmp_path):
         parse_device_tree_model(b"NVIDIA Jetson Xavier NX Developer Kit\x00") == "NVIDIA Jetson Xavier NX Developer Kit"
     )
     assert parse_nvpmodel_query("NV Power Mode: MAXN\n0\n") == {"power_mode": "MAXN", "power_mode_id": 0}
+    # '²'.isdigit() is True and int() refuses it; 5,000 digits are no mode id either: a traceback before
+    for odd in ("\u00b2", "9" * 5000):
+        assert parse_nvpmodel_query(f"NV Power Mode: MAXN\n{odd}\n") == {"power_mode": "MAXN"}
+    assert parse_device_tree_model(b"NVIDIA Jetson \x1b]0;PWNED\x07Orin\x00") == "NVIDIA Jetson ]0;PWNEDOrin"
     assert parse_nvpmodel_query("NVPM VERB: Current mode: NV Power Mode: 15W\n2\n")["power_mode"] == "15W"
     assert parse_nv_tegra_release("Ubuntu 22.04") == {}
     (tmp_path / "proc/device-tree").mkdir(parents=True)

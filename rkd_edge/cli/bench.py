@@ -10,7 +10,16 @@ from pathlib import Path
 import typer
 
 from rkd_edge import __version__, progress
-from rkd_edge.bench_schema import SCHEMA, Settings, table, unselected, warnings_of, write_selection
+from rkd_edge.bench_schema import (
+    SCHEMA,
+    Settings,
+    check_answer,
+    check_asked,
+    table,
+    unselected,
+    warnings_of,
+    write_selection,
+)
 from rkd_edge.cli.common import comma_list
 from rkd_edge.errors import UserError
 from rkd_edge.io import write_new_json
@@ -95,10 +104,12 @@ def bench(
         from rkd_edge.devices.remote import Target, remote_bench
 
         target = Target.parse(host, port, identity, ssh_option or [])
-        result = remote_bench(bundle, target, settings, remote_rkd_edge)  # checked: bench_schema.check_result
         manifest = load_manifest(bundle)
+        k, precisions = check_asked(settings, manifest)  # what needs no device is refused before ssh
+        result = remote_bench(bundle, target, settings, remote_rkd_edge)  # checked: bench_schema.check_result
         if result["bundle_id"] != bundle_id(manifest):
             raise UserError(f"{target.name} benched another bundle ({result['bundle_id']}); rerun the bench")
+        check_answer(result, settings, k, precisions, target.name)
         for backend, sel in (result.get("selection") or {}).items() if select else ():
             if not sel["written"]:
                 continue
