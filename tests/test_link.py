@@ -431,6 +431,17 @@ def test_symbols_that_overflow_through_fading_are_dropped_not_fatal(runtime):
         assert overflowed > 0, name
 
 
+def test_only_datagrams_that_complete_a_taken_frame_keep_rx_active(runtime):
+    """--idle-timeout counted any datagram: a stream of garbage kept a UDP receiver alive forever."""
+    rx, _ = receiver(runtime)
+    assert not rx.ingest_datagram(b"garbage" * 10, ("10.0.0.1", 1))
+    good = real_frames(runtime, 1)[0]
+    *head, last = wire.fragment(good, 1, max_datagram=64)
+    assert not any(rx.ingest_datagram(d, ("10.0.0.1", 1)) for d in head)  # a frame in pieces: not yet
+    assert rx.ingest_datagram(last, ("10.0.0.1", 1))
+    assert not rx.ingest_datagram(wire.fragment(good, 2, max_datagram=4096)[0], ("10.0.0.1", 1))  # a duplicate
+
+
 def test_fragment_loss_reordering_duplication_and_timeout():
     frames = [frame_bytes(fid=i, k=16, seed=i) for i in range(20)]
     frags = [(i, d) for i, f in enumerate(frames) for d in wire.fragment(f, i, max_datagram=40)]

@@ -58,7 +58,9 @@ def rx(
     threads: int = THREADS,
     batch: int = typer.Option(64, "--batch", help="Frames decoded per model call at most."),
     idle_timeout: float = typer.Option(
-        None, "--idle-timeout", help="Stop after this many seconds without a whole frame (TCP) or datagram (UDP)."
+        None,
+        "--idle-timeout",
+        help="Stop after this many seconds without a frame it could take (garbage does not count).",
     ),
     reassembly_timeout: float = typer.Option(1.0, "--reassembly-timeout", help="Seconds to wait for UDP fragments."),
     max_age_ms: float = typer.Option(None, "--max-age-ms", help="Drop frames older than this (synchronised clocks)."),

@@ -125,8 +125,9 @@ class Receiver:
         self.counters[reason] += 1
         self.log(reason, f"{detail}{f' (from {peer})' if peer is not None else ''}; {self.counters[reason]} so far")
 
-    def ingest_datagram(self, data: bytes, peer, now: float | None = None) -> None:
-        """One UDP datagram (one fragment). Never raises: whatever is wrong is counted and dropped."""
+    def ingest_datagram(self, data: bytes, peer, now: float | None = None) -> bool:
+        """One UDP datagram (one fragment). Never raises: whatever is wrong is counted and dropped. Returns
+        whether it completed a frame that was queued for decoding."""
         now = time.monotonic() if now is None else now
         self.counters["datagrams"] += 1
         self.counters["bytes"] += len(data)
@@ -134,14 +135,13 @@ class Receiver:
             frame, evicted = self.reassembler.add(data, peer, now)
         except WireError as exc:
             self.drop(exc.reason, exc.detail, peer)
-            return
+            return False
         except Exception as exc:  # a parser bug must not stop the receiver; the counter shows it
             self.drop("internal", f"{type(exc).__name__}: {exc}", peer)
-            return
+            return False
         for reason, detail in evicted:
             self.drop(reason, detail, peer)
-        if frame is not None:
-            self.ingest_frame(frame, peer)
+        return frame is not None and self.ingest_frame(frame, peer)
 
     def expire(self, now: float | None = None) -> None:
         """Give up on UDP frames whose fragments did not all arrive in time."""
@@ -365,8 +365,9 @@ def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> boo
 def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle_timeout_s: float | None) -> str:
     """The receive loop over a bound socket until ``count``, a signal or idleness; returns why it stopped.
 
-    Idle means no whole frame (TCP) or datagram (UDP) arrived: a connection that opens and never sends, or
-    sends a byte now and then, does not keep rx alive past ``idle_timeout_s``.
+    Idle means no frame was taken for decoding: a connection that opens and never sends, sends a byte now and
+    then, or sends only frames that are refused (and datagrams of garbage) does not keep rx alive past
+    ``idle_timeout_s``.
     """
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "listen")
@@ -407,8 +408,8 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                         except OSError as exc:  # e.g. ICMP errors reported on the socket: not fatal
                             rx.drop("connection", str(exc))
                             break
-                        last_data = time.monotonic()
-                        rx.ingest_datagram(data, peer)
+                        if rx.ingest_datagram(data, peer):  # garbage datagrams do not keep rx alive
+                            last_data = time.monotonic()
                         if len(rx.queue) >= rx.batch:
                             rx.flush()
                             if rx.done:
