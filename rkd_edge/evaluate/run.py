@@ -29,9 +29,10 @@ EVALUATION_FILES = ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png", 
 
 
 def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...], of: str) -> tuple[Path, bool]:
-    """Where an evaluation writes: ``default`` (the run itself, or the bundle's ``evaluation`` folder), or
-    ``--out`` when it is free or already an rkd-edge evaluation of the same thing (whose files are replaced).
-    Another run or bundle, or the evaluation of another one, is refused: this one would replace it.
+    """Where an evaluation writes: ``default`` (the run itself for its evaluate stage, else the target's own
+    ``evaluation`` folder, replaced whatever it last held), the run itself when ``--out`` names it, or ``--out``
+    when it is free or already an rkd-edge evaluation of the same thing (whose files are replaced). Another run
+    or bundle, or the evaluation of another one, is refused: this one would replace it.
 
     Args:
         of: What is evaluated (a run's weights digest, a bundle's id), recorded in the folder's marker.
