@@ -320,7 +320,7 @@ def check_answer(result: dict, s: Settings, k: int, precisions: list[str], sourc
     point, asked = result["accuracy_point"], {"channel": s.channel, "snr_db": float(s.snr_db), "k": k}
     if s.trials is not None:
         asked["trials"] = s.trials
-    wrong = [key for key, value in asked.items() if point.get(key) != value]
+    wrong = [f"its {key}" for key, value in asked.items() if point.get(key) != value]
     for row in result["results"]:
         if row["backend"] not in s.backends or row["precision"] not in precisions or row["batch"] not in s.batches:
             wrong.append(f"a row of {row['backend']} {row['precision']} at batch {row['batch']}")
@@ -332,19 +332,20 @@ def check_answer(result: dict, s: Settings, k: int, precisions: list[str], sourc
             continue
         accuracy = {key: (v or {}).get("accuracy") for key, v in (result.get("accuracy") or {}).items()}
         fingerprint = ((result.get("fingerprints") or {}).get(backend) or {}).get("fingerprint")
-        uniform = set(sel["choice"].values())
+        chosen = set(sel["choice"].values())
         measured = {r["precision"] for r in result["results"] if r["backend"] == backend and r["status"] == "ok"}
         if (
             sel["fingerprint"] != fingerprint
             or sel["reference_accuracy"] != accuracy.get(f"{backend}/fp32")
-            or (len(uniform) == 1 and sel["accuracy"] != accuracy.get(f"{backend}/{next(iter(uniform))}"))
-            or not uniform <= measured
+            or (len(chosen) == 1 and sel["accuracy"] != accuracy.get(f"{backend}/{next(iter(chosen))}"))
+            or not chosen <= measured  # so only back ends and precisions asked for, and held by the bundle
         ):
-            wrong.append(f"the selection for {backend} (its fingerprint, accuracies or precisions)")
+            wrong.append(f"the selection for {backend}, which its fingerprint, accuracies or rows contradict")
+        elif sel["accuracy"] < sel["reference_accuracy"] - s.tolerance:
+            wrong.append(f"the selection for {backend}, which loses more than --tolerance {s.tolerance:g}")
     if wrong:
         raise UserError(
-            f"the bench result from {source} does not answer what was asked: {', '.join(map(str, wrong[:3]))} "
-            "disagree; rerun it there"
+            f"the bench result from {source} does not answer what was asked ({'; '.join(wrong[:3])}); rerun it there"
         )
     return result
 

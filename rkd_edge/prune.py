@@ -217,7 +217,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     after = {
         "encoder_params": count_params(system.encoder),
         "encoder_macs": count_macs(system.encoder, shape),
-        "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
+        "clean_accuracy": tuned["stage2"]["clean_test_accuracy"],  # measured once, after the last fine-tune
     }
     summary = evaluate_run(work)
     rd.mark("evaluate", {**rd.done("evaluate"), **summary, "pruned_from": Path(run).name})
