@@ -181,7 +181,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     for name, sc in (("stage1", pipe.cfg.stage1), ("stage2", pipe.cfg.stage2)):
         sc = copy.deepcopy(sc)
         sc.epochs = epochs
-        t0 = time.time()
+        t0, resumed = time.time(), rd.resumable(f"prune-{name}")
         history = run_stage(
             f"prune-{name}",
             sc,
@@ -202,6 +202,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
             "seconds": round(time.time() - t0, 2),
             "clean_test_accuracy": validate(system, pipe.splits.test, pipe.device, cfg.seed),
             "finetune_epochs": epochs,
+            **({"resumed": True} if resumed else {}),  # its seconds are the part after the interruption
         }
     system.cpu()
     for stage in ("stage1", "probe"):

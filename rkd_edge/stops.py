@@ -17,6 +17,12 @@ def requested() -> bool:
     return bool(_REQUESTED)
 
 
+def exit_code() -> int:
+    """The shell's code for the stop: 128 + the signal (130 for SIGINT, 143 for SIGTERM), 130 if none was
+    recorded (typer's own Ctrl-C)."""
+    return 128 + (_REQUESTED[-1] if _REQUESTED else 2)
+
+
 def check() -> None:
     """Raise KeyboardInterrupt if a stop was asked for (after a call that may have swallowed it)."""
     if _REQUESTED:

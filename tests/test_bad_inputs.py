@@ -1054,6 +1054,8 @@ LINK_PARAMS = [
     case("bench-no-bundle", "bench", "bundle"),
     case("bench-bundle-missing", "bench {missing}", None),
     case("bench-host-malformed", f"{BENCH} --host @", "host"),
+    case("bench-run-a-file", f"{BENCH} --backend pytorch --run {{file}}", "not a folder"),
+    case("bench-run-not-a-run", f"{BENCH} --backend pytorch --run {{dir}}", "without system.json"),
 ]
 
 DEVICES_PARAMS = [

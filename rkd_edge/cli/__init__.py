@@ -52,7 +52,7 @@ def _register() -> None:
 _register()
 
 
-INTERRUPTED = 130  # the shell's code for SIGINT; no command exits with it otherwise
+INTERRUPTED = 130  # the shell's code for SIGINT (typer's Ctrl-C exit); no command exits with it otherwise
 BROKEN_PIPE = 1  # click's code for a reader that went away during a command's own writes; the same after it
 
 
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         if not stops.requested():
             raise
         code = INTERRUPTED
-    if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) inside app(): the line is said here
+    if code == INTERRUPTED:  # typer turns any stop into Exit(130) inside app(): the line is said here
+        code = stops.exit_code()  # 128 + the signal, as a shell reports it: 143 for SIGTERM
         _say(
             "interrupted: nothing half-written is left (a training command keeps its finished stages and "
             "checkpoints: rerun it to resume; a remote bench was stopped on the device)"

@@ -118,6 +118,9 @@ class TorchRunner(Runner):
         for run in candidates:
             if run and (run / "system.json").is_file():
                 return run
+        if self.run and self.run.exists():  # given, but not a run: say what it is rather than "not found"
+            what = "a folder without system.json" if self.run.is_dir() else "not a folder"
+            raise BundleError(f"--run {self.run} is not a run ({what}); pass the run the bundle was exported from")
         where = self.run or rel or "not named in the manifest"
         raise BundleError(f"the PyTorch reference needs the bundle's source run ({where} not found); pass --run RUN")
 
