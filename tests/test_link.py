@@ -230,6 +230,32 @@ def test_wire_refusals_are_named():
         wire.decode_frame(bytes(bad_version), BID)
 
 
+KEY = bytes(range(32))
+
+
+def test_a_keyed_frame_is_accepted_only_under_its_key():
+    """The CRC finds noise, not forgery: with a key, a frame without the tag, under another key, or altered
+    with its CRC mended is ``unauthenticated``; a receiver without a key still reads a tagged frame."""
+    sym = np.random.default_rng(0).standard_normal((4, 2)).astype(np.float32)
+    fields = {"frame_id": 1, "timestamp_ns": 7, "bundle_id": BID, "snr_db": 2.0, "channel": "awgn", "symbols": sym}
+    tagged = wire.encode_frame(**fields, key=KEY)
+    assert len(tagged) == len(wire.encode_frame(**fields)) + wire.TAG_BYTES
+    assert wire.frame_length(tagged[: wire.HEADER_BYTES]) == len(tagged)
+    f = wire.decode_frame(tagged, BID, key=KEY)
+    assert f.tagged and np.array_equal(f.symbols, wire.decode_frame(tagged, BID).symbols)  # keyless: not checked
+    forged = bytearray(tagged[:-4])
+    forged[32:36] = struct.pack("<f", 30.0)  # the SNR the decoder is told, changed by someone without the key
+    cases = {
+        "the frame has no tag": wire.encode_frame(**fields),
+        "does not match": wire.encode_frame(**fields, key=bytes(32)),
+        "was altered": _with_crc(bytes(forged)),
+    }
+    for needle, data in cases.items():
+        with pytest.raises(wire.WireError, match=needle) as e:
+            wire.decode_frame(data, BID, key=KEY)
+        assert e.value.reason == "unauthenticated"
+
+
 def _with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -353,6 +379,29 @@ def test_duplicates_and_reordering_of_frames(runtime):
     assert sorted(r["frame"] for r in lines) == [0, 1, 2, 3, 4, 5]
     assert rx.counters["duplicate"] == 1 and rx.counters["reordered"] == 2
     assert {"frame", "pred", "confidence", "k", "snr_db", "latency_ms", "label"} <= set(lines[0])
+
+
+def test_a_keyed_receiver_drops_untagged_frames_and_replays_from_any_address(runtime):
+    """Without the key a peer that knows the bundle id moved the accuracy at will; with it, only the key's
+    holders are decoded, and a captured frame replayed from another address is a duplicate."""
+    rx, out = receiver(runtime, key=KEY)
+    for d in real_frames(runtime, 5):  # right bundle id, no tag
+        rx.ingest_frame(d, ("10.0.0.9", 1))
+    rx.flush()
+    assert rx.counters["unauthenticated"] == 5 and rx.counters["decoded"] == 0 and out.getvalue() == ""
+    imgs = np.random.default_rng(0).integers(0, 256, (3, runtime.size, runtime.size, runtime.channels), np.uint8)
+    sym, _ = runtime.transmit(runtime.encode(imgs), 10.0, runtime.max_symbols)
+    frames = [
+        wire.encode_frame(frame_id=i, timestamp_ns=time.time_ns(), bundle_id=runtime.bundle.bundle_id, snr_db=10.0,
+                          channel="awgn", symbols=sym[i], label=i, key=KEY)
+        for i in range(3)
+    ]  # fmt: skip
+    for d in frames:
+        assert rx.ingest_frame(d, ("10.0.0.1", 1))
+    assert not rx.ingest_frame(frames[0], ("10.0.0.66", 2))  # the same frame from elsewhere
+    rx.flush()
+    assert rx.counters["decoded"] == 3 and rx.counters["duplicate"] == 1
+    assert rx.summary()["authenticated"] is True
 
 
 def test_hostile_headers_with_valid_crc(runtime):
@@ -617,6 +666,33 @@ def test_tcp_from_stdin_and_signals_end_both_sides_with_counters(bundle, tmp_pat
     assert "TORCH-IMPORTED False" in tx_err and "TORCH-IMPORTED False" in rx_err
 
 
+def test_a_keyed_link_end_to_end_and_a_sender_with_another_key(bundle, digit_folder, tmp_path):
+    """tx and rx with the same --key file: every frame decoded; a sender with another key (or none) is
+    counted unauthenticated and decodes nothing."""
+    keys = {}
+    for name, data in (("ours", os.urandom(32)), ("theirs", os.urandom(32))):
+        keys[name] = tmp_path / f"{name}.key"
+        keys[name].write_bytes(data)
+        keys[name].chmod(0o600)
+    port = free_port()
+    rx = spawn("rx", str(bundle), "--listen", f"127.0.0.1:{port}", "--count", "40", "--key", str(keys["ours"]),
+               "--idle-timeout", "60", "--summary", str(tmp_path / "r.json"))  # fmt: skip
+    wait_listening(rx)
+    to = ["--to", f"127.0.0.1:{port}", "--snr-db", "10"]
+    for key in (["--key", str(keys["theirs"])], []):  # refused first: rx still waits for its 40
+        bad = subprocess.run([sys.executable, "-c", CLI, "tx", str(bundle), str(digit_folder), *to, *key],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert bad.returncode == 0, bad.stderr
+    time.sleep(0.5)  # UDP: the refused frames are counted before the good ones arrive
+    tx = subprocess.run([sys.executable, "-c", CLI, "tx", str(bundle), str(digit_folder), *to, "--key",
+                         str(keys["ours"])], capture_output=True, text=True, timeout=120)  # fmt: skip
+    _, rx_err = rx.communicate(timeout=120)
+    assert tx.returncode == 0 and rx.returncode == 0, tx.stderr + rx_err
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert summary_of(tx.stderr, "tx")["authenticated"] is True and r["authenticated"] is True
+    assert r["counters"]["decoded"] == 40 and r["counters"]["unauthenticated"] == 80, r["counters"]
+
+
 def test_random_datagrams_do_not_stop_the_receiver(bundle, digit_folder, tmp_path):
     port = free_port()
     rx = spawn("rx", str(bundle), "--listen", f"127.0.0.1:{port}", "--count", "40", "--idle-timeout", "60",
@@ -675,15 +751,24 @@ def test_random_datagrams_do_not_stop_the_receiver(bundle, digit_folder, tmp_pat
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--threads", "-1"], "--threads is 0"),
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--idle-timeout", "1e308"], "up to 86,400"),
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--max-age-ms", "nan"], "--max-age-ms"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--key", "{key}/short"], "a key is 16 to 4096 bytes"),
+        (["rx", "{b}", "--listen", "127.0.0.1:0", "--key", "{key}/open"], "chmod 600"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}"], "not a regular file"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}/none"], "No such file"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}/fifo"], "not a regular file"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(bundle, capsys, args, message):
+def test_bad_input_is_one_line_and_exit_2(bundle, capsys, tmp_path, args, message):
     from rkd_edge.cli import main
 
+    for name, data, mode in (("short", b"0123456789", 0o600), ("open", bytes(32), 0o644)):
+        (tmp_path / name).write_bytes(data)
+        (tmp_path / name).chmod(mode)
+    os.mkfifo(tmp_path / "fifo", 0o600)  # opening it to read would block
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", 0))
     try:
-        argv = [a.format(b=bundle, busy=busy.getsockname()[1]) for a in args]
+        argv = [a.format(b=bundle, busy=busy.getsockname()[1], key=tmp_path) for a in args]
         with pytest.raises(SystemExit) as e:
             main(argv)
     finally:

@@ -11,6 +11,12 @@ TCP = typer.Option(False, "--tcp/--udp", help="Transport: UDP (default, fragment
 PRECISION = typer.Option(None, "--precision", help="fp32 or int8 models (default: the bundle's default).")
 THREADS = typer.Option(1, "--threads", help="ONNX Runtime intra-op threads (0: ONNX Runtime's choice).")
 SUMMARY = typer.Option(None, "--summary", help="Also write the exit summary to this JSON file.")
+KEY = typer.Option(
+    None,
+    "--key",
+    help="Pre-shared key file (16+ bytes, chmod 600; the same on tx and rx): frames carry an HMAC tag and rx "
+    "drops frames without a valid one.",
+)
 
 
 def tx(
@@ -35,13 +41,14 @@ def tx(
         10.0, "--send-timeout", help="TCP: give up when the receiver takes no byte for this many seconds."
     ),
     summary: Path = SUMMARY,
+    key: Path = KEY,
 ):
     """Encode images with the bundle's encoder and tx models and send the symbols (PyTorch only for split:NAME)."""
     from rkd_edge.link.tx import run_tx
 
     run_tx(
         bundle, to, source or [], snr_db, symbols, tcp, count, dtype, channel, precision, threads, batch, rate,
-        repeat, mtu, summary, send_timeout,
+        repeat, mtu, summary, send_timeout, key,
     )  # fmt: skip
 
 
@@ -65,13 +72,14 @@ def rx(
     reassembly_timeout: float = typer.Option(1.0, "--reassembly-timeout", help="Seconds to wait for UDP fragments."),
     max_age_ms: float = typer.Option(None, "--max-age-ms", help="Drop frames older than this (synchronised clocks)."),
     summary: Path = SUMMARY,
+    key: Path = KEY,
 ):
     """Receive frames, optionally through a simulated channel, decode and classify (no PyTorch needed)."""
     from rkd_edge.link.rx import run_rx
 
     run_rx(
         bundle, listen, tcp, channel, snr_db, seed, count, out, precision, threads, batch, idle_timeout,
-        reassembly_timeout, max_age_ms, summary,
+        reassembly_timeout, max_age_ms, summary, key,
     )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, read_key, report
 from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
 from rkd_edge.link.wire import Frame, WireError, decode_frame
 from rkd_edge.outputs import check_new_outputs
@@ -54,6 +54,7 @@ DROP_REASONS = (
     "truncated",
     "malformed",
     "crc",
+    "unauthenticated",
     "oversized",
     "foreign",
     "duplicate",
@@ -79,6 +80,7 @@ class Receiver:
         reassembly_timeout_s: Seconds to wait for a frame's missing UDP fragments.
         max_age_ms: Drop frames older than this by their timestamp (``None``: keep all).
         log: Where dropped-frame lines go (rate-limited).
+        key: The link's pre-shared key: frames without its valid tag are dropped (``None``: not checked).
     """
 
     def __init__(
@@ -93,11 +95,12 @@ class Receiver:
         reassembly_timeout_s: float = 1.0,
         max_age_ms: float | None = None,
         log: RateLimitedLog | None = None,
+        key: bytes | None = None,
     ) -> None:
         self.rt = runtime
         self.bundle_id = runtime.bundle.bundle_id
         self.out, self.count, self.batch = out, count, batch
-        self.snr_db, self.max_age_ms = snr_db, max_age_ms
+        self.snr_db, self.max_age_ms, self.key = snr_db, max_age_ms, key
         self.channel = None
         if channel:  # the bundle's fading mode, CSI handling and Rician K
             self.channel = NumpyChannel(channel, **channel_kwargs(runtime.bundle.root, runtime.bundle.manifest))
@@ -152,7 +155,7 @@ class Receiver:
         """One whole frame. Never raises: bad frames are counted and dropped; good ones queue for decoding.
         Returns whether it queued the frame (a sender whose frames are all dropped is not an active one)."""
         try:
-            f = decode_frame(data, self.bundle_id, self.rt.max_symbols)
+            f = decode_frame(data, self.bundle_id, self.rt.max_symbols, self.key)
         except WireError as exc:
             self.drop(exc.reason, exc.detail, peer)
             return False
@@ -162,11 +165,12 @@ class Receiver:
         if f.label is not None and not 0 <= f.label < len(self.rt.classes):
             self.drop("malformed", f"frame {f.frame_id}: label {f.label} is not a class of this bundle", peer)
             return False
-        key = (peer, f.frame_id)
-        if key in self.seen:
+        # A keyed frame is the same frame from any address (a replay); otherwise each sender counts its own.
+        seen = (None, f.frame_id, f.timestamp_ns) if self.key is not None else (peer, f.frame_id)
+        if seen in self.seen:
             self.drop("duplicate", f"frame {f.frame_id} again", peer)
             return False
-        self.seen[key] = None
+        self.seen[seen] = None
         if len(self.seen) > 65536:
             self.seen.popitem(last=False)
         if self.max_age_ms is not None:
@@ -236,9 +240,10 @@ class Receiver:
         for t, idx in groups.items():  # one call per channel type the transmitters conditioned on
             sel = np.asarray(idx)
             logits[sel] = self.rt.receive(y[sel], mask[sel], snr[sel], t, csi[sel] if self.rt.uses_csi else None)
-        z = logits - logits.max(-1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(-1, keepdims=True)
+        with np.errstate(invalid="ignore"):  # NaN or inf logits: not scored just below, no warning on the log
+            z = logits - logits.max(-1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(-1, keepdims=True)
         pred, conf = p.argmax(-1), p.max(-1)
         scored = np.isfinite(logits).all(-1)  # a decoder that gives NaN predicts nothing (not class 0)
         now_ns, now = time.time_ns(), time.perf_counter()
@@ -282,6 +287,7 @@ class Receiver:
             "precision": self.rt.precision,
             "channel": self.channel.describe() if self.channel else {"channel": "none (the link itself)"},
             "snr_db": self.snr_db if self.snr_db is not None else "per frame",
+            "authenticated": self.key is not None,  # whether frames without a valid tag were dropped
             "counters": dict(self.counters),
             "dropped": sum(self.counters[r] for r in DROP_REASONS),
             "latency_ms": self.latency.summary(),
@@ -462,20 +468,23 @@ def run_rx(
     reassembly_timeout_s: float = 1.0,
     max_age_ms: float | None = None,
     summary_path: Path | None = None,
+    key: Path | None = None,
 ) -> dict:
     """Receive and decode; returns the summary (also printed on stderr as ``rx: {...}``).
 
     Args: see :class:`Receiver`; ``listen`` is ``HOST:PORT`` (port 0: any free one, printed on stderr),
     ``out`` the JSON-lines file (stdout when ``None``; written to ``OUT.partial``, linked to ``OUT`` at the
-    end, the ``.partial`` file left in view when rx is killed).
+    end, the ``.partial`` file left in view when rx is killed), ``key`` the link's pre-shared key file
+    (:func:`rkd_edge.link.common.read_key`).
     """
     host, port = check_options(
         listen, count, channel, snr_db, batch, idle_timeout_s, reassembly_timeout_s, max_age_ms, seed
     )
     check_threads(threads)
     check_new_outputs({"--summary": summary_path, "--out": out})
+    secret = read_key(key) if key is not None else None
     rt = Runtime(str(bundle), precision=precision, threads=threads)
-    rx = Receiver(rt, sys.stdout, channel, snr_db, seed, count, batch, reassembly_timeout_s, max_age_ms)
+    rx = Receiver(rt, sys.stdout, channel, snr_db, seed, count, batch, reassembly_timeout_s, max_age_ms, key=secret)
     with contextlib.ExitStack() as files:
         # The port first: a busy port stops rx before it creates a folder for its outputs. Both files are taken
         # before the first frame: a second rx naming either stops now, not at the end. The decoded lines stay
@@ -491,7 +500,8 @@ def run_rx(
             if not progress.is_quiet() or port == 0:  # with port 0 the line is the only way to learn the port
                 print(
                     f"rx: listening on {'tcp' if tcp else 'udp'} {bound[0]}:{bound[1]} for bundle "
-                    f"{rx.bundle_id} ({rt.precision}), channel {channel or 'none'}",
+                    f"{rx.bundle_id} ({rt.precision}), channel {channel or 'none'}"
+                    f"{', tagged frames only' if secret is not None else ''}",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -20,6 +20,7 @@ from rkd_edge.link.wire import (
     CRC,
     HEADER_BYTES,
     MAX_FRAME_BYTES,
+    TAG_BYTES,
     WireError,
     fragment,
     frame_length,
@@ -240,8 +241,8 @@ class StreamSplitter:
 
 
 def max_frame_bytes(max_k: int) -> int:
-    """Longest version-1 frame of a bundle whose codec sends at most ``max_k`` complex symbols."""
-    return HEADER_BYTES + 4 * max_k + CRC.size
+    """Longest version-1 frame of a bundle whose codec sends at most ``max_k`` complex symbols (tag included)."""
+    return HEADER_BYTES + 4 * max_k + TAG_BYTES + CRC.size
 
 
 class ReceiverStalledError(ConnectionError):

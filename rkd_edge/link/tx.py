@@ -22,7 +22,7 @@ from rkd_edge import progress
 from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
-from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, report
+from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, read_key, report
 from rkd_edge.link.sources import open_source
 from rkd_edge.link.transport import ReceiverStalledError, Sender, SendStoppedError, parse_hostport
 from rkd_edge.link.wire import CHANNEL_IDS, DTYPES, encode_frame
@@ -93,7 +93,7 @@ def _send_frames(rt, images, sender: Sender, stop: StopOnSignal, out: _Sent, enc
                  count: int | None, rate: float) -> str:  # fmt: skip
     """Encode ``batch`` images per model call and send one frame each until ``count``, the source's end or a
     signal, at most ``rate`` frames per second; returns why it stopped. ``encode``: the frame fields every
-    frame carries (bundle id, SNR, channel type, payload dtype)."""
+    frame carries (bundle id, SNR, channel type, payload dtype) and the key that tags it."""
     while True:
         if stop:
             return stop.signal
@@ -137,6 +137,7 @@ def run_tx(
     mtu: int = 1400,
     summary_path: Path | None = None,
     send_timeout_s: float = 10.0,
+    key: Path | None = None,
 ) -> dict:
     """Transmit; returns the summary (also printed on stderr as ``tx: {...}``).
 
@@ -158,6 +159,8 @@ def run_tx(
         mtu: Largest UDP datagram, bytes (frames are fragmented to fit).
         summary_path: Also write the summary to this JSON file.
         send_timeout_s: TCP: longest wait for the receiver to take any byte of a frame.
+        key: The link's pre-shared key file: every frame carries its authentication tag
+            (:func:`rkd_edge.link.common.read_key`).
 
     Raises:
         UserError: bad options or source; the receiver closed the connection or stopped reading; an image
@@ -165,6 +168,7 @@ def run_tx(
     """
     host, port = check_options(to, snr_db, count, dtype, channel, rate, batch, mtu, threads, send_timeout_s)
     check_new_outputs({"--summary": summary_path})
+    secret = read_key(key) if key is not None else None
     rt = Runtime(str(bundle), precision=precision, threads=threads)
     bundle_id = rt.bundle.bundle_id
     k = rt.max_symbols if k is None else k
@@ -183,6 +187,7 @@ def run_tx(
         "channel": channel,
         "dtype": dtype,
         "batch": batch,
+        "authenticated": secret is not None,
     }
     out = _Sent()
     stopped_by, sender, failure = "end of source", None, None
@@ -200,7 +205,7 @@ def run_tx(
                     file=sys.stderr,
                     flush=True,
                 )
-            encode = {"bundle_id": bundle_id, "snr_db": snr_db, "channel": channel, "dtype": dtype}
+            encode = {"bundle_id": bundle_id, "snr_db": snr_db, "channel": channel, "dtype": dtype, "key": secret}
             stopped_by = _send_frames(rt, images, sender, stop, out, encode, k, batch, count, rate)
         except ForcedStopError as exc:
             stopped_by = f"{exc} (second signal)"

@@ -8,7 +8,8 @@ All integers and floats little-endian. A frame is a fixed 52-byte header, the pa
     0      4     magic          bytes    b"RKDF"
     4      1     version        uint8    1
     5      1     dtype          uint8    payload element type: 0 = float16, 1 = int8 (times ``scale``)
-    6      1     flags          uint8    bit 0: ``label`` is valid; other bits 0 (a v1 receiver refuses others)
+    6      1     flags          uint8    bit 0: ``label`` is valid; bit 1: an authentication tag follows the
+                                         payload; other bits 0 (a v1 receiver refuses others)
     7      1     channel        uint8    the channel type the transmitter's codec was conditioned on: its id in
                                          the stable table of ``rkd_edge.channel_ids`` (identity 0, awgn 1,
                                          rayleigh 2, rician 3, new types appended; never a registry's order)
@@ -25,11 +26,20 @@ All integers and floats little-endian. A frame is a fixed 52-byte header, the pa
     44     4     scale          float32  int8 payload: symbol value = int8 * scale; float16: 1.0
     48     4     payload_bytes  uint32   2 * k * (2 for float16, 1 for int8)
     52     n     payload        k I/Q pairs, [k, 2] row-major (I then Q of symbol 0, then symbol 1, ...)
-    52+n   4     crc32          uint32   zlib.crc32 of bytes 0 .. 52+n (header and payload)
+    52+n   t     tag            bytes    flag bit 1 only (t = 16, else 0): the first 16 bytes of HMAC-SHA256 of
+                                         bytes 0 .. 52+n under the link's pre-shared key (``--key FILE``)
+    52+n+t 4     crc32          uint32   zlib.crc32 of bytes 0 .. 52+n+t (header, payload and tag)
 
 The symbols are the transmitter's unit-power symbols (mean ``|x|^2 = 1`` over the k active ones, DESIGN.md
 section 2); the receiver pads them to the bundle's K with zeros and a mask. int8 uses one symmetric scale per
 frame, ``scale = max|x| / 127`` (``1.0`` for an all-zero frame), ``q = round(x / scale)`` clipped to +-127.
+
+Authentication. The CRC finds transmission errors, not forgery: anyone who knows a bundle id can send
+frames a receiver accepts. With a key (both sides ``--key FILE``, the same secret bytes), every frame
+carries the tag and a receiver drops frames without a valid one (``unauthenticated``); an authenticated
+frame seen again with the same frame id and timestamp is a replay from anywhere, not only from its first
+sender's address (``duplicate``), and ``--max-age-ms`` bounds how old a replay may be. The payload is not
+encrypted.
 
 Transport. Over TCP frames follow each other on the stream; a receiver that reads a bad magic, version or
 length cannot find the next frame boundary and closes that connection. Over UDP every datagram is one
@@ -52,13 +62,16 @@ missing fragments of a frame and drops it then (counted).
 
 Version history
 ---------------
-- 1: first version (this one).
+- 1: first version (this one). Flag bit 1 (the tag) was added within it: frames without it are byte for
+  byte what they were, and receivers from before refuse tagged frames as unknown flags.
 
 Changing any field's meaning or layout increments ``VERSION``; a receiver refuses versions it does not know.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import struct
 import zlib
@@ -83,14 +96,17 @@ DTYPES = {"float16": 0, "int8": 1}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 ELEMENT_BYTES = {0: 2, 1: 1}
 FLAG_LABEL = 0x01
-KNOWN_FLAGS = FLAG_LABEL
+FLAG_TAG = 0x02
+KNOWN_FLAGS = FLAG_LABEL | FLAG_TAG
+TAG_BYTES = 16  # HMAC-SHA256 truncated to 128 bits (RFC 2104 section 5 allows truncation to half or more)
+MIN_KEY_BYTES = 16
 
 # One table of channel ids for codecs, checkpoints, manifests and the wire (rkd_edge.channel_ids).
 CHANNEL_NAMES = {v: k for k, v in CHANNEL_IDS.items()}
 
 # The largest k any version-1 frame can carry (uint16), and so the largest frame.
 MAX_K = 0xFFFF
-MAX_FRAME_BYTES = HEADER_BYTES + 4 * MAX_K + CRC.size
+MAX_FRAME_BYTES = HEADER_BYTES + 4 * MAX_K + TAG_BYTES + CRC.size
 
 
 class WireError(ValueError):
@@ -115,6 +131,7 @@ class Frame:
         symbols: ``[k, 2] float32`` I/Q, dequantised.
         dtype: ``float16`` or ``int8``.
         label: Class index, or ``None`` when the source had no labels.
+        tagged: Whether it carried an authentication tag (checked when the receiver has a key).
     """
 
     frame_id: int
@@ -125,6 +142,7 @@ class Frame:
     symbols: np.ndarray
     dtype: str
     label: int | None
+    tagged: bool = False
 
     @property
     def k(self) -> int:
@@ -154,6 +172,7 @@ def encode_frame(
     symbols: np.ndarray,
     dtype: str = "float16",
     label: int | None = None,
+    key: bytes | None = None,
 ) -> bytes:
     """Serialise one frame (see the module docstring for the layout).
 
@@ -161,12 +180,13 @@ def encode_frame(
         symbols: ``[k, 2] float32`` I/Q, the k active symbols only.
         bundle_id: 16 hex digits.
         snr_db: dB (Es/N0).
+        key: The link's pre-shared key: the frame carries its authentication tag (``None``: no tag).
     """
     k = int(symbols.shape[0])
     if symbols.ndim != 2 or symbols.shape[1] != 2 or not 1 <= k <= MAX_K:
         raise ValueError(f"symbols must be [k, 2] with 1 <= k <= {MAX_K}, got {list(symbols.shape)}")
     payload, scale = quantize(symbols, dtype)
-    flags = FLAG_LABEL if label is not None else 0
+    flags = (FLAG_LABEL if label is not None else 0) | (FLAG_TAG if key is not None else 0)
     header = HEADER.pack(
         MAGIC,
         VERSION,
@@ -184,7 +204,14 @@ def encode_frame(
         len(payload),
     )
     body = header + payload
+    if key is not None:
+        body += tag(key, body)
     return body + CRC.pack(zlib.crc32(body))
+
+
+def tag(key: bytes, signed: bytes) -> bytes:
+    """The authentication tag of a frame's header and payload (``signed``) under ``key``."""
+    return hmac.new(key, signed, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 def frame_length(header: bytes) -> int:
@@ -204,19 +231,22 @@ def frame_length(header: bytes) -> int:
         raise WireError("malformed", f"unknown payload dtype {dtype}")
     if payload_bytes != 2 * k * ELEMENT_BYTES[dtype] or k == 0:
         raise WireError("malformed", f"payload of {payload_bytes} bytes does not hold k={k} symbols")
-    return HEADER_BYTES + payload_bytes + CRC.size
+    return HEADER_BYTES + payload_bytes + (TAG_BYTES if flags & FLAG_TAG else 0) + CRC.size
 
 
-def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) -> Frame:
+def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K, key: bytes | None = None) -> Frame:
     """Parse and check one whole frame; never raises anything but :class:`WireError`.
 
     Args:
         data: Exactly one frame.
         bundle_id: The receiver's bundle id; frames of another bundle raise ``foreign``.
         max_k: The receiver's K; larger k raises ``oversized``.
+        key: The link's pre-shared key: a frame without a valid tag raises ``unauthenticated`` (``None``:
+            a tag is not checked).
 
     Raises:
-        WireError: with ``reason`` one of ``truncated``, ``malformed``, ``crc``, ``oversized``, ``foreign``.
+        WireError: with ``reason`` one of ``truncated``, ``malformed``, ``crc``, ``unauthenticated``,
+            ``oversized``, ``foreign``.
     """
     data = bytes(data)
     n = frame_length(data)
@@ -230,6 +260,12 @@ def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) 
     _, _, dtype, flags, channel, frame_id, ts, bid, snr, k, reserved, label, scale, _ = HEADER.unpack_from(data)
     if flags & ~KNOWN_FLAGS:
         raise WireError("malformed", f"unknown flags 0x{flags:02x}")
+    if key is not None:  # before any other field is trusted: an unauthenticated frame is nobody's
+        if not flags & FLAG_TAG:
+            raise WireError("unauthenticated", "the frame has no tag (its sender has no --key)")
+        signed = n - CRC.size - TAG_BYTES
+        if not hmac.compare_digest(data[signed : n - CRC.size], tag(key, data[:signed])):
+            raise WireError("unauthenticated", "the tag does not match (another --key, or the frame was altered)")
     if reserved:  # a later version's field: refused like an unknown flag, not read as version 1
         raise WireError("malformed", f"reserved field 0x{reserved:04x} is not 0")
     if channel not in CHANNEL_NAMES:
@@ -260,6 +296,7 @@ def decode_frame(data: bytes, bundle_id: str | None = None, max_k: int = MAX_K) 
         symbols=symbols,
         dtype=DTYPE_NAMES[dtype],
         label=label if flags & FLAG_LABEL else None,
+        tagged=bool(flags & FLAG_TAG),
     )
 
 
