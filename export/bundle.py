@@ -24,11 +24,11 @@ from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.int8 import int8_path, select_precisions
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
 from rkd_edge.export.quantize import cpu_recipe, qdq_summary, quantize_model, quantize_qdq
-from rkd_edge.io import OutputLock, sha256_file, staged_dir, write_json
+from rkd_edge.io import OutputLock, staged_dir, write_json
 from rkd_edge.methods import method_config
-from rkd_edge.outputs import check_output, write_marker
+from rkd_edge.outputs import check_output, write_manifest
 from rkd_edge.rundir import RunDir, load_splits, weights_digest
-from rkd_edge.runtime.bundle import FORMAT, MANIFEST, bundle_id, outside_manifest
+from rkd_edge.runtime.bundle import FORMAT
 from rkd_edge.runtime.runners.ort import cpu_session
 from rkd_edge.system import SemanticSystem
 
@@ -259,21 +259,3 @@ def _add_int8(
                 "reduce_range": cpu_form["recipe"]["reduce_range"],
             }
     return calib_rec, int8_report, default_precision
-
-
-def write_manifest(root: Path, manifest: dict) -> dict:
-    """Hash the bundle's files under ``root`` into ``manifest['files']``, write it, and mark the folder as a
-    bundle of that manifest's id (a manifest edited later no longer matches it).
-
-    Left out, as verification leaves them out: :func:`rkd_edge.runtime.bundle.outside_manifest` (``trt/``'s
-    engines are hashed by the manifest's ``tensorrt`` record).
-    """
-    files = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_file() and not outside_manifest(rel.parts[0]):
-            files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest["files"] = files
-    write_json(root / MANIFEST, manifest)
-    write_marker(root, "bundle", bundle_id=bundle_id(manifest))
-    return manifest

@@ -18,6 +18,8 @@ from rkd_edge.devices.detect import jetson_model
 from rkd_edge.devices.profiles import match_profile
 from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path, sha256_file
+from rkd_edge.outputs import write_manifest
+from rkd_edge.runtime.bundle import Bundle
 from rkd_edge.runtime.onnx_wire import check_self_contained
 
 
@@ -105,8 +107,6 @@ def build_engine(
 
 def build_engines(bundle: Path, fp16: bool = False, int8: bool = False, max_batch: int = 32) -> dict:
     """Build an engine per model and precision into ``BUNDLE/trt``, and record them in the manifest."""
-    from rkd_edge.export.bundle import write_manifest
-    from rkd_edge.runtime.bundle import Bundle
 
     b = Bundle.open(bundle)
     if int8:

@@ -22,10 +22,11 @@ from rkd_edge.io import (
     TOOL_MARKER,
     check_new_files,
     file_in_the_way,
+    sha256_file,
     special_entry,
     write_json,
 )
-from rkd_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, verify_bundle
+from rkd_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, bundle_id, outside_manifest, verify_bundle
 
 MARKER = TOOL_MARKER
 KINDS = ("run", "bundle", "teacher", "evaluation")
@@ -101,6 +102,24 @@ _UNREADABLE = (ValueError, AttributeError, RecursionError)
 def write_marker(folder: Path, kind: str, **fields: str) -> None:
     """Mark ``folder`` as an rkd-edge artefact of ``kind`` (with ``fields``, e.g. what an evaluation is of)."""
     write_json(Path(folder) / MARKER, {"kind": kind, "tool": "rkd-edge", **fields})
+
+
+def write_manifest(root: Path, manifest: dict) -> dict:
+    """Hash the bundle's files under ``root`` into ``manifest['files']``, write it, and mark the folder as a
+    bundle of that manifest's id (a manifest edited later no longer matches it).
+
+    Left out, as verification leaves them out: :func:`rkd_edge.runtime.bundle.outside_manifest` (``trt/``'s
+    engines are hashed by the manifest's ``tensorrt`` record).
+    """
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not outside_manifest(rel.parts[0]):
+            files[rel.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest["files"] = files
+    write_json(root / MANIFEST, manifest)
+    write_marker(root, "bundle", bundle_id=bundle_id(manifest))
+    return manifest
 
 
 def marker_field(folder: Path, key: str) -> str | None:

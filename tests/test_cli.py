@@ -131,3 +131,26 @@ def test_a_closed_stdout_or_stderr_keeps_the_exit_code():
         ).returncode
         == 2
     )
+
+
+# The torch-free install (the `runtime` extra) lacks torch and onnx: `import torch` fails as it does there.
+WITHOUT = "import sys; sys.modules.update(dict.fromkeys({mods}, None)); from rkd_edge.cli import main; main()"
+
+
+@pytest.mark.parametrize(
+    "args, blocked, needs",
+    [
+        (["bench", "{b}", "--no-memory"], ["torch"], "rkd-edge bench needs torch"),
+        (["evaluate", "{b}"], ["torch"], "rkd-edge evaluate needs torch"),
+        (["data", "info", "digits"], ["torch"], "rkd-edge data info needs torch"),
+        (["devices", "estimate", "{b}", "--device", "orin-nano-8gb"], ["torch", "onnx"], "needs onnx"),
+        (["export", "trt", "{b}"], ["torch", "onnx"], "TensorRT is not installed"),  # torch-free up to TensorRT
+    ],
+)
+def test_a_command_the_torch_free_install_cannot_run_says_so_in_one_line(tiny_bundle, args, blocked, needs):
+    """On a board with the runtime extra only, these were a ModuleNotFoundError traceback, exit 1."""
+    code = WITHOUT.format(mods=blocked)
+    argv = [a.format(b=tiny_bundle) for a in args]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and needs in err[0], proc.stderr[-2000:]

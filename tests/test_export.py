@@ -157,7 +157,7 @@ def test_fused_transmitter_sends_what_encoder_and_tx_send(tiny_bundle, digits):
 
 def test_bundle_without_the_fused_graph_still_runs(tiny_bundle, tmp_path):
     """A bundle exported before the fused graph existed (no ``transmitter``) loads and sends as before."""
-    from rkd_edge.export.bundle import write_manifest
+    from rkd_edge.outputs import write_manifest
 
     old = tmp_path / "old"
     shutil.copytree(tiny_bundle, old)

@@ -1084,6 +1084,19 @@ def test_rx_accuracy_agrees_with_evaluate_bundle(tiny_bundle, tmp_path):
     assert e["ci_low"] <= acc["accuracy"] <= e["ci_high"] or acc["ci95"][0] <= e["accuracy"] <= acc["ci95"][1]
 
 
+def test_a_pgm_with_a_maxval_below_255_reads_as_pillow_reads_it():
+    """maxval is white: the Pillow-free reader gave 0..16 digits as near-black pixels (every prediction 1),
+    Pillow scales them to 0..255; values above maxval are clamped as Pillow does."""
+    from PIL import Image
+
+    for maxval in range(1, 255):  # every one: the rounding of the halves (127.5 at maxval 100) differs
+        data = b"P5\n256 1\n%d\n" % maxval + np.arange(256, dtype=np.uint8).tobytes()
+        want = np.asarray(Image.open(io.BytesIO(data)))
+        assert np.array_equal(read_pnm(data)[..., 0], want), maxval
+    with pytest.raises(ValueError, match="maxval 0"):
+        read_pnm(b"P5\n2 1\n0\n" + bytes(2))
+
+
 @pytest.mark.parametrize(
     "data",
     [b"P5\n8", b"P5\n8 8", b"P5\n8 8 255", b"P5 # comment without end", b"P5\n-1 8 255\n", b"P6\n8 8 255\n" + bytes(5)],

@@ -220,6 +220,9 @@ def test_inputs_are_validated(tiny_bundle, digits):
     K = rt.max_symbols
     bad = {
         "NaN SNR": lambda: rt.transmit(f, float("nan"), 4),
+        "SNR 1e9 dB": lambda: rt.transmit(f, 1e9, 4),  # the CLI refuses beyond +-100 dB; so does the API
+        "SNR -101 dB at the receiver": lambda: rt.receive(sym, mask, np.array([10.0, -101.0, 0.0])),
+        "SNR 1e39 dB (inf in float32)": lambda: rt.send(imgs, 1e39, 4),
         "k = 0": lambda: rt.transmit(f, 10.0, 0),
         "k > K": lambda: rt.transmit(f, 10.0, K + 1),
         "fractional k": lambda: rt.transmit(f, 10.0, 2.5),

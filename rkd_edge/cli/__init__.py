@@ -63,6 +63,34 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+# Packages of the full install that the torch-free one (the ``runtime`` extra: tx, rx, the Runtime, devices
+# list/show/detect) lacks, with their pip names: a command that needs one says so in one line.
+FULL_INSTALL = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "onnx": "onnx",
+    "onnxscript": "onnxscript",
+    "onnxslim": "onnxslim",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "rich": "rich",
+}
+
+
+def _missing_package(exc: ModuleNotFoundError, args: list[str]) -> str | None:
+    """The one line for a command run on an install that lacks a package it needs, or ``None`` when the
+    missing module is not one of the full install's (a bug, shown as such)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in FULL_INSTALL:
+        return None
+    return (
+        f"error: {_command_path(args)} needs {FULL_INSTALL[top]}, which is not installed here (the torch-free "
+        f"install runs tx, rx, the Runtime and devices list/show/detect); pip install {FULL_INSTALL[top]}, or "
+        "install rkd-edge with its dependencies"
+    )
+
+
 MAX_MESSAGE = 600  # characters of an error line (a message quoting a hostile value in full ran to 2,000)
 
 
@@ -165,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(BROKEN_PIPE)
+    except ModuleNotFoundError as exc:
+        if (line := _missing_package(exc, args)) is None:
+            raise
+        _say(line)
+        sys.exit(2)
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
             raise

@@ -102,7 +102,7 @@ def read_png(data: bytes) -> np.ndarray:
 
 
 def read_pnm(data: bytes) -> np.ndarray:
-    """Decode a binary PGM (P5) or PPM (P6) with maxval <= 255 -> ``uint8 [H, W, C]``."""
+    """Decode a binary PGM (P5) or PPM (P6) with maxval 1..255 -> ``uint8 [H, W, C]``, maxval as 255."""
     fields, pos = [], 2
     if data[:2] not in (b"P5", b"P6"):
         raise ValueError("not a binary PGM/PPM file")
@@ -126,11 +126,18 @@ def read_pnm(data: bytes) -> np.ndarray:
     w, h, maxval = fields
     if maxval > 255:
         raise ValueError("16-bit PGM/PPM: install Pillow")
+    if maxval == 0:
+        raise ValueError("PGM/PPM maxval 0: the header says no pixel can be brighter than black")
     _check_size(w, h)
     c = 1 if data[:2] == b"P5" else 3
     if len(data) - (pos + 1) < w * h * c:
         raise ValueError(f"PGM/PPM data shorter than its {w}x{h} header says")
-    return np.frombuffer(data, np.uint8, w * h * c, pos + 1).reshape(h, w, c)
+    px = np.frombuffer(data, np.uint8, w * h * c, pos + 1).reshape(h, w, c)
+    if maxval == 255:
+        return px
+    # maxval is white: scaled to 255 as Pillow does (values above it clamped first), so a 0..16 digit PGM reads
+    # the same on a board without Pillow as with it.
+    return np.rint(np.minimum(px, maxval).astype(np.float64) * 255 / maxval).astype(np.uint8)  # half to even
 
 
 def _check_size(w: int, h: int) -> None:

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from rkd_edge.limits import MAX_THREADS
+from rkd_edge.limits import MAX_THREADS, SNR_LIMIT_DB
 from rkd_edge.runtime.bundle import Bundle, BundleError, dims_agree
 from rkd_edge.runtime.runners import BACKENDS, Runner, create_runner
 from rkd_edge.runtime.runners.device import fingerprint
@@ -268,15 +268,18 @@ class Runtime:
             x = np.repeat(x, self.channels, 1) if x.shape[1] == 1 else x.mean(1, keepdims=True)
         return ((x - self.mean) / self.std).astype(np.float32)
 
-    def _batch_values(self, value, n: int, dtype, what: str) -> np.ndarray:
+    def _batch_values(self, value, n: int, dtype, what: str, limit: float | None = None) -> np.ndarray:
         arr = _numeric(value, what)
         if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != n):
             raise BundleError(f"{what} must be a scalar or [{n}], got shape {list(arr.shape)}")
         _finite(arr, what)
+        if limit is not None and np.abs(arr).max(initial=0) > limit:
+            raise BundleError(f"{what} must be within +-{limit:g}, got {arr.flat[np.abs(arr).argmax()]:g}")
         return np.broadcast_to(arr.astype(dtype), (n,)).copy()
 
     def _conditions(self, n: int, snr_db, channel: str) -> tuple[np.ndarray, np.ndarray]:
-        snr = self._batch_values(snr_db, n, np.float32, "snr_db (dB)")
+        # Within the CLI's +-100 dB: 1e9 dB ran, conditioned on nothing the codec ever met.
+        snr = self._batch_values(snr_db, n, np.float32, "snr_db (dB)", limit=SNR_LIMIT_DB)
         if channel not in self.channel_types:
             raise BundleError(f"unknown channel type {channel!r}; the bundle knows {self.channel_types}")
         return snr, np.full((n,), self.channel_types.index(channel), np.int64)
