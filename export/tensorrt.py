@@ -20,7 +20,7 @@ from rkd_edge.errors import UserError
 from rkd_edge.io import atomic_path, sha256_file
 from rkd_edge.outputs import write_manifest
 from rkd_edge.runtime.bundle import Bundle
-from rkd_edge.runtime.onnx_wire import check_self_contained
+from rkd_edge.runtime.onnx_wire import check_model
 
 
 def int8_supported(model: str | None) -> tuple[bool, str]:
@@ -67,7 +67,7 @@ def build_engine(
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(check_self_contained(onnx_path.read_bytes(), onnx_path.name)):
+    if not parser.parse(check_model(onnx_path.read_bytes(), onnx_path.name)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT cannot parse {onnx_path.name}: {errs[:300]}")
     config = builder.create_builder_config()

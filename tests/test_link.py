@@ -638,6 +638,7 @@ def test_udp_end_to_end_torch_free_with_labels_and_a_simulated_channel(bundle, d
     assert t["frames_sent"] == 40 and t["labelled"] == 40 and t["datagrams"] > 40  # fragmented to 64 bytes
     assert set(t["latency_ms"]) >= {"p50_ms", "p90_ms", "p99_ms", "mean_ms"} and t["throughput_fps"] > 0
     assert r["counters"]["decoded"] == 40 and r["accuracy"]["n"] == 40 and r["channel"]["channel"] == "rayleigh"
+    assert r["out"] == "rx.jsonl" and "onnxruntime" in r["versions"] and "numpy" in t["versions"]  # no absolute path
     lines = [json.loads(s) for s in (tmp_path / "rx.jsonl").read_text().splitlines()]
     assert len(lines) == 40 and all(s["k"] == 8 and s["snr_db"] == 10.0 and "label" in s for s in lines)
 

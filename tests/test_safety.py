@@ -1374,6 +1374,54 @@ def test_a_model_reading_external_data_from_the_working_folder_is_refused(tiny_b
     one_line_exit_2(proc, "external data")
 
 
+def _looped_forever(model) -> None:
+    """Pass ``model``'s first output through a Loop of 10**15 iterations (a hostile pass, session 24: bench
+    and the Runtime ran it past Ctrl-C and SIGTERM, as a signal waits for ONNX Runtime's call to return)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = model.graph.output[0]
+    inner = out.name + "_before_loop"
+    for node in model.graph.node:
+        node.output[:] = [inner if o == out.name else o for o in node.output]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(np.array(10**15, np.int64), "trips"), numpy_helper.from_array(np.array(True), "go")]
+    )
+    model.graph.node.append(helper.make_node("Loop", ["trips", "go", inner], [out.name], body=body))
+
+
+@pytest.mark.parametrize("how", ["loop", "custom-domain"])
+def test_a_model_with_an_operator_export_never_writes_is_refused(tiny_bundle, tmp_path, how):
+    """A Loop's trip count is its author's: a stranger's (rehashed) bundle held bench for as long as it liked.
+    An operator of another domain has no kernel here. Both are refused before ONNX Runtime sees the model."""
+    import onnx
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    for rel in ("models/encoder.onnx", "models/transmitter.onnx"):  # the fused graph starts with the encoder
+        model = onnx.load(str(b / rel))
+        if how == "loop":
+            _looped_forever(model)
+        else:
+            model.graph.node[0].domain = "evil.ops"
+        _replace_model(b, rel, model)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from rkd_edge.cli import main; main()", "-q", "bench", str(b), "--seconds", "0.05",
+         "--warmup", "0.01", "--no-memory", "--batch", "1", "--precision", "fp32"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    one_line_exit_2(proc, "an operator export never writes")
+
+
 def _asks_16_tb(model) -> None:
     """Add a 16 TB constant to ``model``'s first output, through a node that ONNX Runtime runs each call."""
     import numpy as np

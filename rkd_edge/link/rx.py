@@ -29,6 +29,7 @@ from typing import TextIO
 import numpy as np
 
 from rkd_edge import progress
+from rkd_edge.env import versions
 from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
@@ -294,6 +295,7 @@ class Receiver:
             "elapsed_s": round(elapsed, 6),
             "throughput_fps": round((self.counters["decoded"] - 1) / elapsed, 3) if elapsed > 0 else None,
             "torch_imported": "torch" in sys.modules,
+            "versions": versions(),
         }
         if self.labelled:
             lo, hi = wilson(self.correct, self.labelled)
@@ -514,6 +516,6 @@ def run_rx(
         summary = rx.summary()
         summary.update(transport="tcp" if tcp else "udp", listen=f"{bound[0]}:{bound[1]}", seed=seed, stopped_by=why)
         if out is not None:
-            summary["out"] = str(out)
+            summary["out"] = Path(out).name  # the name: a summary names no absolute path
         report(summary, summary_file, "rx")
     return summary

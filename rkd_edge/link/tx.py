@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge import progress
+from rkd_edge.env import versions
 from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
@@ -235,6 +236,7 @@ def run_tx(
             latency_ms=out.latency.summary(),
             stopped_by=stopped_by,
             torch_imported="torch" in sys.modules,
+            versions=versions(),
         )
         report(summary, summary_file, "tx")
     if failure is not None:

@@ -1,11 +1,13 @@
-"""Just enough of the protobuf wire format to find tensors an ONNX model keeps outside itself (onnx-free).
+"""Just enough of the protobuf wire format to check an ONNX model before ONNX Runtime sees it (onnx-free).
 
 ONNX Runtime loads a model's external data (``data_location: EXTERNAL``) from files named in the model;
 for a model given as bytes it looks for them under the working folder, which the bundle's hashes do not
-cover. A bundle's models never keep data outside, so :func:`external_tensors` lets the runtime refuse such a
-model before ONNX Runtime sees it, on a board that has onnxruntime but not the ``onnx`` package.
+cover. And a model's author sets a control-flow operator's trip count: a ``Loop`` of 10**15 iterations held
+ONNX Runtime for as long as it liked, past Ctrl-C (a signal is handled only when the call returns). A
+bundle's models hold neither, so :func:`check_model` refuses both, on a board that has onnxruntime but not
+the ``onnx`` package.
 
-Field numbers are those of ``onnx.proto``; only the messages that can hold a tensor are walked.
+Field numbers are those of ``onnx.proto``; only the messages that can hold a tensor or a node are walked.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ _SCHEMA: dict[str, dict[int, str]] = {
     "tensor": {},
 }
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
+_NODE_OP_TYPE, _NODE_DOMAIN = 4, 7
+# What export writes: ONNX's operators and ONNX Runtime's own (the CPU INT8 graphs' fused ones), no control
+# flow. Another domain has no kernel here (or a custom library's); control flow runs as long as its author says.
+DOMAINS = ("", "ai.onnx", "com.microsoft")
+CONTROL_FLOW = ("Loop", "Scan", "If")
 _MAX_DEPTH = 100  # protobuf's own recursion limit when it parses a model (subgraphs nest 3 messages a level)
 
 
@@ -92,6 +99,24 @@ def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, i
             yield field, wire, a, i
 
 
+def _messages(model: bytes) -> Iterator[tuple[str, list[tuple[int, int, int, int]]]]:
+    """``(kind, fields)`` of every message of :data:`_SCHEMA` in a serialised ``ModelProto`` (subgraphs,
+    functions and training graphs too); ``fields`` as :func:`_fields` gives them.
+
+    Raises:
+        WireError: ``model`` is not a well-formed protobuf message.
+    """
+    stack = [("model", 0, len(model), 0)]
+    while stack:
+        kind, start, end, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise WireError("messages nested too deeply")
+        children = _SCHEMA[kind]
+        fields = list(_fields(model, start, end))
+        stack.extend((children[f], a, b, depth + 1) for f, wire, a, b in fields if wire == 2 and f in children)
+        yield kind, fields
+
+
 def external_tensors(model: bytes) -> int:
     """How many tensors in a serialised ONNX ``ModelProto`` keep their data in another file (initializers,
     sparse initializers, attribute tensors, in subgraphs, functions and training graphs too).
@@ -100,34 +125,46 @@ def external_tensors(model: bytes) -> int:
         WireError: ``model`` is not a well-formed protobuf message.
     """
     found = 0
-    stack = [("model", 0, len(model), 0)]
-    while stack:
-        kind, start, end, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise WireError("messages nested too deeply")
-        children = _SCHEMA[kind]
-        external = False
-        for field, wire, a, b in _fields(model, start, end):
-            if kind == "tensor":
-                # Any location but DEFAULT (0) counts: protobuf reads the enum's low 32 bits, so 2**32 + 1 is
-                # EXTERNAL there; external_data entries count even without it.
-                external |= field == _TENSOR_EXTERNAL_DATA or (field == _TENSOR_DATA_LOCATION and a != 0)
-            elif wire == 2 and field in children:
-                stack.append((children[field], a, b, depth + 1))
-        found += external
+    for kind, fields in _messages(model):
+        # Any location but DEFAULT (0) counts: protobuf reads the enum's low 32 bits, so 2**32 + 1 is EXTERNAL
+        # there; external_data entries count even without it.
+        found += kind == "tensor" and any(
+            f == _TENSOR_EXTERNAL_DATA or (f == _TENSOR_DATA_LOCATION and a != 0) for f, _, a, _ in fields
+        )
     return found
 
 
-def check_self_contained(model: bytes, name: str) -> bytes:
-    """``model`` if it keeps every tensor inside itself; else :class:`BundleError` (one line): ONNX Runtime
-    or TensorRT would read the rest, unhashed, from the folder the command runs in."""
+def operators(model: bytes) -> set[tuple[str, str]]:
+    """The ``(domain, op_type)`` of every node in a serialised ``ModelProto`` (subgraphs and functions too).
+
+    Raises:
+        WireError: ``model`` is not a well-formed protobuf message.
+    """
+    found = set()
+    for kind, fields in _messages(model):
+        if kind == "node":
+            text = {f: model[a:b].decode("utf-8", "replace") for f, wire, a, b in fields if wire == 2}
+            found.add((text.get(_NODE_DOMAIN, ""), text.get(_NODE_OP_TYPE, "")))
+    return found
+
+
+def check_model(model: bytes, name: str) -> bytes:
+    """``model`` if it keeps every tensor inside itself and holds only operators export writes; else
+    :class:`BundleError` (one line): ONNX Runtime or TensorRT would read the rest, unhashed, from the folder
+    the command runs in, or run an operator no bundle holds (control flow: for as long as its author says)."""
     try:
-        outside = external_tensors(model)
+        outside, ops = external_tensors(model), operators(model)
     except WireError as exc:
         raise BundleError(f"{name} is not a valid ONNX model ({exc}); re-export the bundle") from None
     if outside:
         raise BundleError(
             f"{name} keeps {outside} tensor(s) in other files (external data), which no bundle does and the "
             "manifest's hashes do not cover; re-export the bundle"
+        )
+    if odd := sorted((d, op) for d, op in ops if d not in DOMAINS or op in CONTROL_FLOW):
+        domain, op = odd[0]
+        raise BundleError(
+            f"{name} holds a {f'{domain}:' if domain else ''}{op[:60]} node, an operator export never writes "
+            "(control flow or another domain); re-export the bundle"
         )
     return model

@@ -14,7 +14,7 @@ import numpy as np
 
 from rkd_edge.errors import first_sentence
 from rkd_edge.runtime.bundle import Bundle, BundleError, read_verified
-from rkd_edge.runtime.onnx_wire import check_self_contained
+from rkd_edge.runtime.onnx_wire import check_model
 from rkd_edge.runtime.runners.base import Runner, TensorMeta
 from rkd_edge.runtime.runners.device import int8_saturates
 
@@ -155,7 +155,7 @@ class OnnxRuntimeRunner(Runner):
             }
             providers[0] = ("TensorrtExecutionProvider", trt_opts)
         model = read_verified(model_path, sha256)
-        check_self_contained(model, Path(model_path).name)
+        check_model(model, Path(model_path).name)
         try:
             self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
