@@ -28,7 +28,7 @@ import numpy as np
 from rkd_edge import env
 from rkd_edge.devices.latency import measure
 from rkd_edge.errors import UserError
-from rkd_edge.io import strict_json, write_json
+from rkd_edge.io import read_text, strict_json, write_json
 from rkd_edge.runtime.bundle import DEFAULT_OPSET
 from rkd_edge.runtime.runners.ort import cpu_session
 
@@ -52,11 +52,10 @@ def _rebuild_hint() -> str:
 def read_table(path: str | Path) -> dict:
     """Load and check the format of a latency table; anything else is one line (UserError)."""
     path = Path(path)
+    text = read_text(path, "latency table")  # a FIFO or /dev/zero: one line, not a hang or all the memory
     try:
-        table = strict_json(path.read_text())  # a key twice, NaN, 1e999 refused
-    except OSError as exc:
-        raise UserError(f"latency table {path} cannot be read ({exc.strerror or exc}); {_rebuild_hint()}") from None
-    except (ValueError, RecursionError):  # ValueError: a UnicodeDecodeError too
+        table = strict_json(text)  # a key twice, NaN, 1e999 refused
+    except (ValueError, RecursionError):
         raise UserError(f"{path} is not JSON, so not a latency table; {_rebuild_hint()}") from None
     if not isinstance(table, dict) or not isinstance(table.get("entries"), dict) or "device" not in table:
         raise UserError(f"{path} is not a latency table (no 'device' and 'entries'); {_rebuild_hint()}")

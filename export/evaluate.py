@@ -14,9 +14,8 @@ import torch
 from rkd_edge.config import CodecConfig, parse_range, read_config
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.plots import plot_snr
-from rkd_edge.evaluate.run import commit_evaluation, evaluation_target
+from rkd_edge.evaluate.run import commit_evaluation, evaluation_target, write_summary
 from rkd_edge.evaluate.snr import NOISE_BATCH, Grid, curves, noiseless_grid, sweep, write_rows
-from rkd_edge.io import json_text
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
 from rkd_edge.runtime import Bundle, Runtime
@@ -40,7 +39,8 @@ def evaluate_bundle(
         raise UserError(f"symbol lengths {bad} outside 1..{k_max} supported by this bundle")
     if bad := [c for c in channels or [] if c not in manifest["channel_types"]]:
         raise UserError(f"channel {bad[0]!r} is not one this bundle knows: {', '.join(manifest['channel_types'])}")
-    cfg = method_config(read_config(bundle / "config.json", "bundle config"))
+    given = read_config(bundle / "config.json", "bundle config")
+    cfg = method_config(given)
     of = f"bundle {bundle_id(manifest)}"
     with evaluation_target(out, bundle / "evaluation", (bundle,), of) as (out, mark):
         ec = cfg.evaluate
@@ -51,10 +51,9 @@ def evaluate_bundle(
         rows, noiseless = [], {}
         for prec in precisions or manifest["precisions"]:
             rt, method = Runtime(str(bundle), precision=prec), f"onnx-{prec}"
-            ks = symbols or ec.symbols or rt.symbol_set
-            rows += evaluate_runtime(
-                rt, splits.test, Grid(channels, snrs, ks, trials, cfg.seed), cfg.codec, splits.source_dim, method
-            )
+            grid = Grid(channels, snrs, symbols or ec.symbols or rt.symbol_set, trials, cfg.seed)
+            ks = grid.ks
+            rows += evaluate_runtime(rt, splits.test, grid, cfg.codec, splits.source_dim, method)
             # the bound is the noiseless grid's row, not an identity row the user's grid may also hold
             bound = evaluate_runtime(rt, splits.test, noiseless_grid(cfg, ks), cfg.codec, splits.source_dim, method)
             rows += bound
@@ -74,7 +73,7 @@ def evaluate_bundle(
                 staging / "accuracy_vs_snr.png",
                 f"bundle {bundle.name}: FP32 vs INT8 (ONNX Runtime)",
             )
-            (staging / "evaluation_summary.json").write_text(json_text(summary))
+            write_summary(staging, summary, grid, of, given.digest())
 
         commit_evaluation(out, mark, write, of=of)
         return summary

@@ -239,6 +239,39 @@ def strict_json(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite_float, parse_constant=_no_constant)
 
 
+MAX_JSON_BYTES = 64 << 20  # far above any JSON rkd-edge writes (a search log, a latency table: kB to a MB)
+
+
+def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES) -> str:
+    """The text of a regular file of at most ``limit`` bytes. A FIFO (which would block), a device such as
+    /dev/zero (which would fill the memory), a folder or a larger file is refused in one line."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}; check the path") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc}); check the path") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{what} {path} is not a regular file (a folder, device or FIFO?); give the file")
+        if st.st_size > limit:
+            raise UserError(f"{what} {path} has {st.st_size:,} bytes, more than any such file ({limit:,}); check it")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # grew since the fstat
+                raise UserError(f"{what} {path} has more than {limit:,} bytes, more than any such file; check it")
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not text (UTF-8), so not a file rkd-edge wrote; replace it") from None
+
+
 def read_json(path: str | os.PathLike, what: str = "file", expect: type | None = None) -> Any:
     """Read JSON, turning a missing or corrupt file into a :class:`UserError`.
 
@@ -248,10 +281,9 @@ def read_json(path: str | os.PathLike, what: str = "file", expect: type | None =
         expect: The type the top level must have (``dict``, ``list``); ``None`` accepts any.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}; check the path")
+    text = read_text(path, what)
     try:
-        obj = strict_json(path.read_text())
+        obj = strict_json(text)
     except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an int of 5,000 digits
         raise UserError(f"{what} {path} is not valid JSON ({str(getattr(exc, 'msg', exc))[:80]})") from None
     except RecursionError:  # [[[[...]]]] a hundred thousand deep: not a file rkd-edge wrote

@@ -411,7 +411,8 @@ FLAG_PARAMS = [
 
 
 def lut_table(content):
-    return lambda env: _write(Path(env["lut"]), content if isinstance(content, str) else json.dumps(content))
+    text = content if isinstance(content, str | bytes) else json.dumps(content)
+    return lambda env: _write(Path(env["lut"]), text)
 
 
 LATENCY_PARAMS = [
@@ -430,6 +431,17 @@ LATENCY_PARAMS = [
         lut_table({"device": "host", "entries": {"a": -1}}),
     ),
     case("lut-is-dir", "search --out {out} --cost latency --latency-table {dir}", "latency table"),
+    # /dev/zero filled the memory (9 GB, then killed) and a FIFO blocked forever (a hostile pass, session 24)
+    case("lut-dev-zero", "search --out {out} --cost latency --latency-table /dev/zero", "not a regular file"),
+    case(
+        "lut-fifo",
+        "search --out {out} --cost latency --latency-table {lut}",
+        "not a regular file",
+        lambda env: os.mkfifo(env["lut"]),
+    ),
+    case(
+        "lut-not-utf8", "search --out {out} --cost latency --latency-table {lut}", "not text", lut_table(b"\xff\xfe{")
+    ),
     case(
         "lut-other-precision",
         "search --out {out} --cost latency --latency-table {lut} --precision int8",

@@ -199,6 +199,12 @@ def test_bundle_evaluation_matches_pytorch_point_by_point(tiny_run, tiny_bundle,
     summary = {d: json.loads((tmp_path / d / "evaluation_summary.json").read_text()) for d in ("pt", "ort")}
     assert summary["pt"]["noiseless"] == bound["accuracy"]
     assert abs(summary["ort"]["noiseless"]["onnx-fp32"] - bound["accuracy"]) <= 2 / bound["n"]
+    # Each says what it was computed from (a hostile pass found bare numbers): the thing, config, grid, versions.
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    for d, of in (("pt", "run weights "), ("ort", "bundle ")):
+        s = summary[d]
+        assert s["of"].startswith(of) and s["grid"]["snr_db"] == [-4.0, 0.0, 8.0] and s["grid"]["trials"] == 1
+        assert s["grid"]["seed"] == cfg["seed"] and "onnxruntime" in s["versions"] and len(s["config_sha256"]) == 64
 
 
 def test_tensorrt_absent_skips_cleanly(tiny_bundle):

@@ -116,6 +116,15 @@ def commit_evaluation(out: Path, mark: bool, write, of: str) -> None:
         raise
 
 
+def write_summary(folder: Path, summary: dict, grid: Grid, of: str, config_sha256: str) -> None:
+    """``evaluation_summary.json``: the summary and what it was computed from: what was evaluated (``of``, as
+    the folder's marker says), the config's digest, the grid (channels, SNRs in dB, lengths, draws, seed) and
+    the versions that computed it."""
+    grid_record = {"channels": grid.channels, "snr_db": grid.snrs, "symbols": grid.ks, "trials": grid.trials}
+    provenance = {"of": of, "config_sha256": config_sha256, "grid": {**grid_record, "seed": grid.seed}}
+    (folder / "evaluation_summary.json").write_text(json_text({**summary, **provenance, "versions": env.versions()}))
+
+
 def evaluate_run(
     run: Path,
     channels: list[str] | None = None,
@@ -182,7 +191,7 @@ def evaluate_run(
             plot_symbols(
                 noisy, staging / "accuracy_vs_symbols.png", [s for s in (0.0, 10.0) if s in snrs] or snrs[:1], title
             )
-            (staging / "evaluation_summary.json").write_text(json_text(summary))
+            write_summary(staging, summary, grid, of, cfg.digest())
 
         commit_evaluation(out, mark, write, of=of)
         return summary
