@@ -152,9 +152,11 @@ class Pipeline:
     def done(self, stage: str) -> dict | None:
         return self.rd.done(stage)
 
-    def mark(self, stage: str, info: dict) -> dict:
+    def mark(self, stage: str, info: dict, host: dict | None = None) -> dict:
+        """Record a finished stage: ``info``, the config sections it read, and ``host`` (where it ran; default
+        this process)."""
         inputs = stage_inputs(self.user_cfg, stage)
-        return self.rd.mark(stage, {**info, "inputs": inputs, "host": env.host(self.device)})
+        return self.rd.mark(stage, {**info, "inputs": inputs, "host": host or env.host(self.device)})
 
     def _check_inputs(self, stage: str, record: dict) -> None:
         """Refuse to resume past a stage whose record says it read other settings than the config's."""
@@ -199,7 +201,9 @@ class Pipeline:
                 info["seconds"] = prev["seconds"] if prev else round(time.time() - t0, 2)
                 if resumed or (prev and prev.get("resumed")):  # its seconds are the part after the interruption
                     info["resumed"] = True
-                results[stage] = self.mark(stage, info) if main else info
+                # A teacher trained earlier is only loaded: its record keeps where it was trained.
+                host = prev.get("host") if prev and isinstance(prev.get("host"), dict) else None
+                results[stage] = self.mark(stage, info, host) if main else info
                 progress.log(f"[{stage}] done in {info['seconds']:.0f} s")
             ddp.barrier()
             if stage == "teacher" and not main:

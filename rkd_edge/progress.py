@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import stat
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
+
+from rkd_edge.io import atomic_path
 
 _QUIET = False
 
@@ -62,15 +69,23 @@ _LOG_FILE = None
 
 
 def set_log_file(path) -> None:
-    """Also append every status line to ``path`` (the run directory's ``run.log``); None stops it."""
+    """Also append every status line to ``path`` (the run directory's ``run.log``); None stops it.
+
+    A log hard-linked from elsewhere (a ``cp -al`` snapshot, or a link someone planted) first gets its own
+    copy: appending would write into the other name's file too.
+    """
     global _LOG_FILE
-    _LOG_FILE = path
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                with atomic_path(path) as tmp:
+                    shutil.copyfile(path, tmp)
+    _LOG_FILE = Path(path) if path is not None else None
 
 
 def log(message: str) -> None:
     """A status line on stderr unless quiet, and in the run log if one is set."""
-    import time
-
     if _LOG_FILE is not None:
         with open(_LOG_FILE, "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")

@@ -63,6 +63,9 @@ def write_report(rd: RunDir, splits: DataSplits, mcfg: RunConfig, results: dict)
         "noiseless_symbols": ev.get("noiseless_symbols"),
         "timings_s": {k: v.get("seconds") for k, v in results.items()},
         "resumed_stages": [k for k, v in results.items() if v.get("resumed")],  # timed after an interruption only
+        # Where each stage ran (what a rerun must match to repeat it bit for bit); ``environment`` is the
+        # process that wrote this report, which may only have loaded finished stages.
+        "stage_hosts": {k: v.get("host") for k, v in results.items()},
         "versions": env.versions(),
         "environment": env.environment(),
         "config_hash": cfg.digest(),

@@ -146,6 +146,11 @@ def test_the_pytorch_reference_runs_only_the_bundles_own_run(tiny_run, tiny_bund
     write_manifest_as_rkd_edge(b, {**m, "source_run": {**m["source_run"], "path": "/etc"}})
     with pytest.raises(BundleError, match="pass --run RUN"):
         Runtime(str(b), backend="pytorch")
+    # without the digests any run would do: a stranger's bundle ran a copy with halved weights as "ok" rows
+    for key in ("config_sha256", "weights_sha256"):
+        write_manifest_as_rkd_edge(b, {**m, "source_run": {**m["source_run"], key: None}})
+        with pytest.raises(BundleError, match="records no digest"):
+            Runtime(str(b), backend="pytorch", run=str(tiny_run))
     other = tmp_path / "other"
     shutil.copytree(tiny_run, other)
     cfg = json.loads((other / "config.json").read_text())

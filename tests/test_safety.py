@@ -705,6 +705,42 @@ def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp
     assert load_checkpoint(ck)["epoch"] == 0
 
 
+def test_resuming_on_another_thread_count_says_it_will_not_repeat(tmp_path, capsys):
+    """A stage resumed with another torch thread count trained on silently: its epochs after the interruption
+    summed in another order, and its record named only the last host."""
+    import torch
+
+    from rkd_edge.distill.loop import fit
+    from rkd_edge.errors import UserError
+
+    model, ck, threads = torch.nn.Linear(2, 2), tmp_path / "ck.pt", torch.get_num_threads()
+    losses = iter([1.0, float("nan")])  # epoch 2 stops the stage: epoch 1 is checkpointed
+    with pytest.raises(UserError):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), 3, lambda e: {"loss": next(losses)}, ck, desc="s1")
+    capsys.readouterr()
+    torch.set_num_threads(threads + 1)
+    try:
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), 3, lambda e: {"loss": 1.0}, ck, desc="s1")
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert f"epochs 1..1 ran on cpu with {threads} torch thread(s), this process runs on cpu with {threads + 1}" in err
+
+
+def test_a_finished_teacher_keeps_where_it_was_trained(run_copy, tiny_teacher_dir):
+    """Every rerun loads the teacher: its record took this process's host (2 threads said 1 after a no-op
+    rerun), and the report said only where the report was written."""
+    rec = run_copy / "stages" / "teacher.json"
+    elsewhere = {"device": "cpu", "torch_threads": 99, "cpu": "the machine it trained on"}
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "host": elsewhere}))
+    args = ["pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    run_cli("-q", *args, check=True)
+    assert json.loads(rec.read_text())["host"] == elsewhere
+    hosts = json.loads((run_copy / "report.json").read_text())["stage_hosts"]
+    stage2 = json.loads((run_copy / "stages" / "stage2.json").read_text())
+    assert hosts["teacher"] == elsewhere and hosts["stage2"] == stage2["host"]
+
+
 def test_a_loss_weight_that_overflows_stops_the_pipeline_in_one_line(tiny_run, tiny_teacher_dir, tmp_path):
     """1e308 is a float, but an infinite one in float32: stage 1 diverges at once instead of finishing a run
     of NaN weights at chance level with exit 0."""
@@ -1230,6 +1266,20 @@ def test_a_stage_record_with_other_types_is_one_line(run_copy, tiny_teacher_dir,
     one_line_exit_2(run_cli("-q", *args), f"{stage}.json has {field}")
     after = tree_digest(run_copy)
     assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} <= {"run.log"}
+
+
+def test_a_hard_linked_run_log_is_not_written_through(run_copy, tiny_teacher_dir, tmp_path):
+    """A resumed run appended its status lines to whatever file its run.log was hard-linked to (a snapshot
+    made with ``cp -al``, or a planted link): the log gets its own copy first."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("VICTIM\n")
+    (run_copy / "run.log").unlink()
+    os.link(victim, run_copy / "run.log")
+    args = ["pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    run_cli("-q", *args, check=True)  # finished: every stage is skipped, and says so in the log
+    assert victim.read_text() == "VICTIM\n"
+    log = (run_copy / "run.log").read_text()
+    assert log.startswith("VICTIM\n") and "done earlier, skipped" in log and os.stat(run_copy / "run.log").st_nlink == 1
 
 
 def test_a_model_swapped_after_verification_is_not_loaded(tiny_bundle, tmp_path):

@@ -65,9 +65,16 @@ def fit(
     history: list[dict] = []
     start = 0
     best = (-math.inf, None)
+    here = _where(model)
     if checkpoint is not None and checkpoint.is_file():
-        history, start, best = _resume(load_checkpoint(checkpoint), checkpoint, model, optimizer, scheduler, epochs)
+        state = load_checkpoint(checkpoint)
+        history, start, best = _resume(state, checkpoint, model, optimizer, scheduler, epochs)
         progress.log(f"{desc}: resuming after epoch {start} of {epochs}")
+        if isinstance(then := state.get("where"), dict) and then != here:  # a run repeats only where it ran
+            progress.log(
+                f"{desc}: warning: epochs 1..{start} ran on {_describe(then)}, this process runs on {_describe(here)}; "
+                "the stage will not repeat bit for bit (another thread count sums in another order)"
+            )
     with progress.task(desc, epochs) as bar:
         bar.advance(start)
         for epoch in range(start, epochs):
@@ -95,12 +102,23 @@ def fit(
                         "epoch": epoch,
                         "best_score": best[0],
                         "best_model": best[1],
+                        "where": here,
                     },
                 )
             bar.advance(1, info=" ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
     if select is not None and best[1] is not None:
         model.load_state_dict(best[1])
     return history
+
+
+def _where(model: nn.Module) -> dict:
+    """What decides whether a stage repeats bit for bit: the device type and torch's thread count."""
+    device = next((p.device.type for p in model.parameters()), "cpu")
+    return {"device": device, "torch_threads": torch.get_num_threads()}
+
+
+def _describe(where: dict) -> str:
+    return f"{where.get('device')} with {where.get('torch_threads')} torch thread(s)"
 
 
 # What a damaged or foreign checkpoint makes torch raise while it is restored.

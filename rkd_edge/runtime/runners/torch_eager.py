@@ -109,7 +109,12 @@ class TorchRunner(Runner):
     def locate(self, bundle: Bundle, model: str, precision: str) -> Path:
         source = bundle.manifest.get("source_run") or {}
         self.expected_digest = source.get("config_sha256")
-        self.expected_weights = source.get("weights_sha256")  # bundles exported since it was recorded
+        self.expected_weights = source.get("weights_sha256")
+        if not (self.expected_digest and self.expected_weights):  # a run that cannot be told from any other
+            raise BundleError(
+                "the manifest records no digest of its source run's config and weights (exported before "
+                "rkd-edge recorded them, or edited); re-export the bundle to compare it with PyTorch"
+            )
         rel = source.get("path")
         # Relative to the bundle's folder (or, in bundles exported before that, to where export ran); a path
         # from elsewhere is not followed, and whatever is found must be the run the bundle came from (load).
