@@ -77,7 +77,15 @@ class DeviceProfile:
         """All fields with their sources, for ``--json`` and the ``show`` table."""
         d = asdict(self)
         src = d.pop("sources")
-        return {k: {"value": v, "source": src.get(k, "")} for k, v in d.items()}
+
+        def source(k: str, v) -> str:  # every figure says where it is from, or that nothing says so
+            if k in src or k in ("key", "name", "match"):  # the last three name the profile, not a figure
+                return src.get(k, "")
+            if v in (None, 0):
+                return "unverified: none recorded (the estimate leaves it out or uses its fallback)"
+            return "unverified: no source recorded"
+
+        return {k: {"value": v, "source": source(k, v)} for k, v in d.items()}
 
 
 # Derivation rules, by architecture: CUDA cores per SM, and (FP16, INT8) ops per tensor core per clock.

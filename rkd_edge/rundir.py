@@ -38,6 +38,7 @@ from rkd_edge.limits import MAX_PARAMS
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.nas.genotypes import Genotype
+from rkd_edge.nas.sweep import SCORED
 from rkd_edge.outputs import kind_of
 from rkd_edge.students import create_encoder
 from rkd_edge.system import SemanticSystem
@@ -137,8 +138,11 @@ class RunDir:
         return self.root / "train" / f"{stage}.ckpt"
 
     def resumable(self, stage: str) -> bool:
-        """Whether an interrupted run of ``stage`` left epochs to resume from (its own or the teacher's)."""
+        """Whether an interrupted run of ``stage`` left work to resume from: epochs (its own or the teacher's),
+        or a lambda sweep's searched and scored lambdas."""
         partial = [self.epoch_checkpoint(stage)] + ([self.teacher_dir / "checkpoint.pt"] if stage == "teacher" else [])
+        if stage == "search":
+            partial += list((self.root / "sweep").glob(f"*/{SCORED}"))
         return any(p.is_file() for p in partial)
 
     # --- records ---------------------------------------------------------------------------------

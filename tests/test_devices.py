@@ -267,6 +267,10 @@ def test_profile_data_is_whole():
     assert PROFILES["orin-nano-4gb"].sources["cuda_cores"] == "derived: SMs x 128"
     assert PROFILES["thor"].sources["jetpack"].startswith("https://")  # {page} names are filled in
     assert sorted(_MATCH_ORDER) == sorted(PROFILES) and set(ALIASES.values()) <= set(PROFILES)
+    # `devices show` promises every figure's page or "unverified": Nano's tensor_cores and cache had neither
+    for key, profile in PROFILES.items():
+        bare = [k for k, f in profile.figures().items() if not f["source"] and k not in ("key", "name", "match")]
+        assert not bare, (key, bare)
 
 
 def _drop(d: dict, key: str):
@@ -651,3 +655,13 @@ def test_a_huge_argument_is_quoted_short():
     assert r.returncode == 2 and "unknown device" in r.stderr and len(r.stderr) < 3000, len(r.stderr)
     r = run_cli("devices", "show", "")
     assert r.returncode == 2 and "the argument after 'devices show' is empty" in r.stderr, r.stderr
+
+
+def test_a_latency_table_carries_its_resolved_config(tmp_path):
+    """The README promises the resolved config beside every artefact of a config command: the table had only
+    its skeleton and environment."""
+    table = tmp_path / "t.json"
+    sets = ["--set", "search.layers=2", "--set", "search.steps=2", "--set", "search.init_channels=4"]
+    run_cli("-q", "devices", "lut", "--out", str(table), *sets, check=True)
+    t = json.loads(table.read_text())
+    assert t["config"]["search"]["init_channels"] == 4 and t["config"]["seed"] == 0 and t["skeleton"]["layers"] == 2

@@ -73,3 +73,5 @@ def test_lambda_sweep_writes_pareto(tmp_path, tiny_teacher_dir):
     assert proc.stderr.count("searched and scored earlier, reused") == 2, proc.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "sweep").rglob("genotype.json")} == searched
     assert (out / "pareto.csv").read_text().strip().splitlines() == rows
+    # its seconds are the part after the stop, and the record says so (as a resumed stage's of epochs)
+    assert json.loads((out / "stages" / "search.json").read_text()).get("resumed") is True

@@ -202,6 +202,7 @@ def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
     n = len(latency_keys(sk))
     with progress.task(f"latency table ({precision}, {n} ops)", n) as bar:
         table = build_latency_table(sk, None, precision, threads, progress=lambda i, _n: bar.advance())
+    table["config"] = cfg.to_dict()  # the resolved config beside the artefact, as every config command's
     if replaced is None:
         write_new_json(out, table)  # exclusive: a file that appeared while it measured is not overwritten
     else:

@@ -66,7 +66,9 @@ def create_dataset(
         ("test", te, "data.test_fraction", test_fraction),
     ):
         if len(ix) == 0:
-            raise UserError(f"{key} {fraction:g} leaves no {split} images of {name}'s {n:,}; raise it")
+            raise UserError(
+                f"{key} {fraction:g} leaves no {split} images of {name}'s {n:,}; raise it (--set {key}=F) or add images"
+            )
     out_c = channels or raw.images.shape[-1]
     out_s = image_size or raw.images.shape[1]
     mean, std = channel_stats(raw.images[tr], out_c)

@@ -187,7 +187,7 @@ def _first_size(f: Path, wh: tuple[int, int]) -> int:
     if not lo <= min(wh) <= hi:
         raise UserError(
             f"the first image {f} is {wh[0]}x{wh[1]} px: its shorter side sets the image size, which must be "
-            f"{lo} to {hi}; give one with --set data.image_size=N"
+            f"{lo} to {hi}; give one with --set data.image_size=N (data info: --image-size N)"
         )
     return min(wh)
 
