@@ -705,11 +705,12 @@ def test_a_diverging_stage_stops_with_one_line_and_keeps_the_last_sane_epoch(tmp
     assert load_checkpoint(ck)["epoch"] == 0
 
 
-def test_resuming_on_another_thread_count_says_it_will_not_repeat(tmp_path, capsys):
+def test_resuming_on_another_thread_count_says_it_will_not_repeat(tmp_path):
     """A stage resumed with another torch thread count trained on silently: its epochs after the interruption
     summed in another order, and its record named only the last host."""
     import torch
 
+    from rkd_edge import progress
     from rkd_edge.distill.loop import fit
     from rkd_edge.errors import UserError
 
@@ -717,14 +718,15 @@ def test_resuming_on_another_thread_count_says_it_will_not_repeat(tmp_path, caps
     losses = iter([1.0, float("nan")])  # epoch 2 stops the stage: epoch 1 is checkpointed
     with pytest.raises(UserError):
         fit(model, torch.optim.SGD(model.parameters(), lr=0.1), 3, lambda e: {"loss": next(losses)}, ck, desc="s1")
-    capsys.readouterr()
     torch.set_num_threads(threads + 1)
+    progress.set_log_file(tmp_path / "run.log")  # as a run's log: read whether or not stderr is quiet
     try:
         fit(model, torch.optim.SGD(model.parameters(), lr=0.1), 3, lambda e: {"loss": 1.0}, ck, desc="s1")
     finally:
         torch.set_num_threads(threads)
-    err = capsys.readouterr().err
-    assert f"epochs 1..1 ran on cpu with {threads} torch thread(s), this process runs on cpu with {threads + 1}" in err
+        progress.set_log_file(None)
+    log = (tmp_path / "run.log").read_text()
+    assert f"epochs 1..1 ran on cpu with {threads} torch thread(s), this process runs on cpu with {threads + 1}" in log
 
 
 def test_a_finished_teacher_keeps_where_it_was_trained(run_copy, tiny_teacher_dir):
