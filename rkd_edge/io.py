@@ -242,9 +242,15 @@ def strict_json(text: str) -> Any:
 MAX_JSON_BYTES = 64 << 20  # far above any JSON rkd-edge writes (a search log, a latency table: kB to a MB)
 
 
-def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES) -> str:
-    """The text of a regular file of at most ``limit`` bytes. A FIFO (which would block), a device such as
-    /dev/zero (which would fill the memory), a folder or a larger file is refused in one line."""
+MAX_MARKER_BYTES = 64 << 10  # a marker is a line of JSON
+
+
+def read_bytes(
+    path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES, private: bool = False
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. A FIFO (which would block), a device such as
+    /dev/zero (which would fill the memory), a folder or a larger file is refused in one line; with
+    ``private``, so is a file others than its owner may read (a secret)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -256,6 +262,8 @@ def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UserError(f"{what} {path} is not a regular file (a folder, device or FIFO?); give the file")
+        if private and st.st_mode & 0o077:
+            raise UserError(f"{what} {path} can be read by others than its owner; chmod 600 it")
         if st.st_size > limit:
             raise UserError(f"{what} {path} has {st.st_size:,} bytes, more than any such file ({limit:,}); check it")
         chunks, total = [], 0
@@ -266,8 +274,13 @@ def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON
                 raise UserError(f"{what} {path} has more than {limit:,} bytes, more than any such file; check it")
     finally:
         os.close(fd)
+    return b"".join(chunks)
+
+
+def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES) -> str:
+    """:func:`read_bytes` as UTF-8 text (anything else is one line)."""
     try:
-        return b"".join(chunks).decode()
+        return read_bytes(path, what, limit).decode()
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not text (UTF-8), so not a file rkd-edge wrote; replace it") from None
 

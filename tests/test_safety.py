@@ -150,6 +150,11 @@ def test_an_evaluation_folder_is_replaced_only_by_an_evaluation_of_the_same_thin
     before = tree_digest(ev)
     one_line_exit_2(run_cli("-q", "evaluate", str(tiny_run), *args), "evaluation of another run or bundle")
     assert tree_digest(ev) == before
+    marker = ev / ".rkd-edge.json"  # a marker that no longer says whose: replaced by no one's evaluation
+    marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k != "of"}))
+    before = tree_digest(ev)
+    one_line_exit_2(run_cli("-q", "evaluate", str(tiny_run), *args), "evaluation of another run or bundle")
+    assert tree_digest(ev) == before
 
 
 def test_hidden_files_of_a_user_stop_force(tiny_teacher_dir, tmp_path):
@@ -1282,6 +1287,24 @@ def test_a_hard_linked_run_log_is_not_written_through(run_copy, tiny_teacher_dir
     assert victim.read_text() == "VICTIM\n"
     log = (run_copy / "run.log").read_text()
     assert log.startswith("VICTIM\n") and "done earlier, skipped" in log and os.stat(run_copy / "run.log").st_nlink == 1
+
+
+def test_a_huge_sparse_marker_is_not_read_into_memory(tiny_bundle, tmp_path):
+    """A 2 GB sparse ``.rkd-edge.json`` took 4.7 GB of memory in every command that opened the bundle before it
+    was called unreadable (a hostile pass, session 24): markers are read with a 64 KiB bound."""
+    import resource
+
+    from rkd_edge.outputs import kind_of
+    from rkd_edge.runtime import Bundle
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    os.truncate(b / ".rkd-edge.json", 2 << 30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BundleError, match="unreadable"):
+        Bundle.open(b)
+    assert kind_of(b) is None
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
 
 
 def test_a_model_swapped_after_verification_is_not_loaded(tiny_bundle, tmp_path):

@@ -65,8 +65,9 @@ def evaluation_folder(out: Path | None, default: Path, sources: tuple[Path, ...]
                 "a new folder"
             )
         # the target's own folder (RUN/evaluation, BUNDLE/evaluation) holds its latest evaluation, whatever
-        # weights it had then; another --out holds another run's or bundle's, which this must not replace
-        if not own and (recorded := marker_field(out, "of")) is not None and recorded != of:
+        # weights it had then; another --out holds another run's or bundle's, which this must not replace (a
+        # marker that does not say whose is no one's this may replace: deleting its "of" turned the check off)
+        if not own and marker_field(out, "of") != of:
             raise UserError(f"{out} holds the evaluation of another run or bundle; give --out a new folder")
         return out, True
     if found in ("run", "bundle"):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import stat
 import sys
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 
 from rkd_edge.devices.latency import summarize
 from rkd_edge.errors import UserError
-from rkd_edge.io import write_json
+from rkd_edge.io import read_bytes, write_json
 from rkd_edge.link.wire import MIN_KEY_BYTES
 
 MAX_KEY_BYTES = 4096
@@ -21,25 +19,13 @@ MAX_KEY_BYTES = 4096
 
 def read_key(path: Path) -> bytes:
     """The link's pre-shared key: the bytes of ``path`` (e.g. ``head -c 32 /dev/urandom > link.key``), the
-    same file on both sides. Refused, in one line: not a regular file, shorter than 16 bytes, or readable by
+    same file on both sides. Refused, in one line: not a regular file, not 16 to 4096 bytes, or readable by
     others than its owner (as ssh refuses an open private key: anyone who reads it can forge frames)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO would block the open
-    except OSError as exc:
-        raise UserError(f"--key {path}: {exc.strerror}; give the link's key file") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"--key {path} is not a regular file; give the link's key file")
-        if st.st_mode & 0o077:
-            raise UserError(f"--key {path} can be read by others than its owner; chmod 600 it")
-        key = os.read(fd, MAX_KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+    key = read_bytes(path, "--key", MAX_KEY_BYTES, private=True)
+    if len(key) < MIN_KEY_BYTES:
         raise UserError(
-            f"--key {path} holds {len(key) if len(key) <= MAX_KEY_BYTES else 'over ' + str(MAX_KEY_BYTES)} bytes; "
-            f"a key is {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes (head -c 32 /dev/urandom > link.key)"
+            f"--key {path} holds {len(key)} bytes; a key is {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes "
+            "(head -c 32 /dev/urandom > link.key)"
         )
     return key
 

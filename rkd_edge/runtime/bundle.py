@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, fading_kwargs, same_ids
-from rkd_edge.errors import short_repr
-from rkd_edge.io import TOOL_MARKER, sha256_bytes, sha256_file, strict_json
+from rkd_edge.errors import UserError, short_repr
+from rkd_edge.io import MAX_MARKER_BYTES, TOOL_MARKER, read_text, sha256_bytes, sha256_file, strict_json
 from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
 
 MANIFEST = "manifest.json"
@@ -308,8 +308,8 @@ def channel_kwargs(root: Path, manifest: dict) -> dict:
     k_factor = ch.get("rician_k")
     if k_factor is None and (root / "config.json").is_file():
         try:
-            k_factor = json.loads((root / "config.json").read_text()).get("codec", {}).get("rician_k")
-        except (ValueError, AttributeError, RecursionError):
+            k_factor = json.loads(read_text(root / "config.json", "bundle config")).get("codec", {}).get("rician_k")
+        except (UserError, ValueError, AttributeError, RecursionError):
             k_factor = None
     recorded = {key: ch[key] for key in ("rayleigh_mode", "csi") if key in ch}
     if _finite_number(k_factor):
@@ -371,8 +371,8 @@ def _check_recorded_id(root: Path, manifest: dict) -> None:
     if not marker.is_file() or marker.is_symlink():
         return
     try:
-        recorded = strict_json(marker.read_text()).get("bundle_id")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        recorded = strict_json(read_text(marker, "marker", MAX_MARKER_BYTES)).get("bundle_id")
+    except (UserError, ValueError, AttributeError, RecursionError):
         raise BundleError(f"{marker} is unreadable; re-export the bundle") from None
     if recorded is not None and recorded != bundle_id(manifest):
         raise BundleError(
