@@ -240,8 +240,6 @@ def strict_json(text: str) -> Any:
 
 
 MAX_JSON_BYTES = 64 << 20  # far above any JSON rkd-edge writes (a search log, a latency table: kB to a MB)
-
-
 MAX_MARKER_BYTES = 64 << 10  # a marker is a line of JSON
 
 

@@ -28,7 +28,15 @@ from rkd_edge.io import (
     special_entry,
     write_json,
 )
-from rkd_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, bundle_id, outside_manifest, verify_bundle
+from rkd_edge.runtime.bundle import (
+    FORMAT,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    BundleError,
+    bundle_id,
+    outside_manifest,
+    verify_bundle,
+)
 
 MARKER = TOOL_MARKER
 KINDS = ("run", "bundle", "teacher", "evaluation")
@@ -133,6 +141,11 @@ def marker_field(folder: Path, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _manifest(folder: Path):
+    """A bundle's manifest as JSON, read within the bound the runtime holds manifests to (UserError beyond)."""
+    return json.loads(read_text(folder / MANIFEST, "manifest", MAX_MANIFEST_BYTES))
+
+
 def kind_of(folder: Path) -> str | None:
     """The kind of rkd-edge artefact ``folder`` is, or ``None`` if it is not one."""
     folder = Path(folder)
@@ -142,7 +155,7 @@ def kind_of(folder: Path) -> str | None:
         return kind if kind in KINDS else None
     if (folder / MANIFEST).is_file():
         try:
-            return "bundle" if json.loads(read_text(folder / MANIFEST, "manifest")).get("format") == FORMAT else None
+            return "bundle" if _manifest(folder).get("format") == FORMAT else None
         except (UserError, *_UNREADABLE):
             return None
     if (folder / "config.json").is_file() and (folder / "stages").is_dir():
@@ -158,8 +171,8 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
     names = {p.name for p in folder.iterdir()} - {MARKER}
     if kind == "bundle":
         try:
-            listed = set(json.loads((folder / MANIFEST).read_text()).get("files", {}))
-        except (OSError, *_UNREADABLE):
+            listed = set(_manifest(folder).get("files", {}))
+        except (UserError, *_UNREADABLE):
             return sorted(names)
         files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
         return sorted(f for f in files - listed - {MARKER, MANIFEST} if not _bundle_evaluation_file(folder, f))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rkd_edge import progress
+from rkd_edge import env, progress
 from rkd_edge.checkpoints import load_checkpoint, save_checkpoint
 from rkd_edge.distill import ddp
 from rkd_edge.errors import UserError, first_sentence
@@ -112,9 +112,10 @@ def fit(
 
 
 def _where(model: nn.Module) -> dict:
-    """What decides whether a stage repeats bit for bit: the device type and torch's thread count."""
-    device = next((p.device.type for p in model.parameters()), "cpu")
-    return {"device": device, "torch_threads": torch.get_num_threads()}
+    """What decides whether a stage repeats bit for bit: of :func:`rkd_edge.env.host`, the device type and
+    torch's thread count."""
+    host = env.host(next((p.device.type for p in model.parameters()), "cpu"))
+    return {k: host[k] for k in ("device", "torch_threads")}
 
 
 def _describe(where: dict) -> str:

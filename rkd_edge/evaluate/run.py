@@ -121,9 +121,15 @@ def write_summary(folder: Path, summary: dict, grid: Grid, of: str, config_sha25
     """``evaluation_summary.json``: the summary and what it was computed from: what was evaluated (``of``, as
     the folder's marker says), the config's digest, the grid (channels, SNRs in dB, lengths, draws, seed) and
     the versions that computed it."""
-    grid_record = {"channels": grid.channels, "snr_db": grid.snrs, "symbols": grid.ks, "trials": grid.trials}
-    provenance = {"of": of, "config_sha256": config_sha256, "grid": {**grid_record, "seed": grid.seed}}
-    (folder / "evaluation_summary.json").write_text(json_text({**summary, **provenance, "versions": env.versions()}))
+    points = {
+        "channels": grid.channels,
+        "snr_db": grid.snrs,
+        "symbols": grid.ks,
+        "trials": grid.trials,
+        "seed": grid.seed,
+    }
+    record = {**summary, "of": of, "config_sha256": config_sha256, "grid": points, "versions": env.versions()}
+    (folder / "evaluation_summary.json").write_text(json_text(record))
 
 
 def evaluate_run(

@@ -34,8 +34,8 @@ from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
 from rkd_edge.link.common import ForcedStopError, StopOnSignal, Window, read_key, report
-from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, max_frame_bytes, parse_hostport
-from rkd_edge.link.wire import Frame, WireError, decode_frame
+from rkd_edge.link.transport import RateLimitedLog, Reassembler, StreamSplitter, bind, parse_hostport
+from rkd_edge.link.wire import Frame, WireError, decode_frame, longest_frame
 from rkd_edge.outputs import check_new_outputs
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import channel_kwargs
@@ -106,7 +106,7 @@ class Receiver:
         if channel:  # the bundle's fading mode, CSI handling and Rician K
             self.channel = NumpyChannel(channel, **channel_kwargs(runtime.bundle.root, runtime.bundle.manifest))
         self.rng = np.random.default_rng(seed)
-        self.max_frame = max_frame_bytes(runtime.max_symbols)
+        self.max_frame = longest_frame(runtime.max_symbols)
         self.reassembler = Reassembler(reassembly_timeout_s, max_frame_bytes=self.max_frame)
         self.log = log or RateLimitedLog("rx")
         self.counters = {"datagrams": 0, "bytes": 0, "frames": 0, "decoded": 0, "reordered": 0, "unsynced": 0}

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 
 from rkd_edge.errors import UserError
 from rkd_edge.link.wire import (
-    CRC,
     HEADER_BYTES,
     MAX_FRAME_BYTES,
-    TAG_BYTES,
     WireError,
     fragment,
     frame_length,
@@ -238,11 +236,6 @@ class StreamSplitter:
             frames.append(bytes(self.buf[:n]))
             del self.buf[:n]
         return frames
-
-
-def max_frame_bytes(max_k: int) -> int:
-    """Longest version-1 frame of a bundle whose codec sends at most ``max_k`` complex symbols (tag included)."""
-    return HEADER_BYTES + 4 * max_k + TAG_BYTES + CRC.size
 
 
 class ReceiverStalledError(ConnectionError):

@@ -104,9 +104,15 @@ MIN_KEY_BYTES = 16
 # One table of channel ids for codecs, checkpoints, manifests and the wire (rkd_edge.channel_ids).
 CHANNEL_NAMES = {v: k for k, v in CHANNEL_IDS.items()}
 
+
+def longest_frame(max_k: int) -> int:
+    """Longest version-1 frame of a codec that sends at most ``max_k`` complex symbols (tag included)."""
+    return HEADER_BYTES + 4 * max_k + TAG_BYTES + CRC.size
+
+
 # The largest k any version-1 frame can carry (uint16), and so the largest frame.
 MAX_K = 0xFFFF
-MAX_FRAME_BYTES = HEADER_BYTES + 4 * MAX_K + TAG_BYTES + CRC.size
+MAX_FRAME_BYTES = longest_frame(MAX_K)
 
 
 class WireError(ValueError):
