@@ -150,11 +150,21 @@ def measure(
     return summarize(times, batch)
 
 
-def _slot(fn: Callable[[], object], timer: Timer, seconds: float, min_calls: int, into: list[float]) -> float:
-    """Time ``fn`` for ``seconds`` (and at least ``min_calls`` calls), appending to ``into``; the slot's p50."""
-    start, end = len(into), time.perf_counter() + seconds
+def _slot(
+    fn: Callable[[], object],
+    timer: Timer,
+    seconds: float,
+    min_calls: int,
+    into: list[float],
+    windows: list[tuple[float, float]],
+) -> float:
+    """Time ``fn`` for ``seconds`` (and at least ``min_calls`` calls), appending each call's time to ``into``
+    and the slot's ``(start, end)`` on :func:`time.perf_counter` to ``windows``; the slot's p50."""
+    start, t0 = len(into), time.perf_counter()
+    end = t0 + seconds
     while time.perf_counter() < end or len(into) - start < min_calls:
         into.append(timer.time(fn))
+    windows.append((t0, time.perf_counter()))
     return float(np.median(into[start:]))
 
 
@@ -170,7 +180,8 @@ def interleaved(
 ) -> dict[Hashable, dict]:
     """Measure several variants side by side: rounds alternate between them so that machine noise hits
     all alike; returns each variant's summary (ratios between them are what to compare) with its p50 per
-    round (``round_p50_ms``).
+    round (``round_p50_ms``) and its timed slots (``windows_s``: ``(start, end)`` on
+    :func:`time.perf_counter`, to line power samples up with).
 
     Args:
         fns: Variant name -> one inference.
@@ -197,18 +208,24 @@ def interleaved(
     round_p50: dict[Hashable, list[float]] = {k: [] for k in fns}
     ref_times: list[float] = []
     ref_p50: dict[Hashable, list[float]] = {k: [] for k in fns}
+    windows: dict[Hashable, list[tuple[float, float]]] = {k: [] for k in [*fns, REFERENCE]}
     for _ in range(rounds):
         for name, fn in fns.items():
             if kernel:
-                ref_p50[name].append(_slot(kernel, HOST, per_round_s / 5, 1, ref_times))
-            round_p50[name].append(_slot(fn, timers.get(name, HOST), per_round_s, min_per_round, times[name]))
+                ref_p50[name].append(_slot(kernel, HOST, per_round_s / 5, 1, ref_times, windows[REFERENCE]))
+            timer = timers.get(name, HOST)
+            round_p50[name].append(_slot(fn, timer, per_round_s, min_per_round, times[name], windows[name]))
     out = {}
     for k, v in times.items():
-        out[k] = {**summarize(v, batch[k] if isinstance(batch, dict) else batch), "round_p50_ms": round_p50[k]}
+        out[k] = {
+            **summarize(v, batch[k] if isinstance(batch, dict) else batch),
+            "round_p50_ms": round_p50[k],
+            "windows_s": windows[k],
+        }
         if kernel:
             out[k]["round_reference_p50_ms"] = ref_p50[k]
             out[k]["p50_per_reference"] = float(np.median(np.divide(round_p50[k], ref_p50[k])))
     if kernel:
         by_round = [float(np.median([ref_p50[k][r] for k in fns])) for r in range(rounds)]
-        out[REFERENCE] = {**summarize(ref_times, 1), "round_p50_ms": by_round}
+        out[REFERENCE] = {**summarize(ref_times, 1), "round_p50_ms": by_round, "windows_s": windows[REFERENCE]}
     return out

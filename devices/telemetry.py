@@ -1,10 +1,9 @@
 """Device telemetry (torch-free): tegrastats lines (JetPack 4, 5 and 6 formats) and a background sampler,
-/proc/meminfo deltas, /proc/PID/status, jtop where installed, and energy per inference from sampled
+/proc/meminfo deltas, /proc/PID/status, jtop where installed, and the energy of timed windows from sampled
 power (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -12,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 # re.ASCII: \d is 0-9 only (other scripts' digits are not tegrastats', and int() of some of them fails);
 # at most 9 digits (MB, MHz, mW and % all fit): a longer number is no reading, and int() refuses 4,300 digits.
@@ -104,30 +105,38 @@ def peak_rss_kb(pid: int | str = "self") -> int:
     raise RuntimeError("VmHWM not found in /proc status")
 
 
-def energy_per_inference_j(
-    times_s: list[float], power_mw: list[float], window: tuple[float, float], idle_mw: float, inferences: int
-) -> float:
-    """Integrate power over the timed window (trapezoid), subtract the idle baseline, divide by count.
+def window_energy_j(times_s: list[float], power_mw: list[float], windows: list[tuple[float, float]]) -> float:
+    """Energy drawn during ``windows``: power interpolated linearly between samples and integrated over
+    each window (trapezoid), so a window shorter than the sampling interval still counts its share.
 
     Args:
-        times_s: Sample timestamps in seconds (increasing).
-        power_mw: Input-rail power at those times, mW.
-        window: ``(start, end)`` of the timed inference loop, seconds, same clock.
-        idle_mw: Idle baseline power, mW, measured before the run.
-        inferences: Inferences completed inside the window.
+        times_s: ``[n]`` sample times, s (increasing, one clock with ``windows``).
+        power_mw: ``[n]`` input-rail power at those times, mW.
+        windows: ``(start_s, end_s)`` of each timed slot, inside the sampled span.
+
+    Returns:
+        Joules over all windows.
+
+    Raises:
+        ValueError: non-finite values, times that go back, fewer than two samples, or a window the samples
+            do not cover.
     """
-    if not all(math.isfinite(x) for x in (*times_s, *power_mw, *window, idle_mw)):
-        raise ValueError("times, power, window and idle power must be finite numbers")
-    if any(t1 < t0 for t0, t1 in zip(times_s, times_s[1:], strict=False)):
+    t, p = np.asarray(times_s, np.float64), np.asarray(power_mw, np.float64)
+    w = np.asarray(windows, np.float64).reshape(-1, 2)
+    if not (np.isfinite(t).all() and np.isfinite(p).all() and np.isfinite(w).all()):
+        raise ValueError("times, power and windows must be finite numbers")
+    if t.shape != p.shape or t.size < 2:
+        raise ValueError("need at least two power samples, one time per sample")
+    if (np.diff(t) < 0).any():
         raise ValueError("power sample times must increase")
-    pts = [(t, p) for t, p in zip(times_s, power_mw, strict=True) if window[0] <= t <= window[1]]
-    if len(pts) < 2 or inferences <= 0:
-        raise ValueError("need at least two power samples inside the window and one inference")
-    joules = sum((t1 - t0) * (p0 + p1) / 2e3 for (t0, p0), (t1, p1) in zip(pts, pts[1:], strict=False))
-    joules -= idle_mw / 1e3 * (pts[-1][0] - pts[0][0])
-    if joules < 0:
-        raise ValueError("the idle baseline is above the power measured while inferring; measure idle again")
-    return joules / inferences
+    joules = 0.0
+    for a, b in w:
+        if not t[0] <= a <= b <= t[-1]:
+            raise ValueError("the power samples do not cover every timed window")
+        xs = np.concatenate([[a], t[(t > a) & (t < b)], [b]])
+        ys = np.interp(xs, t, p)
+        joules += float(((ys[1:] + ys[:-1]) / 2 * np.diff(xs)).sum()) / 1e3
+    return joules
 
 
 def read_meminfo(path: str | Path = "/proc/meminfo") -> dict[str, int]:
@@ -145,8 +154,8 @@ def meminfo_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
 
 class TegrastatsSampler:
     """Background ``tegrastats --interval MS`` reader: every line parsed and time-stamped on
-    :func:`time.perf_counter`, so the power samples line up with a timed window for
-    :func:`energy_per_inference_j`.
+    :func:`time.perf_counter`, so the power samples line up with the timed windows for
+    :func:`window_energy_j`.
 
     Args:
         interval_ms: Sampling interval handed to tegrastats.
@@ -216,3 +225,80 @@ def jtop_available() -> str | None:
     except ImportError:
         return "jetson-stats (jtop) is not installed (pip install jetson-stats on the Jetson)"
     return None
+
+
+class PowerMeter:
+    """Board power around a timed run (DESIGN.md section 6): on a Jetson, ``tegrastats`` sampled in the
+    background, an idle baseline first, then the energy of each variant's timed slots.
+
+    Use as a context manager around the timing; then :meth:`report` with the timing's summaries (each with
+    ``windows_s``, ``iterations`` and ``batch``, as :func:`rkd_edge.devices.latency.interleaved` returns
+    them). Where tegrastats does not run, ``status`` says why and nothing is sampled.
+
+    Args:
+        interval_ms: tegrastats' sampling interval.
+        idle_s: Seconds of idle power measured before the timing starts.
+        command: The sampler's command (default ``tegrastats --interval MS``).
+    """
+
+    def __init__(self, interval_ms: int = 50, idle_s: float = 1.0, command: list[str] | None = None) -> None:
+        self.sampler = TegrastatsSampler(interval_ms, command)
+        self.idle_s = idle_s
+        self.status = self.sampler.available()
+        self._idle: tuple[float, float] | None = None
+
+    def __enter__(self) -> PowerMeter:
+        if self.status is None:
+            self.sampler.start()
+            t0 = time.perf_counter()
+            time.sleep(self.idle_s)  # nothing of ours runs: the board's baseline
+            self._idle = (t0, time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sampler.stop()
+
+    def _wait_past(self, t_end: float) -> None:
+        """Until a power sample later than ``t_end`` arrives (the last window needs one after it)."""
+        deadline = time.perf_counter() + 5 * self.sampler.interval_ms / 1e3 + 1.0
+        while time.perf_counter() < deadline:
+            times, _ = self.sampler.power_series()
+            if times and times[-1] >= t_end:
+                return
+            time.sleep(self.sampler.interval_ms / 4e3)
+
+    def report(self, timed: dict) -> tuple[dict, dict]:
+        """The power section of a result and, per variant of ``timed``, its power record.
+
+        Per variant: ``mean_w`` (board power while it ran), ``energy_mj_per_call`` and
+        ``energy_mj_per_sample`` (all of that power), and ``net_energy_mj_per_call`` (above the idle
+        baseline; None where noise put it below).
+        """
+        if self.status is not None:
+            return {"status": f"unavailable here: {self.status}"}, {}
+        ends = [w[1] for rec in timed.values() for w in rec["windows_s"]]
+        self._wait_past(max(ends, default=0.0))
+        self.sampler.stop()
+        times, power = self.sampler.power_series()
+        section = {"source": "tegrastats board input power", "interval_ms": self.sampler.interval_ms}
+        section |= {"samples": len(times), "peak_ram_mb": self.sampler.peak_ram_mb()}
+        try:
+            assert self._idle is not None
+            idle = (max(self._idle[0], times[0] if times else self._idle[1]), self._idle[1])
+            idle_w = window_energy_j(times, power, [idle]) / (idle[1] - idle[0]) if idle[1] > idle[0] else None
+            if idle_w is None:
+                raise ValueError("no power sample came during the idle baseline")
+            per_key = {}
+            for key, rec in timed.items():
+                seconds = sum(b - a for a, b in rec["windows_s"])
+                joules, calls = window_energy_j(times, power, rec["windows_s"]), rec["iterations"]
+                net = (joules - idle_w * seconds) / calls
+                per_key[key] = {
+                    "mean_w": round(joules / seconds, 4),
+                    "energy_mj_per_call": round(joules / calls * 1e3, 6),
+                    "energy_mj_per_sample": round(joules / calls / rec["batch"] * 1e3, 6),
+                    "net_energy_mj_per_call": round(net * 1e3, 6) if net >= 0 else None,
+                }
+        except ValueError as exc:
+            return {**section, "status": f"failed: {exc}"}, {}
+        return {**section, "status": "ok", "idle_w": round(idle_w, 4)}, per_key

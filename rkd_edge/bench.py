@@ -15,7 +15,9 @@ Accuracy is the SAME loop as ``rkd-edge evaluate BUNDLE`` (:func:`rkd_edge.expor
 at one Grid point: channel, SNR, k, trials, the bundle's seed), so a fast but broken precision shows as
 broken and the column equals ``evaluate`` at that point. Memory is the peak RSS (VmHWM) of a fresh process
 that loads the variant and runs it end to end, plus CUDA figures where a GPU back end is used and the
-``/proc/meminfo`` deltas on Jetson (unified memory).
+``/proc/meminfo`` deltas on Jetson (unified memory). Power, on a Jetson (where ``tegrastats`` runs): board
+input power sampled through the timing, integrated over each variant's timed slots, with an idle baseline
+measured first (:class:`~rkd_edge.devices.telemetry.PowerMeter`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from rkd_edge.channel import create_channel
 from rkd_edge.config import read_config
 from rkd_edge.devices.detect import detect
 from rkd_edge.devices.latency import REFERENCE, REFERENCE_KERNEL, cpu_times, drift, interleaved, steal_fraction
+from rkd_edge.devices.telemetry import PowerMeter
 from rkd_edge.errors import UserError, first_sentence
 from rkd_edge.evaluate.snr import Grid
 from rkd_edge.export.evaluate import evaluate_runtime
@@ -271,8 +274,9 @@ def _load_variants(b: Bundle, s: Settings, precisions: list[str], images: np.nda
     return v
 
 
-def _measured_rows(v: _Variants, s: Settings, timed: dict, accuracy: dict, memory: dict) -> list[dict]:
-    """One row per (back end, precision, batch, stage) of the loaded runtimes: latency, size, accuracy, memory."""
+def _measured_rows(v: _Variants, s: Settings, timed: dict, accuracy: dict, memory: dict, power_of: dict) -> list[dict]:
+    """One row per (back end, precision, batch, stage) of the loaded runtimes: latency, size, accuracy,
+    memory, and board power where it was sampled."""
     rows = []
     for (backend, prec), rt in v.runtimes.items():
         sizes = {name: r.size_bytes() / 2**20 for name, r in rt.loaded.items()}
@@ -288,6 +292,8 @@ def _measured_rows(v: _Variants, s: Settings, timed: dict, accuracy: dict, memor
                     row.update(_summary_to_row(timed[key]))
                     row["p50_per_reference"] = round(timed[key]["p50_per_reference"], 4)
                     row["timer"] = getattr(v.timers.get(key), "name", "host")
+                    if key in power_of:
+                        row["power"] = power_of[key]
                 else:
                     row["status"] = v.failed.get((backend, prec, n), "failed: not measured")
                 row["accuracy"] = accuracy[(backend, prec)]["accuracy"]
@@ -318,16 +324,18 @@ def run_bench(bundle: Path, s: Settings) -> dict:
             raise UserError(f"nothing could be measured: {why[0] if why else 'no variant was asked for'}")
         progress.log(f"timing {len(v.fns)} variants interleaved, {s.seconds:g} s each")
         before = cpu_times()
-        timed = interleaved(
-            v.fns,
-            v.batch_of,
-            rounds=s.rounds,
-            per_round_s=s.seconds / s.rounds,
-            warmup_s=s.warmup,
-            timers=v.timers,
-            reference=True,
-        )
-        machine = _machine_reference(timed.pop(REFERENCE), steal_fraction(before, cpu_times()))
+        with PowerMeter() as meter:  # a Jetson's board power while each variant runs; elsewhere says why not
+            timed = interleaved(
+                v.fns,
+                v.batch_of,
+                rounds=s.rounds,
+                per_round_s=s.seconds / s.rounds,
+                warmup_s=s.warmup,
+                timers=v.timers,
+                reference=True,
+            )
+            machine = _machine_reference(timed.pop(REFERENCE), steal_fraction(before, cpu_times()))
+            power, power_of = meter.report(timed)
 
         accuracy, memory = {}, {}
         for (backend, prec), rt in v.runtimes.items():
@@ -344,7 +352,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
                 for n in s.batches:
                     memory[(backend, prec, n)] = fresh_process_memory(b.root, backend, prec, n, s.threads, s.run)
 
-        results = v.rows + _measured_rows(v, s, timed, accuracy, memory)
+        results = v.rows + _measured_rows(v, s, timed, accuracy, memory, power_of)
         order = {(bk, p): i for i, (bk, p) in enumerate((bk, p) for bk in s.backends for p in precisions)}
         results.sort(key=lambda r: (order[(r["backend"], r["precision"])], r["batch"], STAGES.index(r["stage"])))
         out = {
@@ -359,6 +367,7 @@ def run_bench(bundle: Path, s: Settings) -> dict:
             "fingerprints": {bk: {"fingerprint": fingerprint(bk), "facts": device_facts(bk)} for bk in s.backends},
             "environment": environment(s.threads),
             "machine_reference": machine,
+            "power": power,
             "results": results,
         }
         if s.select:

@@ -97,15 +97,22 @@ def fewest_timed_calls(rows: list[dict]) -> int | None:
     return min(counts) if counts else None
 
 
+def _number(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def table(result: dict) -> str:
     """The results as a text table, one row per back end, precision, batch and stage."""
     head = ["backend", "precision", "batch", "stage", "status", "size MiB", "accuracy", "p50 ms", "p99 ms", "mean ms"]
     head += ["per s", "peak RSS MiB"]
+    powered = any(r.get("power") for r in result["results"])
+    head += ["W", "mJ/call"] if powered else []
     lines = []
     for r in result["results"]:
         lat = r.get("latency_ms") or {}
         acc = r.get("accuracy")
         mem = (r.get("memory") or {}).get("peak_rss_mb")
+        power = r.get("power") or {}
         lines.append(
             [
                 r["backend"],
@@ -121,6 +128,7 @@ def table(result: dict) -> str:
                 f"{r['throughput_per_s']:.0f}" if r.get("throughput_per_s") else "-",
                 f"{mem:.0f}" if mem is not None else "-",
             ]
+            + ([_number(power.get("mean_w"), 2), _number(power.get("energy_mj_per_call"), 3)] if powered else [])
         )
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'<' if i < 5 else '>'}{w}}}" for i, w in enumerate(widths))
@@ -140,6 +148,11 @@ def table(result: dict) -> str:
         out.append(
             f"machine reference kernel p50 {machine['p50_ms']:.4f} ms, moved {100 * machine['drift']:.1f} % "
             f"between rounds{steal}"
+        )
+    if (power := result.get("power") or {}).get("status") == "ok":
+        out.append(
+            f"board power from {power['source']} every {power['interval_ms']} ms, idle {power['idle_w']:.2f} W "
+            "(W and mJ/call include it; net_energy_mj_per_call in the JSON does not)"
         )
     for backend, sel in (result.get("selection") or {}).items():
         if sel.get("written"):
@@ -168,6 +181,17 @@ def warnings_of(result: dict) -> list[str]:
     errors = [m["error"] for r in result["results"] if isinstance(m := r.get("memory"), dict) and m.get("error")]
     if errors:  # e.g. a bundle file changed while it was measured: the fresh process refused it
         out.append(f"warning: peak memory of {len(errors)} row(s) was not measured: {str(errors[0])[:200]}")
+    power = result.get("power") or {}
+    if str(power.get("status", "")).startswith("failed"):
+        out.append(f"warning: board power was sampled but not measured: {power['status']}")
+    asked = result.get("settings") if isinstance(result.get("settings"), dict) else {}
+    seconds, rounds = asked.get("seconds"), asked.get("rounds")
+    slot_ms = 1e3 * seconds / rounds if isinstance(seconds, float | int) and isinstance(rounds, int) and rounds else 0
+    if power.get("status") == "ok" and slot_ms < 4 * power["interval_ms"]:
+        out.append(
+            f"warning: each timed slot lasts {slot_ms:.0f} ms, under four power samples: power per variant is "
+            "interpolated between few samples; give more --seconds for energy you can compare"
+        )
     threads, usable = env_.get("threads_requested"), env_.get("cpus_usable")
     if isinstance(threads, int) and isinstance(usable, int) and threads > usable:
         out.append(
@@ -209,6 +233,7 @@ _ROW_OPTIONAL = {
 }
 _LATENCY = {"p50": _NUM, "p99": _NUM, "mean": _NUM}
 _MACHINE = {"p50_ms": _NUM, "drift": _NUM, "steady": bool}
+_POWER = dict.fromkeys(("mean_w", "energy_mj_per_call", "energy_mj_per_sample", "net_energy_mj_per_call"), _OPT_NUM)
 _WRITTEN = {"fingerprint": str, "choice": dict, "accuracy": _NUM, "reference_accuracy": _NUM}
 
 
@@ -269,9 +294,17 @@ def check_result(result, source: str) -> dict:
                 _check_latency(latency, row, f"results[{i}]")
             memory = row.get("memory") or {}
             _fields(memory, {"peak_rss_mb": _OPT_NUM}, f"results[{i}].memory", optional=True)
+            power = row.get("power") or {}
+            _fields(power, _POWER, f"results[{i}].power", optional=True)
+            if any(power.get(k) is not None and power[k] < 0 for k in _POWER):
+                raise ValueError(f"results[{i}].power has a negative figure")
         if result.get("machine_reference") is not None:
             _fields(result["machine_reference"], _MACHINE, "machine_reference")
             _fields(result["machine_reference"], {"cpu_steal": _OPT_NUM}, "machine_reference", optional=True)
+        if result.get("power") is not None:
+            _fields(result["power"], {"status": str}, "power")
+            if result["power"]["status"] == "ok":
+                _fields(result["power"], {"source": str, "interval_ms": _NUM, "idle_w": _NUM}, "power")
         _fields(result, {"selection": (dict, type(None))}, "result", optional=True)
         for backend, sel in (result.get("selection") or {}).items():
             if backend not in BACKENDS:

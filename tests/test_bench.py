@@ -21,6 +21,7 @@ from rkd_edge.runtime.bundle import Bundle
 from rkd_edge.runtime.runners import unavailable
 from rkd_edge.runtime.runners.device import fingerprint
 from tests.conftest import run_cli
+from tests.test_devices import ORIN_JP6
 
 # Short timings: these tests check behaviour and schema, never speed.
 FAST = ["--seconds", "0.3", "--warmup", "0.05", "--snr-db", "5", "--symbols", "4", "--trials", "2"]
@@ -46,6 +47,9 @@ def test_bench_json_has_every_field_for_fp32_and_int8(local, tiny_bundle):
     result, stdout = local
     assert result["schema"] == "rkd-edge/bench@1" and result["bundle_id"] == Bundle.open(tiny_bundle).bundle_id
     rows = result["results"]
+    if shutil.which("tegrastats") is None:  # not a Jetson: no power figures, and the result says why
+        assert result["power"]["status"].startswith("unavailable here: tegrastats not found")
+        assert not any("power" in r for r in rows) and "mJ/call" not in stdout
     keys = {(r["precision"], r["batch"], r["stage"]) for r in rows}
     stages = ("encoder", "tx", "rx", "end_to_end")
     fused = {("fp32", b, "transmitter") for b in (1, 4)}  # the fused graph runs FP32 (INT8: the two models)
@@ -110,6 +114,36 @@ def test_accuracy_column_equals_evaluate_bundle(local, tiny_bundle, tmp_path):
         bench_acc = {r["accuracy"] for r in result["results"] if r["precision"] == prec}
         assert bench_acc == {ev[0]["accuracy"]}, (prec, bench_acc, ev[0])
         assert result["accuracy"][f"onnxruntime/{prec}"]["n"] == ev[0]["n"]
+
+
+def test_on_a_jetson_bench_measures_board_power(tiny_bundle, tmp_path):
+    """``tegrastats`` on PATH replays a published Orin line (VDD_IN 17946 mW) at the asked --interval: the
+    power section, the idle baseline and each timed row's energy follow from that power and the timing."""
+    fake = tmp_path / "bin" / "tegrastats"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!{sys.executable}\nimport sys, time\nms = int(sys.argv[sys.argv.index('--interval') + 1])\n"
+        f"while True:\n    print({ORIN_JP6!r}, flush=True)\n    time.sleep(ms / 1e3)\n"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "p.json"
+    proc = run_cli(
+        "bench", str(tiny_bundle), "--precision", "fp32", "--batch", "1", "--no-memory", *FAST,
+        "--seconds", "2", "--json", str(out), env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    power = result["power"]
+    assert power["status"] == "ok" and power["idle_w"] == pytest.approx(17.946) and power["peak_ram_mb"] == 6982
+    rows = [r for r in result["results"] if r["status"] == "ok"]
+    assert len(rows) >= 4 and all("power" in r for r in rows)
+    for r in rows:  # constant power: W x ms per call = mJ per call (the timed slots hold the calls back to back)
+        assert r["power"]["mean_w"] == pytest.approx(17.946, abs=1e-3)
+        assert r["power"]["energy_mj_per_call"] == pytest.approx(17.946 * r["latency_ms"]["mean"], rel=0.25)
+        assert r["power"]["net_energy_mj_per_call"] is None or r["power"]["net_energy_mj_per_call"] < 1e-3
+    assert "mJ/call" in proc.stdout and "board power from tegrastats" in proc.stdout
+    assert "power" not in proc.stderr  # 200 ms slots: four samples or more each
 
 
 def test_unavailable_backends_are_rows_and_pytorch_is_the_reference(tiny_bundle, tiny_run, tmp_path):

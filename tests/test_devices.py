@@ -19,14 +19,15 @@ from rkd_edge.devices.latency import REFERENCE, drift, interleaved, measure, ste
 from rkd_edge.devices.lut import check_entries, make_table, measure_entries, read_table
 from rkd_edge.devices.profiles import _MATCH_ORDER, ALIASES, DATA, PROFILES, get_profile, load_profiles, match_profile
 from rkd_edge.devices.telemetry import (
+    PowerMeter,
     TegrastatsSampler,
-    energy_per_inference_j,
     jtop_available,
     meminfo_delta,
     parse_meminfo,
     parse_tegrastats,
     peak_rss_kb,
     read_meminfo,
+    window_energy_j,
 )
 from rkd_edge.errors import UserError
 from rkd_edge.runtime import Runtime
@@ -144,8 +145,7 @@ def test_tegrastats_sampler_here_and_on_a_replayed_stream():
     times, power = s.power_series()
     assert len(times) == 6 and power == [17946.0] * 6 and times == sorted(times)
     assert s.peak_ram_mb() == 6982
-    e = energy_per_inference_j(times, power, (times[0], times[-1]), 5000.0, 10)
-    assert e == pytest.approx((17.946 - 5.0) * (times[-1] - times[0]) / 10)
+    assert window_energy_j(times, power, [(times[0], times[-1])]) == pytest.approx(17.946 * (times[-1] - times[0]))
 
 
 def test_meminfo_delta_and_jtop():
@@ -180,17 +180,54 @@ def test_meminfo_and_peak_rss():
 
 def test_energy_integration():
     times = [0.0, 1.0, 2.0, 3.0]
-    power = [5000.0, 5000.0, 5000.0, 5000.0]  # 5 W for 3 s, idle 2 W -> 9 J over 100 inferences
-    assert energy_per_inference_j(times, power, (0, 3), 2000.0, 100) == pytest.approx(0.09)
-    with pytest.raises(ValueError):
-        energy_per_inference_j(times, power, (10, 20), 0, 1)
-    with pytest.raises(ValueError, match="idle baseline"):
-        energy_per_inference_j(times, power, (0, 3), 6000.0, 100)
+    power = [5000.0, 5000.0, 9000.0, 9000.0]  # mW
+    assert window_energy_j(times, power, [(0, 1)]) == pytest.approx(5.0)
+    # between samples the power is interpolated: 1.5 s -> 7 W, so (5 + 7) / 2 W over 0.5 s, then 7..9 W
+    assert window_energy_j(times, power, [(1.0, 1.5), (1.5, 2.0)]) == pytest.approx(3.0 + 4.0)
+    assert window_energy_j(times, power, [(0.25, 0.5), (2.5, 3.0)]) == pytest.approx(1.25 + 4.5)
+    with pytest.raises(ValueError, match="cover"):
+        window_energy_j(times, power, [(2.0, 3.5)])
     with pytest.raises(ValueError, match="increase"):
-        energy_per_inference_j([0.0, 2.0, 1.0], [5000.0] * 3, (0, 3), 0.0, 1)
+        window_energy_j([0.0, 2.0, 1.0], [5000.0] * 3, [(0, 1)])
     with pytest.raises(ValueError, match="finite"):
-        energy_per_inference_j(times, [float("nan")] * 4, (0, 3), 0.0, 1)
+        window_energy_j(times, [float("nan")] * 4, [(0, 3)])
+    with pytest.raises(ValueError, match="two power samples"):
+        window_energy_j([0.0], [5000.0], [(0, 0)])
     assert parse_meminfo("MemTotal: \u00b2 kB\nMemAvailable: 5 kB") == {"MemAvailable": 5}
+
+
+def test_power_meter_baseline_and_per_variant_energy(tmp_path):
+    """A replayed tegrastats stream whose board power steps from 5 W (idle) to 9 W once the work starts
+    (a marker file), around a real interleaved timing: idle, mean power and energy per call follow."""
+    flag = tmp_path / "busy"
+    line = ORIN_JP6.replace("VDD_IN 17946mW/15710mW", "VDD_IN {p}mW/{p}mW")
+    code = (
+        "import os, time\n"
+        "while True:\n"
+        f"    p = 9000 if os.path.exists({str(flag)!r}) else 5000\n"
+        f"    print({line!r}.format(p=p), flush=True)\n"
+        "    time.sleep(0.01)"
+    )
+    with PowerMeter(interval_ms=10, idle_s=0.3, command=[sys.executable, "-c", code]) as meter:
+        flag.touch()
+        time.sleep(0.1)  # the stream has stepped up before the first timed slot
+        timed = interleaved({"a": lambda: sum(range(2000))}, 4, rounds=3, per_round_s=0.1, warmup_s=0.01)
+        section, per = meter.report(timed)
+    assert section["status"] == "ok" and section["samples"] > 30 and section["peak_ram_mb"] == 6982
+    assert section["idle_w"] == pytest.approx(5.0, abs=0.2)
+    rec, seconds = per["a"], sum(b - a for a, b in timed["a"]["windows_s"])
+    assert rec["mean_w"] == pytest.approx(9.0, abs=0.01)
+    calls = timed["a"]["iterations"]
+    assert rec["energy_mj_per_call"] == pytest.approx(9.0 * seconds / calls * 1e3, rel=1e-3)
+    assert rec["energy_mj_per_sample"] == pytest.approx(rec["energy_mj_per_call"] / 4, rel=1e-3)
+    assert rec["net_energy_mj_per_call"] == pytest.approx((9.0 - section["idle_w"]) * seconds / calls * 1e3, rel=1e-3)
+
+
+def test_power_meter_off_a_jetson_says_why():
+    with PowerMeter(command=["no-such-tegrastats-here"]) as meter:
+        section, per = meter.report({})
+    assert per == {} and section == {"status": "unavailable here: no-such-tegrastats-here not found on PATH: "
+                                               "not a Jetson (or L4T's tegrastats is not installed)"}  # fmt: skip
 
 
 def test_latency_protocol_statistics():

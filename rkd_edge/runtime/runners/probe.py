@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from rkd_edge.devices.telemetry import parse_meminfo, peak_rss_kb
+from rkd_edge.devices.telemetry import meminfo_delta, peak_rss_kb, read_meminfo
 from rkd_edge.runtime.session import Runtime
 
 
@@ -41,7 +40,7 @@ def memory_probe(bundle: str, backend: str, precision: str, batch: str, threads:
     engine device memory), ``gpu_used_delta_mb`` (NVML, device-wide) and on Jetson the ``/proc/meminfo``
     MemAvailable drop and NvMapMemUsed rise (unified memory).
     """
-    meminfo = parse_meminfo(Path("/proc/meminfo").read_text())
+    meminfo = read_meminfo()
     gpu0 = _nvml_used_mb()
     rt = Runtime(bundle, precision=precision, backend=backend, threads=int(threads), run=run or None)
     n = int(batch)
@@ -57,8 +56,7 @@ def memory_probe(bundle: str, backend: str, precision: str, batch: str, threads:
     gpu1 = _nvml_used_mb()
     if gpu0 is not None and gpu1 is not None:
         out["gpu_used_delta_mb"] = gpu1 - gpu0
-    after = parse_meminfo(Path("/proc/meminfo").read_text())
+    after = read_meminfo()
     if "NvMapMemUsed" in after:  # Jetson: CPU and GPU share this memory
-        out["mem_available_drop_mb"] = (meminfo["MemAvailable"] - after["MemAvailable"]) / 1024
-        out["nvmap_delta_mb"] = (after["NvMapMemUsed"] - meminfo.get("NvMapMemUsed", 0)) / 1024
+        out.update({k.replace("_kb", "_mb"): v / 1024 for k, v in meminfo_delta(meminfo, after).items()})
     return out
