@@ -413,7 +413,7 @@ def estimate_bundle(
                 "launch_overhead_us",
             )
         },
-        "bundle": str(bundle),
+        "bundle": Path(bundle).resolve().name,  # the name: a result names no absolute path
         "results": rows,
     }
 

@@ -48,9 +48,10 @@ def evaluate_bundle(
         channels = channels or ec.channels
         snrs = parse_range(snr or ec.snr_db)
         trials = trials or ec.trials
-        rows, noiseless = [], {}
+        rows, noiseless, files = [], {}, {}
         for prec in precisions or manifest["precisions"]:
             rt, method = Runtime(str(bundle), precision=prec), f"onnx-{prec}"
+            files[method] = rt.files  # an INT8 number is the CPU form's where the runtime runs that one
             grid = Grid(channels, snrs, symbols or ec.symbols or rt.symbol_set, trials, cfg.seed)
             ks = grid.ks
             rows += evaluate_runtime(rt, splits.test, grid, cfg.codec, splits.source_dim, method)
@@ -62,6 +63,7 @@ def evaluate_bundle(
         summary = {
             "report_symbols": k,
             "noiseless": noiseless,
+            "models": files,
             "curves": {m: curves([r for r in rows if r["method"] == m], k) for m in {r["method"] for r in rows}},
             "files": ["evaluation.csv", "evaluation.json", "accuracy_vs_snr.png"],
         }

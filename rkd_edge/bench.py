@@ -42,6 +42,7 @@ from rkd_edge.bench_schema import (
     Settings,
     check_asked,
     fewest_timed_calls,
+    protocol,
     write_selection,
 )
 from rkd_edge.channel import create_channel
@@ -50,7 +51,7 @@ from rkd_edge.devices.detect import detect
 from rkd_edge.devices.latency import REFERENCE, REFERENCE_KERNEL, cpu_times, drift, interleaved, steal_fraction
 from rkd_edge.devices.telemetry import PowerMeter
 from rkd_edge.errors import UserError, first_sentence
-from rkd_edge.evaluate.snr import Grid
+from rkd_edge.evaluate.snr import Grid, describe
 from rkd_edge.export.evaluate import evaluate_runtime
 from rkd_edge.methods import method_config
 from rkd_edge.rundir import load_splits
@@ -313,7 +314,8 @@ def run_bench(bundle: Path, s: Settings) -> dict:
     cfg = method_config(read_config(b.root / "config.json", "bundle config"))
     trials = cfg.evaluate.trials if s.trials is None else s.trials  # both checked: Settings.check, the config
     splits = load_splits(cfg)
-    point = {"channel": s.channel, "snr_db": float(s.snr_db), "k": int(k), "trials": int(trials), "seed": cfg.seed}
+    point = {**describe(s.channel, cfg.codec), "snr_db": float(s.snr_db), "k": int(k), "trials": int(trials)}
+    point |= {"bandwidth_ratio": round(k / splits.source_dim, 6), "source_dim": splits.source_dim, "seed": cfg.seed}
     grid = Grid([s.channel], [float(s.snr_db)], [int(k)], int(trials), cfg.seed)
 
     v = _load_variants(b, s, precisions, splits.test.images, k, cfg.seed)
@@ -359,17 +361,19 @@ def run_bench(bundle: Path, s: Settings) -> dict:
             "schema": SCHEMA,
             "rkd_edge": __version__,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "bundle": str(bundle),
+            "bundle": Path(bundle).resolve().name,  # the name: a result names no absolute path
             "bundle_id": b.bundle_id,
             "settings": {**asdict(s), "symbols": int(k), "trials": int(trials), "precisions": precisions},
             "accuracy_point": point,
             "accuracy": {f"{bk}/{p}": a for (bk, p), a in accuracy.items()},
+            "models": {f"{bk}/{p}": rt.files for (bk, p), rt in v.runtimes.items()},  # which file ran, per model
             "fingerprints": {bk: {"fingerprint": fingerprint(bk), "facts": device_facts(bk)} for bk in s.backends},
             "environment": environment(s.threads),
             "machine_reference": machine,
             "power": power,
             "results": results,
         }
+        out["protocol"] = protocol(out)
         if s.select:
             out["selection"] = {}
             for backend in s.backends:

@@ -25,6 +25,10 @@ MAX_DRIFT = 0.10
 # Fewer timed calls than this per row (a tiny --seconds) leave p90..p99 as single samples: the table says
 # so, and --select does not choose from them.
 MIN_TIMED_CALLS = 100
+# DESIGN.md section 6: a row is timed for at least this long or this many calls. The default --seconds is
+# shorter (a first look in seconds); the table says when a run's rows fall short of the protocol.
+PROTOCOL_SECONDS = 10.0
+PROTOCOL_CALLS = 1000
 
 
 MAX_TRIALS = 10_000  # as evaluate.trials
@@ -101,6 +105,20 @@ def _number(x: float | None, digits: int) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _asked(result: dict) -> dict:
+    """A result's settings (a remote result's may be anything)."""
+    return result["settings"] if isinstance(result.get("settings"), dict) else {}
+
+
+def protocol(result: dict) -> dict:
+    """Whether every timed row met DESIGN.md's protocol (:data:`PROTOCOL_SECONDS` or :data:`PROTOCOL_CALLS`)."""
+    seconds = _asked(result).get("seconds")
+    seconds = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None
+    fewest = fewest_timed_calls(result["results"])
+    met = fewest is not None and (fewest >= PROTOCOL_CALLS or (seconds or 0) >= PROTOCOL_SECONDS)
+    return {"seconds_per_row": seconds, "fewest_calls": fewest, "met": met}
+
+
 def table(result: dict) -> str:
     """The results as a text table, one row per back end, precision, batch and stage."""
     head = ["backend", "precision", "batch", "stage", "status", "size MiB", "accuracy", "p50 ms", "p99 ms", "mean ms"]
@@ -154,6 +172,12 @@ def table(result: dict) -> str:
             f"board power from {power['source']} every {power['interval_ms']} ms, idle {power['idle_w']:.2f} W "
             "(W and mJ/call include it; net_energy_mj_per_call in the JSON does not)"
         )
+    if (timing := protocol(result))["seconds_per_row"] is not None and timing["fewest_calls"] is not None:
+        verdict = "met" if timing["met"] else "not met: give --seconds 10 for numbers by the protocol"
+        out.append(
+            f"timed {timing['seconds_per_row']:g} s per row, at least {timing['fewest_calls']} calls; "
+            f"DESIGN.md's protocol ({PROTOCOL_SECONDS:g} s or {PROTOCOL_CALLS:,} calls per row) {verdict}"
+        )
     for backend, sel in (result.get("selection") or {}).items():
         if sel.get("written"):
             out.append(
@@ -184,8 +208,7 @@ def warnings_of(result: dict) -> list[str]:
     power = result.get("power") or {}
     if str(power.get("status", "")).startswith("failed"):
         out.append(f"warning: board power was sampled but not measured: {power['status']}")
-    asked = result.get("settings") if isinstance(result.get("settings"), dict) else {}
-    seconds, rounds = asked.get("seconds"), asked.get("rounds")
+    seconds, rounds = _asked(result).get("seconds"), _asked(result).get("rounds")
     slot_ms = 1e3 * seconds / rounds if isinstance(seconds, float | int) and isinstance(rounds, int) and rounds else 0
     if power.get("status") == "ok" and slot_ms < 4 * power["interval_ms"]:
         out.append(

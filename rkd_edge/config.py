@@ -22,7 +22,7 @@ import yaml
 
 from rkd_edge.channel_ids import CHANNEL_TYPES, CSI_MODES, FADING_KEYS, FADING_MODES, fading_kwargs
 from rkd_edge.errors import UserError, short_repr
-from rkd_edge.io import read_json
+from rkd_edge.io import read_json, read_text
 from rkd_edge.limits import (
     IMAGE_SIZE_RANGE,
     MAX_PARAMS,
@@ -493,18 +493,10 @@ def load_config(
             raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())}")
         data = _load_yaml(resources.files("rkd_edge.presets").joinpath(f"{preset}.yaml").read_text())
     if file:
-        path = Path(file)
-        if path.is_dir():
-            raise UserError(f"config file {file} is a folder; give a YAML file")
-        if not path.exists():
-            raise UserError(f"config file not found: {file}")
-        if not path.is_file():
-            raise UserError(f"config file {file} is not a regular file (a device or FIFO?); give a YAML file")
-        if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
-            raise UserError(f"config file {file} has {size:,} bytes; a config is a few KB, check the file")
+        text = read_text(file, "config file", MAX_CONFIG_BYTES)  # a regular file of a config's size, UTF-8
         try:
-            loaded = _load_yaml(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            loaded = _load_yaml(text) or {}
+        except yaml.YAMLError as exc:
             raise UserError(f"config file {file} is not valid YAML ({str(exc).splitlines()[0][:160]})") from None
         except RecursionError:
             raise UserError(f"config file {file} is nested too deeply to be a config; replace it") from None

@@ -243,6 +243,13 @@ MAX_JSON_BYTES = 64 << 20  # far above any JSON rkd-edge writes (a search log, a
 MAX_MARKER_BYTES = 64 << 10  # a marker is a line of JSON
 
 
+def _read_chunk(fd: int, n: int, what: str, path: Path) -> bytes:
+    try:
+        return os.read(fd, n)
+    except OSError as exc:  # a "regular" file of /proc or a failing disk: EIO names no path by itself
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc}); give a readable file") from None
+
+
 def read_bytes(
     path: str | os.PathLike, what: str = "file", limit: int = MAX_JSON_BYTES, private: bool = False
 ) -> bytes:
@@ -265,7 +272,7 @@ def read_bytes(
         if st.st_size > limit:
             raise UserError(f"{what} {path} has {st.st_size:,} bytes, more than any such file ({limit:,}); check it")
         chunks, total = [], 0
-        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):
+        while chunk := _read_chunk(fd, min(1 << 20, limit + 1 - total), what, path):
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:  # grew since the fstat
@@ -480,7 +487,13 @@ class OutputLock:
             self._nested = True
             return self
         while True:
-            fd = self._open()
+            try:
+                fd = self._open()
+            except OSError as exc:  # the folder takes no new file (/proc, read-only): say it of the output
+                raise UserError(
+                    f"{self.target} cannot be written ({exc.strerror or exc}: not even its lock file "
+                    f"{self.path.name}); choose an --out in a writable folder"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -225,6 +225,8 @@ class RunDir:
         kind = kind_of(self.root)
         if kind not in (None, "run"):  # "run rkd-edge pipeline --out BUNDLE" would be refused: it is not free
             raise UserError(f"{self.root} is an rkd-edge {kind}, not a run; give the run folder rkd-edge pipeline made")
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root} is not a folder; give the run folder rkd-edge pipeline made")
         if kind != "run" or not self.system.is_file():
             raise UserError(
                 f"{self.root} is not a trained run (no system.json); run rkd-edge pipeline --out {self.root}"

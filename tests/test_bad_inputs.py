@@ -407,6 +407,15 @@ FLAG_PARAMS = [
     case("teacher-train-epochs-0", "teacher train --out {out} --epochs 0", "epochs"),
     case("teacher-train-epochs-text", "teacher train --out {out} --epochs many", "--epochs"),
     case("teacher-train-dataset", "teacher train --out {out} --dataset nope", "unknown dataset"),
+    # click keeps the last of two values silently: two different ones are a mistake, named in full
+    case("option-twice", "pipeline --out {out} --seed 1 --seed 2", "--seed is given twice (--seed 1 and --seed 2)"),
+    case("option-twice-equals", "evaluate {bundle} --snr 0 --snr=5", "--snr is given twice"),
+    # a newline or escape in a path stays escaped inside the one line
+    case("path-with-newline", ["bench", "{tmp}/new\nline\x1b[31m", "--no-memory"], "new\\nline\\x1b[31m"),
+    case("config-unreadable", "pipeline --out {out} --config /proc/self/mem", "cannot be read (input/output error)"),
+    case("lut-out-in-proc", "devices lut --out /proc/self/mem", "not even its lock file"),
+    case("export-a-device", "export /dev/null --out {out}", "/dev/null is not a folder"),
+    case("lut-fifo-force", "devices lut --out {cfg} --force", "not a regular file", lambda env: os.mkfifo(env["cfg"])),
 ]
 
 

@@ -25,6 +25,13 @@ from tests.test_devices import ORIN_JP6
 
 # Short timings: these tests check behaviour and schema, never speed.
 FAST = ["--seconds", "0.3", "--warmup", "0.05", "--snr-db", "5", "--symbols", "4", "--trials", "2"]
+
+
+def fast(seconds: float) -> list[str]:
+    """:data:`FAST` timing ``seconds`` per row (an option given twice is refused)."""
+    return ["--seconds", str(seconds), *FAST[2:]]
+
+
 LATENCY_KEYS = {"mean", "p50", "p90", "p95", "p99", "max"}
 
 
@@ -71,8 +78,22 @@ def test_bench_json_has_every_field_for_fp32_and_int8(local, tiny_bundle):
     env = result["environment"]
     assert env["cpu"] and env["cpu_count"] >= 1 and env["versions"]["onnxruntime"] and "device" in env
     point = {k: v for k, v in result["accuracy_point"].items() if k != "seed"}
-    assert point == {"channel": "awgn", "snr_db": 5.0, "k": 4, "trials": 2}
+    rt = Runtime(str(tiny_bundle))
+    dim = rt.size * rt.size * rt.channels
+    assert point == {"channel": "awgn", "mode": "-", "csi": "-", "k_factor": "-", "snr_db": 5.0, "k": 4, "trials": 2,
+                     "bandwidth_ratio": round(4 / dim, 6), "source_dim": dim}  # fmt: skip
+    assert result["bundle"] == tiny_bundle.name  # a name, no absolute path
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    for prec in ("fp32", "int8"):  # which file produced each number: the CPU form of INT8 where it was kept
+        files = result["models"][f"onnxruntime/{prec}"]
+        assert set(files) >= {"encoder", "tx", "rx"} and all((tiny_bundle / f).is_file() for f in files.values())
+        if prec == "int8" and "onnxruntime_cpu" in m["models"]["encoder"]["int8"]:
+            assert files["encoder"] == m["models"]["encoder"]["int8"]["onnxruntime_cpu"]["file"]
     assert "end_to_end" in stdout and "p50 ms" in stdout and "ok" in stdout
+    # 0.3 s per row: the table says the protocol's 10 s or 1,000 calls were met only where they were
+    fewest = min(r["iterations"] for r in rows if r["status"] == "ok")
+    assert result["protocol"] == {"seconds_per_row": 0.3, "fewest_calls": fewest, "met": fewest >= 1000}
+    assert ("protocol (10 s or 1,000 calls per row) met" in stdout) == (fewest >= 1000)
 
 
 def test_machine_reference_is_timed_beside_the_variants(local):
@@ -129,8 +150,8 @@ def test_on_a_jetson_bench_measures_board_power(tiny_bundle, tmp_path):
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
     out = tmp_path / "p.json"
     proc = run_cli(
-        "bench", str(tiny_bundle), "--precision", "fp32", "--batch", "1", "--no-memory", *FAST,
-        "--seconds", "2", "--json", str(out), env=env,
+        "bench", str(tiny_bundle), "--precision", "fp32", "--batch", "1", "--no-memory", *fast(2),
+        "--json", str(out), env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -210,9 +231,9 @@ def test_select_writes_the_device_choice_and_the_runtime_uses_it(tiny_bundle, tm
     shutil.copytree(tiny_bundle, b)
     before = Bundle.open(b).bundle_id
     out = tmp_path / "s.json"
-    # --seconds 1.5 after FAST: the selection needs 100 timed calls per row, which 0.3 s misses on a loaded machine
-    proc = run_cli("bench", str(b), "--select", "--tolerance", "0.05", "--batch", "1", "--no-memory", *FAST,
-                   "--seconds", "1.5", "--json", str(out))  # fmt: skip
+    # 1.5 s: the selection needs 100 timed calls per row, which 0.3 s misses on a loaded machine
+    proc = run_cli("bench", str(b), "--select", "--tolerance", "0.05", "--batch", "1", "--no-memory", *fast(1.5),
+                   "--json", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     sel = json.loads(out.read_text())["selection"]["onnxruntime"]
     fp = fingerprint("onnxruntime")

@@ -173,7 +173,9 @@ def test_bundle_without_the_fused_graph_still_runs(tiny_bundle, tmp_path):
 
 def test_bundle_evaluation_fp32_and_int8_side_by_side(tiny_bundle, tmp_path):
     proc = run_cli("evaluate", str(tiny_bundle), "--snr", "0,10", "--trials", "1", "--out", str(tmp_path), check=True)
-    assert "noiseless" in json.loads(proc.stdout)  # progress bars on stderr: `evaluate ... > out.json` parses
+    summary = json.loads(proc.stdout)  # progress bars on stderr: `evaluate ... > out.json` parses
+    assert "noiseless" in summary and set(summary["models"]) == {"onnx-fp32", "onnx-int8"}
+    assert all((tiny_bundle / f).is_file() for files in summary["models"].values() for f in files.values())
     rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"onnx-fp32", "onnx-int8"}
     assert (tmp_path / "accuracy_vs_snr.png").stat().st_size > 1000

@@ -143,6 +143,8 @@ def test_evaluate_cli_on_run(tiny_run, tmp_path):
     )
     data = json.loads((tmp_path / "evaluation.json").read_text())
     assert {r["channel"] for r in data["rows"]} == {"rician", "identity"}
+    k_factor = json.loads((tiny_run / "config.json").read_text())["codec"]["rician_k"]
+    assert {r["k_factor"] for r in data["rows"]} == {k_factor, "-"}  # Rician's K beside each of its numbers
     bad = run_cli("evaluate", str(tiny_run), "--symbols", "99")
     assert bad.returncode == 2 and "outside" in bad.stderr
 

@@ -105,6 +105,36 @@ def _refuse_empty(args: list[str]) -> None:
             raise UserError(f"{what} (an unset shell variable?); give a value or leave it out")
 
 
+def _refuse_repeats(args: list[str]) -> None:
+    """An option given twice with different values is a mistake (click would keep the last one silently):
+    refused, naming both. Repeatable options (``--set``) and the same value twice pass."""
+    cmd = typer.main.get_command(app)
+    i = 0
+    while hasattr(cmd, "commands"):  # down the groups to the command: skip their own options (-q)
+        while i < len(args) and args[i].startswith("-"):
+            i += 1
+        if i == len(args) or (cmd := cmd.commands.get(args[i])) is None:
+            return  # no command, or an unknown one: click says so
+        i += 1
+    options = {o: p for p in cmd.params if getattr(p, "opts", None) and p.param_type_name == "option" for o in p.opts}
+    options |= {o: p for p in cmd.params if p.param_type_name == "option" for o in p.secondary_opts}
+    seen: dict[str, tuple[str, str]] = {}  # param name -> (option as given, value)
+    while i < len(args) and args[i] != "--":
+        name, eq, value = args[i].partition("=")
+        p = options.get(name)
+        i += 1
+        if p is None or p.multiple or p.count:
+            continue
+        if not p.is_flag and not eq and i < len(args):
+            value, i = args[i], i + 1
+        given = (name, value)
+        if (before := seen.setdefault(p.name, given)) != given:
+            raise UserError(
+                f"{before[0]} is given twice ({' '.join(filter(None, before))} and {' '.join(filter(None, given))}); "
+                "give it once"
+            )
+
+
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation that failed (Python's, torch's CPU allocator or CUDA's)."""
     text = str(exc)
@@ -117,10 +147,16 @@ def out_of_memory(exc: BaseException) -> bool:
     )
 
 
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a path or value that holds a
+    newline or a terminal escape stays inside the one line it is quoted in."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _say(line: str) -> None:
     """One line on stderr; a closed or full stderr does not change the exit code the line went with."""
     with contextlib.suppress(OSError, ValueError, AttributeError):  # AttributeError: no sys.stderr at all
-        print(line, file=sys.stderr, flush=True)
+        print(one_line(line), file=sys.stderr, flush=True)
 
 
 def _writable(stream, fd: int) -> bool:
@@ -170,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115 - the process's own stream
     try:
         _refuse_empty(args)
+        _refuse_repeats(args)
         code = app(args=argv, prog_name="rkd-edge", standalone_mode=False)  # usage errors reach us: one line
         sys.stdout.flush()  # a reader that went away is found here, not in the interpreter's exit
     except getattr(click_errors, "NoArgsIsHelpError", ()):  # bare `rkd-edge` or group: typer printed the help

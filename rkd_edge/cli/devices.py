@@ -9,7 +9,7 @@ import typer
 
 from rkd_edge.cli.common import CONFIG, DATA_DIR, DATASET, PRESET, SET, comma_list, echo_json, resolve
 from rkd_edge.errors import UserError
-from rkd_edge.io import OutputLock, file_in_the_way, write_json, write_new_json
+from rkd_edge.io import OutputLock, file_in_the_way, read_text, write_json, write_new_json
 from rkd_edge.limits import check_batches, check_threads
 from rkd_edge.outputs import check_new_outputs, refuse_inside_bundle
 
@@ -179,6 +179,8 @@ def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
         raise UserError(f"{out} is a symbolic link; give a plain file name as --out")
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the latency table's file name as --out")
+    if out.exists() and not out.is_file():
+        raise UserError(f"{out} is not a regular file (a device or FIFO?); give the latency table's file name as --out")
     if out.exists() and not force:
         raise UserError(f"{out} already exists; choose another --out or pass --force to replace it")
     replaced = out.stat() if out.exists() else None
@@ -186,8 +188,8 @@ def _lut(out: Path, precision: str, threads: int, force: bool, cfg) -> None:
         from rkd_edge.devices.lut import FORMAT as LUT_FORMAT
 
         try:
-            old = json.loads(out.read_text())
-        except (OSError, ValueError, RecursionError):
+            old = json.loads(read_text(out, "latency table"))
+        except (UserError, ValueError, RecursionError):
             old = None
         if not (isinstance(old, dict) and old.get("format") == LUT_FORMAT):  # a user's JSON may hold "entries"
             raise UserError(f"{out} is not a latency table; --force replaces only a table this command wrote")

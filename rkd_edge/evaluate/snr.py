@@ -1,5 +1,5 @@
-"""Evaluation over channels, SNRs and symbol lengths; every row carries channel, mode, SNR, k and the
-bandwidth ratio ``k / (C*H*W)``."""
+"""Evaluation over channels, SNRs and symbol lengths; every row carries channel, mode, CSI handling, Rician
+K, SNR, k and the bandwidth ratio ``k / (C*H*W)``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ FIELDS = [
     "channel",
     "mode",
     "csi",
+    "k_factor",  # Rician K (linear), "-" on other channels
     "snr_db",
     "k",
     "bandwidth_ratio",
@@ -41,9 +42,10 @@ FIELDS = [
 
 
 def describe(name: str, cc: CodecConfig) -> dict:
-    ch = create_channel(name, **cc.channel_kwargs())
-    d = ch.describe()
-    return {"channel": name, "mode": d.get("mode", "-"), "csi": d.get("csi", "-")}
+    """What a row records of channel ``name`` as ``cc`` sets it up: mode, CSI handling, Rician K ("-" where
+    the channel has none)."""
+    d = create_channel(name, **cc.channel_kwargs()).describe()
+    return {"channel": name, **{key: d.get(key, "-") for key in ("mode", "csi", "k_factor")}}
 
 
 def make_row(method, name, cc, snr, k, source_dim, per_image: np.ndarray, trials, told: str | None = None) -> dict:

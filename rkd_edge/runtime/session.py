@@ -184,6 +184,17 @@ class Runtime:
         return {**getattr(self, "runners", {}), **({FUSED: self.fused} if self.fused is not None else {})}
 
     @property
+    def files(self) -> dict[str, str]:
+        """The file each loaded model runs from, by model (relative to the bundle; a name where it lies
+        outside, e.g. the PyTorch back end's run): which form of a precision produced a number."""
+        root, out = self.bundle.root.resolve(), {}
+        for name, r in self.loaded.items():
+            if r.path is not None:
+                full = r.path.resolve()
+                out[name] = full.relative_to(root).as_posix() if full.is_relative_to(root) else full.name
+        return out
+
+    @property
     def providers(self) -> list[str]:
         """What really executes the models (for ONNX Runtime: the session's providers, best first)."""
         return self.runners["encoder"].providers
