@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -404,6 +405,27 @@ def test_a_keyed_receiver_drops_untagged_frames_and_replays_from_any_address(run
     assert rx.summary()["authenticated"] is True
 
 
+def test_forged_datagrams_under_frame_ids_to_come_do_not_make_real_frames_duplicates(runtime):
+    """One forged datagram per upcoming fragment id, from the sender's own address, went first: the genuine,
+    keyed frames that followed were all dropped as "duplicate". Only an accepted frame is remembered now."""
+    rx, _ = receiver(runtime, key=KEY)
+    peer = ("10.0.0.1", 5000)
+    imgs = np.random.default_rng(1).integers(0, 256, (4, runtime.size, runtime.size, runtime.channels), np.uint8)
+    sym, _ = runtime.transmit(runtime.encode(imgs), 10.0, runtime.max_symbols)
+    real = [
+        wire.encode_frame(frame_id=i, timestamp_ns=time.time_ns(), bundle_id=runtime.bundle.bundle_id, snr_db=10.0,
+                          channel="awgn", symbols=sym[i], label=i, key=KEY)
+        for i in range(4)
+    ]  # fmt: skip
+    for i, d in enumerate(real):
+        forged = wire.fragment(bytes(len(d)), i)[0]  # zeros of the real length, under the real fragment id
+        assert not rx.ingest_datagram(forged, peer)
+        assert rx.ingest_datagram(wire.fragment(d, i)[0], peer)
+    assert not rx.ingest_datagram(wire.fragment(real[0], 0)[0], peer)  # a replay of an accepted one is one
+    rx.flush()
+    assert rx.counters["decoded"] == 4 and rx.counters["malformed"] == 4 and rx.counters["duplicate"] == 1
+
+
 def test_hostile_headers_with_valid_crc(runtime):
     """Frames a forger built with a correct CRC: an SNR beyond +-100 dB and a label that is no class are
     dropped as malformed; a timestamp from an unset clock is decoded without a latency; the output stays JSON."""
@@ -510,6 +532,7 @@ def test_fragment_loss_reordering_duplication_and_timeout():
         drops += ev
         if f is not None:
             done[wire.decode_frame(f, BID).frame_id] = f
+            r.accepted(d, "peer")  # as the receiver does once the frame passed its checks
     assert set(done) == set(range(20)) - lost and all(done[i] == frames[i] for i in done)
     assert set(errors) <= {"duplicate"} and len(errors) >= 1
     assert len(r.pending) == 2 and r.expire(now=0.5) == []
@@ -643,6 +666,47 @@ def test_udp_end_to_end_torch_free_with_labels_and_a_simulated_channel(bundle, d
     assert len(lines) == 40 and all(s["k"] == 8 and s["snr_db"] == 10.0 and "label" in s for s in lines)
 
 
+def test_a_burst_of_64_tcp_senders_is_served_whole(bundle, runtime):
+    """64 senders connecting at once (the connection limit), one frame each: a listen queue of 16 and one
+    accept per pass reset 28 of them, uncounted; now every frame is decoded."""
+    port = free_port(socket.SOCK_STREAM)
+    rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--count", "64", "--idle-timeout", "30")
+    wait_listening(rx)
+    frames, errors = real_frames(runtime, 64), []
+    together = threading.Barrier(64)
+
+    def send(frame: bytes) -> None:
+        try:
+            together.wait(30)  # all connect at once
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+                c.sendall(frame)
+                c.shutdown(socket.SHUT_WR)
+                c.recv(1)  # until rx closes it
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(f,)) for f in frames]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    _, err = rx.communicate(timeout=60)
+    r = summary_of(err, "rx")
+    assert not errors and rx.returncode == 0, (errors[:3], err[-2000:])
+    assert r["counters"]["decoded"] == 64 and r["dropped"] == 0
+
+
+def test_frames_taken_past_count_are_counted(runtime):
+    """rx --count 5 took 64 frames at once and decoded 5: the other 59 vanished from every counter."""
+    rx, out = receiver(runtime, count=2)
+    for d in real_frames(runtime, 5):
+        assert rx.ingest_frame(d, ("10.0.0.1", 1))
+    rx.flush()
+    c = rx.counters
+    assert c["frames"] == 5 and c["decoded"] == 2 and c["past_count"] == 3 and len(out.getvalue().splitlines()) == 2
+    assert rx.summary()["dropped"] == 3
+
+
 def test_tcp_from_stdin_and_signals_end_both_sides_with_counters(bundle, tmp_path):
     port = free_port(socket.SOCK_STREAM)
     rx = spawn("rx", str(bundle), "--tcp", "--listen", f"127.0.0.1:{port}", "--summary", str(tmp_path / "r.json"))
@@ -665,6 +729,17 @@ def test_tcp_from_stdin_and_signals_end_both_sides_with_counters(bundle, tmp_pat
     assert r["stopped_by"] == "SIGTERM" and r["counters"]["decoded"] == 25 and "accuracy" not in r
     assert t["datagrams"] == r["counters"]["datagrams"] == 0 and t["bytes"] == r["counters"]["bytes"]  # a stream
     assert "TORCH-IMPORTED False" in tx_err and "TORCH-IMPORTED False" in rx_err
+
+
+def test_udp_to_a_port_where_nothing_listens_is_said(bundle, digit_folder):
+    """UDP has no connection, but the host answers "port unreachable": tx counts what it refused and says
+    so (it sent into nothing and exited 0 in silence)."""
+    port = free_port()  # bound and released: nothing listens there now
+    args = ["tx", str(bundle), str(digit_folder), "--to", f"127.0.0.1:{port}", "--snr-db", "10"]
+    proc = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=120)
+    t = summary_of(proc.stderr, "tx")
+    assert proc.returncode == 0 and t["frames_sent"] >= 2 and 1 <= t["refused"] < t["frames_sent"]
+    assert "refused (port unreachable" in proc.stderr and "is rkd-edge rx listening there?" in proc.stderr
 
 
 def test_a_keyed_link_end_to_end_and_a_sender_with_another_key(bundle, digit_folder, tmp_path):

@@ -63,6 +63,7 @@ DROP_REASONS = (
     "incomplete",
     "evicted",
     "connection",
+    "past_count",  # taken, but --count frames were decoded already
     "internal",
 )
 
@@ -125,8 +126,8 @@ class Receiver:
     def done(self) -> bool:
         return self.count is not None and self.counters["decoded"] >= self.count
 
-    def drop(self, reason: str, detail: str, peer=None) -> None:
-        self.counters[reason] += 1
+    def drop(self, reason: str, detail: str, peer=None, n: int = 1) -> None:
+        self.counters[reason] += n
         self.log(reason, f"{detail}{f' (from {peer})' if peer is not None else ''}; {self.counters[reason]} so far")
 
     def ingest_datagram(self, data: bytes, peer, now: float | None = None) -> bool:
@@ -145,7 +146,10 @@ class Receiver:
             return False
         for reason, detail in evicted:
             self.drop(reason, detail, peer)
-        return frame is not None and self.ingest_frame(frame, peer)
+        queued = frame is not None and self.ingest_frame(frame, peer)
+        if queued:  # only a frame that passed its CRC and key marks its fragments as seen
+            self.reassembler.accepted(data, peer)
+        return queued
 
     def expire(self, now: float | None = None) -> None:
         """Give up on UDP frames whose fragments did not all arrive in time."""
@@ -197,7 +201,9 @@ class Receiver:
             room = self.batch if self.count is None else min(self.batch, self.count - self.counters["decoded"])
             chunk, self.queue = self.queue[:room], self.queue[room:]
             n += self._decode([f for f, _ in chunk])
-        if self.done:
+        if self.done and self.queue:
+            n = len(self.queue)
+            self.drop("past_count", f"{n} frame(s) taken after --count {self.count} were decoded", n=n)
             self.queue.clear()
         return n
 
@@ -348,13 +354,34 @@ def check_options(
     return host, port
 
 
-def _close(rx: Receiver, conns: dict, sel: selectors.BaseSelector, conn: socket.socket) -> None:
-    """Forget a TCP connection; a frame it left half-sent is counted as truncated."""
+def _close(rx: Receiver, conns: dict, sel: selectors.BaseSelector, conn: socket.socket, why: str = "") -> None:
+    """Forget a TCP connection; a frame it left half-sent is counted as truncated, unless ``why`` (the drop
+    that closes it) counted it already."""
     splitter, peer, _ = conns.pop(conn)
-    if splitter.buf:
+    if splitter.buf and not why:
         rx.drop("truncated", f"the connection closed {len(splitter.buf)} bytes into a frame", peer)
     sel.unregister(conn)
     conn.close()
+
+
+def _accept(rx: Receiver, sock: socket.socket, conns: dict, sel: selectors.BaseSelector) -> None:
+    """Take every connection waiting on the listening socket (one per pass let a burst of senders overflow
+    the kernel's queue, which then reset them uncounted)."""
+    for _ in range(4 * MAX_CONNECTIONS):
+        try:
+            conn, peer = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. out of file descriptors: keep serving the open connections
+            rx.drop("connection", f"cannot accept: {exc}")
+            return
+        if len(conns) >= MAX_CONNECTIONS and not _evict_idlest(rx, conns, sel):
+            conn.close()
+            rx.drop("connection", f"more than {MAX_CONNECTIONS} busy connections; closed", peer)
+            continue
+        conn.setblocking(False)
+        conns[conn] = [StreamSplitter(rx.max_frame), peer, time.monotonic()]
+        sel.register(conn, selectors.EVENT_READ, "conn")
 
 
 def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> bool:
@@ -365,8 +392,11 @@ def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> boo
     idle = time.monotonic() - last
     if idle < EVICT_IDLE_S:
         return False
-    rx.drop("connection", f"all {MAX_CONNECTIONS} connections open; closed one without a frame for {idle:.1f} s", peer)
-    _close(rx, conns, sel, conn)
+    held = len(conns[conn][0].buf)
+    part = f", {held} bytes into a frame" if held else ""
+    why = f"all {MAX_CONNECTIONS} connections open; closed one without a frame for {idle:.1f} s{part}"
+    rx.drop("connection", why, peer)
+    _close(rx, conns, sel, conn, why)
     return True
 
 
@@ -393,20 +423,7 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                 return f"idle for {idle_timeout_s:g} s"
             for key, _ in sel.select(0.2):
                 if key.data == "listen" and tcp:
-                    try:
-                        conn, peer = sock.accept()
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as exc:  # e.g. out of file descriptors: keep serving the open connections
-                        rx.drop("connection", f"cannot accept: {exc}")
-                        continue
-                    if len(conns) >= MAX_CONNECTIONS and not _evict_idlest(rx, conns, sel):
-                        conn.close()
-                        rx.drop("connection", f"more than {MAX_CONNECTIONS} busy connections; closed", peer)
-                        continue
-                    conn.setblocking(False)
-                    conns[conn] = [StreamSplitter(rx.max_frame), peer, time.monotonic()]
-                    sel.register(conn, selectors.EVENT_READ, "conn")
+                    _accept(rx, sock, conns, sel)
                 elif key.data == "listen":
                     for _ in range(4096):  # drain what is queued, then decode it in batches
                         try:
@@ -448,9 +465,9 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
                 rx.flush()
             rx.expire()
             rx.flush()
-    finally:
-        for conn in conns:
-            conn.close()
+    finally:  # a frame half-received when rx stops is counted, like one a sender broke off
+        for conn in list(conns):
+            _close(rx, conns, sel, conn)
         sel.close()
 
 

@@ -100,7 +100,9 @@ class Reassembler:
 
     Fragments are keyed by (sender address, frame id). A frame incomplete after ``timeout_s`` is dropped
     (``incomplete``); when more than ``max_pending`` frames are incomplete the oldest is dropped
-    (``evicted``). Fragments of a frame already completed are ``duplicate``; of one already dropped, ``stale``.
+    (``evicted``). Fragments of a frame already accepted are ``duplicate``; of one already dropped, ``stale``.
+    A frame counts as accepted only when the receiver says so (:meth:`accepted`, after its CRC and key
+    checks): a forged datagram under a frame id to come must not turn the genuine frame into a "duplicate".
 
     Args:
         timeout_s: Seconds to wait for a frame's missing fragments.
@@ -119,13 +121,18 @@ class Reassembler:
         self.timeout_s, self.max_pending, self.max_frame_bytes = timeout_s, max_pending, max_frame_bytes
         self.remember = remember
         self.pending: OrderedDict[tuple, _Pending] = OrderedDict()
-        self.done: OrderedDict[tuple, str] = OrderedDict()  # key -> "completed" | "dropped"
+        self.done: OrderedDict[tuple, str] = OrderedDict()  # key -> "accepted" | "dropped"
 
     def _finish(self, key: tuple, how: str) -> None:
         self.done[key] = how
         self.done.move_to_end(key)
         while len(self.done) > self.remember:
             self.done.popitem(last=False)
+
+    def accepted(self, data: bytes, addr) -> None:
+        """Remember the frame that ``data`` (the datagram that completed it, from ``addr``) belongs to as
+        accepted: later fragments of it are duplicates."""
+        self._finish((addr, parse_fragment(data, self.max_frame_bytes).frame_id), "accepted")
 
     @property
     def held_bytes(self) -> int:
@@ -161,13 +168,12 @@ class Reassembler:
         if key in self.done:
             how = self.done[key]
             raise WireError(
-                "duplicate" if how == "completed" else "stale",
+                "duplicate" if how == "accepted" else "stale",
                 f"fragment {frag.index} of frame {frag.frame_id}, which was already {how}",
             )
         if frag.count == 1:
             if len(frag.chunk) != frag.frame_bytes:
                 raise WireError("malformed", f"lone fragment of {len(frag.chunk)} bytes, frame has {frag.frame_bytes}")
-            self._finish(key, "completed")
             return frag.chunk, drops
         p = self.pending.get(key)
         if p is None:
@@ -191,7 +197,6 @@ class Reassembler:
         if len(p.chunks) < p.count:
             return None, drops
         del self.pending[key]
-        self._finish(key, "completed")
         frame = b"".join(p.chunks[i] for i in range(p.count))
         sizes = {len(p.chunks[i]) for i in range(p.count - 1)}
         if len(frame) != p.frame_bytes or len(sizes) > 1:
@@ -252,7 +257,8 @@ POLL_S = 0.2  # a blocked TCP send looks at the stop flag and its deadline this 
 class Sender:
     """Send frames over UDP (fragmented to ``max_datagram`` bytes) or TCP to ``host:port``.
 
-    Counters: ``datagrams``, ``bytes``, ``send_errors`` (UDP datagrams the kernel refused, e.g. ENOBUFS).
+    Counters: ``datagrams``, ``bytes``, ``send_errors`` (UDP datagrams the kernel refused, e.g. ENOBUFS),
+    ``refused`` (UDP datagrams after the receiver's host answered "port unreachable": nothing listens there).
 
     Args:
         send_timeout_s: TCP: longest wait for the receiver to take any byte of a frame.
@@ -276,7 +282,9 @@ class Sender:
         self.send_timeout_s, self.stopped = send_timeout_s, stopped
         family, self.addr = resolve(host, port, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM, option)
         self.sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-        self.datagrams = self.bytes = self.send_errors = 0
+        self.datagrams = self.bytes = self.send_errors = self.refused = 0
+        if not tcp:  # connected, the socket hears the receiver's host say that nothing listens on the port
+            self.sock.connect(self.addr)
         if tcp:
             self.sock.settimeout(5.0)
             try:
@@ -318,9 +326,12 @@ class Sender:
             return
         for d in fragment(frame, frame_id, self.max_datagram):
             try:
-                self.sock.sendto(d, self.addr)
+                self.sock.send(d)
+            except ConnectionRefusedError:  # an earlier datagram met a closed port (ICMP); this one is lost too
+                self.refused += 1
+                continue
             except OSError as exc:
-                if exc.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EMSGSIZE):
+                if exc.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.EMSGSIZE):
                     raise
                 self.send_errors += 1
                 continue
@@ -352,7 +363,7 @@ def bind(host: str, port: int, tcp: bool, option: str = "--listen", rcvbuf: int 
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind(addr)
         if tcp:
-            sock.listen(16)
+            sock.listen(socket.SOMAXCONN)  # a burst of senders waits in the kernel's queue, not reset
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

@@ -231,6 +231,7 @@ def run_tx(
             datagrams=sender.datagrams if sender else 0,
             bytes=sender.bytes if sender else 0,
             send_errors=sender.send_errors if sender else 0,
+            refused=sender.refused if sender else 0,
             elapsed_s=round(elapsed, 6),
             throughput_fps=round(sent / elapsed, 3) if elapsed > 0 else None,
             latency_ms=out.latency.summary(),
@@ -241,6 +242,13 @@ def run_tx(
         report(summary, summary_file, "tx")
     if failure is not None:
         raise failure
+    if summary["refused"]:  # UDP has no connection to lose: the receiver's host said nothing listens
+        print(
+            f"tx: warning: {summary['refused']} datagram(s) were refused (port unreachable at {summary['to']}): is "
+            "rkd-edge rx listening there?",
+            file=sys.stderr,
+            flush=True,
+        )
     if stopped_by.startswith(RECEIVER_CLOSED):
         raise UserError(
             f"the {stopped_by} after {sent} frame(s); check that rx is running, accepts bundle {bundle_id} "
