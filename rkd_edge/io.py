@@ -439,6 +439,21 @@ def _staging_tag(work: Path) -> Path:
     return work.with_name(work.name + STAGING_TAG)
 
 
+def _moved_aside(out: Path) -> re.Pattern:
+    """Names :func:`commit_dir` gives the artefact it moves aside to replace ``out`` (``.NAME.PID.old``)."""
+    return re.compile(rf"\.{re.escape(out.name)}\.\d+\.old")
+
+
+def restore_moved_aside(out: Path) -> None:
+    """Put back an artefact a killed :func:`commit_dir` left moved aside with ``out`` missing, before a
+    command decides whether ``out`` exists (under ``out``'s lock, which does it: :func:`_clear_leftovers`)."""
+    if out.exists() or out.is_symlink() or not out.parent.is_dir():
+        return
+    if any(_moved_aside(out).fullmatch(p.name) and (p / TOOL_MARKER).is_file() for p in out.parent.iterdir()):
+        with OutputLock(out):
+            pass
+
+
 def _clear_leftovers(out: Path) -> None:
     """What a killed command left beside ``out``, cleared by the next holder of its lock (no one else can be
     writing them): :func:`staged_dir` folders go (known by the tag they are created with); an artefact
@@ -447,7 +462,7 @@ def _clear_leftovers(out: Path) -> None:
     name that is neither is someone else's and stays.
     """
     partial = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}\.partial")
-    old = re.compile(rf"\.{re.escape(out.name)}\.\d+\.old")
+    old = _moved_aside(out)
     for p in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
         if not p.is_dir() or p.is_symlink():
             continue

@@ -24,6 +24,7 @@ from rkd_edge.io import (
     check_new_files,
     file_in_the_way,
     read_text,
+    restore_moved_aside,
     sha256_file,
     special_entry,
     write_json,
@@ -248,6 +249,7 @@ def check_output(
     out = Path(out)
     if (blocker := file_in_the_way([out, *out.parents])) is not None:
         raise UserError(f"{blocker} is a file, not a folder; choose another --out")
+    restore_moved_aside(out)  # a replace killed between its two renames: the old artefact is back first
     for src in sources:  # an evaluation may live in what it evaluates (RUN/eval); a new run or bundle may not
         if kind != "evaluation" and out.resolve() != Path(src).resolve() and _inside(out, Path(src)):
             raise UserError(f"--out {out} lies inside the source {src}; choose a folder outside it")

@@ -33,7 +33,7 @@ from rkd_edge.codec import create_codec
 from rkd_edge.config import RunConfig, read_config
 from rkd_edge.data import DataSplits, create_dataset
 from rkd_edge.errors import UserError, short_repr
-from rkd_edge.io import read_json, sha256_file, special_entry, write_json
+from rkd_edge.io import atomic_path, read_json, sha256_file, special_entry, write_json
 from rkd_edge.limits import MAX_PARAMS
 from rkd_edge.methods import METHOD_STAGES
 from rkd_edge.nas.cost import count_macs, count_params
@@ -79,6 +79,12 @@ def _of_type(value, types: tuple) -> bool:
     if value is None:
         return None in types
     return isinstance(value, tuple(t for t in types if t is not None)) and not isinstance(value, bool)
+
+
+def _copy_whole(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy one file so that ``dst`` is the whole file or not there (a full disk leaves no truncated copy)."""
+    with atomic_path(dst) as tmp:
+        shutil.copy2(src, tmp)
 
 
 class RunDir:
@@ -209,13 +215,22 @@ class RunDir:
             rec = source.done(stage)
             if self.done(stage) is not None or rec is None:
                 continue
-            for src in source.stage_files(stage):
-                dst = self.root / src.relative_to(source.root)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if src.is_dir():
-                    shutil.copytree(src, dst, dirs_exist_ok=True)
-                elif src.is_file():
-                    shutil.copy2(src, dst)
+            try:
+                for src in source.stage_files(stage):
+                    dst = self.root / src.relative_to(source.root)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    if src.is_dir():
+                        shutil.copytree(src, dst, dirs_exist_ok=True, copy_function=_copy_whole)
+                    elif src.is_file():
+                        _copy_whole(src, dst)
+            except OSError as exc:  # a full disk: shutil.Error lists (src, dst, why) per file
+                listed = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
+                where = exc.filename or self.root
+                why = listed[0][2] if isinstance(listed, list) and listed else f"{exc.strerror or exc} ({where})"
+                raise UserError(
+                    f"cannot copy the {stage} stage of {source.root} into {self.root}: {why}; free space or fix "
+                    "the path and rerun (no file was left half-copied; stages copied before are kept)"
+                ) from None
             self.mark(stage, {**rec, "reused_from": Path(os.path.relpath(source.root, self.root)).as_posix()})
             copied.append(stage)
         return copied

@@ -144,3 +144,26 @@ def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "b"
     run_cli("-q", "export", str(tiny_run), "--out", str(out), "--int8", "--calib-samples", "128", check=True)
     return out
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs where the test may mount one; otherwise skip (the ENOSPC wrapper test covers it)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()[:80]})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(disk: Path) -> None:
+    """Take every free byte of ``disk``."""
+    for name, block in (("filler", 1 << 20), ("filler2", 512), ("filler3", 1)):
+        try:
+            with open(disk / name, "wb", buffering=0) as fh:
+                while True:
+                    fh.write(b"\0" * block)
+        except OSError:
+            pass

@@ -34,6 +34,7 @@ from rkd_edge.link.transport import Reassembler, StreamSplitter
 from rkd_edge.runtime import Runtime
 from rkd_edge.runtime.bundle import FORMAT
 from rkd_edge.runtime.channel import Draws, NumpyChannel
+from tests.conftest import fill_disk
 
 BID = "0123456789abcdef"
 # The CLI in a fresh process; at exit it says whether torch was ever imported.
@@ -729,6 +730,23 @@ def test_tcp_from_stdin_and_signals_end_both_sides_with_counters(bundle, tmp_pat
     assert r["stopped_by"] == "SIGTERM" and r["counters"]["decoded"] == 25 and "accuracy" not in r
     assert t["datagrams"] == r["counters"]["datagrams"] == 0 and t["bytes"] == r["counters"]["bytes"]  # a stream
     assert "TORCH-IMPORTED False" in tx_err and "TORCH-IMPORTED False" in rx_err
+
+
+def test_a_full_disk_under_rx_out_ends_rx_with_its_summary_and_one_line(bundle, digit_folder, small_disk):
+    """ENOSPC writing the decoded lines ended rx with a bare "No space left on device" and no summary."""
+    fill_disk(small_disk)
+    port = free_port()
+    rx = spawn("rx", str(bundle), "--listen", f"127.0.0.1:{port}", "--count", "40", "--idle-timeout", "20",
+               "--out", str(small_disk / "rx.jsonl"))  # fmt: skip
+    wait_listening(rx)
+    tx = ["tx", str(bundle), str(digit_folder), "--to", f"127.0.0.1:{port}", "--snr-db", "10"]
+    subprocess.run([sys.executable, "-c", CLI, *tx], capture_output=True, timeout=120)
+    _, err = rx.communicate(timeout=60)
+    assert rx.returncode == 2, err[-2000:]
+    assert summary_of(err, "rx")["stopped_by"].startswith("output error (No space left on device")
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert errors == [errors[0]] and "Traceback" not in err
+    assert errors[0].startswith("error: rx stopped: No space left on device writing --out")
 
 
 def test_udp_to_a_port_where_nothing_listens_is_said(bundle, digit_folder):

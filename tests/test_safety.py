@@ -20,7 +20,7 @@ import torch
 from rkd_edge.io import COMMIT_LIST, FILE_SET_TAG, FileSet, finish_file_sets
 from rkd_edge.outputs import EVALUATION_ENTRIES, foreign_entries
 from rkd_edge.runtime import BundleError, Runtime
-from tests.conftest import restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
+from tests.conftest import fill_disk, restamp_checkpoint, run_cli, tiny_overrides, write_manifest_as_rkd_edge
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -328,6 +328,21 @@ def test_the_next_holder_of_an_output_clears_what_a_killed_command_left(tmp_path
     with OutputLock(tmp_path / "b"):  # b exists: the moved-aside copy was garbage
         pass
     assert not (tmp_path / ".b.4243.old").exists() and (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_a_bundle_a_killed_replace_left_moved_aside_is_back_before_the_next_export_decides(tiny_run, tmp_path):
+    """Killed between commit_dir's two renames, ``export --force`` left the old bundle at ``.b.PID.old``: the
+    next export put it back only after deciding that nothing was there, then refused "b appeared while this
+    command ran" even with --force. Now --force replaces it, and without it the usual line is said."""
+    out = tmp_path / "b"
+    run_cli("-q", "export", str(tiny_run), "--out", str(out), check=True)
+    before = tree_digest(out)
+    out.rename(tmp_path / ".b.12345.old")
+    one_line_exit_2(run_cli("export", str(tiny_run), "--out", str(out)), "already exists")
+    assert tree_digest(out) == before  # put back whole
+    out.rename(tmp_path / ".b.12345.old")
+    run_cli("-q", "export", str(tiny_run), "--out", str(out), "--force", check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"] and (out / "manifest.json").is_file()
 
 
 # --- exclusive creation ----------------------------------------------------------------------------------
@@ -1059,34 +1074,11 @@ def test_prune_refuses_nonsense(tiny_run, tmp_path, flag, value):
 # --- full disk ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def small_disk(tmp_path):
-    """A 64 MiB tmpfs where the test may mount one; otherwise skip (the ENOSPC wrapper test covers it)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()[:80]})")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(disk: Path) -> None:
-    """Take every free byte of ``disk``."""
-    for name, block in (("filler", 1 << 20), ("filler2", 512), ("filler3", 1)):
-        try:
-            with open(disk / name, "wb", buffering=0) as fh:
-                while True:
-                    fh.write(b"\0" * block)
-        except OSError:
-            pass
-
-
 def test_full_disk_during_evaluate_and_export_keeps_the_previous_results(tiny_run, small_disk):
     run = small_disk / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("cache"))
     before = tree_digest(run)
-    _fill(small_disk)
+    fill_disk(small_disk)
     one_line_exit_2(run_cli("-q", "evaluate", str(run), "--snr", "0", "--trials", "1"), "No space left")
     assert tree_digest(run) == before
     one_line_exit_2(run_cli("-q", "evaluate", str(run), "--snr", "0", "--trials", "1", "--out", str(small_disk / "ev")))
@@ -1102,12 +1094,31 @@ def test_full_disk_while_training_is_one_line(tiny_teacher_dir, small_disk):
     OSError the CLI says in one line. 400 kB free: the run's config fits, the teacher's cache does not."""
     slack = small_disk / "slack"
     slack.write_bytes(b"\0" * (400 << 10))
-    _fill(small_disk)
+    fill_disk(small_disk)
     slack.unlink()
     proc = run_cli(
         "-q", "pipeline", "--out", str(small_disk / "r"), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()
     )
     one_line_exit_2(proc, "No space left")
+
+
+def test_full_disk_while_copying_stages_from_another_run_leaves_no_torn_file(tiny_run, tiny_teacher_dir, small_disk):
+    """``pipeline --from`` on a full disk printed shutil's list of errors and left a teacher.pt cut short; now
+    one line, and every copied file is whole or absent (the rerun with room resumes)."""
+    slack = small_disk / "slack"
+    slack.write_bytes(b"\0" * (400 << 10))
+    fill_disk(small_disk)
+    slack.unlink()
+    out = small_disk / "p"
+    args = ["-q", "pipeline", "--out", str(out), "--from", str(tiny_run), "--teacher", f"local:{tiny_teacher_dir}"]
+    proc = run_cli(*args, *tiny_overrides())
+    one_line_exit_2(proc, "No space left")
+    assert "cannot copy the" in proc.stderr and "[(" not in proc.stderr
+    copied = [p for p in out.rglob("*") if p.is_file() and (tiny_run / p.relative_to(out)).is_file()]
+    for p in copied:
+        if p.relative_to(out).parts[0] in ("teacher", "cache", "checkpoints"):
+            assert p.read_bytes() == (tiny_run / p.relative_to(out)).read_bytes(), p
+    assert not [p for p in out.rglob(".*.tmp")]
 
 
 ENOSPC_WRAPPER = """

@@ -105,6 +105,16 @@ def _refuse_empty(args: list[str]) -> None:
             raise UserError(f"{what} (an unset shell variable?); give a value or leave it out")
 
 
+def _option_value(args: list[str], option: str) -> str | None:
+    """The value given to ``option`` in ``args`` (``--out X`` or ``--out=X``), if any."""
+    for i, a in enumerate(args):
+        if a == option and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(option + "="):
+            return a.partition("=")[2]
+    return None
+
+
 def _refuse_repeats(args: list[str]) -> None:
     """An option given twice with different values is a mistake (click would keep the last one silently):
     refused, naming both. Repeatable options (``--set``) and the same value twice pass."""
@@ -247,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: the environment, said in one line. Outputs are
         # committed whole or not at all, so what was there before is intact.
-        where = f" ({exc.filename})" if exc.filename else ""
+        named = exc.filename or _option_value(args, "--out")  # a failed write names no file: the --out then
+        where = f" ({named})" if named else ""
         _say(
             f"error: {exc.strerror or exc}{where}; check that path and its permissions (outputs are written whole "
             "or not at all: nothing was left half-written)"

@@ -121,6 +121,7 @@ class Receiver:
         self.last: float | None = None
         self.warned_mismatch = False
         self.output_closed = False
+        self.output_error: OSError | None = None
 
     @property
     def done(self) -> bool:
@@ -282,6 +283,8 @@ class Receiver:
             self.out.flush()
         except BrokenPipeError:  # e.g. rx ... | head: the reader is gone, so stop as if told to
             self.output_closed = True
+        except OSError as exc:  # a full disk: stop here, keep the counters, say it after the summary
+            self.output_closed, self.output_error = True, exc
         self.counters["decoded"] += b
         return b
 
@@ -529,10 +532,21 @@ def run_rx(
                 rx.flush()
             except ForcedStopError as exc:
                 why = f"{exc} (second signal)"
+            if rx.output_error is not None:
+                why = f"output error ({rx.output_error.strerror or rx.output_error})"
+                if rx.out is not sys.stdout:  # its unwritten buffer would fail again on close
+                    with contextlib.suppress(OSError):
+                        rx.out.close()
         sock.close()
         summary = rx.summary()
         summary.update(transport="tcp" if tcp else "udp", listen=f"{bound[0]}:{bound[1]}", seed=seed, stopped_by=why)
         if out is not None:
             summary["out"] = Path(out).name  # the name: a summary names no absolute path
         report(summary, summary_file, "rx")
+    if (exc := rx.output_error) is not None:
+        where = f"--out {out}" if out is not None else "standard output"
+        raise UserError(
+            f"rx stopped: {exc.strerror or exc} writing {where}; free space there and start rx again (the lines "
+            "written before are kept)"
+        )
     return summary
