@@ -30,10 +30,6 @@ from rkd_edge.errors import UserError, short_repr
 DATA = Path(__file__).with_name("profiles.yaml")
 
 
-def unverified(why: str) -> str:
-    return f"unverified: {why}"
-
-
 @dataclass(frozen=True)
 class DeviceProfile:
     """One Jetson module. Units: GB, GB/s, GHz, TFLOPS / TOPS (dense, GPU only), W.

@@ -395,5 +395,5 @@ def remote_bench(bundle: Path, target: Target, settings, exe: str = "rkd-edge", 
     # the bundle as named here; the device's copy lived in a temporary folder, removed above (its absolute path
     # would only make two results of one bundle differ)
     result["remote"] = {"host": target.name, "rkd_edge": info["rkd_edge"]}
-    result["bundle"] = str(bundle)
+    result["bundle"] = Path(bundle).resolve().name  # the name: a result names no absolute path
     return result

@@ -152,10 +152,43 @@ def meminfo_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
     return out
 
 
+# A tegrastats line is a few hundred bytes; longer is no reading (read in bounded pieces, then dropped).
+MAX_LINE_BYTES = 8192
+# Board input power no Jetson draws (AGX Orin peaks near 75 W): a reading outside 0..this is dropped.
+MAX_BOARD_MW = 500_000
+
+
+@dataclass(frozen=True)
+class Rail:
+    """Which reading of a tegrastats line is the board's power: an input rail, or the sum of a set of rails
+    (modules without one). Fixed from the first line with power, so that a line missing that rail is not
+    silently read as another sum."""
+
+    name: str | None  # an input rail, else None: the sum of ``summed``
+    summed: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, sample: TegraSample) -> Rail:
+        for rail in INPUT_RAILS:
+            if rail in sample.rails_mw:
+                return cls(rail)
+        return cls(None, tuple(sorted(sample.rails_mw)))
+
+    def read(self, sample: TegraSample) -> int | None:
+        """This rail's power in ``sample`` (mW), or None where the line lacks it."""
+        if self.name is not None:
+            return sample.rails_mw[self.name][0] if self.name in sample.rails_mw else None
+        return sum(sample.rails_mw[r][0] for r in self.summed) if set(self.summed) == set(sample.rails_mw) else None
+
+    def __str__(self) -> str:
+        return self.name or "sum of " + ", ".join(self.summed)
+
+
 class TegrastatsSampler:
     """Background ``tegrastats --interval MS`` reader: every line parsed and time-stamped on
     :func:`time.perf_counter`, so the power samples line up with the timed windows for
-    :func:`window_energy_j`.
+    :func:`window_energy_j`. Lines are read in bounded pieces (a stream without newlines cannot take the
+    memory) and decoded leniently; the last line that was no reading is kept to say why none came.
 
     Args:
         interval_ms: Sampling interval handed to tegrastats.
@@ -166,6 +199,7 @@ class TegrastatsSampler:
         self.interval_ms = interval_ms
         self.command = command or ["tegrastats", "--interval", str(interval_ms)]
         self.samples: list[tuple[float, TegraSample]] = []
+        self.other: str | None = None  # the last line that was no reading (an error message?)
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
 
@@ -176,19 +210,33 @@ class TegrastatsSampler:
         return None
 
     def start(self) -> TegrastatsSampler:
+        """Start the command and the reader.
+
+        Raises:
+            RuntimeError: the command is not here.
+            OSError: it cannot be started (not executable, a bad interpreter line).
+        """
         reason = self.available()
         if reason:
             raise RuntimeError(reason)
-        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         return self
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
+        partial = False  # inside a line longer than MAX_LINE_BYTES: dropped up to its newline
+        while piece := self._proc.stdout.readline(MAX_LINE_BYTES):
+            whole, was_partial = piece.endswith(b"\n"), partial
+            partial = not whole
+            if was_partial or not whole:
+                continue
+            line = piece.decode("utf-8", "replace")
             if "RAM" in line:  # parse_tegrastats reads what it can: one odd line does not end the sampling
                 self.samples.append((time.perf_counter(), parse_tegrastats(line)))
+            elif line.strip():
+                self.other = line.strip()[:200]
 
     def stop(self) -> list[tuple[float, TegraSample]]:
         if self._proc is not None:
@@ -202,6 +250,10 @@ class TegrastatsSampler:
             self._thread.join(timeout=5)
         return self.samples
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
     def __enter__(self) -> TegrastatsSampler:
         return self.start()
 
@@ -209,12 +261,22 @@ class TegrastatsSampler:
         self.stop()
 
     def power_series(self) -> tuple[list[float], list[float]]:
-        """``(times_s, input_power_mw)`` of the samples that carry power."""
-        pts = [(t, s.input_power_mw) for t, s in self.samples if s.input_power_mw is not None]
+        """``(times_s, board power mW)``: the rail of the first line with power (:class:`Rail`), on the lines
+        that have it, readings outside 0..:data:`MAX_BOARD_MW` dropped."""
+        samples = list(self.samples)
+        first = next((s for _, s in samples if s.rails_mw), None)
+        if first is None:
+            return [], []
+        rail = Rail.of(first)
+        pts = [(t, p) for t, s in samples if (p := rail.read(s)) is not None and 0 <= p <= MAX_BOARD_MW]
         return [t for t, _ in pts], [float(p) for _, p in pts]
 
+    def rail(self) -> Rail | None:
+        first = next((s for _, s in list(self.samples) if s.rails_mw), None)
+        return Rail.of(first) if first is not None else None
+
     def peak_ram_mb(self) -> int | None:
-        used = [s.ram_used_mb for _, s in self.samples if s.ram_used_mb is not None]
+        used = [s.ram_used_mb for _, s in list(self.samples) if s.ram_used_mb is not None]
         return max(used) if used else None
 
 
@@ -245,15 +307,27 @@ class PowerMeter:
         self.sampler = TegrastatsSampler(interval_ms, command)
         self.idle_s = idle_s
         self.status = self.sampler.available()
+        self.error: str | None = None  # why sampling failed where it should have run
         self._idle: tuple[float, float] | None = None
 
     def __enter__(self) -> PowerMeter:
         if self.status is None:
-            self.sampler.start()
+            try:
+                self.sampler.start()
+            except OSError as exc:  # the timing goes on without power
+                self.error = f"cannot start {self.sampler.command[0]}: {exc.strerror or exc}"
+                return self
             t0 = time.perf_counter()
             time.sleep(self.idle_s)  # nothing of ours runs: the board's baseline
             self._idle = (t0, time.perf_counter())
         return self
+
+    def _no_reading(self) -> str:
+        """Why no power sample came: what tegrastats said, how it ended."""
+        code = self.sampler.returncode
+        ended = f"it exited with code {code}" if code not in (None, -15) else "it ran"
+        said = f"; its last other line: {self.sampler.other!r}" if self.sampler.other else ""
+        return f"{self.sampler.command[0]} gave no board power reading during the idle baseline ({ended}{said})"
 
     def __exit__(self, *exc) -> None:
         self.sampler.stop()
@@ -276,28 +350,31 @@ class PowerMeter:
         """
         if self.status is not None:
             return {"status": f"unavailable here: {self.status}"}, {}
+        if self.error is not None:
+            return {"status": f"failed: {self.error}"}, {}
         ends = [w[1] for rec in timed.values() for w in rec["windows_s"]]
         self._wait_past(max(ends, default=0.0))
         self.sampler.stop()
         times, power = self.sampler.power_series()
-        section = {"source": "tegrastats board input power", "interval_ms": self.sampler.interval_ms}
+        section = {"source": f"tegrastats {self.sampler.rail()}", "interval_ms": self.sampler.interval_ms}
         section |= {"samples": len(times), "peak_ram_mb": self.sampler.peak_ram_mb()}
         try:
             assert self._idle is not None
             idle = (max(self._idle[0], times[0] if times else self._idle[1]), self._idle[1])
-            idle_w = window_energy_j(times, power, [idle]) / (idle[1] - idle[0]) if idle[1] > idle[0] else None
-            if idle_w is None:
-                raise ValueError("no power sample came during the idle baseline")
+            if not idle[1] > idle[0]:
+                raise ValueError(self._no_reading())
+            idle_w = window_energy_j(times, power, [idle]) / (idle[1] - idle[0])
             per_key = {}
             for key, rec in timed.items():
                 seconds = sum(b - a for a, b in rec["windows_s"])
                 joules, calls = window_energy_j(times, power, rec["windows_s"]), rec["iterations"]
-                net = (joules - idle_w * seconds) / calls
+                net = joules - idle_w * seconds
+                net = max(net, 0.0) if net > -1e-9 * max(joules, 1e-12) else None  # rounding is no negative energy
                 per_key[key] = {
                     "mean_w": round(joules / seconds, 4),
                     "energy_mj_per_call": round(joules / calls * 1e3, 6),
                     "energy_mj_per_sample": round(joules / calls / rec["batch"] * 1e3, 6),
-                    "net_energy_mj_per_call": round(net * 1e3, 6) if net >= 0 else None,
+                    "net_energy_mj_per_call": round(net / calls * 1e3, 6) if net is not None else None,
                 }
         except ValueError as exc:
             return {**section, "status": f"failed: {exc}"}, {}

@@ -23,7 +23,7 @@ from rkd_edge.export.calibration import MIN_SAMPLES, build_feeds, check_count, f
 from rkd_edge.export.graphs import graph_io
 from rkd_edge.export.int8 import int8_path, select_precisions
 from rkd_edge.export.onnx_export import DEFAULT_OPSET, export_onnx, parity
-from rkd_edge.export.quantize import cpu_recipe, qdq_summary, quantize_model, quantize_qdq
+from rkd_edge.export.quantize import check_method, cpu_recipe, qdq_summary, quantize_model, quantize_qdq
 from rkd_edge.io import OutputLock, staged_dir, write_json
 from rkd_edge.methods import method_config
 from rkd_edge.outputs import check_output, write_manifest
@@ -82,6 +82,7 @@ def export_bundle(
     replace = check_output(out, "bundle", force, sources=(run,))
     if replace and (out / "evaluation").is_dir():
         progress.log(f"{out} is replaced whole: its evaluation/ goes with it (evaluate the new bundle again)")
+    check_method(calibration)  # these before the run is loaded: one line, at once
     if int8:
         check_count(calib_samples, calib_min)
     rd = RunDir(run)

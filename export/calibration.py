@@ -14,9 +14,9 @@ from rkd_edge.config import CodecConfig
 from rkd_edge.data import Split
 from rkd_edge.data.splits import hash_seed
 from rkd_edge.errors import UserError
+from rkd_edge.limits import MIN_CALIB_SAMPLES
 
-# DESIGN.md section 5: at least this many real samples per model unless the user lowers the floor.
-MIN_SAMPLES = 128
+MIN_SAMPLES = MIN_CALIB_SAMPLES
 DEFAULT_SAMPLES = 256  # asked for when --calib-samples is not given (the whole split where it is smaller)
 
 

@@ -15,11 +15,10 @@ import numpy as np
 from rkd_edge import progress
 from rkd_edge.channel_ids import channel_id
 from rkd_edge.devices.latency import interleaved
-from rkd_edge.runtime.bundle import DEFAULT_OPSET
+from rkd_edge.runtime.bundle import DEFAULT_OPSET, MODELS
 from rkd_edge.runtime.runners.ort import cpu_session
 from rkd_edge.stats import wilson
 
-MODELS = ("encoder", "tx", "rx")
 BATCHES = (1, 32)
 # INT8 must be at least this much faster to be the default: below ~3 % the ordering is within the
 # noise of a short interleaved run on a shared machine.

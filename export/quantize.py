@@ -30,6 +30,12 @@ OP_PRESETS = {"encoder": ["Conv", "MatMul", "Gemm"], "linear-only": ["MatMul", "
 CALIB_BATCH = 32
 
 
+def check_method(method: str) -> None:
+    """Refuse (one line) a calibration method this exporter does not have."""
+    if method not in METHODS:
+        raise UserError(f"--calibration {method!r} is not known; choose one of {', '.join(METHODS)}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to quantize: the knobs that were measured (export/README.md).
@@ -92,9 +98,6 @@ class _Reader:
 
     def get_next(self):
         return next(self._it, None)
-
-    def rewind(self):
-        self._it = iter(self._feeds)
 
 
 def _rebatch(feeds: list[dict[str, np.ndarray]], batch: int = CALIB_BATCH) -> list[dict[str, np.ndarray]]:
@@ -208,8 +211,7 @@ def quantize_model(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    if method not in METHODS:
-        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     if preset not in OP_PRESETS:
         raise UserError(f"unknown quantization preset {preset!r}; choose one of {', '.join(OP_PRESETS)}")
     calib = {

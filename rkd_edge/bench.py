@@ -363,7 +363,8 @@ def run_bench(bundle: Path, s: Settings) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "bundle": Path(bundle).resolve().name,  # the name: a result names no absolute path
             "bundle_id": b.bundle_id,
-            "settings": {**asdict(s), "symbols": int(k), "trials": int(trials), "precisions": precisions},
+            "settings": {**asdict(s), "symbols": int(k), "trials": int(trials), "precisions": precisions}
+            | {"run": Path(s.run).resolve().name if s.run else None},  # the name: no absolute path
             "accuracy_point": point,
             "accuracy": {f"{bk}/{p}": a for (bk, p), a in accuracy.items()},
             "models": {f"{bk}/{p}": rt.files for (bk, p), rt in v.runtimes.items()},  # which file ran, per model

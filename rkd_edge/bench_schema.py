@@ -111,12 +111,20 @@ def _asked(result: dict) -> dict:
 
 
 def protocol(result: dict) -> dict:
-    """Whether every timed row met DESIGN.md's protocol (:data:`PROTOCOL_SECONDS` or :data:`PROTOCOL_CALLS`)."""
+    """Whether every timed row met DESIGN.md's protocol: :data:`PROTOCOL_CALLS` calls, or
+    :data:`PROTOCOL_SECONDS` of measured time (calls x mean latency)."""
     seconds = _asked(result).get("seconds")
     seconds = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None
-    fewest = fewest_timed_calls(result["results"])
-    met = fewest is not None and (fewest >= PROTOCOL_CALLS or (seconds or 0) >= PROTOCOL_SECONDS)
-    return {"seconds_per_row": seconds, "fewest_calls": fewest, "met": met}
+    rows = [r for r in result["results"] if r.get("status") == "ok"]
+
+    def met_by(r: dict) -> bool:
+        calls, mean = r.get("iterations"), (r.get("latency_ms") or {}).get("mean")
+        if not isinstance(calls, int) or not isinstance(mean, int | float):
+            return False
+        return calls >= PROTOCOL_CALLS or calls * mean >= PROTOCOL_SECONDS * 1e3
+
+    met = bool(rows) and all(met_by(r) for r in rows)
+    return {"seconds_per_row": seconds, "fewest_calls": fewest_timed_calls(rows), "met": met}
 
 
 def table(result: dict) -> str:
@@ -210,9 +218,9 @@ def warnings_of(result: dict) -> list[str]:
         out.append(f"warning: board power was sampled but not measured: {power['status']}")
     seconds, rounds = _asked(result).get("seconds"), _asked(result).get("rounds")
     slot_ms = 1e3 * seconds / rounds if isinstance(seconds, float | int) and isinstance(rounds, int) and rounds else 0
-    if power.get("status") == "ok" and slot_ms < 4 * power["interval_ms"]:
+    if power.get("status") == "ok" and slot_ms < 2 * power["interval_ms"]:
         out.append(
-            f"warning: each timed slot lasts {slot_ms:.0f} ms, under four power samples: power per variant is "
+            f"warning: each timed slot lasts {slot_ms:.0f} ms, under two power samples: power per variant is "
             "interpolated between few samples; give more --seconds for energy you can compare"
         )
     threads, usable = env_.get("threads_requested"), env_.get("cpus_usable")
@@ -244,6 +252,7 @@ _NUM = (int, float)
 MAX_NUMBER = 1e12  # no latency, size, count or accuracy of a bench comes near; NaN fails the comparison too
 MAX_TEXT = 500
 _OPT_NUM = (int, float, type(None))
+_OPT_INT = (int, type(None))
 # field -> accepted types, for what :func:`table` and ``--select`` read from a bench JSON
 _TOP = {"bundle": str, "bundle_id": str, "accuracy_point": dict, "environment": dict, "results": list}
 _POINT = {"channel": str, "snr_db": _NUM, "k": int, "trials": int}
@@ -300,7 +309,11 @@ def check_result(result, source: str) -> dict:
         if not result["results"]:
             raise ValueError("results is empty")
         _fields(result["accuracy_point"], _POINT, "accuracy_point")
-        _fields(result["environment"], {"cpu": str, "cpu_count": (int, type(None))}, "environment", optional=True)
+        env_fields = {"cpu": str, "cpu_count": _OPT_INT, "threads_requested": (int, str, type(None))}
+        env_fields |= {"cpus_usable": _OPT_INT}  # numbers a measurement has, texts short and printable
+        _fields(result["environment"], env_fields, "environment", optional=True)
+        if result.get("settings") is not None:
+            _fields(result["settings"], {"seconds": _NUM, "rounds": int}, "settings", optional=True)
         for i, row in enumerate(result["results"]):
             _fields(row, _ROW, f"results[{i}]")
             _fields(row, _ROW_OPTIONAL, f"results[{i}]", optional=True)
@@ -316,7 +329,8 @@ def check_result(result, source: str) -> dict:
             if (latency := row.get("latency_ms")) is not None:
                 _check_latency(latency, row, f"results[{i}]")
             memory = row.get("memory") or {}
-            _fields(memory, {"peak_rss_mb": _OPT_NUM}, f"results[{i}].memory", optional=True)
+            _fields(memory, {"peak_rss_mb": _OPT_NUM, "error": str}, f"results[{i}].memory", optional=True)
+            _fields(row, {"iterations": int}, f"results[{i}]", optional=True)
             power = row.get("power") or {}
             _fields(power, _POWER, f"results[{i}].power", optional=True)
             if any(power.get(k) is not None and power[k] < 0 for k in _POWER):
@@ -328,6 +342,8 @@ def check_result(result, source: str) -> dict:
             _fields(result["power"], {"status": str}, "power")
             if result["power"]["status"] == "ok":
                 _fields(result["power"], {"source": str, "interval_ms": _NUM, "idle_w": _NUM}, "power")
+                if not (result["power"]["interval_ms"] > 0 and result["power"]["idle_w"] > 0):
+                    raise ValueError("power has a sampling interval or idle power that is not above 0")
         _fields(result, {"selection": (dict, type(None))}, "result", optional=True)
         for backend, sel in (result.get("selection") or {}).items():
             if backend not in BACKENDS:

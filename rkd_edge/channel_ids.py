@@ -11,6 +11,8 @@ and checkpoints store the table they were trained with (``channel_ids``) next to
 
 from __future__ import annotations
 
+import math
+
 from rkd_edge.errors import UserError
 
 CHANNEL_IDS: dict[str, int] = {"identity": 0, "awgn": 1, "rayleigh": 2, "rician": 3}
@@ -28,6 +30,16 @@ CSI_MODES = ("zf", "mmse", "decoder")
 FADING_KEYS = ("rayleigh_mode", "csi", "rician_k")
 
 assert sorted(CHANNEL_IDS.values()) == list(range(len(CHANNEL_IDS))) and len(CHANNEL_IDS) <= CHANNEL_CAPACITY
+
+
+def check_fading(mode: str, csi: str, k_factor: float) -> None:
+    """Refuse (one line) fading settings no channel has: the torch and the numpy channels check alike."""
+    if mode not in FADING_MODES:
+        raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(FADING_MODES)}")
+    if csi not in CSI_MODES:
+        raise UserError(f"unknown CSI handling {csi!r}; use one of {', '.join(CSI_MODES)}")
+    if not (k_factor >= 0 and math.isfinite(k_factor)):
+        raise UserError(f"Rician K factor must be a finite number >= 0, got {k_factor}")
 
 
 def same_ids(table: dict[str, int]) -> bool:

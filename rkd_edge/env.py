@@ -7,6 +7,8 @@ import os
 import platform
 import random
 
+from rkd_edge.errors import UserError
+
 _PACKAGES = (
     "rkd-edge",
     "torch",
@@ -119,8 +121,6 @@ def set_device_override(requested: str | None) -> None:
 
 
 def _check_device(requested: str) -> None:
-    from rkd_edge.errors import UserError
-
     if requested not in _DEVICES:
         raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda")
 
@@ -132,8 +132,6 @@ def pick_device(requested: str = "auto") -> str:
     override set by :func:`set_device_override` wins over ``requested``.
     """
     import torch
-
-    from rkd_edge.errors import UserError
 
     requested = _override or requested
     _check_device(requested)

@@ -33,3 +33,9 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstri
 def short_repr(value) -> str:
     """A value for a message, cut short (a hostile value may be huge)."""
     return _SHORT.repr(value)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a path or value that holds a
+    newline or a terminal escape stays inside the one line it is quoted in."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

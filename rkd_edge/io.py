@@ -265,6 +265,8 @@ def read_bytes(
         raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc}); check the path") from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UserError(f"{what} {path} is a folder; give the file")
         if not stat.S_ISREG(st.st_mode):
             raise UserError(f"{what} {path} is not a regular file (a folder, device or FIFO?); give the file")
         if private and st.st_mode & 0o077:

@@ -31,6 +31,9 @@ MAX_SYMBOLS = 4096
 MAX_EVAL_PASSES = 100_000
 # A duration past a day (a bench's timed seconds per variant, its warm-up) is a typo, not a measurement.
 MAX_SECONDS = 86_400.0
+# DESIGN.md section 5: INT8 calibration takes at least this many real samples per model unless the user
+# lowers the floor (--calib-min).
+MIN_CALIB_SAMPLES = 128
 
 
 def is_whole(value) -> bool:

@@ -317,4 +317,4 @@ class Pipeline:
     def stage_evaluate(self) -> dict:
         if not self.rd.system.is_file():  # every training stage came --from another run
             self._write_spec()
-        return evaluate_run(self.out, quiet_summary=True)
+        return evaluate_run(self.out)

@@ -427,6 +427,17 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
         },
         "row-negative-batch": {**result_local, "results": [{**result_local["results"][0], "batch": -5}]},
         "cpu-escape": {**result_local, "environment": {**result_local["environment"], "cpu": "\x1b[2J"}},
+        "power-negative-idle": {
+            **result_local,
+            "power": {"status": "ok", "source": "x", "interval_ms": 5, "idle_w": -1},
+        },
+        "row-power-negative": {**result_local, "results": [{**result_local["results"][0], "power": {"mean_w": -1}}]},
+        "settings-400-digit-seconds": {**result_local, "settings": {**result_local["settings"], "seconds": 10**400}},
+        "row-huge-iterations": {**result_local, "results": [{**result_local["results"][0], "iterations": 10**400}]},
+        "memory-error-escape": {
+            **result_local,
+            "results": [{**result_local["results"][0], "memory": {"error": "boom\x1b]0;PWNED\x07"}}],
+        },
     }
     for name, payload in cases.items():
         (tmp_path / name).write_text(json.dumps(payload))
@@ -481,7 +492,8 @@ def test_a_devices_bench_json_is_checked_before_it_is_used(sshd, local, tiny_bun
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (copy / "manifest.json").read_bytes() == manifest
     assert "selected for" not in proc.stdout  # not asked for here: not made here
-    assert f"{tiny_bundle.name} " not in proc.stdout.splitlines()[0] and str(copy) in proc.stdout.splitlines()[0]
+    head = proc.stdout.splitlines()[0]  # the bundle as named here (by its name: no absolute path)
+    assert head.startswith(f"bundle {copy.name} (") and str(tmp_path) not in head
     assert "on " in proc.stdout.splitlines()[0] and "127.0.0.1" in proc.stdout.splitlines()[0]
     proc = run_cli(*args, "--select", "--remote-rkd-edge", str(exe))
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -223,6 +223,58 @@ def test_power_meter_baseline_and_per_variant_energy(tmp_path):
     assert rec["net_energy_mj_per_call"] == pytest.approx((9.0 - section["idle_w"]) * seconds / calls * 1e3, rel=1e-3)
 
 
+def _meter_on(stream: str, tmp_path) -> tuple[dict, dict, dict]:
+    """A PowerMeter over a child that runs ``stream`` (Python; ``LINE`` is a published Orin line with VDD_IN
+    {p} mW), around a short real timing; returns its section, per-variant records and the timing."""
+    line = ORIN_JP6.replace("VDD_IN 17946mW/15710mW", "VDD_IN {p}mW/{p}mW")
+    code = f"import sys, time\nLINE = {line!r}\n" + stream
+    with PowerMeter(interval_ms=10, idle_s=0.3, command=[sys.executable, "-c", code]) as meter:
+        timed = interleaved({"a": lambda: sum(range(2000))}, 1, rounds=3, per_round_s=0.1, warmup_s=0.01)
+        section, per = meter.report(timed)
+    return section, per, timed
+
+
+EVERY_10_MS = "while True:\n    {body}\n    sys.stdout.flush()\n    time.sleep(0.01)"
+
+
+@pytest.mark.parametrize(
+    "body,status,mean_w",
+    [
+        # a line without VDD_IN (the sum of the other rails) is not read as the board's power
+        ("print(LINE.format(p=2000)); print(LINE.replace(' VDD_IN {p}mW/{p}mW', ''))", "ok", 2.0),
+        # readings no board draws (1 GW) are dropped, not averaged in
+        ("print(LINE.format(p=2000)); print(LINE.format(p=999999999))", "ok", 2.0),
+        # one line of bytes that are no UTF-8, and a 100 kB line without a newline: read past, bounded
+        (
+            "sys.stdout.buffer.write(b'\\xff\\xfe RAM 1/2MB \\x80\\n' + b'RAM ' * 25000); print(); "
+            "print(LINE.format(p=3000))",
+            "ok",
+            3.0,
+        ),
+        # no reading at all: says what the tool printed
+        ("print('tegrastats: need root to read the rails')", "failed: ", None),
+    ],
+)
+def test_power_meter_reads_only_the_board_rail_and_says_why_not(body, status, mean_w, tmp_path, capfd):
+    section, per, _ = _meter_on(EVERY_10_MS.format(body=body), tmp_path)
+    assert section["status"].startswith(status), section
+    if mean_w is not None:
+        assert per["a"]["mean_w"] == pytest.approx(mean_w, abs=1e-3) and section["idle_w"] == pytest.approx(mean_w)
+        assert per["a"]["net_energy_mj_per_call"] == 0.0  # constant power: nothing above idle, not "None"
+    else:
+        assert "gave no board power reading" in section["status"] and "need root" in section["status"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_power_meter_that_cannot_start_leaves_the_timing(tmp_path):
+    bad = tmp_path / "tegrastats"
+    bad.write_text("#!/nonexistent/interpreter\n")
+    bad.chmod(0o755)
+    with PowerMeter(command=[str(bad)]) as meter:
+        section, per = meter.report({})
+    assert per == {} and section["status"].startswith("failed: cannot start") and "No such file" in section["status"]
+
+
 def test_power_meter_off_a_jetson_says_why():
     with PowerMeter(command=["no-such-tegrastats-here"]) as meter:
         section, per = meter.report({})

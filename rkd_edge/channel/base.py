@@ -53,7 +53,6 @@ class Channel(nn.Module):
     """
 
     name = "channel"
-    csi_to_decoder = False
 
     def describe(self) -> dict:
         """Parameters to record next to every result (name, mode, CSI handling)."""

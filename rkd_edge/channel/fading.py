@@ -8,8 +8,7 @@ import torch
 
 from rkd_edge.channel.base import Channel, ChannelOutput, complex_normal, noise_variance, per_sample
 from rkd_edge.channel.simple import _apply_mask
-from rkd_edge.channel_ids import CSI_MODES, FADING_MODES
-from rkd_edge.errors import UserError
+from rkd_edge.channel_ids import check_fading
 
 
 def cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -20,6 +19,7 @@ def cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def conj(a: torch.Tensor) -> torch.Tensor:
+    """Complex conjugate of ``a: [..., 2]`` float32 I/Q."""
     return torch.stack([a[..., 0], -a[..., 1]], dim=-1)
 
 
@@ -37,14 +37,8 @@ class RicianChannel(Channel):
 
     def __init__(self, k_factor: float = 3.0, mode: str = "block", csi: str = "zf") -> None:
         super().__init__()
-        if mode not in FADING_MODES:
-            raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(FADING_MODES)}")
-        if csi not in CSI_MODES:
-            raise UserError(f"unknown CSI handling {csi!r}; use one of {', '.join(CSI_MODES)}")
-        if k_factor < 0:
-            raise UserError(f"Rician K factor must be >= 0, got {k_factor}")
+        check_fading(mode, csi, k_factor)
         self.k_factor, self.mode, self.csi = float(k_factor), mode, csi
-        self.csi_to_decoder = csi == "decoder"
 
     def describe(self) -> dict:
         d = {"channel": self.name, "mode": self.mode, "csi": self.csi}

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_errors
 
 from rkd_edge import progress, stops
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, one_line
 from rkd_edge.runtime.bundle import BundleError
 
 app = typer.Typer(
@@ -115,34 +115,49 @@ def _option_value(args: list[str], option: str) -> str | None:
     return None
 
 
+def _option_at(options: dict, token: str) -> tuple[object | None, str, str | None]:
+    """The option ``token`` names, as written, and the value attached to it (``--x=1``, ``-x1``), if any."""
+    name, eq, value = token.partition("=")
+    if token.startswith("--") and name in options:
+        return options[name], name, value if eq else None
+    if token in options:
+        return options[token], token, None
+    if len(token) > 2 and token[0] == "-" and token[1] != "-" and token[:2] in options:
+        return options[token[:2]], token[:2], token[2:]
+    return None, token, None
+
+
 def _refuse_repeats(args: list[str]) -> None:
     """An option given twice with different values is a mistake (click would keep the last one silently):
-    refused, naming both. Repeatable options (``--set``) and the same value twice pass."""
-    cmd = typer.main.get_command(app)
-    i = 0
+    refused, naming both. Repeatable options (``--set``) and the same value twice (as parsed) pass."""
+    if not isinstance(app, typer.Typer):  # a test's stand-in for the app
+        return
+    cmd, i = typer.main.get_command(app), 0
     while hasattr(cmd, "commands"):  # down the groups to the command: skip their own options (-q)
         while i < len(args) and args[i].startswith("-"):
             i += 1
         if i == len(args) or (cmd := cmd.commands.get(args[i])) is None:
             return  # no command, or an unknown one: click says so
         i += 1
-    options = {o: p for p in cmd.params if getattr(p, "opts", None) and p.param_type_name == "option" for o in p.opts}
-    options |= {o: p for p in cmd.params if p.param_type_name == "option" for o in p.secondary_opts}
-    seen: dict[str, tuple[str, str]] = {}  # param name -> (option as given, value)
+    options = {o: p for p in cmd.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)}
+    seen: dict[str, tuple[str, object]] = {}  # parameter -> (the option and value as given, the value parsed)
     while i < len(args) and args[i] != "--":
-        name, eq, value = args[i].partition("=")
-        p = options.get(name)
+        p, name, value = _option_at(options, args[i])
         i += 1
         if p is None or p.multiple or p.count:
             continue
-        if not p.is_flag and not eq and i < len(args):
-            value, i = args[i], i + 1
-        given = (name, value)
-        if (before := seen.setdefault(p.name, given)) != given:
-            raise UserError(
-                f"{before[0]} is given twice ({' '.join(filter(None, before))} and {' '.join(filter(None, given))}); "
-                "give it once"
-            )
+        if p.is_flag:
+            value, parsed = None, name in p.opts
+        else:
+            if value is None and i < len(args):
+                value, i = args[i], i + 1
+            try:
+                parsed = float(value)  # 1, 1.0 and 01 are one number
+            except (TypeError, ValueError):
+                parsed = value
+        given = (" ".join(filter(None, (name, value))), parsed)
+        if (before := seen.setdefault(p.name, given))[1] != parsed:
+            raise UserError(f"{p.opts[0]} is given twice ({before[0]} and {given[0]}); give it once")
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -155,12 +170,6 @@ def out_of_memory(exc: BaseException) -> bool:
         or "not enough memory" in text
         or "CUDA out of memory" in text
     )
-
-
-def one_line(text: str) -> str:
-    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a path or value that holds a
-    newline or a terminal escape stays inside the one line it is quoted in."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _say(line: str) -> None:

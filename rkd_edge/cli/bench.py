@@ -21,7 +21,7 @@ from rkd_edge.bench_schema import (
     write_selection,
 )
 from rkd_edge.cli.common import comma_list
-from rkd_edge.errors import UserError
+from rkd_edge.errors import UserError, one_line
 from rkd_edge.io import write_new_json
 from rkd_edge.outputs import check_new_outputs
 from rkd_edge.runtime.bundle import bundle_id, load_manifest
@@ -118,8 +118,8 @@ def bench(
 
         result = run_bench(bundle, settings)
     typer.echo(table(result))
-    for line in warnings_of(result):
-        typer.echo(line, err=True)
+    for line in warnings_of(result):  # a device's words among them: escaped
+        typer.echo(one_line(line), err=True)
     if json_out:
         write_new_json(json_out, result, "--json")
         progress.log(f"wrote {json_out}")

@@ -20,6 +20,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention over tokens.
+
+        Args:
+            x: ``[B, T, d]`` float32 tokens.
+            key_mask: ``[B, T]`` float32, 1 where a token may be attended to (an active symbol), 0 where not.
+
+        Returns:
+            ``[B, T, d]`` float32.
+        """
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         att = torch.matmul(q, k.transpose(-1, -2)) * (d // self.heads) ** -0.5
@@ -53,6 +62,16 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """One block.
+
+        Args:
+            x: ``[B, T, d]`` float32 tokens.
+            cond: ``[B, cond_dim]`` float32 conditioning (SNR and channel type), for a conditioned block.
+            key_mask: ``[B, T]`` float32, 1 for tokens attention may read.
+
+        Returns:
+            ``[B, T, d]`` float32.
+        """
         h1, h2 = self.norm1(x), None
         if self.mod is not None:
             s1, b1, s2, b2 = self.mod(cond).unsqueeze(1).chunk(4, dim=-1)

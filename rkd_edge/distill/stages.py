@@ -75,6 +75,18 @@ def draw_conditions(
 
 
 def stage_losses(out: dict, y: torch.Tensor, t_out, sc: StageConfig) -> dict[str, torch.Tensor]:
+    """Every loss term a stage may weight (``sc.losses`` picks and weights them).
+
+    Args:
+        out: The system's outputs: ``logits [B, C]``, ``projected [B, D]`` (student features in the teacher's
+            width), and with a codec ``f [B, F]``, ``f_hat [B, F]`` (features before and after the link).
+        y: ``[B]`` int64 labels.
+        t_out: The teacher's ``(embedding [B, D], logits [B, C])``, or None without a teacher.
+        sc: The stage's settings (the distillation temperature).
+
+    Returns:
+        ``{name: scalar}``: ``ce``, and ``kd``/``feat`` with a teacher, ``recon`` with a codec.
+    """
     terms = {"ce": F.cross_entropy(out["logits"], y)}
     if t_out is not None:
         t_emb, t_logits = t_out

@@ -139,7 +139,6 @@ def evaluate_run(
     symbols: list[int] | None = None,
     trials: int | None = None,
     out: Path | None = None,
-    quiet_summary: bool = False,
     default: Path | None = None,
 ) -> dict:
     """Accuracy against SNR for every channel and length; returns a summary for the report.

@@ -134,7 +134,14 @@ def edge_geometry(p: dict, steps: int) -> list[tuple[int, int]]:
 def expected_cost(
     alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor, table: torch.Tensor, reductions: list[bool]
 ) -> torch.Tensor:
-    """Normalised expected cost in [0, 1] under the softmax of the architecture weights."""
+    """Normalised expected cost in [0, 1] under the softmax of the architecture weights.
+
+    Args:
+        alphas_normal: ``[edges, ops]`` architecture weights of the normal cells.
+        alphas_reduce: ``[edges, ops]`` architecture weights of the reduction cells.
+        table: ``[cells, edges, ops]`` cost of each op on each edge of each cell (params, MACs or ms).
+        reductions: Per cell, whether it is a reduction cell.
+    """
     wn, wr = F.softmax(alphas_normal, -1), F.softmax(alphas_reduce, -1)
     t = table.to(alphas_normal.dtype)
     total = sum(((wr if red else wn) * t[i]).sum() for i, red in enumerate(reductions))

@@ -8,20 +8,19 @@ from pathlib import Path
 
 from rkd_edge import progress
 from rkd_edge.config import RunConfig
+from rkd_edge.distill.stages import run_stage
 from rkd_edge.errors import UserError
 from rkd_edge.io import read_json, write_json, write_text
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.search import plot_weights, search
+from rkd_edge.students import create_encoder
+from rkd_edge.system import SemanticSystem
 
 SCORED = "scored.json"  # in a sweep's lambda folder: its Pareto row, once searched and scored
 
 
 def score_genotype(genotype: Genotype, cfg: RunConfig, splits, teacher, cache, device: str) -> float:
     """Validation accuracy of the derived student after ``sweep_epochs`` of stage-1 distillation."""
-    from rkd_edge.distill.stages import run_stage
-    from rkd_edge.students import create_encoder
-    from rkd_edge.system import SemanticSystem
-
     sc = copy.deepcopy(cfg.stage1)
     sc.epochs = cfg.search.sweep_epochs
     system = SemanticSystem(create_encoder(genotype), splits.num_classes, teacher.embed_dim)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rkd_edge.channel_ids import CHANNEL_TYPES, CSI_MODES, FADING_MODES
+from rkd_edge.channel_ids import CHANNEL_TYPES, check_fading
 from rkd_edge.errors import UserError
 
 NAMES = tuple(CHANNEL_TYPES)
@@ -70,16 +70,10 @@ class NumpyChannel:
     def __init__(self, name: str, mode: str = "block", csi: str = "zf", k_factor: float = 3.0) -> None:
         if name not in NAMES:
             raise UserError(f"unknown channel {name!r}; choose one of {', '.join(NAMES)}")
-        if mode not in FADING_MODES:
-            raise UserError(f"unknown fading mode {mode!r}; use one of {', '.join(FADING_MODES)}")
-        if csi not in CSI_MODES:
-            raise UserError(f"unknown CSI handling {csi!r}; use one of {', '.join(CSI_MODES)}")
-        if not (k_factor >= 0 and math.isfinite(k_factor)):
-            raise UserError(f"Rician K factor must be a finite number >= 0, got {k_factor}")
+        check_fading(mode, csi, k_factor)
         self.name, self.mode, self.csi = name, mode, csi
         self.k_factor = 0.0 if name == "rayleigh" else float(k_factor)
         self.fading = name in ("rayleigh", "rician")
-        self.csi_to_decoder = self.fading and csi == "decoder"
 
     def describe(self) -> dict:
         """Parameters to record next to every result (the torch channels' ``describe``)."""

@@ -9,11 +9,10 @@ import warnings
 import numpy as np
 
 from rkd_edge.limits import MAX_THREADS, SNR_LIMIT_DB
-from rkd_edge.runtime.bundle import Bundle, BundleError, dims_agree
+from rkd_edge.runtime.bundle import MODELS, Bundle, BundleError, dims_agree
 from rkd_edge.runtime.runners import BACKENDS, Runner, create_runner
 from rkd_edge.runtime.runners.device import fingerprint
 
-MODELS = ("encoder", "tx", "rx")
 FUSED = "transmitter"  # encoder + tx in one graph (bundles exported since it existed; FP32)
 # The legacy ``providers`` argument, as back-end names (``auto``: the first of these that can run here).
 PROVIDER_BACKENDS = {"cpu": "onnxruntime", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-tensorrt"}

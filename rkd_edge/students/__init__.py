@@ -8,6 +8,8 @@ from torch import nn
 
 from rkd_edge.errors import UserError
 from rkd_edge.nas.genotypes import Genotype
+from rkd_edge.students.handcrafted import ResNetLikeEncoder
+from rkd_edge.students.network import StudentEncoder
 
 
 def create_encoder(
@@ -20,9 +22,6 @@ def create_encoder(
         input_shape: ``(C, H, W)``, needed by hand-designed encoders.
         feature_dim: Feature width of hand-designed encoders.
     """
-    from rkd_edge.students.handcrafted import ResNetLikeEncoder
-    from rkd_edge.students.network import StudentEncoder
-
     if isinstance(spec, Genotype):
         return StudentEncoder(spec)
     if str(spec) == "resnet-like":
