@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import types
@@ -22,7 +20,7 @@ import yaml
 
 from rkd_edge.channel_ids import CHANNEL_TYPES, CSI_MODES, FADING_KEYS, FADING_MODES, fading_kwargs
 from rkd_edge.errors import UserError, short_repr
-from rkd_edge.io import read_json, read_text
+from rkd_edge.io import json_digest, read_json, read_text
 from rkd_edge.limits import (
     IMAGE_SIZE_RANGE,
     MAX_PARAMS,
@@ -186,7 +184,7 @@ class RunConfig:
 
     def digest(self) -> str:
         """sha256 of the canonical JSON form (the config hash recorded in manifests)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return json_digest(self.to_dict())
 
 
 def augmenting(own: bool | None, data_augment: bool) -> bool:

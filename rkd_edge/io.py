@@ -647,3 +647,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def json_digest(obj: Any, compact: bool = False) -> str:
+    """Hex sha256 of ``obj`` as key-sorted JSON: the one canonical form every config hash, cache key and
+    id is taken of. ``compact`` drops the spaces after separators (as bundle ids and device fingerprints
+    have always been hashed: changing either form would change every recorded hash)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":") if compact else None, default=str)
+    return sha256_bytes(text.encode())

@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 
 from rkd_edge.config import METHODS, RunConfig, StageConfig
 from rkd_edge.errors import UserError
+from rkd_edge.io import json_digest
 
 METHOD_STAGES = {
     "rkd-sc": ["teacher", "search", "stage1", "stage2", "evaluate"],
@@ -81,8 +80,7 @@ def stage_inputs(cfg: RunConfig, stage: str) -> dict[str, str]:
         sections += STAGE_INPUTS.get(s, [k for k in d if k != "device"])
         if s == stage:
             break
-    text = {sec: json.dumps(d[sec], sort_keys=True) for sec in dict.fromkeys(sections)}
-    return {sec: hashlib.sha256(t.encode()).hexdigest()[:16] for sec, t in text.items()}
+    return {sec: json_digest(d[sec])[:16] for sec in dict.fromkeys(sections)}
 
 
 def method_config(cfg: RunConfig) -> RunConfig:

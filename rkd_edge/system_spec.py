@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rkd_edge.config import CODEC_NAMES
 from rkd_edge.errors import UserError
-from rkd_edge.limits import is_whole
+from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
 
 if TYPE_CHECKING:
     from rkd_edge.config import RunConfig
@@ -32,7 +32,7 @@ WHOLE = {
     "codec.posterior_classes": (0, 1 << 20),
 }
 FLAGS = ("codec.csi", "codec.gains", "codec.rx_per_length")
-INPUT_RANGES = ((1, 4), (4, 1024), (4, 1024))  # C, H, W: data.channels and data.image_size
+INPUT_RANGES = ((1, 3), IMAGE_SIZE_RANGE, IMAGE_SIZE_RANGE)  # C, H, W: data.channels (1 or 3), data.image_size
 
 
 def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:

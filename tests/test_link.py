@@ -847,7 +847,7 @@ def test_random_datagrams_do_not_stop_the_receiver(bundle, digit_folder, tmp_pat
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--max-age-ms", "nan"], "--max-age-ms"),
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--key", "{key}/short"], "a key is 16 to 4096 bytes"),
         (["rx", "{b}", "--listen", "127.0.0.1:0", "--key", "{key}/open"], "chmod 600"),
-        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}"], "not a regular file"),
+        (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}"], "is a folder"),
         (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}/none"], "not found"),
         (["tx", "{b}", "-", "--to", "127.0.0.1:9", "--snr-db", "1", "--key", "{key}/fifo"], "not a regular file"),
     ],

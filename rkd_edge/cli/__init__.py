@@ -155,6 +155,7 @@ def _refuse_repeats(args: list[str]) -> None:
                 parsed = float(value)  # 1, 1.0 and 01 are one number
             except (TypeError, ValueError):
                 parsed = value
+            parsed = "nan" if parsed != parsed else parsed  # NaN twice is the same value (refused as NaN later)
         given = (" ".join(filter(None, (name, value))), parsed)
         if (before := seen.setdefault(p.name, given))[1] != parsed:
             raise UserError(f"{p.opts[0]} is given twice ({before[0]} and {given[0]}); give it once")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge.devices.latency import summarize
+from rkd_edge.env import versions
 from rkd_edge.errors import UserError
 from rkd_edge.io import read_bytes, write_json
 from rkd_edge.link.wire import MIN_KEY_BYTES
@@ -90,7 +91,9 @@ class Window:
 
 
 def report(summary: dict, path: Path | None, prefix: str) -> None:
-    """The summary as one JSON line on stderr (``{prefix}: {...}``) and, with ``path``, a JSON file (atomic)."""
+    """The summary, with whether PyTorch was loaded and the library versions, as one JSON line on stderr
+    (``{prefix}: {...}``) and, with ``path``, a JSON file (atomic)."""
+    summary.update(torch_imported="torch" in sys.modules, versions=versions())
     print(f"{prefix}: {json.dumps(summary, sort_keys=True, default=str)}", file=sys.stderr, flush=True)
     if path is not None:
         write_json(path, summary)

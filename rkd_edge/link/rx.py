@@ -29,7 +29,6 @@ from typing import TextIO
 import numpy as np
 
 from rkd_edge import progress
-from rkd_edge.env import versions
 from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
@@ -303,8 +302,6 @@ class Receiver:
             "latency_ms": self.latency.summary(),
             "elapsed_s": round(elapsed, 6),
             "throughput_fps": round((self.counters["decoded"] - 1) / elapsed, 3) if elapsed > 0 else None,
-            "torch_imported": "torch" in sys.modules,
-            "versions": versions(),
         }
         if self.labelled:
             lo, hi = wilson(self.correct, self.labelled)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from rkd_edge import progress
-from rkd_edge.env import versions
 from rkd_edge.errors import UserError
 from rkd_edge.io import new_file
 from rkd_edge.limits import MAX_SECONDS, check_batch, check_seconds, check_snr_db, check_threads
@@ -223,25 +222,30 @@ def run_tx(
         finally:
             if sender is not None:
                 sender.close()
-        sent = out.frames
-        elapsed = (out.last - out.first) if sent and out.last is not None else 0.0
-        summary.update(
-            frames_sent=sent,
-            labelled=out.labelled,
-            datagrams=sender.datagrams if sender else 0,
-            bytes=sender.bytes if sender else 0,
-            send_errors=sender.send_errors if sender else 0,
-            refused=sender.refused if sender else 0,
-            elapsed_s=round(elapsed, 6),
-            throughput_fps=round(sent / elapsed, 3) if elapsed > 0 else None,
-            latency_ms=out.latency.summary(),
-            stopped_by=stopped_by,
-            torch_imported="torch" in sys.modules,
-            versions=versions(),
-        )
+        summary.update(_counters(out, sender), stopped_by=stopped_by)
         report(summary, summary_file, "tx")
     if failure is not None:
         raise failure
+    _say_how_it_ended(summary)
+    return summary
+
+
+def _counters(out: _Sent, sender: Sender | None) -> dict:
+    """What was sent: frames, datagrams, bytes, refusals, latency and throughput."""
+    elapsed = (out.last - out.first) if out.frames and out.last is not None else 0.0
+    return {
+        "frames_sent": out.frames,
+        "labelled": out.labelled,
+        **{n: getattr(sender, n) if sender else 0 for n in ("datagrams", "bytes", "send_errors", "refused")},
+        "elapsed_s": round(elapsed, 6),
+        "throughput_fps": round(out.frames / elapsed, 3) if elapsed > 0 else None,
+        "latency_ms": out.latency.summary(),
+    }
+
+
+def _say_how_it_ended(summary: dict) -> None:
+    """After the summary: a warning where UDP datagrams were refused; one line (exit 2) where the receiver
+    closed the link or stopped reading."""
     if summary["refused"]:  # UDP has no connection to lose: the receiver's host said nothing listens
         print(
             f"tx: warning: {summary['refused']} datagram(s) were refused (port unreachable at {summary['to']}): is "
@@ -249,14 +253,14 @@ def run_tx(
             file=sys.stderr,
             flush=True,
         )
+    stopped_by, sent = summary["stopped_by"], summary["frames_sent"]
     if stopped_by.startswith(RECEIVER_CLOSED):
         raise UserError(
-            f"the {stopped_by} after {sent} frame(s); check that rx is running, accepts bundle {bundle_id} "
-            "and is not full (its log says why it closed it), then send again"
+            f"the {stopped_by} after {sent} frame(s); check that rx is running, accepts bundle "
+            f"{summary['bundle_id']} and is not full (its log says why it closed it), then send again"
         )
     if stopped_by.startswith(RECEIVER_STALLED):
         raise UserError(
             f"the {stopped_by} after {sent} frame(s); check that rx is running and keeping up (a larger --batch "
             "there), or give a longer --send-timeout"
         )
-    return summary

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from rkd_edge.channel_ids import CHANNEL_IDS, CSI_MODES, FADING_MODES, fading_kwargs, same_ids
 from rkd_edge.errors import UserError, short_repr
-from rkd_edge.io import MAX_MARKER_BYTES, TOOL_MARKER, read_text, sha256_bytes, sha256_file, strict_json
+from rkd_edge.io import MAX_MARKER_BYTES, TOOL_MARKER, json_digest, read_text, sha256_bytes, sha256_file, strict_json
 from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
 
 MANIFEST = "manifest.json"
@@ -326,8 +325,7 @@ def bundle_id(manifest: dict) -> str:
     """16 hex digits identifying a manifest's content (key-sorted compact JSON, sha256), leaving out
     :data:`DEVICE_LOCAL_KEYS` so that a bench selection on one device keeps the bundle's id."""
     content = {k: v for k, v in manifest.items() if k not in DEVICE_LOCAL_KEYS}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(content, compact=True)[:16]
 
 
 def _check_file(root: Path, rel: str, rec: dict, fix: str) -> Path:

@@ -6,8 +6,6 @@ online instead. Any change of teacher weights, samples or preprocessing changes 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from rkd_edge import progress
 from rkd_edge.checkpoints import read_plain, save_checkpoint
 from rkd_edge.data import Split
 from rkd_edge.env import eval_batch_size
+from rkd_edge.io import json_digest
 from rkd_edge.teachers.base import Teacher
 
 
@@ -36,7 +35,7 @@ class TeacherCache:
     def key(teacher: Teacher, split: Split) -> str:
         """sha256 of the teacher identity, the split's sample fingerprint and its transform."""
         parts = {"teacher": teacher.identity(), "samples": split.fingerprint(), "transform": split.transform.to_dict()}
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return json_digest(parts)
 
     def outputs(
         self, teacher: Teacher, split: Split, device: str = "cpu", batch_size: int | None = None

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 from pathlib import Path
+
+from rkd_edge.io import json_digest
 
 # back end -> the distribution whose version changes what it computes and how fast
 _LIBRARY = {"tensorrt": "tensorrt", "pytorch": "torch"}
@@ -105,5 +105,4 @@ def device_facts(backend: str) -> dict:
 
 def fingerprint(backend: str) -> str:
     """16 hex digits naming this device and back end (sha256 of :func:`device_facts`)."""
-    text = json.dumps(device_facts(backend), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(device_facts(backend), compact=True)[:16]
