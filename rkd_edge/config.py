@@ -501,10 +501,13 @@ def load_config(
         if not isinstance(loaded, dict):
             raise UserError(f"config file {file} must hold a mapping of sections, not a {type(loaded).__name__}")
         _merge(data, loaded)
+    given: dict[str, str] = {}  # key -> value as written: one key set twice, differently, is a mistake
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r} must look like section.key=value")
+        if given.setdefault(key, raw) != raw:
+            raise UserError(f"--set {key} is given twice ({key}={given[key]} and {item}); give it once")
         parts = key.split(".")
         hint = _hint_at(parts, key)
         node = data

@@ -59,6 +59,9 @@ def check_new_file(path: str | os.PathLike | None, option: str = "--out") -> Non
         raise UserError(f"{option} {path} already exists; choose another path or remove it (it is never replaced)")
     if (part := partial_of(path)).exists() or part.is_symlink():
         raise _busy(part, option, path)
+    folder = next((p for p in path.parents if p.exists()), Path("."))  # the nearest that exists: it is made below
+    if not os.access(folder, os.W_OK):  # a read-only file system: said now, not after the work
+        raise UserError(f"{option} {path}: {folder} is not writable here; choose another path")
 
 
 def check_new_files(named: dict[str, str | os.PathLike | None]) -> None:

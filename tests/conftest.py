@@ -99,34 +99,27 @@ def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: i
     return proc
 
 
-def tiny_overrides() -> list[str]:
-    """Config overrides that make a whole pipeline run in seconds (for behaviour tests, not accuracy)."""
-    return [
-        "--set",
-        "teacher.epochs=1",
-        "--set",
-        "teacher.arch=cnn-base",
-        "--set",
-        "search.epochs=1",
-        "--set",
-        "search.warmup_epochs=0",
-        "--set",
-        "search.layers=2",
-        "--set",
-        "search.steps=2",
-        "--set",
-        "stage1.epochs=1",
-        "--set",
-        "stage2.epochs=1",
-        "--set",
-        "evaluate.trials=1",
-        "--set",
-        "evaluate.snr_db=0:10:10",
-        "--set",
-        "codec.dim=16",
-        "--set",
-        "search.limit_batches=3",
-    ]
+TINY = {
+    "teacher.epochs": "1",
+    "teacher.arch": "cnn-base",
+    "search.epochs": "1",
+    "search.warmup_epochs": "0",
+    "search.layers": "2",
+    "search.steps": "2",
+    "stage1.epochs": "1",
+    "stage2.epochs": "1",
+    "evaluate.trials": "1",
+    "evaluate.snr_db": "0:10:10",
+    "codec.dim": "16",
+    "search.limit_batches": "3",
+}
+
+
+def tiny_overrides(*changes: str) -> list[str]:
+    """Config overrides that make a whole pipeline run in seconds (for behaviour tests, not accuracy);
+    ``changes`` (``key=value``) replace the tiny value of their key or add one (a key set twice is refused)."""
+    pairs = {**TINY, **dict(c.split("=", 1) for c in changes)}
+    return [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
 
 
 @pytest.fixture(scope="session")

@@ -410,6 +410,7 @@ FLAG_PARAMS = [
     # click keeps the last of two values silently: two different ones are a mistake, named in full
     case("option-twice", "pipeline --out {out} --seed 1 --seed 2", "--seed is given twice (--seed 1 and --seed 2)"),
     case("option-twice-equals", "evaluate {bundle} --snr 0 --snr=5", "--snr is given twice"),
+    case("set-key-twice", "pipeline --out {out} --set seed=1 --set seed=2", "--set seed is given twice (seed=1 and"),
     # a newline or escape in a path stays escaped inside the one line
     case("path-with-newline", ["bench", "{tmp}/new\nline\x1b[31m", "--no-memory"], "new\\nline\\x1b[31m"),
     case("config-unreadable", "pipeline --out {out} --config /proc/self/mem", "cannot be read (input/output error)"),

@@ -213,10 +213,12 @@ def test_select_on_a_read_only_bundle_is_refused_before_timing(tiny_bundle, tmp_
         if subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode:
             pytest.skip("cannot remount read-only here")
         proc = run_cli("bench", str(ro), "--select", "--batch", "1", *FAST)
+        json_there = run_cli("bench", str(ro), "--json", str(ro / "r.json"), "--batch", "1", *FAST)  # the same
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True)
-    assert proc.returncode == 2 and "is not writable here" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "p50" not in proc.stdout  # before any timing
+    for p in (proc, json_there):
+        assert p.returncode == 2 and "is not writable here" in p.stderr and "Traceback" not in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and "p50" not in p.stdout  # before any timing
 
 
 def test_nothing_measurable_here_is_one_line(tiny_bundle):

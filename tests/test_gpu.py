@@ -157,7 +157,7 @@ def test_gpu_benchmark_fails_cleanly_without_gpu(tmp_path):
 
 
 # --- on a GPU ----------------------------------------------------------------------------------------
-TINY = [*tiny_overrides(), "--set", "search.limit_batches=2"]
+TINY = tiny_overrides("search.limit_batches=2")
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +261,9 @@ def test_cuda_graph_steps_train_as_eager_steps(cuda_run, cuda_teacher, tmp_path)
     """``cuda_graph``: stage 1 replayed from a graph takes the same steps as eager (same batches, no noise:
     losses within float tolerance, so no batch is skipped or stepped twice); stage 2 and the teacher train
     under it, and the same seed repeats the same run."""
-    common = ["--teacher", f"local:{cuda_teacher}", "--device", "cuda", *TINY]
-    common += sets(f"search.genotype={cuda_run / 'genotype.json'}", "stage1.epochs=2", "stage2.epochs=2")
+    epochs = tiny_overrides("search.limit_batches=2", "stage1.epochs=2", "stage2.epochs=2")
+    common = ["--teacher", f"local:{cuda_teacher}", "--device", "cuda", *epochs]
+    common += sets(f"search.genotype={cuda_run / 'genotype.json'}")
     graph = sets("stage1.cuda_graph=true", "stage2.cuda_graph=true")
     eager, g1, g2 = tmp_path / "eager", tmp_path / "g1", tmp_path / "g2"
     cli("-q", "distill", "--out", str(eager), *common)

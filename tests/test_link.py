@@ -697,6 +697,26 @@ def test_a_burst_of_64_tcp_senders_is_served_whole(bundle, runtime):
     assert r["counters"]["decoded"] == 64 and r["dropped"] == 0
 
 
+def test_datagrams_queued_when_count_is_reached_are_read_and_counted(runtime):
+    from rkd_edge.link.rx import _drain
+
+    rx, _ = receiver(runtime, count=2)
+    frames = real_frames(runtime, 5)
+    for d in frames[:2]:
+        rx.ingest_datagram(wire.fragment(d, frames.index(d))[0], ("p", 1))
+    rx.flush()
+    assert rx.done
+    udp = (socket.AF_INET, socket.SOCK_DGRAM)
+    with socket.socket(*udp) as sock, socket.socket(*udp) as tx:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        for i, d in enumerate(frames[2:], start=2):
+            tx.sendto(wire.fragment(d, i)[0], sock.getsockname())
+        time.sleep(0.2)
+        _drain(rx, sock)
+    assert rx.counters["past_count"] == 3 and rx.counters["decoded"] == 2 and rx.counters["datagrams"] == 5
+
+
 def test_frames_taken_past_count_are_counted(runtime):
     """rx --count 5 took 64 frames at once and decoded 5: the other 59 vanished from every counter."""
     rx, out = receiver(runtime, count=2)

@@ -217,9 +217,8 @@ def test_from_reuses_the_stages_whose_settings_agree(tiny_run, tiny_teacher_dir,
     stage 2 anew; a run that shares nothing, or no run at all, is one line and leaves nothing behind."""
     base = ["-q", "pipeline", "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
     out = tmp_path / "fork"
-    run_cli(
-        *base, "--out", str(out), "--from", str(tiny_run), "--set", "codec.dim=8", "--set", "codec.heads=2", check=True
-    )
+    forked = [*base[:4], *tiny_overrides("codec.dim=8", "codec.heads=2")]  # the codec changed, the rest as tiny_run
+    run_cli(*forked, "--out", str(out), "--from", str(tiny_run), check=True)
     for stage in ("search", "stage1"):  # where it came from, relative to the new run
         rec = json.loads((out / "stages" / f"{stage}.json").read_text())
         assert (out / rec["reused_from"]).resolve() == tiny_run.resolve()

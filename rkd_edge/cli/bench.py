@@ -68,7 +68,7 @@ def bench(
         typer.echo(json.dumps({"rkd_edge": __version__, "schema": SCHEMA}))
         return
     if bundle is None:
-        raise UserError("usage: rkd-edge bench BUNDLE [--backend ...] [--precision fp32,int8] [--batch 1,32]")
+        raise UserError("give the bundle to profile: rkd-edge bench BUNDLE [--backend ...] [--batch ...] ...")
     check_new_outputs({"--json": json_out})
     if select and bundle.is_dir() and not os.access(bundle, os.W_OK):  # found out after minutes of timing, else
         raise UserError(

@@ -400,6 +400,18 @@ def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> boo
     return True
 
 
+def _drain(rx: Receiver, sock: socket.socket) -> None:
+    """Datagrams already queued when ``--count`` was reached: read and counted (``past_count``), not left
+    unseen in the socket (bounded: a sender that keeps sending does not hold rx)."""
+    for _ in range(1 << 16):
+        try:
+            data, peer = sock.recvfrom(65536)
+        except OSError:  # BlockingIOError: nothing more is queued
+            break
+        rx.ingest_datagram(data, peer)
+    rx.flush()
+
+
 def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle_timeout_s: float | None) -> str:
     """The receive loop over a bound socket until ``count``, a signal or idleness; returns why it stopped.
 
@@ -416,6 +428,8 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
             if stop:
                 return stop.signal or "signal"
             if rx.done:
+                if not tcp:
+                    _drain(rx, sock)
                 return "count"
             if rx.output_closed:
                 return "output closed"
