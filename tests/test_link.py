@@ -318,14 +318,14 @@ def receiver(rt, **kw) -> tuple[Receiver, io.StringIO]:
     return Receiver(rt, out, log=RateLimitedLog("rx", 5.0, log), **kw), out
 
 
-def real_frames(rt, n, dtype="float16", start=0, bid=None, k=None):
-    """n frames of real tx-model symbols (random images), labels 0..n-1 mod classes."""
+def real_frames(rt, n, dtype="float16", start=0, bid=None, k=None, key=None):
+    """n frames of real tx-model symbols (random images), labels 0..n-1 mod classes (tagged under ``key``)."""
     imgs = np.random.default_rng(start).integers(0, 256, (n, rt.size, rt.size, rt.channels), dtype=np.uint8)
     sym, _ = rt.transmit(rt.encode(imgs), 10.0, k or rt.max_symbols)
     return [
         wire.encode_frame(
             frame_id=start + i, timestamp_ns=time.time_ns(), bundle_id=bid or rt.bundle.bundle_id, snr_db=10.0,
-            channel="awgn", symbols=sym[i, : k or rt.max_symbols], dtype=dtype, label=i % len(rt.classes),
+            channel="awgn", symbols=sym[i, : k or rt.max_symbols], dtype=dtype, label=i % len(rt.classes), key=key,
         )
         for i in range(n)
     ]  # fmt: skip
@@ -391,13 +391,7 @@ def test_a_keyed_receiver_drops_untagged_frames_and_replays_from_any_address(run
         rx.ingest_frame(d, ("10.0.0.9", 1))
     rx.flush()
     assert rx.counters["unauthenticated"] == 5 and rx.counters["decoded"] == 0 and out.getvalue() == ""
-    imgs = np.random.default_rng(0).integers(0, 256, (3, runtime.size, runtime.size, runtime.channels), np.uint8)
-    sym, _ = runtime.transmit(runtime.encode(imgs), 10.0, runtime.max_symbols)
-    frames = [
-        wire.encode_frame(frame_id=i, timestamp_ns=time.time_ns(), bundle_id=runtime.bundle.bundle_id, snr_db=10.0,
-                          channel="awgn", symbols=sym[i], label=i, key=KEY)
-        for i in range(3)
-    ]  # fmt: skip
+    frames = real_frames(runtime, 3, key=KEY)
     for d in frames:
         assert rx.ingest_frame(d, ("10.0.0.1", 1))
     assert not rx.ingest_frame(frames[0], ("10.0.0.66", 2))  # the same frame from elsewhere
@@ -411,13 +405,7 @@ def test_forged_datagrams_under_frame_ids_to_come_do_not_make_real_frames_duplic
     keyed frames that followed were all dropped as "duplicate". Only an accepted frame is remembered now."""
     rx, _ = receiver(runtime, key=KEY)
     peer = ("10.0.0.1", 5000)
-    imgs = np.random.default_rng(1).integers(0, 256, (4, runtime.size, runtime.size, runtime.channels), np.uint8)
-    sym, _ = runtime.transmit(runtime.encode(imgs), 10.0, runtime.max_symbols)
-    real = [
-        wire.encode_frame(frame_id=i, timestamp_ns=time.time_ns(), bundle_id=runtime.bundle.bundle_id, snr_db=10.0,
-                          channel="awgn", symbols=sym[i], label=i, key=KEY)
-        for i in range(4)
-    ]  # fmt: skip
+    real = real_frames(runtime, 4, key=KEY)
     for i, d in enumerate(real):
         forged = wire.fragment(bytes(len(d)), i)[0]  # zeros of the real length, under the real fragment id
         assert not rx.ingest_datagram(forged, peer)
