@@ -24,6 +24,19 @@ METHOD_STAGES = {
     "no-stage2": ["teacher", "search", "stage1", "evaluate"],
 }
 assert tuple(METHOD_STAGES) == METHODS, "rkd_edge.config.METHODS names the methods declared here"
+# What else a method changes, beside its stages and its config (method_config): the student it trains where
+# that is not the searched genotype, and the methods whose stages train without the teacher.
+ENCODERS = {"authors-2025": "resnet-like"}
+WITHOUT_TEACHER = {"deepjscc"}  # end to end, CE only
+TRAINED_STAGES = ("stage1", "probe", "stage2")  # the stages that train the system (each from the one before)
+
+
+def previous_trained(method: str, stage: str) -> str | None:
+    """The training stage of ``method`` that ``stage`` continues from (None: it starts from initial weights)."""
+    before = METHOD_STAGES[method][: METHOD_STAGES[method].index(stage)]
+    return next((s for s in reversed(before) if s in TRAINED_STAGES), None)
+
+
 # The config sections each stage reads on top of those the stages before it read (every stage also reads
 # ``seed``), compared after method_config, which writes what a method changes into the sections: a new
 # run may start from another run's finished stages while these agree (``rkd-edge pipeline --from RUN``),

@@ -23,7 +23,15 @@ from rkd_edge.distill.stages import validate as clean_accuracy
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run
 from rkd_edge.io import OutputLock, read_json, write_json
-from rkd_edge.methods import METHOD_STAGES, method_config, probe_stage, reusable_stages, stage_inputs
+from rkd_edge.methods import (
+    METHOD_STAGES,
+    WITHOUT_TEACHER,
+    method_config,
+    previous_trained,
+    probe_stage,
+    reusable_stages,
+    stage_inputs,
+)
 from rkd_edge.nas.cost import count_params
 from rkd_edge.nas.genotypes import Genotype
 from rkd_edge.nas.sweep import run_sweep
@@ -267,7 +275,7 @@ class Pipeline:
         # a finished previous stage whose checkpoint is gone or replaced is refused, not trained from scratch
         if previous is not None and self.rd.verified_checkpoint(previous) is not None:
             self._load_previous(system, previous)
-        teacher = None if self.cfg.method == "deepjscc" else self.teacher
+        teacher = None if self.cfg.method in WITHOUT_TEACHER else self.teacher
         history = run_stage(
             name,
             sc,
@@ -311,8 +319,8 @@ class Pipeline:
         return self._train("probe", probe_stage(self.cfg), self._system(), False, "stage1")
 
     def stage_stage2(self) -> dict:
-        prev = "probe" if self.cfg.method == "authors-2025" else "stage1"
-        return self._train("stage2", self.cfg.stage2, self._system(), True, prev)
+        previous = previous_trained(self.cfg.method, "stage2")  # probe (authors-2025), stage 1, or none (deepjscc)
+        return self._train("stage2", self.cfg.stage2, self._system(), True, previous)
 
     def stage_evaluate(self) -> dict:
         if not self.rd.system.is_file():  # every training stage came --from another run

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rkd_edge.config import CODEC_NAMES
 from rkd_edge.errors import UserError
 from rkd_edge.limits import IMAGE_SIZE_RANGE, is_whole
+from rkd_edge.methods import ENCODERS
 
 if TYPE_CHECKING:
     from rkd_edge.config import RunConfig
@@ -39,8 +40,8 @@ def system_spec(cfg: RunConfig, splits: DataSplits, teacher_dim: int) -> dict:
     """What it takes to rebuild the system of a run (``RUN/system.json``)."""
     cc = cfg.codec
     encoder = (
-        {"kind": "resnet-like", "feature_dim": cfg.search.feature_dim}
-        if cfg.method == "authors-2025"
+        {"kind": ENCODERS[cfg.method], "feature_dim": cfg.search.feature_dim}
+        if cfg.method in ENCODERS
         else {"kind": "genotype", "file": "genotype.json"}
     )
     codec = {
