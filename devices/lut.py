@@ -28,6 +28,7 @@ import numpy as np
 from rkd_edge import env
 from rkd_edge.devices.latency import measure
 from rkd_edge.errors import UserError
+from rkd_edge.export.quantize import FeedReader
 from rkd_edge.io import read_text, strict_json, write_json
 from rkd_edge.runtime.bundle import DEFAULT_OPSET
 from rkd_edge.runtime.runners.ort import cpu_session
@@ -94,16 +95,9 @@ def check_entries(table: dict, required: Iterable[str], path: str | Path) -> Non
 
 
 def _calibration(c: int, size: int, n: int = 8, seed: int = 0):
+    """Random normal feeds: an op's INT8 latency needs a calibrated graph, not calibrated accuracy."""
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal((1, c, size, size)).astype(np.float32)} for _ in range(n)]
-
-
-class _Reader:
-    def __init__(self, feeds):
-        self._it = iter(feeds)
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
@@ -132,7 +126,7 @@ def export_op(module, c: int, size: int, path: Path, precision: str) -> Path:
         quantize_static(
             str(path),
             str(dst),
-            _Reader(_calibration(c, size)),
+            FeedReader(_calibration(c, size), ["x"]),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,

@@ -89,7 +89,7 @@ def cpu_recipe(preset: str) -> Recipe:
     return replace(recipe, reduce_range=True) if int8_saturates() else recipe
 
 
-class _Reader:
+class FeedReader:
     """ONNX Runtime CalibrationDataReader over a list of feed dicts."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]], input_names: list[str]) -> None:
@@ -231,7 +231,7 @@ def quantize_model(
         quantize_static(
             str(pre),
             str(tmp),
-            _Reader(_rebatch(feeds), names),
+            FeedReader(_rebatch(feeds), names),
             quant_format=fmt,
             op_types_to_quantize=op_types,
             per_channel=recipe.per_channel,
