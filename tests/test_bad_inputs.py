@@ -633,6 +633,7 @@ TEACHER_DAMAGE = {
     "pt-passwd-like": lambda d: (d / "teacher.pt").write_bytes(b"root:x:0:0:root:/root:/bin/sh\n" * 3),
     "pt-other-arch": lambda d: _edit_json(d / "teacher.json", lambda m: {**m, "arch": "cnn-large"}),
     "pt-tensor": lambda d: _torch_save(__import__("torch").zeros(3), d / "teacher.pt"),
+    "pt-fifo": lambda d: ((d / "teacher.pt").unlink(), os.mkfifo(d / "teacher.pt")),  # "not a regular file"
 }
 TEACHER_PARAMS = (
     [

@@ -72,6 +72,8 @@ def load_local(folder: str, input_shape: tuple[int, int, int] | None = None, num
         )
     meta = read_json(root / "teacher.json", "teacher record")
     weights = root / "teacher.pt"
+    if weights.exists() and not weights.is_file():  # a FIFO would block the read, a device fill the memory
+        raise UserError(f"teacher checkpoint {weights} is not a regular file (a folder, device or FIFO?); replace it")
     if not weights.is_file():
         raise UserError(f"teacher checkpoint missing: {weights}; train it with rkd-edge teacher train")
     _check_record(meta, root / "teacher.json")
