@@ -25,6 +25,7 @@ from rkd_edge.evaluate.run import evaluate_run
 from rkd_edge.io import OutputLock, read_json, write_json
 from rkd_edge.methods import (
     METHOD_STAGES,
+    TRAINED_STAGES,
     WITHOUT_TEACHER,
     method_config,
     previous_trained,
@@ -166,6 +167,15 @@ class Pipeline:
         inputs = stage_inputs(self.user_cfg, stage)
         return self.rd.mark(stage, {**info, "inputs": inputs, "host": host or env.host(self.device)})
 
+    def _refuse_retraining_a_pruned_run(self, stage: str) -> None:
+        """A pruned run keeps only its pruned stage-2 weights: training a stage again would train the
+        unpruned student from scratch under its name (and leave prune.json describing another model)."""
+        if self.rd.system.is_file() and self.rd.load_spec()["encoder"].get("pruned"):
+            raise UserError(
+                f"{self.out} is a pruned run: its {stage} stage cannot be trained again here (that would train the "
+                "unpruned student); prune its source run again into a new --out"
+            )
+
     def _check_inputs(self, stage: str, record: dict) -> None:
         """Refuse to resume past a stage whose record says it read other settings than the config's."""
         recorded = record.get("inputs")
@@ -194,23 +204,32 @@ class Pipeline:
         env.seed_everything(self.cfg.seed)
         ddp.init_from_env(self.device)
         main = ddp.is_main()
-        results = {}
+        results, retrained = {}, None  # the first stage trained now: every later one depends on it
         for stage in METHOD_STAGES[self.cfg.method]:
             prev = self.done(stage)
             if prev is not None:
                 self._check_inputs(stage, prev)
-            if prev is not None and stage != "teacher":
+            if prev is not None and stage != "teacher" and retrained is None:
                 progress.log(f"[{stage}] done earlier, skipped")
                 results[stage] = prev
             elif main or stage in DISTRIBUTED_STAGES:
+                if stage != "teacher":
+                    if stage in TRAINED_STAGES or stage == "search":
+                        self._refuse_retraining_a_pruned_run(stage)
+                    if prev is not None:
+                        progress.log(f"[{stage}] done earlier, but {retrained} was trained again: {stage} too")
+                    retrained = retrained or stage
                 progress.log(f"[{stage}] starting")
                 t0, resumed = time.time(), prev is None and self.rd.resumable(stage)
                 info = getattr(self, f"stage_{stage}")()
                 info["seconds"] = prev["seconds"] if prev else round(time.time() - t0, 2)
                 if resumed or (prev and prev.get("resumed")):  # its seconds are the part after the interruption
                     info["resumed"] = True
-                # A teacher trained earlier is only loaded: its record keeps where it was trained.
+                # A teacher trained earlier is only loaded: its record keeps where it was trained, and where
+                # it came from (another run's, a pruned run's source).
                 host = prev.get("host") if prev and isinstance(prev.get("host"), dict) else None
+                if stage == "teacher" and prev:
+                    info = {**{k: prev[k] for k in ("reused_from", "pruned_from") if k in prev}, **info}
                 results[stage] = self.mark(stage, info, host) if main else info
                 progress.log(f"[{stage}] done in {info['seconds']:.0f} s")
             ddp.barrier()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -61,12 +62,14 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     cfg, system, spec = src.load()
     src.require_complete(cfg, "pruning it")
     src.require_teacher(cfg)
+    env.pick_device(cfg.device)  # a device this machine lacks is refused before the run is copied
     if spec["encoder"].get("pruned"):
         raise UserError(f"{run} is already pruned; prune its source run with a larger --ratio instead")
     _check_removes_channels(tp, copy.deepcopy(system), tuple(spec["input_shape"]), ratio)
     with OutputLock(out):
         work = out.parent / f".{out.name}.prune-partial"
-        job = {"source": run.resolve().as_posix(), "ratio": ratio, "epochs": epochs}
+        source = Path(os.path.relpath(run.resolve(), out.resolve().parent)).as_posix()  # no absolute path
+        job = {"source": source, "ratio": ratio, "epochs": epochs}
         if work.exists() or work.is_symlink():
             recorded = _job_of(work)
             if recorded is None:
@@ -100,9 +103,16 @@ def _pruner(tp, system, shape: tuple[int, ...], ratio: float):
     )
 
 
+def _channels(system) -> list[int]:
+    """Output channels of each convolution of the encoder, in order."""
+    return [m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
 def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float) -> None:
     """Refuse a ratio that would remove no channel, by pruning ``system`` (a copy) before any work starts."""
-    widest = max((m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)), default=0)
+    widest = max(_channels(system), default=0)
+    if widest <= 1:
+        raise UserError(f"this encoder's widest layer has {widest} channel(s): there is nothing to prune")
     if widest * ratio < 1:
         raise UserError(
             f"--ratio {ratio} removes less than one channel of the widest layer ({widest} channels); "
@@ -170,7 +180,9 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     before = {  # the encoder alone (what pruning changes; the report's student counts add the classifier)
         "encoder_params": count_params(system.encoder),
         "encoder_macs": count_macs(system.encoder, shape),
+        "conv_channels": _channels(system),
         "clean_accuracy": validate(system, pipe.splits.test, "cpu", cfg.seed),
+        "curves": (RunDir(run).done("evaluate") or {}).get("curves"),  # the source as trained, without fine-tune
     }
     system.to(pipe.device)
     _pruner(tp, system, shape, ratio).step()  # removes channels: checked on a copy before the work began
@@ -215,9 +227,13 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     spec = read_json(rd.system)
     spec["encoder"]["pruned"] = {"ratio": ratio, "from": Path(run).name}
     write_json(rd.system, spec)
+    kept = _channels(system)
     after = {
         "encoder_params": count_params(system.encoder),
         "encoder_macs": count_macs(system.encoder, shape),
+        "conv_channels": kept,
+        # what --ratio came to: torch-pruning keeps a layer whole rather than empty it, so it is not the ratio
+        "channels_removed": round(1 - sum(kept) / sum(before["conv_channels"]), 4),
         "clean_accuracy": tuned["stage2"]["clean_test_accuracy"],  # measured once, after the last fine-tune
     }
     summary = evaluate_run(work)
@@ -226,6 +242,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     shutil.rmtree(work / "train", ignore_errors=True)
     record = {
         "ratio": ratio,
+        # "after" is the pruned model after this many fine-tune epochs per stage, which "before" did not get
         "finetune_epochs": epochs,
         "source": source,
         "versions": env.versions(),

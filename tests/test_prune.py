@@ -2,18 +2,24 @@
 
 import json
 
+import pytest
 import torch
 
 from rkd_edge.rundir import load_run, shrink_to_state, weights_digest
 from tests.conftest import run_cli, tiny_overrides
 
 
-def test_prune_run_then_export(tiny_run, tmp_path):
+def test_prune_run_then_export(tiny_run, tiny_teacher_dir, tmp_path):
     out = tmp_path / "pruned"
     proc = run_cli("-q", "prune", str(tiny_run), "--out", str(out), "--ratio", "0.5", "--epochs", "1", check=True)
     rec = json.loads(proc.stdout)
     assert rec["after"]["encoder_params"] < 0.8 * rec["before"]["encoder_params"]
     assert rec["after"]["encoder_macs"] < rec["before"]["encoder_macs"]
+    b, a = rec["before"]["conv_channels"], rec["after"]["conv_channels"]  # what the ratio came to, layer by layer
+    assert len(a) == len(b) and all(0 < x <= y for x, y in zip(a, b, strict=True))
+    assert rec["after"]["channels_removed"] == round(1 - sum(a) / sum(b), 4) > 0
+    # the source's curves beside the pruned model's: a drop under noise is in view
+    assert rec["before"]["curves"] == json.loads((tiny_run / "stages" / "evaluate.json").read_text())["curves"]
     _, system, spec = load_run(out)
     assert spec["encoder"]["pruned"]["ratio"] == 0.5
     assert sum(p.numel() for p in system.encoder.parameters()) == rec["after"]["encoder_params"]
@@ -27,10 +33,26 @@ def test_prune_run_then_export(tiny_run, tmp_path):
     assert stage2["clean_test_accuracy"] == full["after"]["clean_accuracy"] and len(stage2["history"]) == 1
     assert json.loads((out / "stages" / "evaluate.json").read_text())["curves"] == full["curves"]
     run_cli("-q", "export", str(out), "--out", str(tmp_path / "bundle"), check=True)
+    # resumed as a run, it keeps its pruned weights and every record says where it came from
+    as_made = ["--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]  # the source run's settings
+    run_cli("-q", "pipeline", "--out", str(out), *as_made, check=True)
+    assert json.loads((out / "stages" / "teacher.json").read_text())["pruned_from"] == tiny_run.name
+    # a stage of it trained again would be the unpruned student under its name (and prune.json another model's)
+    (out / "stages" / "stage2.json").unlink()
+    proc = run_cli("-q", "pipeline", "--out", str(out), *as_made)
+    assert proc.returncode == 2 and "is a pruned run: its stage2 stage cannot be trained again" in proc.stderr
     assert run_cli("prune", str(tiny_run), "--out", str(out)).returncode == 2  # never overwrites
     # its stage-2 weights fit only the pruned encoder, and it keeps no stage-1 checkpoint: not a --from source
     proc = run_cli("-q", "pipeline", "--out", str(tmp_path / "again"), "--from", str(out), *tiny_overrides())
     assert proc.returncode == 2 and "is a pruned run" in proc.stderr and not (tmp_path / "again").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_run_is_copied(tiny_run, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    proc = run_cli("-q", "prune", str(tiny_run), "--out", str(tmp_path / "p"), "--epochs", "0", "--device", "cuda")
+    assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no hidden copy of the run (it held the source's absolute path)
 
 
 def test_shrink_to_state_rebuilds_narrow_layers():

@@ -190,6 +190,17 @@ def test_nothing_from_elsewhere_is_written_inside_a_run(run_copy, tiny_run, tiny
     assert (run_copy.parent / "fresh" / "manifest.json").is_file()
 
 
+def test_a_stage_trained_again_trains_every_later_stage_again(run_copy, tiny_teacher_dir):
+    """Stage 2 trained anew (its record removed) left the evaluation of the old weights as "done earlier":
+    report and curves described another model. Every stage after one trained now runs again."""
+    before = (run_copy / "stages" / "evaluate.json").stat().st_mtime_ns
+    (run_copy / "stages" / "stage2.json").unlink()
+    args = ["pipeline", "--out", str(run_copy), "--teacher", f"local:{tiny_teacher_dir}", *tiny_overrides()]
+    proc = run_cli(*args, check=True)
+    assert "[evaluate] done earlier, but stage2 was trained again: evaluate too" in proc.stderr
+    assert (run_copy / "stages" / "evaluate.json").stat().st_mtime_ns > before  # written anew
+
+
 def test_a_run_holding_an_evaluation_it_wrote_resumes_but_not_one_with_user_files(run_copy, tiny_teacher_dir):
     """``evaluate RUN --out RUN/eval`` writes a marked evaluation inside the run: the run stays the toolkit's
     and a rerun resumes it (was refused as 'files rkd-edge did not write'). A user's file in that
