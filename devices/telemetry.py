@@ -50,11 +50,8 @@ class TegraSample:
 
     @property
     def input_power_mw(self) -> int | None:
-        """Board input power: the first input rail present, or the sum of all rails."""
-        for rail in INPUT_RAILS:
-            if rail in self.rails_mw:
-                return self.rails_mw[rail][0]
-        return sum(v[0] for v in self.rails_mw.values()) if self.rails_mw else None
+        """Board input power: the first input rail present, or the sum of all rails (:class:`Rail`)."""
+        return Rail.of(self).read(self) if self.rails_mw else None
 
 
 def parse_tegrastats(line: str) -> TegraSample:
@@ -264,14 +261,13 @@ class TegrastatsSampler:
         """``(times_s, board power mW)``: the rail of the first line with power (:class:`Rail`), on the lines
         that have it, readings outside 0..:data:`MAX_BOARD_MW` dropped."""
         samples = list(self.samples)
-        first = next((s for _, s in samples if s.rails_mw), None)
-        if first is None:
+        if (rail := self.rail()) is None:
             return [], []
-        rail = Rail.of(first)
         pts = [(t, p) for t, s in samples if (p := rail.read(s)) is not None and 0 <= p <= MAX_BOARD_MW]
         return [t for t, _ in pts], [float(p) for _, p in pts]
 
     def rail(self) -> Rail | None:
+        """The board rail, fixed by the first line that has power (None before one came)."""
         first = next((s for _, s in list(self.samples) if s.rails_mw), None)
         return Rail.of(first) if first is not None else None
 

@@ -354,11 +354,11 @@ def check_options(
     return host, port
 
 
-def _close(rx: Receiver, conns: dict, sel: selectors.BaseSelector, conn: socket.socket, why: str = "") -> None:
-    """Forget a TCP connection; a frame it left half-sent is counted as truncated, unless ``why`` (the drop
-    that closes it) counted it already."""
+def _close(rx: Receiver, conns: dict, sel: selectors.BaseSelector, conn: socket.socket, counted: bool = False) -> None:
+    """Forget a TCP connection; a frame it left half-sent is counted as truncated, unless the drop that
+    closes it was ``counted`` already."""
     splitter, peer, _ = conns.pop(conn)
-    if splitter.buf and not why:
+    if splitter.buf and not counted:
         rx.drop("truncated", f"the connection closed {len(splitter.buf)} bytes into a frame", peer)
     sel.unregister(conn)
     conn.close()
@@ -396,7 +396,7 @@ def _evict_idlest(rx: Receiver, conns: dict, sel: selectors.BaseSelector) -> boo
     part = f", {held} bytes into a frame" if held else ""
     why = f"all {MAX_CONNECTIONS} connections open; closed one without a frame for {idle:.1f} s{part}"
     rx.drop("connection", why, peer)
-    _close(rx, conns, sel, conn, why)
+    _close(rx, conns, sel, conn, counted=True)
     return True
 
 
