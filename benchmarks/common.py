@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from rkd_edge.env import environment
 from rkd_edge.io import write_json, write_text
 
@@ -47,3 +49,24 @@ def evaluation_points(path: Path, channels, snrs=None) -> dict:
                 r["ci_high"],
             ]
     return out
+
+
+def synthetic_feeds(io: dict, manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of the right shapes and dtypes: floats N(0,1), ``k`` at the largest length, channel 0
+    (AWGN), masks all ones. Latency does not depend on the values."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in io["inputs"]:
+        shape = [batch if isinstance(d, str) or d is None else d for d in inp["shape"]]
+        dtype = np.dtype(inp["dtype"])
+        if inp["name"] == "k":
+            feeds["k"] = np.full(shape, manifest["symbols"]["max"], dtype)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[inp["name"]] = np.zeros(shape, dtype)
+        elif inp["name"] == "mask":
+            feeds["mask"] = np.ones(shape, dtype)
+        elif inp["name"] == "snr_db":
+            feeds["snr_db"] = np.full(shape, 10.0, dtype)
+        else:
+            feeds[inp["name"]] = rng.standard_normal(shape).astype(dtype)
+    return feeds

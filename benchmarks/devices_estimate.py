@@ -19,33 +19,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import md_table, record  # noqa: E402
+from common import md_table, record, synthetic_feeds  # noqa: E402
 
 from rkd_edge.devices.estimate import estimate_model, host_profile, measure_host, model_for  # noqa: E402
 from rkd_edge.devices.latency import interleaved  # noqa: E402
 from rkd_edge.runtime.bundle import Bundle  # noqa: E402
 from rkd_edge.runtime.runners.ort import cpu_session  # noqa: E402
-
-
-def synthetic_feeds(io: dict, manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of the right shapes and dtypes: floats N(0,1), ``k`` at the largest length, channel 0
-    (AWGN), masks all ones. Latency does not depend on the values."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp in io["inputs"]:
-        shape = [batch if isinstance(d, str) or d is None else d for d in inp["shape"]]
-        dtype = np.dtype(inp["dtype"])
-        if inp["name"] == "k":
-            feeds["k"] = np.full(shape, manifest["symbols"]["max"], dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feeds[inp["name"]] = np.zeros(shape, dtype)
-        elif inp["name"] == "mask":
-            feeds["mask"] = np.ones(shape, dtype)
-        elif inp["name"] == "snr_db":
-            feeds["snr_db"] = np.full(shape, 10.0, dtype)
-        else:
-            feeds[inp["name"]] = rng.standard_normal(shape).astype(dtype)
-    return feeds
 
 
 def main() -> None:

@@ -34,6 +34,11 @@ MAX_SECONDS = 86_400.0
 # DESIGN.md section 5: INT8 calibration takes at least this many real samples per model unless the user
 # lowers the floor (--calib-min).
 MIN_CALIB_SAMPLES = 128
+# prune --round-to: kept channel counts are rounded to a multiple of ROUND_TO by default, because ONNX
+# Runtime's CPU convolutions ran an encoder pruned to odd widths (11, 5, 22 channels) 1.6-1.8x slower than
+# the unpruned one, and the same ratio rounded to multiples of 4 faster (benchmarks/results/prune_speed.md).
+ROUND_TO = 4
+MAX_ROUND_TO = 256
 
 
 def is_whole(value) -> bool:

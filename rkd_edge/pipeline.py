@@ -141,7 +141,10 @@ class Pipeline:
         return src, stages
 
     def close(self) -> None:
-        """Release the run folder (also done when the process ends)."""
+        """Release the run folder (also done when the process ends) and stop logging to its ``run.log``
+        (a prune renames the folder after this; a later pipeline in the process logs to its own)."""
+        if progress.log_file() == self.rd.log:
+            progress.set_log_file(None)
         if self.lock is not None:
             self.lock.release()
             self.lock = None

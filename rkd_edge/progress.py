@@ -84,6 +84,11 @@ def set_log_file(path) -> None:
     _LOG_FILE = Path(path) if path is not None else None
 
 
+def log_file() -> Path | None:
+    """Where status lines are appended now (None: nowhere)."""
+    return _LOG_FILE
+
+
 def log(message: str) -> None:
     """A status line on stderr unless quiet, and in the run log if one is set."""
     if _LOG_FILE is not None:

@@ -28,6 +28,7 @@ from rkd_edge.distill.stages import run_stage, validate
 from rkd_edge.errors import UserError
 from rkd_edge.evaluate.run import evaluate_run
 from rkd_edge.io import OutputLock, commit_dir, read_json, special_entry, write_json
+from rkd_edge.limits import MAX_ROUND_TO, ROUND_TO
 from rkd_edge.nas.cost import count_macs, count_params
 from rkd_edge.outputs import MARKER, RUN_ENTRIES, check_output
 from rkd_edge.pipeline import Pipeline
@@ -49,13 +50,24 @@ def _import_torch_pruning():
 MAX_EPOCHS = int(RANGES["epochs"][1])  # the config's own ceiling on a stage's epochs
 
 
-def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
-    """Prune ``ratio`` of the encoder's channels (L2 group magnitude), fine-tune, evaluate. Returns a record."""
+def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3, round_to: int = ROUND_TO) -> dict:
+    """Prune ``ratio`` of the encoder's channels (L2 group magnitude), fine-tune, evaluate. Returns a record.
+
+    Args:
+        run: a trained, complete run directory (not itself pruned).
+        out: the new run directory (must not exist).
+        ratio: fraction of each layer's channels to remove, in (0, 1).
+        epochs: fine-tune epochs for each of stage 1 and stage 2 (0: none).
+        round_to: keep a multiple of this many channels per layer, the nearest to what ``ratio`` keeps and at
+            least ``round_to`` (1: exactly what ``ratio`` keeps; a layer narrower than it stays whole).
+    """
     tp = _import_torch_pruning()
     if not (math.isfinite(ratio) and 0.0 < ratio < 1.0):
         raise UserError(f"--ratio must be between 0 and 1 (exclusive), got {ratio}")
     if not 0 <= epochs <= MAX_EPOCHS:
         raise UserError(f"--epochs must be from 0 to {MAX_EPOCHS:,} fine-tune epochs per stage, got {epochs}")
+    if not 1 <= round_to <= MAX_ROUND_TO:
+        raise UserError(f"--round-to must be from 1 (no rounding) to {MAX_ROUND_TO} channels, got {round_to}")
     run, out = Path(run), Path(out)
     check_output(out, "run", force=None, sources=(run,))
     src = RunDir(run)
@@ -65,11 +77,11 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
     env.pick_device(cfg.device)  # a device this machine lacks is refused before the run is copied
     if spec["encoder"].get("pruned"):
         raise UserError(f"{run} is already pruned; prune its source run with a larger --ratio instead")
-    _check_removes_channels(tp, copy.deepcopy(system), tuple(spec["input_shape"]), ratio)
+    _check_removes_channels(tp, system, tuple(spec["input_shape"]), ratio, round_to)
     with OutputLock(out):
         work = out.parent / f".{out.name}.prune-partial"
         source = Path(os.path.relpath(run.resolve(), out.resolve().parent)).as_posix()  # no absolute path
-        job = {"source": source, "ratio": ratio, "epochs": epochs}
+        job = {"source": source, "ratio": ratio, "epochs": epochs, "round_to": round_to}
         if work.exists() or work.is_symlink():
             recorded = _job_of(work)
             if recorded is None:
@@ -85,21 +97,40 @@ def prune_run(run: Path, out: Path, ratio: float, epochs: int = 3) -> dict:
         else:
             _copy_run(run, work, job)
         # A failure from here on (a full disk, an interruption) leaves the partial folder to resume from.
-        record = _prune(tp, work, run, cfg, system, spec, ratio, epochs)
+        record = _prune(tp, work, run, cfg, system, spec, ratio, epochs, round_to)
         commit_dir(work, out, replace=False)
         # after the rename: killed before it, the partial folder is still a prune's (its job file says so)
         (out / JOB_FILE).unlink()
     return record
 
 
-def _pruner(tp, system, shape: tuple[int, ...], ratio: float):
-    """torch-pruning's structured pruner over the encoder's channels (L2 group magnitude; the head stays)."""
-    return tp.pruner.BasePruner(
+def nearest_kept(current: int, n_pruned: int, round_to: int) -> int:
+    """How many of ``current`` channels to prune so that a multiple of ``round_to`` stays: the multiple nearest
+    to ``current - n_pruned`` (halves round up), at least ``round_to``; none where ``current < round_to``.
+
+    torch-pruning's own ``round_to`` floors the kept count instead, which at ``--ratio 0.3`` removed half of
+    every 8- and 16-channel layer.
+    """
+    kept = current - n_pruned
+    rounded = max(round_to, math.floor(kept / round_to + 0.5) * round_to)
+    return max(current - rounded, 0)
+
+
+def _pruner(tp, system, shape: tuple[int, ...], ratio: float, round_to: int):
+    """torch-pruning's structured pruner over the encoder's channels (L2 group magnitude; the head stays),
+    keeping multiples of ``round_to`` channels (:func:`nearest_kept`)."""
+
+    class Pruner(tp.pruner.BasePruner):
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            return nearest_kept(current_channels, n_pruned, round_to)
+
+    return Pruner(
         system.encoder,
         torch.zeros(2, *shape, device=next(system.parameters()).device),
         importance=tp.importance.GroupMagnitudeImportance(p=2),
         pruning_ratio=ratio,
         ignored_layers=[system.encoder.head],
+        round_to=round_to if round_to > 1 else None,
     )
 
 
@@ -108,8 +139,8 @@ def _channels(system) -> list[int]:
     return [m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
-def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float) -> None:
-    """Refuse a ratio that would remove no channel, by pruning ``system`` (a copy) before any work starts."""
+def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float, round_to: int) -> None:
+    """Refuse a ratio that would remove no channel, by pruning copies of ``system`` before any work starts."""
     widest = max(_channels(system), default=0)
     if widest <= 1:
         raise UserError(f"this encoder's widest layer has {widest} channel(s): there is nothing to prune")
@@ -119,17 +150,25 @@ def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float) ->
             f"give at least {1 / max(widest, 1):.3g}"
         )
     params = count_params(system.encoder)
-    _pruner(tp, system, shape, ratio).step()
-    stops.check()  # torch-pruning's tracing swallows a KeyboardInterrupt (a bare except)
-    if count_params(system.encoder) >= params:
-        # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
-        hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
-        why = (
-            "it would empty every layer, and torch-pruning keeps a layer whole rather than empty it"
-            if ratio > 0.5
-            else "it is under one channel of every prunable layer"
-        )
-        raise UserError(f"--ratio {ratio} removes no channel of this encoder ({why}); {hint}")
+    for rounding in dict.fromkeys((round_to, 1)):  # without rounding too: to say which of the two removes nothing
+        pruned = copy.deepcopy(system)
+        _pruner(tp, pruned, shape, ratio, rounding).step()
+        stops.check()  # torch-pruning's tracing swallows a KeyboardInterrupt (a bare except)
+        if count_params(pruned.encoder) < params:
+            if rounding == round_to:
+                return
+            raise UserError(
+                f"--ratio {ratio} removes no channel of this encoder once each layer keeps a multiple of "
+                f"--round-to {round_to} channels; give a larger ratio, or --round-to 1"
+            )
+    # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
+    hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
+    why = (
+        "it would empty every layer, and torch-pruning keeps a layer whole rather than empty it"
+        if ratio > 0.5
+        else "it is under one channel of every prunable layer"
+    )
+    raise UserError(f"--ratio {ratio} removes no channel of this encoder ({why}); {hint}")
 
 
 def _job_of(work: Path) -> dict | None:
@@ -171,7 +210,7 @@ def _not_copied(run: Path):
     return ignore
 
 
-def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epochs: int) -> dict:
+def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epochs: int, round_to: int) -> dict:
     pipe = Pipeline(cfg, work)
     rd = pipe.rd
     pipe.stage_teacher()
@@ -185,7 +224,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
         "curves": (RunDir(run).done("evaluate") or {}).get("curves"),  # the source as trained, without fine-tune
     }
     system.to(pipe.device)
-    _pruner(tp, system, shape, ratio).step()  # removes channels: checked on a copy before the work began
+    _pruner(tp, system, shape, ratio, round_to).step()  # removes channels: checked on a copy before the work began
     stops.check()
     progress.log(f"pruned encoder: {before['encoder_params']:,} -> {count_params(system.encoder):,} parameters")
     # What each trained stage's record says of the pruned model: its fine-tune and the accuracy after it.
@@ -242,6 +281,7 @@ def _prune(tp, work: Path, run: Path, cfg, system, spec: dict, ratio: float, epo
     shutil.rmtree(work / "train", ignore_errors=True)
     record = {
         "ratio": ratio,
+        "round_to": round_to,
         # "after" is the pruned model after this many fine-tune epochs per stage, which "before" did not get
         "finetune_epochs": epochs,
         "source": source,

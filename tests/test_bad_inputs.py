@@ -906,6 +906,12 @@ RUN_PARAMS = (
         case("prune-run-is-bundle", "prune {bundle} --out {out}", None),
         case("prune-device", "prune {run} --out {out} --device tpu", "device"),
         case("prune-no-out", "prune {run}", "--out"),
+        case("prune-round-to-0", "prune {run} --out {out} --round-to 0", "--round-to must be from 1"),
+        case("prune-round-to-negative", "prune {run} --out {out} --round-to -4", "--round-to must be from 1"),
+        case("prune-round-to-huge", "prune {run} --out {out} --round-to 100000", "--round-to must be from 1"),
+        case("prune-round-to-text", "prune {run} --out {out} --round-to four", "--round-to"),
+        # every layer is narrower than 256: rounded, nothing goes (unrounded, 0.5 removes channels)
+        case("prune-round-to-keeps-all", "prune {run} --out {out} --ratio 0.5 --round-to 256", "--round-to 1"),
     ]
 )
 

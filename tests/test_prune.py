@@ -1,18 +1,57 @@
 """Pruning with torch-pruning: fewer parameters, a loadable run, and an exportable bundle."""
 
+import copy
 import json
 
 import pytest
 import torch
 
+from rkd_edge.prune import _channels, _import_torch_pruning, _pruner, nearest_kept
 from rkd_edge.rundir import load_run, shrink_to_state, weights_digest
 from tests.conftest import run_cli, tiny_overrides
+
+
+@pytest.mark.parametrize(
+    ("current", "n_pruned", "round_to", "expected"),
+    [
+        (16, 5, 4, 4),  # keeps 11: the nearest multiple of 4 is 12 (torch-pruning's floor would keep 8)
+        (8, 3, 4, 4),  # keeps 5 -> 4
+        (8, 2, 4, 0),  # keeps 6: a half rounds up, to 8, so nothing goes
+        (32, 10, 4, 8),  # keeps 22 -> 24
+        (16, 15, 4, 12),  # keeps 1: at least one multiple (4) stays
+        (3, 1, 4, 0),  # narrower than round_to: whole
+        (16, 5, 1, 5),  # no rounding
+        (40, 13, 8, 16),  # keeps 27 -> 24
+    ],
+)
+def test_nearest_kept(current, n_pruned, round_to, expected):
+    assert nearest_kept(current, n_pruned, round_to) == expected
+
+
+def test_round_to_keeps_multiples_nearest_to_the_ratio(tiny_run):
+    """The override reaches torch-pruning: layers torch-pruning rounds keep multiples of 4 channels, the
+    nearest ones (its own rounding floors, which removed half of a 16-channel layer at 0.3)."""
+    tp = _import_torch_pruning()
+    _, system, spec = load_run(tiny_run)
+    shape = tuple(spec["input_shape"])
+    widths = {}
+    for round_to in (1, 4):
+        pruned = copy.deepcopy(system)
+        _pruner(tp, pruned, shape, 0.3, round_to).step()
+        widths[round_to] = _channels(pruned)
+    before = _channels(system)
+    rounded = [(b, a, r) for b, a, r in zip(before, widths[1], widths[4], strict=True) if r != a]
+    assert rounded, "round_to changed no layer"
+    # within 2 of what 0.3 keeps (a concatenation's parts are rounded together, not each to a multiple)
+    assert all(abs(r - a) <= 2 and r <= b for b, a, r in rounded), rounded
+    assert any(r % 4 == 0 and r > a // 4 * 4 for _, a, r in rounded), rounded  # nearest, not floored
 
 
 def test_prune_run_then_export(tiny_run, tiny_teacher_dir, tmp_path):
     out = tmp_path / "pruned"
     proc = run_cli("-q", "prune", str(tiny_run), "--out", str(out), "--ratio", "0.5", "--epochs", "1", check=True)
     rec = json.loads(proc.stdout)
+    assert rec["round_to"] == 4  # the default
     assert rec["after"]["encoder_params"] < 0.8 * rec["before"]["encoder_params"]
     assert rec["after"]["encoder_macs"] < rec["before"]["encoder_macs"]
     b, a = rec["before"]["conv_channels"], rec["after"]["conv_channels"]  # what the ratio came to, layer by layer

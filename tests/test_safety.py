@@ -1559,3 +1559,19 @@ def test_a_model_that_fails_inside_onnx_runtime_is_one_line(tiny_bundle, tmp_pat
     assert not (tmp_path / "ev").exists()
     proc = run_cli("-q", "tx", str(b), "split:test", "--to", "127.0.0.1:9", "--snr-db", "10", "-n", "1")
     one_line_exit_2(proc, "the transmitter model failed in ONNX Runtime (ConstantOfShape: Failed to allocate memory")
+
+
+def test_a_closed_pipeline_stops_logging_into_its_run(tmp_path, tiny_teacher_dir):
+    """A prune renames its folder after the pipeline closes: status lines kept going to the old run.log and
+    the next one in the process (an export of the pruned run) died on the missing folder."""
+    from rkd_edge import pipeline, progress
+    from rkd_edge.config import load_config
+
+    cfg = load_config(overrides=[f"teacher.spec=local:{tiny_teacher_dir}"])
+    pipe = pipeline.Pipeline(cfg, tmp_path / "run")
+    assert progress.log_file() == pipe.rd.log
+    pipe.close()
+    assert progress.log_file() is None
+    (tmp_path / "run").rename(tmp_path / "moved")
+    progress.log("after the run folder moved")  # no error: nothing appends to the old path
+    assert not (tmp_path / "run").exists()

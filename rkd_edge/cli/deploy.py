@@ -10,7 +10,7 @@ from rkd_edge import env
 from rkd_edge.cli.common import RUN_DEVICE, check_values, echo_json
 from rkd_edge.devices.profiles import get_profile
 from rkd_edge.errors import UserError
-from rkd_edge.limits import MIN_CALIB_SAMPLES
+from rkd_edge.limits import MIN_CALIB_SAMPLES, ROUND_TO
 from rkd_edge.runtime.bundle import DEFAULT_OPSET
 
 
@@ -128,6 +128,12 @@ def prune(
     out: Path = typer.Option(..., "--out", "-o", help="New run directory for the pruned system."),
     ratio: float = typer.Option(0.3, "--ratio", help="Fraction of encoder channels to remove."),
     epochs: int = typer.Option(3, "--epochs", help="Fine-tune epochs for each of stage 1 and stage 2."),
+    round_to: int = typer.Option(
+        ROUND_TO,
+        "--round-to",
+        help="Keep a multiple of N channels per layer, the nearest to what --ratio keeps (odd widths run "
+        "slower in ONNX Runtime's CPU kernels; 1: exactly --ratio).",
+    ),
     device: str = RUN_DEVICE,
 ):
     """Prune the student encoder with torch-pruning, fine-tune, and evaluate (a new run)."""
@@ -136,8 +142,8 @@ def prune(
     check_values({"device": device})
     env.set_device_override(device)  # a run trained on a GPU prunes here too
 
-    rec = prune_run(run, out, ratio, epochs)
-    echo_json({k: rec[k] for k in ("ratio", "before", "after")})
+    rec = prune_run(run, out, ratio, epochs, round_to)
+    echo_json({k: rec[k] for k in ("ratio", "round_to", "before", "after")})
 
 
 def register(app: typer.Typer) -> None:
