@@ -34,10 +34,11 @@ MAX_SECONDS = 86_400.0
 # DESIGN.md section 5: INT8 calibration takes at least this many real samples per model unless the user
 # lowers the floor (--calib-min).
 MIN_CALIB_SAMPLES = 128
-# prune --round-to: kept channel counts are rounded to a multiple of ROUND_TO by default, because ONNX
-# Runtime's CPU convolutions ran an encoder pruned to odd widths (11, 5, 22 channels) 1.6-1.8x slower than
-# the unpruned one, and the same ratio rounded to multiples of 4 faster (benchmarks/results/prune_speed.md).
-ROUND_TO = 4
+# prune --round-to: each layer keeps a multiple of ROUND_TO channels by default. An encoder pruned to odd
+# widths (11, 5, 22 channels) ran 1.5-2.7x slower than the unpruned one in ONNX Runtime's CPU kernels, and
+# about as fast as it rounded to multiples of 4 or 8 (benchmarks/results/prune_speed.md); TensorRT's FP16
+# Tensor Core formats take channels in multiples of 8.
+ROUND_TO = 8
 MAX_ROUND_TO = 256
 
 

@@ -108,7 +108,7 @@ def nearest_kept(current: int, n_pruned: int, round_to: int) -> int:
     """How many of ``current`` channels to prune so that a multiple of ``round_to`` stays: the multiple nearest
     to ``current - n_pruned`` (halves round up), at least ``round_to``; none where ``current < round_to``.
 
-    torch-pruning's own ``round_to`` floors the kept count instead, which at ``--ratio 0.3`` removed half of
+    torch-pruning's own ``round_to`` floors the kept count instead: at ``--ratio 0.3`` and 4 it removed half of
     every 8- and 16-channel layer.
     """
     kept = current - n_pruned

@@ -85,9 +85,11 @@ def restamp_checkpoint(run: Path, stage: str) -> None:
 
 
 def run_cli(*args: str, check: bool = False, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
-    """Run the real ``rkd-edge`` entry point in a fresh process (``env``: its environment, default ours)."""
+    """Run the real ``rkd-edge`` entry point in a fresh process (``env``: its environment, default ours;
+    stdin empty)."""
     proc = subprocess.run(
         [sys.executable, "-c", "from rkd_edge.cli import main; main()", *args],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -1044,6 +1044,8 @@ LINK_PARAMS = [
     case("tx-to-bad-port", "tx {bundle} split:test --to 127.0.0.1:99999 --snr-db 10 --count 1", "port"),
     case("tx-source-missing", "tx {bundle} {missing} --to 127.0.0.1:9 --snr-db 10 --count 1", None),
     case("tx-source-empty-dir", "tx {bundle} {dir} --to 127.0.0.1:9 --snr-db 10 --count 1", None),
+    # as an empty folder is: it ran nothing and exited 0 in silence (run_cli's stdin is empty)
+    case("tx-stdin-empty", "tx {bundle} - --to 127.0.0.1:9 --snr-db 10", "ended before its first frame"),
     case("tx-source-not-image", "tx {bundle} {file} --to 127.0.0.1:9 --snr-db 10 --count 1", None),
     case("tx-split-unknown", "tx {bundle} split:holdout --to 127.0.0.1:9 --snr-db 10 --count 1", "split"),
     case("tx-bundle-missing", "tx {missing} split:test --to 127.0.0.1:9 --snr-db 10", None),

@@ -51,7 +51,7 @@ def test_prune_run_then_export(tiny_run, tiny_teacher_dir, tmp_path):
     out = tmp_path / "pruned"
     proc = run_cli("-q", "prune", str(tiny_run), "--out", str(out), "--ratio", "0.5", "--epochs", "1", check=True)
     rec = json.loads(proc.stdout)
-    assert rec["round_to"] == 4  # the default
+    assert rec["round_to"] == 8  # the default
     assert rec["after"]["encoder_params"] < 0.8 * rec["before"]["encoder_params"]
     assert rec["after"]["encoder_macs"] < rec["before"]["encoder_macs"]
     b, a = rec["before"]["conv_channels"], rec["after"]["conv_channels"]  # what the ratio came to, layer by layer

@@ -132,7 +132,7 @@ def prune(
         ROUND_TO,
         "--round-to",
         help="Keep a multiple of N channels per layer, the nearest to what --ratio keeps (odd widths run "
-        "slower in ONNX Runtime's CPU kernels; 1: exactly --ratio).",
+        "slower in ONNX Runtime's CPU kernels, TensorRT's FP16 formats take multiples of 8; 1: exactly --ratio).",
     ),
     device: str = RUN_DEVICE,
 ):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import selectors
 import socket
 import sys
@@ -482,6 +483,7 @@ def serve(rx: Receiver, sock: socket.socket, tcp: bool, stop: StopOnSignal, idle
     finally:  # a frame half-received when rx stops is counted, like one a sender broke off
         for conn in list(conns):
             _close(rx, conns, sel, conn)
+        rx.expire(math.inf)  # and UDP frames still missing fragments: incomplete
         sel.close()
 
 

@@ -244,9 +244,10 @@ def stdin_frames(
     Waits with a timeout so that a signal stops a transmitter blocked on an idle pipe.
 
     Raises:
-        UserError: the stream ends in the middle of a frame.
+        UserError: the stream ends in the middle of a frame, or holds none (as an empty folder is refused).
     """
     n = size * size * channels
+    frames = 0
     sel = selectors.DefaultSelector()
     try:
         sel.register(fd, selectors.EVENT_READ)
@@ -262,9 +263,15 @@ def stdin_frames(
                 raise UserError(
                     f"stdin ended inside a frame: {len(buf)} of {n} bytes ({size}x{size}x{channels} uint8 per frame)"
                 )
+            if not frames:
+                raise UserError(
+                    f"stdin (-) ended before its first frame: pipe raw {size}x{size}x{channels} uint8 frames "
+                    f"({n} bytes each) into tx"
+                )
             return
         buf += chunk
         while len(buf) >= n:
+            frames += 1
             yield np.frombuffer(bytes(buf[:n]), np.uint8).reshape(size, size, channels), None
             del buf[:n]
 

@@ -7,6 +7,7 @@ bytes held, remembered ids), so no input, however hostile, makes a receiver grow
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import sys
@@ -258,7 +259,8 @@ class Sender:
     """Send frames over UDP (fragmented to ``max_datagram`` bytes) or TCP to ``host:port``.
 
     Counters: ``datagrams``, ``bytes``, ``send_errors`` (UDP datagrams the kernel refused, e.g. ENOBUFS),
-    ``refused`` (UDP datagrams after the receiver's host answered "port unreachable": nothing listens there).
+    ``refused`` (UDP datagrams the receiver's host answered with "port unreachable": nothing listens there;
+    a lower bound, as hosts rate-limit those answers). A refused datagram was sent, so ``datagrams`` holds it.
 
     Args:
         send_timeout_s: TCP: longest wait for the receiver to take any byte of a frame.
@@ -326,19 +328,40 @@ class Sender:
             return
         for d in fragment(frame, frame_id, self.max_datagram):
             try:
-                self.sock.send(d)
-            except ConnectionRefusedError:  # an earlier datagram met a closed port (ICMP); this one is lost too
-                self.refused += 1
-                continue
+                sent = self._send_datagram(d)
             except OSError as exc:
                 if exc.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.EMSGSIZE):
                     raise
+                sent = False
+            if not sent:
                 self.send_errors += 1
                 continue
             self.datagrams += 1
             self.bytes += len(d)
 
+    def _send_datagram(self, d: bytes) -> bool:
+        """Send one datagram; whether it went. An ICMP "port unreachable" for an earlier one, which Linux
+        reports on the next send of a connected socket (that send does not happen), is counted and this one
+        sent again."""
+        for _ in range(3):
+            try:
+                self.sock.send(d)
+                return True
+            except ConnectionRefusedError:
+                self.refused += 1
+        return False
+
+    def _pending_refusal(self) -> None:
+        """The answer to the last datagram sent: counted when it says that nothing listens (it comes within a
+        round trip; waited for only once the port was seen closed)."""
+        if self.refused and not self.tcp:
+            time.sleep(0.05)
+            if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED:
+                self.refused += 1
+
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._pending_refusal()
         try:
             if self.tcp:
                 self.sock.shutdown(socket.SHUT_WR)
