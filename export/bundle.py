@@ -90,6 +90,8 @@ def export_bundle(
     rd.require_complete(cfg, "exporting it")
     mcfg = method_config(cfg)
     splits = load_splits(mcfg)
+    if int8:  # against the split too, before four models are exported for nothing
+        check_count(calib_samples, calib_min, len(splits.train))
     system = system.cpu().eval()
     # Replacing a bundle waits for no evaluation of it: one running now is refused (its lock), not overtaken.
     evaluation = OutputLock(out / "evaluation") if replace else contextlib.nullcontext()

@@ -191,6 +191,18 @@ class Pipeline:
                 f"config.json holds (was it edited?); train with these settings into a new --out"
             )
 
+    def _check_same_teacher(self, prev: dict, info: dict) -> None:
+        """Refuse to resume with a teacher whose weights changed since the run's later stages learnt from it
+        (a replaced teacher.pt under the same spec): the report would name one teacher and hold another's
+        student."""
+        was, now = prev.get("identity"), info["identity"]
+        later = [s for s in METHOD_STAGES[self.cfg.method] if s != "teacher" and self.done(s) is not None]
+        if was is not None and was != now and later:
+            raise UserError(
+                f"the teacher of {self.out} is not the one its {', '.join(later)} stage(s) learnt from (was {was}, "
+                f"now {now}: were its weights replaced?); put the teacher back, or train into a new --out"
+            )
+
     def run(self, stop_after: str | None = None) -> dict:
         """Run the method's stages in order, skipping finished ones.
 
@@ -225,6 +237,8 @@ class Pipeline:
                 progress.log(f"[{stage}] starting")
                 t0, resumed = time.time(), prev is None and self.rd.resumable(stage)
                 info = getattr(self, f"stage_{stage}")()
+                if stage == "teacher" and prev:
+                    self._check_same_teacher(prev, info)
                 info["seconds"] = prev["seconds"] if prev else round(time.time() - t0, 2)
                 if resumed or (prev and prev.get("resumed")):  # its seconds are the part after the interruption
                     info["resumed"] = True

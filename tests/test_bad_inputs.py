@@ -390,6 +390,13 @@ FLAG_PARAMS = [
     case("teacher-local-empty", "pipeline --out {out} --teacher local:", "teacher"),
     case("search-lambda-negative", ["search", "--out", "{out}", "--lambda=-1"], "lambdas"),
     case("search-lambda-nan", "search --out {out} --lambda nan", "range"),
+    # the --set value was dropped without a word (a key --set twice is refused)
+    case(
+        "search-lambda-and-set-disagree",
+        ["search", "--out", "{out}", "--lambda", "0.5", "--set", "search.lambdas=[0.1]"],
+        "--set search.lambdas=[0.1] and the option for search.lambdas ([0.5]) disagree",
+    ),
+    case("seed-and-set-disagree", "search --out {out} --seed 3 --set seed=4", "--set seed=4 and the option"),
     case("search-lambda-text", "search --out {out} --lambda abc", "range"),
     case("search-lambda-empty-item", "search --out {out} --lambda 1,,2", "range"),
     case("search-lambda-empty", ["search", "--out", "{out}", "--lambda", ""], "empty"),

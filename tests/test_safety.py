@@ -1575,3 +1575,35 @@ def test_a_closed_pipeline_stops_logging_into_its_run(tmp_path, tiny_teacher_dir
     (tmp_path / "run").rename(tmp_path / "moved")
     progress.log("after the run folder moved")  # no error: nothing appends to the old path
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_resumed_with_a_replaced_teacher_is_refused(tmp_path, tiny_teacher_dir):
+    """teacher.pt replaced under the same --teacher spec: the teacher stage ran again, search and stage 1 were
+    skipped as done, and the report named the new teacher beside a student distilled from the old one."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher_dir, teacher)
+    args = ["-q", "search", "--out", str(tmp_path / "run"), "--teacher", f"local:{teacher}", *tiny_overrides()]
+    run_cli(*args, check=True)
+    state = torch.load(teacher / "teacher.pt", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 0.01  # other weights, same spec
+    torch.save(state, teacher / "teacher.pt")
+    record = (tmp_path / "run" / "stages" / "teacher.json").read_bytes()
+    proc = run_cli(*args)
+    one_line_exit_2(proc, "is not the one its search stage(s) learnt from")
+    assert (tmp_path / "run" / "stages" / "teacher.json").read_bytes() == record  # the old record stays
+
+
+def test_calibration_larger_than_the_split_is_refused_before_any_model_is_exported(tiny_run, tmp_path):
+    """It was refused only after the four FP32 models were exported (their progress lines came first)."""
+    proc = run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--int8", "--calib-samples", "100000000")
+    one_line_exit_2(proc, "images of the training split; give at most")
+    assert not (tmp_path / "b").exists()
+
+
+def test_evaluate_of_a_bundle_without_its_manifest_says_so(tiny_bundle, tmp_path):
+    """It said "is an rkd-edge bundle, not a run" (bench and devices estimate named the missing manifest)."""
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "manifest.json").unlink()
+    one_line_exit_2(run_cli("evaluate", str(bundle), "--snr", "10", "--trials", "1"), "no manifest.json in")

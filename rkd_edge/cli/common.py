@@ -46,6 +46,7 @@ def resolve(
     cfg = load_config(preset or (None if config else default_preset), config, overrides)
     given = {"data.name": dataset, "data.data_dir": data_dir, "seed": seed, "device": device, **(flags or {})}
     data = cfg.to_dict()
+    set_keys = {o.split("=", 1)[0].strip() for o in overrides or ()}
     for key, value in given.items():
         if value is None:
             continue
@@ -53,6 +54,8 @@ def resolve(
         node = data
         for part in path:
             node = node[part]
+        if key in set_keys and node[last] != value:  # one of the two would be dropped without a word
+            raise UserError(f"--set {key}={node[last]} and the option for {key} ({value}) disagree; give one of them")
         node[last] = value
     # Rebuilt from the dict, so that flag values pass the same type and range checks as --set values.
     return from_dict(data)

@@ -25,6 +25,7 @@ from rkd_edge.config import parse_range, parse_snr_range
 from rkd_edge.errors import UserError
 from rkd_edge.limits import MAX_SYMBOLS
 from rkd_edge.methods import METHOD_STAGES
+from rkd_edge.outputs import kind_of
 
 METHOD = typer.Option(None, "--method", "-m", help="rkd-sc (ours), authors-2025, deepjscc or no-stage2.")
 TEACHER = typer.Option(
@@ -117,7 +118,8 @@ def evaluate(
         check_values({"evaluate.trials": trials}, {"evaluate.trials": "--trials"})
     if channels is not None and set(channels) <= {"identity"}:
         raise UserError("--channel identity alone has no SNR axis (the noiseless point is always evaluated); add awgn")
-    if (target / "manifest.json").is_file():
+    # a bundle whose manifest is gone (or not a file) is still one: its own error says so, not "not a run"
+    if (target / "manifest.json").is_file() or kind_of(target) == "bundle":
         from rkd_edge.export.evaluate import evaluate_bundle
 
         env.pick_device(device)  # ONNX Runtime on the CPU decodes a bundle, but --device cuda without CUDA is an error
