@@ -1607,3 +1607,16 @@ def test_evaluate_of_a_bundle_without_its_manifest_says_so(tiny_bundle, tmp_path
     shutil.copytree(tiny_bundle, bundle)
     (bundle / "manifest.json").unlink()
     one_line_exit_2(run_cli("evaluate", str(bundle), "--snr", "10", "--trials", "1"), "no manifest.json in")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_bundle_marker_that_is_not_a_plain_file_is_refused(tiny_bundle, tmp_path, kind):
+    """A FIFO or folder in place of the marker skipped the manifest-id check: an edited manifest then ran."""
+    from rkd_edge.io import TOOL_MARKER
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / TOOL_MARKER).unlink()
+    os.mkfifo(bundle / TOOL_MARKER) if kind == "fifo" else (bundle / TOOL_MARKER).mkdir()
+    with pytest.raises(BundleError, match="is not a plain file, so the manifest cannot be checked"):
+        Runtime(str(bundle))

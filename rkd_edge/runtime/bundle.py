@@ -364,10 +364,13 @@ def verify_bundle(root: str | Path, manifest: dict | None = None) -> dict:
 def _check_recorded_id(root: Path, manifest: dict) -> None:
     """Refuse a manifest edited after rkd-edge wrote it: the bundle's marker records the id of the manifest
     export (or export trt) wrote; an edit of its normalisation or classes would give wrong numbers silently.
-    A bundle without the record (made by hand, or before it was kept) is not checked."""
+    A bundle without the record (made by hand, or before it was kept) is not checked; a marker that is there
+    but not a plain file (a FIFO, a folder, a link) is refused: it would skip the check."""
     marker = root / TOOL_MARKER
-    if not marker.is_file() or marker.is_symlink():
+    if not (marker.exists() or marker.is_symlink()):
         return
+    if not marker.is_file() or marker.is_symlink():
+        raise BundleError(f"{marker} is not a plain file, so the manifest cannot be checked; re-export the bundle")
     try:
         recorded = strict_json(read_text(marker, "marker", MAX_MARKER_BYTES)).get("bundle_id")
     except (UserError, ValueError, AttributeError, RecursionError):
