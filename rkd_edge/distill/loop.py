@@ -21,19 +21,24 @@ from rkd_edge.checkpoints import load_checkpoint, save_checkpoint
 from rkd_edge.distill import ddp
 from rkd_edge.errors import UserError, first_sentence
 
+# An epoch's mean training loss beyond this has blown up: every loss here (CE, KD, feature regression over
+# normalised embeddings) is O(1-10) while it learns; a finite 4e8 went on to NaN in the next stage, which
+# was then blamed.
+MAX_LOSS = 1e6
+
 
 def check_finite(metrics: dict, desc: str, epoch: int) -> None:
     """Stop a training that diverged, with one line: a non-finite loss goes on to NaN weights, a model at
-    chance level and a run that looks finished.
+    chance level and a run that looks finished; a loss past :data:`MAX_LOSS` gets there an epoch later.
 
     Raises:
-        UserError: a metric of ``metrics`` is NaN or infinite.
+        UserError: a metric of ``metrics`` is NaN or infinite, or its loss is past :data:`MAX_LOSS`.
     """
     for key, value in metrics.items():
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and (not math.isfinite(value) or (key == "loss" and value > MAX_LOSS)):
             raise UserError(
-                f"{desc} diverged in epoch {epoch + 1}: its {key} is {value}; lower the learning rate or the loss "
-                "weights, and start a new run (--out)"
+                f"{desc} diverged in epoch {epoch + 1}: its {key} is {value:.4g}; lower the learning rate or the "
+                "loss weights, and start a new run (--out)"
             )
 
 
