@@ -1622,3 +1622,18 @@ def test_a_bundle_marker_that_is_not_a_plain_file_is_refused(tiny_bundle, tmp_pa
     os.mkfifo(bundle / TOOL_MARKER) if kind == "fifo" else (bundle / TOOL_MARKER).mkdir()
     with pytest.raises(BundleError, match="is not a plain file, so the manifest cannot be checked"):
         Runtime(str(bundle))
+
+
+def test_an_int8_graph_in_an_fp32_slot_is_refused(tiny_bundle, tmp_path):
+    """The INT8 encoder copied over the FP32 one (manifest rehashed) ran, and its results said fp32."""
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    int8 = manifest["models"]["encoder"]["int8"]["file"]
+    shutil.copyfile(bundle / int8, bundle / "models" / "encoder.onnx")
+    data = (bundle / "models" / "encoder.onnx").read_bytes()
+    manifest["files"]["models/encoder.onnx"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    write_manifest_as_rkd_edge(bundle, manifest)
+    with pytest.raises(BundleError, match="is an INT8 graph .QuantizeLinear nodes. in a floating-point slot"):
+        Runtime(str(bundle), precision="fp32")
+    Runtime(str(bundle), precision="int8")  # its INT8 slot still loads

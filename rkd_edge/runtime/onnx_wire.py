@@ -148,10 +148,17 @@ def operators(model: bytes) -> set[tuple[str, str]]:
     return found
 
 
-def check_model(model: bytes, name: str) -> bytes:
+def _quantized(op: str) -> bool:
+    """Whether ``op`` is one of the operators an INT8 graph holds (Q/DQ, QLinear*, *Integer*, QGemm...)."""
+    return "Quantize" in op or "Integer" in op or op.startswith(("QLinear", "QGemm", "QAttention"))
+
+
+def check_model(model: bytes, name: str, float_slot: bool = False) -> bytes:
     """``model`` if it keeps every tensor inside itself and holds only operators export writes; else
     :class:`BundleError` (one line): ONNX Runtime or TensorRT would read the rest, unhashed, from the folder
-    the command runs in, or run an operator no bundle holds (control flow: for as long as its author says)."""
+    the command runs in, or run an operator no bundle holds (control flow: for as long as its author says).
+    ``float_slot``: it fills an fp32 (or fp16) slot, so an INT8 graph there (results labelled fp32) is refused.
+    """
     try:
         outside, ops = external_tensors(model), operators(model)
     except WireError as exc:
@@ -166,5 +173,10 @@ def check_model(model: bytes, name: str) -> bytes:
         raise BundleError(
             f"{name} holds a {f'{domain}:' if domain else ''}{op[:60]} node, an operator export never writes "
             "(control flow or another domain); re-export the bundle"
+        )
+    if float_slot and (q := sorted(op for _, op in ops if _quantized(op))):
+        raise BundleError(
+            f"{name} is an INT8 graph ({q[0][:60]} nodes) in a floating-point slot of the manifest; re-export the "
+            "bundle"
         )
     return model

@@ -155,7 +155,7 @@ class OnnxRuntimeRunner(Runner):
             }
             providers[0] = ("TensorrtExecutionProvider", trt_opts)
         model = read_verified(model_path, sha256)
-        check_model(model, Path(model_path).name)
+        check_model(model, Path(model_path).name, float_slot=precision != "int8")
         try:
             self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
