@@ -52,6 +52,7 @@ def _build(run: Path, work: Path, variants, epochs: int) -> dict[str, dict]:
     for b in built.values():
         if not (b["bundle"] / "manifest.json").is_file():
             export_bundle(b["run"], b["bundle"])
+        b["opened"] = Bundle.open(b["bundle"])  # verified once, timed per model and batch
     return built
 
 
@@ -59,7 +60,7 @@ def _timed(built: dict, model: str, batch: int, rounds: int, per_round_s: float,
     """Every variant's session of ``model`` at ``batch``, interleaved; summaries by variant name."""
     fns = {}
     for name, b in built.items():
-        bundle = Bundle.open(b["bundle"])
+        bundle = b["opened"]
         if model not in bundle.manifest["models"]:
             continue
         session = cpu_session(bundle.model_path(model), threads)
@@ -133,7 +134,7 @@ def main() -> None:
                         *(f"{a:.4f}" if a is not None else "" for a in row["accuracy"].values()),
                     ]
                 )
-    source_params = next(iter(built[n]["prune"] for n in built if built[n]["prune"]), None)
+    first = next((b["prune"] for b in built.values() if b["prune"]), None)  # its "before" is the source
     md = (
         f"Pruned variants of `{args.run.name}` (`rkd-edge prune --ratio R --round-to N --epochs {args.epochs}`) "
         "against the source, FP32 ONNX Runtime CPU sessions, "
@@ -148,9 +149,9 @@ def main() -> None:
         )
         + "\n"
     )
-    if source_params:
-        md += f"\nSource encoder: {source_params['before']['encoder_params']:,} parameters, conv channels "
-        md += f"{source_params['before']['conv_channels']}.\n"
+    if first:
+        md += f"\nSource encoder: {first['before']['encoder_params']:,} parameters, conv channels "
+        md += f"{first['before']['conv_channels']}.\n"
         for name, b in built.items():
             if b["prune"]:
                 md += f"\n- {name}: conv channels {b['prune']['after']['conv_channels']}"

@@ -196,8 +196,10 @@ class Pipeline:
         (a replaced teacher.pt under the same spec): the report would name one teacher and hold another's
         student."""
         was, now = prev.get("identity"), info["identity"]
+        if was is None or was == now:
+            return
         later = [s for s in METHOD_STAGES[self.cfg.method] if s != "teacher" and self.done(s) is not None]
-        if was is not None and was != now and later:
+        if later:
             raise UserError(
                 f"the teacher of {self.out} is not the one its {', '.join(later)} stage(s) learnt from (was {was}, "
                 f"now {now}: were its weights replaced?); put the teacher back, or train into a new --out"

@@ -139,6 +139,14 @@ def _channels(system) -> list[int]:
     return [m.out_channels for m in system.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
+def _removes_any(tp, system, shape: tuple[int, ...], ratio: float, round_to: int) -> bool:
+    """Whether pruning a copy of ``system`` at ``ratio`` and ``round_to`` removes any parameter."""
+    pruned = copy.deepcopy(system)
+    _pruner(tp, pruned, shape, ratio, round_to).step()
+    stops.check()  # torch-pruning's tracing swallows a KeyboardInterrupt (a bare except)
+    return count_params(pruned.encoder) < count_params(system.encoder)
+
+
 def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float, round_to: int) -> None:
     """Refuse a ratio that would remove no channel, by pruning copies of ``system`` before any work starts."""
     widest = max(_channels(system), default=0)
@@ -149,18 +157,13 @@ def _check_removes_channels(tp, system, shape: tuple[int, ...], ratio: float, ro
             f"--ratio {ratio} removes less than one channel of the widest layer ({widest} channels); "
             f"give at least {1 / max(widest, 1):.3g}"
         )
-    params = count_params(system.encoder)
-    for rounding in dict.fromkeys((round_to, 1)):  # without rounding too: to say which of the two removes nothing
-        pruned = copy.deepcopy(system)
-        _pruner(tp, pruned, shape, ratio, rounding).step()
-        stops.check()  # torch-pruning's tracing swallows a KeyboardInterrupt (a bare except)
-        if count_params(pruned.encoder) < params:
-            if rounding == round_to:
-                return
-            raise UserError(
-                f"--ratio {ratio} removes no channel of this encoder once each layer keeps a multiple of "
-                f"--round-to {round_to} channels; give a larger ratio, or --round-to 1"
-            )
+    if _removes_any(tp, system, shape, ratio, round_to):
+        return
+    if round_to > 1 and _removes_any(tp, system, shape, ratio, 1):  # the rounding is what keeps every channel
+        raise UserError(
+            f"--ratio {ratio} removes no channel of this encoder once each layer keeps a multiple of "
+            f"--round-to {round_to} channels; give a larger ratio, or --round-to 1"
+        )
     # torch-pruning leaves whole a layer the ratio would empty, so near 1 nothing goes either.
     hint = "give a smaller ratio, e.g. 0.5" if ratio > 0.5 else "give a larger ratio"
     why = (

@@ -248,9 +248,8 @@ def _say_how_it_ended(summary: dict) -> None:
     closed the link or stopped reading."""
     if summary["refused"]:  # UDP has no connection to lose: the receiver's host said nothing listens
         print(
-            f"tx: warning: {summary['refused']} of {summary['datagrams']} datagram(s) were refused (port unreachable "
-            f"at {summary['to']}): is "
-            "rkd-edge rx listening there?",
+            f"tx: warning: {summary['refused']} of {summary['datagrams']} datagram(s) were refused (port "
+            f"unreachable at {summary['to']}): is rkd-edge rx listening there?",
             file=sys.stderr,
             flush=True,
         )
